@@ -1,0 +1,1 @@
+"""hrlaif harness: CLI, config, pipeline, run store and checkpoint gate."""

