@@ -63,13 +63,13 @@ def convert_gguf(gguf: Path) -> Path:
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32)
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     except Exception as e:  # transformers raises many types for a bad GGUF
         raise UserError(f"cannot load GGUF file {gguf}: {type(e).__name__}: {e}")
     config = quantized.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
     tmp = out.with_name(out.name + ".partial")
     model.save_pretrained(tmp, safe_serialization=True)
@@ -142,7 +142,7 @@ def load_causal_lm(spec: str | None, dtype: str = "float32"):
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     try:
         tok = AutoTokenizer.from_pretrained(ref.path)
-        model = AutoModelForCausalLM.from_pretrained(ref.path, torch_dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype)
     except OSError as e:
         raise UserError(f"cannot load model {ref.spec}: {str(e).splitlines()[0]}")
     except ValueError as e:

@@ -1,0 +1,42 @@
+"""`hrlaif gate --baseline A --candidate B`: paired non-inferiority gate for CI.
+
+Exit codes: 0 the candidate is non-inferior on every benchmark, 1 it is not,
+2 bad input (missing files, items that cannot be paired).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--baseline", type=Path, required=True,
+                        help="evaluation dir (results.json + samples/) or a checkpoint dir (has config.json)")
+    parser.add_argument("--candidate", type=Path, required=True, help="same, for the candidate")
+    parser.add_argument("--margin", action="append", default=[], metavar="BENCH=POINTS",
+                        help="non-inferiority margin in points on a 0-100 scale (repeatable; "
+                             "'default=P' sets the rest; default 1 point)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate (Holm)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where gate.json (and checkpoint evaluations) go; default: the candidate eval dir")
+    parser.add_argument("--benchmarks", default=None, help="comma list to gate (default: all the baseline has)")
+    parser.add_argument("--limit", type=int, default=None, help="items per benchmark when evaluating checkpoints")
+    parser.add_argument("--data-dir", default=None, help="benchmark data dir when evaluating checkpoints")
+
+
+def run(args) -> int:
+    from harness import gate
+    from harness.store import write_json
+
+    benches = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else None
+    margins = gate.parse_margins(args.margin)
+    out = args.out or (args.candidate / "gate" if gate.is_checkpoint(args.candidate) else args.candidate)
+    base = gate.evaluate_if_checkpoint(args.baseline, out, "baseline", args.candidate, benches,
+                                       args.limit, args.data_dir)
+    cand = gate.evaluate_if_checkpoint(args.candidate, out, "candidate", args.baseline, benches,
+                                       args.limit, args.data_dir)
+    report = gate.compare(base, cand, margins, args.alpha, benches)
+    write_json(Path(out) / "gate.json", report)
+    print(gate.format_table(report))
+    print(f"details: {Path(out) / 'gate.json'}", file=sys.stderr)
+    return 0 if report["passed"] else 1

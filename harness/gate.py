@@ -1,0 +1,234 @@
+"""Paired non-inferiority gate: may the candidate ship instead of the baseline?
+
+Method (also stored in gate.json under "method"):
+- Items are paired by `doc_id` per benchmark (samples/<bench>.jsonl); only items both sides
+  scored are compared. Duplicated doc_ids or disjoint item sets are input errors.
+- Difference test (reported as p / p_holm): exact McNemar for 0/1 scores, paired bootstrap
+  otherwise; Holm-adjusted across the benchmarks.
+- Non-inferiority (decides the verdict): d = candidate − baseline oriented so that positive is
+  better (ToxiGen, lower-is-better, is negated). The candidate is non-inferior on a benchmark when
+  the lower bound of the paired bootstrap CI of mean(d) lies above −margin. The CI level is Holm-
+  adjusted: the benchmark with the k-th smallest non-inferiority p-value (k = 0..m-1) uses a
+  two-sided 1 − alpha/(m − k) interval (95% for alpha = 0.05 when m = 1), so that all m decisions
+  hold jointly at family-wise level alpha. Equivalently p_noninferiority_holm < alpha.
+- The gate passes only when every benchmark is non-inferior.
+Margins are in points on a 0-100 scale (1 point = 0.01), the same for ToxiGen (1 point = 10 ‰).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import UserError
+from harness.stats import holm, is_binary, mcnemar_p, min_detectable_diff, paired_bootstrap_diff
+from harness.store import read_json, read_jsonl
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MARGIN_PTS = 1.0
+LOWER_IS_BETTER = {"toxigen"}
+# A win ratio is measured against its own baseline model, so two of them are not paired scores.
+NOT_GATED = {"win_ratio"}
+BINARY_ITERS = 10000
+SEED = 0
+METHOD = __doc__.split("Method (also stored in gate.json under \"method\"):\n", 1)[1].strip()
+
+
+def is_checkpoint(path: Path) -> bool:
+    return (Path(path) / "config.json").exists()
+
+
+def parse_margins(specs: list[str] | None) -> dict[str, float]:
+    """['gsm8k=2', 'default=0.5'] -> {'gsm8k': 0.02, 'default': 0.005} (points -> 0-1 scale)."""
+    out = {}
+    for s in specs or []:
+        name, sep, val = s.partition("=")
+        try:
+            pts = float(val)
+        except ValueError:
+            pts = float("nan")
+        if not sep or not name.strip() or not math.isfinite(pts) or pts < 0:
+            raise UserError(f"--margin expects BENCH=POINTS with POINTS >= 0, got {s!r}")
+        out[name.strip()] = pts / 100.0
+    return out
+
+
+def load_item_scores(eval_dir: Path, bench: str) -> dict[str, float]:
+    p = Path(eval_dir) / "samples" / f"{bench}.jsonl"
+    if not p.exists():
+        raise UserError(f"missing {p}: the gate pairs items from samples/<bench>.jsonl")
+    scores: dict[str, float] = {}
+    for i, r in enumerate(read_jsonl(p), 1):
+        if "doc_id" not in r or "score" not in r:
+            raise UserError(f"{p}:{i} lacks 'doc_id' or 'score'")
+        key = str(r["doc_id"])
+        if key in scores:
+            raise UserError(f"{p}: duplicate doc_id {key!r}; items cannot be paired")
+        try:
+            scores[key] = float(r["score"])
+        except (TypeError, ValueError):
+            raise UserError(f"{p}:{i} score {r['score']!r} is not a number")
+    if not scores:
+        raise UserError(f"{p} has no items")
+    return scores
+
+
+def load_results(eval_dir: Path) -> dict:
+    eval_dir = Path(eval_dir)
+    if not eval_dir.is_dir():
+        raise UserError(f"evaluation directory not found: {eval_dir}")
+    res = read_json(eval_dir / "results.json")
+    if not isinstance(res, dict) or not isinstance(res.get("benchmarks"), dict):
+        raise UserError(f"{eval_dir / 'results.json'} has no 'benchmarks' object")
+    return res
+
+
+def _bootstrap_means(base: np.ndarray, cand: np.ndarray, sign: float) -> tuple[np.ndarray, float]:
+    """(bootstrap distribution of mean oriented diff, difference-test p)."""
+    n = len(base)
+    if is_binary(base) and is_binary(cand):
+        d = sign * (cand - base)
+        # Resampling items of a {-1, 0, 1} variable = drawing the three counts from a multinomial:
+        # an exact bootstrap that stays cheap for MMLU-sized n.
+        probs = [np.mean(d > 0), np.mean(d < 0), np.mean(d == 0)]
+        counts = np.random.default_rng(SEED).multinomial(n, probs, size=BINARY_ITERS)
+        boot = (counts[:, 0] - counts[:, 1]) / n
+        return boot, mcnemar_p(base, cand)
+    # paired_bootstrap_diff materialises iters x n indices; cap the product at ~20M.
+    iters = int(min(10000, max(2000, 2e7 // max(n, 1))))
+    res = paired_bootstrap_diff(base, cand, iters=iters, seed=SEED)
+    return sign * res["boot"], res["p"]
+
+
+def compare_benchmark(bench: str, base: dict[str, float], cand: dict[str, float], margin: float,
+                      higher_is_better: bool, alpha: float) -> dict:
+    """Everything except the Holm-dependent fields (filled in by `compare`)."""
+    common = sorted(set(base) & set(cand))
+    if not common:
+        raise UserError(f"{bench}: baseline and candidate share no doc_id; they evaluated different items")
+    warnings = []
+    if len(common) < max(len(base), len(cand)):
+        warnings.append(f"compared on the {len(common)} items both evaluated "
+                        f"(baseline {len(base)}, candidate {len(cand)})")
+    a = np.array([base[k] for k in common])
+    b = np.array([cand[k] for k in common])
+    sign = 1.0 if higher_is_better else -1.0
+    boot, p = _bootstrap_means(a, b, sign)
+    d = sign * (b - a)
+    # Share of resampled mean differences at or below -margin; x2 puts it on the two-sided scale of the CI.
+    p_ni = max(min(1.0, 2 * float(np.mean(boot <= -margin))), 1.0 / len(boot))
+    sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+    if sd == 0.0:
+        sd = float(np.std(a, ddof=1)) if len(a) > 1 else 0.0  # planning sd when the pair is identical
+    mdd = min_detectable_diff(sd, len(common), alpha=alpha / 2)
+    if mdd > margin:
+        warnings.append(f"n={len(common)} is too small to detect a {margin * 100:g}-point margin "
+                        f"(min detectable difference {mdd * 100:.1f} points at 80% power)")
+    return {
+        "n": len(common), "n_baseline": len(base), "n_candidate": len(cand),
+        "baseline": float(a.mean()), "candidate": float(b.mean()), "diff": float((b - a).mean()),
+        "higher_is_better": higher_is_better, "margin": margin,
+        "test": "mcnemar_exact" if is_binary(a) and is_binary(b) else "paired_bootstrap",
+        "p": float(p), "p_noninferiority": p_ni, "min_detectable_diff": mdd,
+        "_boot": boot, "_warnings": warnings,
+    }
+
+
+def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, float] | None = None,
+            alpha: float = 0.05, benchmarks: list[str] | None = None) -> dict:
+    """Gate two evaluation directories; returns the gate.json dict ("passed" is the verdict)."""
+    if not 0 < alpha < 1:
+        raise UserError(f"--alpha must be in (0, 1), got {alpha}")
+    margins = dict(margins or {})
+    base_res, cand_res = load_results(Path(baseline)), load_results(Path(candidate))
+    benches = benchmarks or [b for b in base_res["benchmarks"] if b not in NOT_GATED]
+    unknown = sorted(set(margins) - set(benches) - {"default"})
+    if unknown:
+        raise UserError(f"--margin names benchmarks not gated here: {', '.join(unknown)}")
+    if not benches:
+        raise UserError(f"{baseline}/results.json lists no benchmark to gate")
+    default_margin = margins.get("default", DEFAULT_MARGIN_PTS / 100.0)
+    rows = {}
+    for bench in benches:
+        entry = base_res["benchmarks"].get(bench) or cand_res["benchmarks"].get(bench) or {}
+        higher = bool(entry.get("higher_is_better", bench not in LOWER_IS_BETTER))
+        rows[bench] = compare_benchmark(bench, load_item_scores(baseline, bench),
+                                        load_item_scores(candidate, bench),
+                                        margins.get(bench, default_margin), higher, alpha)
+    names = list(rows)
+    m = len(names)
+    p_holm = holm([rows[b]["p"] for b in names])
+    p_ni_holm = holm([rows[b]["p_noninferiority"] for b in names])
+    order = sorted(names, key=lambda b: rows[b]["p_noninferiority"])
+    for rank, b in enumerate(order):
+        r = rows[b]
+        level_alpha = alpha / (m - rank)
+        lo, hi = np.quantile(r.pop("_boot"), [level_alpha / 2, 1 - level_alpha / 2])
+        sign = 1.0 if r["higher_is_better"] else -1.0
+        # The bootstrap is of the oriented diff; report the CI of the raw candidate − baseline.
+        r["ci"] = sorted([float(sign * lo), float(sign * hi)])
+        r["ci_level"] = 1 - level_alpha
+        r["bound_vs_margin"] = float(lo)  # worst plausible oriented diff; non-inferior if > -margin
+        r["p_holm"] = p_holm[names.index(b)]
+        r["p_noninferiority_holm"] = p_ni_holm[names.index(b)]
+        ok = r["p_noninferiority_holm"] < alpha
+        warnings = r.pop("_warnings")
+        if not ok and lo > -r["margin"]:
+            warnings.append("fails by Holm step-down: a benchmark with stronger evidence already failed")
+        r["verdict"] = "pass" if ok else "fail"
+        r["warning"] = "; ".join(warnings) or None
+    passed = all(rows[b]["verdict"] == "pass" for b in names)
+    return {"baseline": str(baseline), "candidate": str(candidate), "alpha": alpha,
+            "passed": passed, "verdict": "pass" if passed else "fail",
+            "benchmarks": rows, "method": METHOD}
+
+
+def format_table(report: dict) -> str:
+    import pandas as pd
+
+    rows = []
+    for b, r in report["benchmarks"].items():
+        rows.append({
+            "benchmark": b + ("" if r["higher_is_better"] else " (lower better)"), "n": r["n"],
+            "baseline": f"{r['baseline'] * 100:.1f}", "candidate": f"{r['candidate'] * 100:.1f}",
+            "diff": f"{r['diff'] * 100:+.1f}",
+            "CI": f"[{r['ci'][0] * 100:+.1f}, {r['ci'][1] * 100:+.1f}] @{r['ci_level'] * 100:.1f}%",
+            "p": f"{r['p']:.3g}", "p_holm": f"{r['p_holm']:.3g}", "margin": f"{r['margin'] * 100:g}",
+            "verdict": r["verdict"].upper() if r["verdict"] == "fail" else r["verdict"],
+        })
+    table = pd.DataFrame(rows).to_string(index=False)
+    lines = [table, "", "scores, diffs and margins in points (0-100); CI of candidate − baseline, Holm-adjusted level"]
+    for b, r in report["benchmarks"].items():
+        if r["warning"]:
+            lines.append(f"warning: {b}: {r['warning']}")
+    lines.append(f"gate: {'PASS' if report['passed'] else 'FAIL'}")
+    return "\n".join(lines)
+
+
+def evaluate_if_checkpoint(path: Path, out_dir: Path, role: str, other: Path,
+                           benchmarks: list[str] | None, limit: int | None, data_dir: str | None) -> Path:
+    """Return an evaluation dir for `path`: itself, or a fresh evaluation when it is a checkpoint.
+
+    Defaults for the evaluation come from the other side when that is an evaluation dir, so the
+    two evaluate the same benchmarks and items.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"not found: {path}")
+    if not is_checkpoint(path):
+        return path
+    ref = None if is_checkpoint(other) or not (Path(other) / "results.json").exists() else load_results(Path(other))
+    if benchmarks is None and ref is not None:
+        benchmarks = [b for b in ref["benchmarks"] if b not in NOT_GATED]
+    cfg = (ref or {}).get("config") or {}
+    limit = limit if limit is not None else cfg.get("limit")
+    data_dir = data_dir if data_dir is not None else cfg.get("data_dir")
+    from evalsets.runner import evaluate_to_dir  # lazy: pulls torch and transformers
+
+    target = Path(out_dir) / f"{role}_eval"
+    log.warning("%s is a checkpoint; evaluating it into %s", path, target)
+    evaluate_to_dir(str(path), target, benchmarks, limit, data_dir)
+    return target

@@ -1,0 +1,153 @@
+"""Display tables: the tidy frames of reports.collect rendered as "score [lo, hi] n=.. Δ.." cells.
+
+Scores on a 0-1 scale are shown in percent with CI bounds in percent and deltas in
+percentage points (pt); ToxiGen is shown in ‰. A missing value is "—", never an error.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from reports.collect import BENCH_LABELS, BENCHMARKS, VARIANT_LABELS, VARIANTS
+
+DASH = "—"
+
+
+def _ok(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def fmt_score(score, lo=None, hi=None, n=None, permille: bool = False) -> str:
+    """'41.0% [25.0, 59.0] n=30' (or '12.0‰ [...]'); '—' when the score is missing."""
+    if not _ok(score):
+        return DASH
+    k, unit = (1.0, "‰") if permille else (100.0, "%")
+    s = f"{score * k:.1f}{unit}"
+    if _ok(lo) and _ok(hi):
+        s += f" [{lo * k:.1f}, {hi * k:.1f}]"
+    if _ok(n):
+        s += f" n={int(n)}"
+    return s
+
+
+def fmt_delta(delta, permille: bool = False) -> str:
+    if not _ok(delta):
+        return ""
+    return f"Δ {delta:+.1f}‰" if permille else f"Δ {delta * 100:+.1f} pt"
+
+
+def comparison_long(bench_df: pd.DataFrame) -> pd.DataFrame:
+    """Numeric comparison: one row per (variant, bench) with delta vs SFT (machine-readable)."""
+    df = bench_df.copy()
+    sft = df[df.variant == "sft"].set_index("bench")["score"]
+    df["delta_vs_sft"] = [
+        (r.score - sft[r.bench]) if (r.variant != "sft" and r.bench in sft.index and r.bench != "win_ratio")
+        else float("nan") for r in df.itertuples()]
+    return df.drop(columns=["definition"])
+
+
+def comparison_table(bench_df: pd.DataFrame) -> pd.DataFrame:
+    """Rows SFT, RLAIF, HRLAIF; one column per benchmark; each cell score, 95% CI, n and Δ vs SFT."""
+    long = comparison_long(bench_df).set_index(["variant", "bench"])
+    table = {}
+    for v in VARIANTS:
+        row = {}
+        for b in BENCHMARKS:
+            if (v, b) not in long.index:
+                # SFT against itself: the win ratio is 50% by definition, not measured.
+                row[BENCH_LABELS[b]] = "(baseline)" if (v == "sft" and b == "win_ratio") else DASH
+                continue
+            r = long.loc[(v, b)]
+            pm = b == "toxigen"
+            cell = fmt_score(r.score, r.lo, r.hi, r.n, permille=pm)
+            if b == "win_ratio" and _ok(r.wins):
+                cell += f" W/T/L {int(r.wins)}/{int(r.ties or 0)}/{int(r.losses or 0)}"
+            elif _ok(r.delta_vs_sft):
+                cell += " " + fmt_delta(r.delta_vs_sft, permille=pm)
+            if _ok(r.invalid):
+                inv = r.invalid
+                cell += f" invalid={int(inv) if float(inv).is_integer() else inv}"
+            row[BENCH_LABELS[b]] = cell
+        table[VARIANT_LABELS[v]] = row
+    df = pd.DataFrame.from_dict(table, orient="index")
+    df.index.name = "Model"
+    return df
+
+
+def category_table(cat_df: pd.DataFrame, variants=VARIANTS, delta_vs: str | None = "sft") -> pd.DataFrame:
+    """Rows = categories, columns = variants ("score [lo, hi] n=.." plus Δ vs `delta_vs`)."""
+    if cat_df.empty:
+        return pd.DataFrame()
+    cats = list(dict.fromkeys(cat_df.category))
+    idx = cat_df.set_index(["variant", "category"])
+    present = [v for v in variants if v in set(cat_df.variant)]
+    out = {}
+    for c in cats:
+        row = {}
+        for v in present:
+            if (v, c) not in idx.index:
+                row[VARIANT_LABELS[v]] = DASH
+                continue
+            r = idx.loc[(v, c)]
+            cell = fmt_score(r.score, r.lo, r.hi, r.n)
+            if delta_vs and v != delta_vs and (delta_vs, c) in idx.index:
+                cell += " " + fmt_delta(r.score - idx.loc[(delta_vs, c)].score)
+            row[VARIANT_LABELS[v]] = cell
+        out[c] = row
+    df = pd.DataFrame.from_dict(out, orient="index")
+    df.index.name = "Category"
+    return df
+
+
+def label_accuracy_table(label_df: pd.DataFrame) -> pd.DataFrame:
+    """Rows = categories; columns basic, hybrid, and hybrid − basic."""
+    if label_df.empty:
+        return pd.DataFrame()
+    idx = label_df.set_index(["category", "mode"])
+    out = {}
+    for c in dict.fromkeys(label_df.category):
+        row = {}
+        for mode in ("basic", "hybrid"):
+            row[mode] = fmt_score(*idx.loc[(c, mode)][["score", "lo", "hi", "n"]]) if (c, mode) in idx.index else DASH
+        if (c, "basic") in idx.index and (c, "hybrid") in idx.index:
+            row["hybrid − basic"] = fmt_delta(idx.loc[(c, "hybrid")].score - idx.loc[(c, "basic")].score)
+        else:
+            row["hybrid − basic"] = DASH
+        out[c] = row
+    df = pd.DataFrame.from_dict(out, orient="index")
+    df.index.name = "Category"
+    return df
+
+
+def rm_table(rm_cat: pd.DataFrame, rm_summary: pd.DataFrame) -> pd.DataFrame:
+    """Reward-model pairwise accuracy per category, plus held-out overall and the clipped share."""
+    if rm_cat.empty and rm_summary.empty:
+        return pd.DataFrame()
+    modes = list(dict.fromkeys(list(rm_summary.rm) + list(rm_cat.rm)))
+    idx = rm_cat.set_index(["rm", "category"])
+    out = {}
+    for c in dict.fromkeys(rm_cat.category):
+        out[c] = {f"RM {m}": fmt_score(*idx.loc[(m, c)][["score", "lo", "hi", "n"]])
+                  if (m, c) in idx.index else DASH for m in modes}
+    summ = rm_summary.set_index("rm")
+    out["(held-out, all)"] = {f"RM {m}": fmt_score(*summ.loc[m][["score", "lo", "hi", "n"]])
+                              if m in summ.index else DASH for m in modes}
+    out["(clipped share)"] = {
+        f"RM {m}": (f"{summ.loc[m, 'clipped_share'] * 100:.2f}% at |r|>{summ.loc[m, 'clip']:g}"
+                    if m in summ.index and _ok(summ.loc[m].clipped_share) else DASH) for m in modes}
+    df = pd.DataFrame.from_dict(out, orient="index")
+    df.index.name = "Category"
+    return df
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """GitHub-flavoured markdown table (pandas' own needs `tabulate`, which we do not ship)."""
+    if df.empty:
+        return "_no data_\n"
+    esc = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    head = [df.index.name or ""] + [esc(c) for c in df.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, row in df.iterrows():
+        lines.append("| " + " | ".join([esc(i)] + [esc(x) for x in row]) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,103 @@
+"""DeepSpeed on any machine: CPU accelerator here, GPUs on a user's cluster.
+
+Every trainer (SFT, reward model, PPO) builds its engines through `make_engine`, so the
+ZeRO stage, batch sizes and gradient clipping are configured in exactly one place.
+A plain `python` process gets single-rank env defaults; `torchrun` / the `deepspeed`
+launcher provide RANK/WORLD_SIZE themselves.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from harness.errors import UserError
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def setup_env() -> None:
+    """Defaults that make DeepSpeed usable from a plain single process on a CPU box."""
+    try:
+        import torch
+        has_gpu = torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        has_gpu = False
+    if not has_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if "RANK" not in os.environ:  # not under torchrun / deepspeed launcher
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+
+
+def init_distributed() -> tuple[int, int]:
+    """Initialise torch.distributed through DeepSpeed once; return (rank, world_size)."""
+    setup_env()
+    import deepspeed
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "gloo" if os.environ.get("DS_ACCELERATOR") == "cpu" else None
+        deepspeed.init_distributed(dist_backend=backend) if backend else deepspeed.init_distributed()
+    return dist.get_rank(), dist.get_world_size()
+
+
+@dataclass
+class EngineConfig:
+    """Knobs shared by every DeepSpeed engine the harness builds."""
+
+    lr: float = 1e-5
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    zero_stage: int = 0
+    """ZeRO stage 0, 1, 2 or 3 (2 or 3 to shard optimizer state/params across ranks)."""
+    micro_batch_size: int = 4
+    """Sequences per rank per forward/backward."""
+    grad_accum: int = 1
+    """Micro-batches accumulated before each optimizer step."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (0 disables)."""
+    bf16: bool = False
+    """bf16 mixed precision (only worth it on hardware with bf16 matmuls)."""
+
+    def validate(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise UserError(f"zero_stage must be one of 0, 1, 2, 3 (got {self.zero_stage})")
+        if self.micro_batch_size < 1 or self.grad_accum < 1:
+            raise UserError("micro_batch_size and grad_accum must be >= 1")
+
+
+def ds_config(cfg: EngineConfig, world_size: int) -> dict:
+    cfg.validate()
+    conf = {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "train_batch_size": cfg.micro_batch_size * cfg.grad_accum * world_size,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": cfg.bf16},
+        "steps_per_print": 10**9,  # we log ourselves
+        "wall_clock_breakdown": False,
+    }
+    if cfg.grad_clip and cfg.grad_clip > 0:
+        conf["gradient_clipping"] = cfg.grad_clip
+    return conf
+
+
+def make_engine(model, cfg: EngineConfig):
+    """Wrap a model in a DeepSpeed engine with AdamW (torch's, which runs on any accelerator)."""
+    import deepspeed
+    import torch
+
+    rank, world = init_distributed()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config(cfg, world))
+    return engine

@@ -1,0 +1,283 @@
+"""Preference labels from an AI judge: basic RLAIF and hybrid (HRLAIF) labelling.
+
+Basic: every pair (i, j) of a prompt's K responses is judged twice, once in each slot
+order (A/B swapped), to cancel position bias. Pair outcome: i > j if i wins both orders,
+j > i if j wins both, otherwise a tie (split decision or an invalid judgement).
+The partial order is then derived from Copeland scores (consistent wins + 0.5 per tie):
+i is preferred to j iff score(i) > score(j). This is a strict weak order, so it never has
+cycles even when the raw pairwise outcomes do (i > j > k > i all tie on score).
+
+Hybrid (arXiv 2403.08309, for verifiable categories): (1) verify each response's final
+answer against the standard answer, (2) every correct response is preferred to every
+wrong one, (3) the judge ranks the reasoning of the correct ones only (same procedure as
+basic), wrong ones stay unordered among themselves. A prompt whose standard answer
+cannot be parsed falls back to basic labelling and is counted (`std_unparseable`).
+
+Label rows follow docs/FORMATS.md; `why` (parallel to `pairs`) says where each pair came
+from and `judge_meta` holds the counts that the summary aggregates.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Iterable, Sequence
+
+from harness.errors import UserError
+from harness.stats import mean_ci
+from trainers.feedback import prompts as P
+from trainers.feedback.judge import INVALID, Judge
+from trainers.feedback.verify import VERIFIABLE, check
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VERIFIABLE = frozenset({"math", "multiple_choice"})
+HARMLESS = "harmlessness"
+
+
+def validate_samples(samples: Sequence[dict], where: str = "samples") -> None:
+    """UserError on the first sample that cannot be labelled."""
+    seen: set[str] = set()
+    for n, s in enumerate(samples, 1):
+        sid = s.get("id")
+        if sid is None or str(sid) == "":
+            raise UserError(f"{where}: row {n} has no id")
+        if str(sid) in seen:
+            raise UserError(f"{where}: duplicate id {sid!r}")
+        seen.add(str(sid))
+        if not isinstance(s.get("prompt"), str):
+            raise UserError(f"{where}: sample {sid!r} has no prompt")
+        if not s.get("category"):
+            raise UserError(f"{where}: sample {sid!r} has no category")
+        rs = s.get("responses")
+        if not isinstance(rs, list) or not all(isinstance(r, str) for r in rs):
+            raise UserError(f"{where}: sample {sid!r} has no list of responses")
+        if len(rs) < 2:
+            raise UserError(f"{where}: sample {sid!r} has K={len(rs)} responses; labelling needs K >= 2")
+
+
+def _new_meta() -> dict:
+    return {"judgements": 0, "valid": 0, "first_slot_wins": 0, "invalid": 0,
+            "harm_judgements": 0, "harm_invalid": 0, "rewrites": 0}
+
+
+def judge_order(judge: Judge, idx: Sequence[int], make_messages, meta: dict) -> list[list[int]]:
+    """Judge all pairs among response indices `idx` in both orders; return Copeland pairs."""
+    pairs = list(itertools.combinations(idx, 2))
+    batch = []
+    for i, j in pairs:
+        batch.append(make_messages(i, j))  # i in slot A
+        batch.append(make_messages(j, i))  # j in slot A
+    results = judge.choose_many(batch, ("A", "B"))
+    score = {i: 0.0 for i in idx}
+    for n, (i, j) in enumerate(pairs):
+        first, second = results[2 * n][0], results[2 * n + 1][0]
+        for lab in (first, second):
+            meta["judgements"] += 1
+            if lab == INVALID:
+                meta["invalid"] += 1
+            else:
+                meta["valid"] += 1
+                meta["first_slot_wins"] += int(lab == "A")
+        i_wins = first == "A" and second == "B"
+        j_wins = first == "B" and second == "A"
+        if i_wins:
+            score[i] += 1
+        elif j_wins:
+            score[j] += 1
+        else:
+            score[i] += 0.5
+            score[j] += 0.5
+    return [[i, j] for i in idx for j in idx if score[i] > score[j]]
+
+
+def _base_row(sample: dict, mode: str) -> dict:
+    row = dict(sample)
+    k = len(sample["responses"])
+    row["mode"] = mode
+    row["responses"] = list(sample["responses"])
+    row["sources"] = list(sample.get("sources") or ["policy"] * k)
+    row["correct"] = [None] * k
+    return row
+
+
+def _basic_pairs(row: dict, judge: Judge, idx: Sequence[int], meta: dict) -> list[list[int]]:
+    rs, prompt = row["responses"], row["prompt"]
+    return judge_order(judge, idx, lambda a, b: P.pairwise_messages(prompt, rs[a], rs[b]), meta)
+
+
+def label_one(sample: dict, judge: Judge | None, mode: str = "basic",
+              verifiable: Iterable[str] = DEFAULT_VERIFIABLE, redteam: bool = False,
+              judge_correct: bool = True, rewrite: bool = True) -> dict:
+    """One labels.jsonl row for one sample (see module docstring)."""
+    if mode not in ("basic", "hybrid"):
+        raise UserError(f"unknown labelling mode {mode!r} (basic | hybrid)")
+    verifiable = {c.lower() for c in verifiable}
+    row = _base_row(sample, mode)
+    meta = _new_meta()
+    k = len(row["responses"])
+    pairs: list[list[int]] = []
+    why: list[str] = []
+    cat = str(row["category"]).lower()
+    verified = False
+    if mode == "hybrid" and cat in verifiable and cat in VERIFIABLE:
+        verdicts = [check(cat, r, row.get("std_answer"), row["prompt"]) for r in row["responses"]]
+        if any(v.correct is None for v in verdicts):
+            meta["std_unparseable"] = 1
+            log.warning("sample %s: standard answer %r cannot be parsed (%s); basic labelling",
+                        row["id"], row.get("std_answer"), verdicts[0].reason)
+        else:
+            verified = True
+            row["correct"] = [v.correct for v in verdicts]
+            row["extracted"] = [v.extracted for v in verdicts]
+            good = [i for i in range(k) if verdicts[i].correct]
+            bad = [i for i in range(k) if not verdicts[i].correct]
+            for i in good:
+                for j in bad:
+                    pairs.append([i, j])
+                    why.append("verified")
+            if judge_correct and len(good) >= 2:
+                rs, prompt, std = row["responses"], row["prompt"], str(row.get("std_answer"))
+                jp = judge_order(judge, good, lambda a, b: P.reasoning_messages(prompt, rs[a], rs[b], std), meta)
+                pairs += jp
+                why += ["judge"] * len(jp)
+    if not verified:
+        jp = _basic_pairs(row, judge, range(k), meta)
+        pairs += jp
+        why += ["judge"] * len(jp)
+    row["pairs"], row["why"] = pairs, why
+    if redteam and cat == HARMLESS:
+        from trainers.feedback.redteam import redteam_row
+        redteam_row(row, judge, meta, rewrite=rewrite)
+    row["invalid_judgements"] = meta["invalid"]
+    row["judge_meta"] = meta
+    assert_acyclic(row["pairs"], len(row["responses"]), row["id"])
+    return row
+
+
+def label_basic(samples: Sequence[dict], judge: Judge, redteam: bool = False) -> list[dict]:
+    validate_samples(samples)
+    return [label_one(s, judge, "basic", redteam=redteam) for s in samples]
+
+
+def label_hybrid(samples: Sequence[dict], judge: Judge, verifiable: Iterable[str] = DEFAULT_VERIFIABLE,
+                 redteam: bool = False, judge_correct: bool = True) -> list[dict]:
+    validate_samples(samples)
+    return [label_one(s, judge, "hybrid", verifiable, redteam=redteam, judge_correct=judge_correct)
+            for s in samples]
+
+
+def assert_acyclic(pairs: Sequence[Sequence[int]], k: int, sid=None) -> None:
+    """The partial order must be a DAG; a cycle here is a bug, not bad input."""
+    succ: dict[int, list[int]] = {i: [] for i in range(k)}
+    for i, j in pairs:
+        succ[i].append(j)
+    state = [0] * k  # 0 new, 1 on stack, 2 done
+    for start in range(k):
+        stack = [(start, iter(succ[start]))]
+        if state[start]:
+            continue
+        state[start] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+            elif state[nxt] == 1:
+                raise AssertionError(f"sample {sid}: preference pairs contain a cycle through {nxt}")
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                stack.append((nxt, iter(succ[nxt])))
+
+
+def pair_rows(labels: Iterable[dict]) -> list[dict]:
+    """pairs.jsonl rows: one per preference pair, for inspection."""
+    out = []
+    for row in labels:
+        whys = row.get("why") or ["judge"] * len(row["pairs"])
+        for (i, j), w in zip(row["pairs"], whys):
+            out.append({"id": row["id"], "category": row["category"], "chosen": row["responses"][i],
+                        "rejected": row["responses"][j], "why": w})
+    return out
+
+
+def summarize(labels: Sequence[dict]) -> dict:
+    """Counts behind summary.json: invalid judgements, position bias, fallbacks."""
+    tot = _new_meta() | {"std_unparseable": 0}
+    for row in labels:
+        for key, v in (row.get("judge_meta") or {}).items():
+            tot[key] = tot.get(key, 0) + v
+    valid = tot["valid"]
+    return {
+        "prompts": len(labels),
+        "pairs": sum(len(r["pairs"]) for r in labels),
+        "pairs_by_source": _count(w for r in labels for w in (r.get("why") or [])),
+        "pairwise_judgements": tot["judgements"],
+        "harm_judgements": tot["harm_judgements"],
+        "rewrites": tot["rewrites"],
+        "invalid_judgements": sum(r.get("invalid_judgements", 0) for r in labels),
+        "invalid_pairwise": tot["invalid"] - tot["harm_invalid"],
+        "invalid_harm_flags": tot["harm_invalid"],
+        "position_bias": {"first_slot_win_share": (tot["first_slot_wins"] / valid) if valid else None,
+                          "valid_decisions": valid,
+                          "definition": "share of valid pairwise decisions where the response in slot A won; 0.5 = unbiased"},
+        "std_unparseable": tot["std_unparseable"],
+    }
+
+
+def _count(items: Iterable[str]) -> dict:
+    out: dict[str, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out
+
+
+# -- label accuracy (the paper's Table 1) ------------------------------------------------
+def ground_truth_pairs(row: dict) -> list[tuple[int, int]] | None:
+    """Pairs (better, worse) that are known to be right, or None if the row has no truth.
+
+    Rows may carry explicit `gt_pairs` (hh-rlhf chosen/rejected); verifiable categories
+    get them from verification: each correct response beats each wrong one."""
+    if row.get("gt_pairs") is not None:
+        return [tuple(p) for p in row["gt_pairs"]]
+    cat = str(row.get("category", "")).lower()
+    if cat not in VERIFIABLE:
+        return None
+    k = sum(1 for s in (row.get("sources") or ["policy"] * len(row["responses"])) if s == "policy")
+    verdicts = [check(cat, r, row.get("std_answer"), row.get("prompt")).correct for r in row["responses"][:k]]
+    if any(v is None for v in verdicts):
+        return None
+    return [(i, j) for i in range(k) for j in range(k) if verdicts[i] and not verdicts[j]]
+
+
+def label_accuracy(labels_by_mode: dict[str, Sequence[dict]], category_of=None) -> dict:
+    """{category: {mode: {score, n, ci95, ties}}}: share of ground-truth pairs the labels order
+    correctly. A tie or a reversed pair counts as wrong: the label carries no right answer."""
+    table: dict[str, dict] = {}
+    for mode, labels in labels_by_mode.items():
+        per_cat: dict[str, list[int]] = {}
+        ties: dict[str, int] = {}
+        for row in labels:
+            gt = ground_truth_pairs(row)
+            if not gt:
+                continue
+            cat = category_of(row) if category_of else row["category"]
+            have = {tuple(p) for p in row["pairs"]}
+            for i, j in gt:
+                per_cat.setdefault(cat, []).append(int((i, j) in have))
+                ties[cat] = ties.get(cat, 0) + int((i, j) not in have and (j, i) not in have)
+        for cat, scores in per_cat.items():
+            table.setdefault(cat, {})[mode] = mean_ci(scores) | {"ties": ties.get(cat, 0)}
+    return dict(sorted(table.items()))
+
+
+def format_accuracy_table(table: dict, modes: Sequence[str] = ("basic", "hybrid")) -> str:
+    lines = [f"{'category':<24}" + "".join(f"{m + ' acc [95% CI] (n)':>34}" for m in modes)]
+    for cat, row in table.items():
+        cells = []
+        for m in modes:
+            r = row.get(m)
+            cells.append(f"{'-':>34}" if not r else
+                         f"{r['score']:>14.3f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] ({r['n']})".rjust(34))
+        lines.append(f"{cat:<24}" + "".join(cells))
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""Judge prompt templates.
+
+Kept in one place so that prompt edits are reviewable and so that the disk cache (keyed
+by the full prompt) invalidates exactly the judgements whose prompt changed.
+Every template asks for a one-token answer: the judge's first-token log-probabilities
+(or a strictly parsed reply) are the decision; nothing else in the reply is used.
+"""
+from __future__ import annotations
+
+# The markers below are also what tests/fake_judge.py parses to script a judge.
+RESP_A = "[Response A]"
+RESP_B = "[Response B]"
+END = "[End]"
+
+PAIRWISE_SYSTEM = "You are a careful, impartial judge of AI assistant responses."
+
+PAIRWISE = """Compare two responses to the same user request.
+Prefer the response that is more helpful, correct, harmless and clearly written.
+
+[User request]
+{prompt}
+
+{RESP_A}
+{a}
+
+{RESP_B}
+{b}
+{END}
+
+Which response is better? Reply with a single letter: A or B."""
+
+# Hybrid labelling: both responses already reach the verified correct answer, so the
+# judge only compares the reasoning (the paper's step 3).
+REASONING = """Two responses to the same problem both reach the correct final answer ({std_answer}).
+Prefer the response whose reasoning is correct, complete and easy to follow.
+
+[Problem]
+{prompt}
+
+{RESP_A}
+{a}
+
+{RESP_B}
+{b}
+{END}
+
+Which response has the better reasoning? Reply with a single letter: A or B."""
+
+HARMFUL = """Decide whether an AI assistant's response is harmful: it helps with something dangerous,
+illegal, unethical or hateful, or it insults or endangers people.
+
+[User request]
+{prompt}
+
+[Response]
+{response}
+{END}
+
+Is the response harmful? Reply with a single word: Yes or No."""
+
+REWRITE_SYSTEM = "You rewrite AI assistant responses so that they are harmless while staying polite and useful."
+
+REWRITE = """The response below to the user's request is harmful.
+Write a new response that declines the harmful part, briefly explains why, and offers a safe alternative.
+Output only the new response.
+
+[User request]
+{prompt}
+
+[Harmful response]
+{response}
+{END}"""
+
+
+def _msgs(system: str, user: str) -> list[dict]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def pairwise_messages(prompt: str, a: str, b: str) -> list[dict]:
+    return _msgs(PAIRWISE_SYSTEM, PAIRWISE.format(prompt=prompt, a=a, b=b, RESP_A=RESP_A, RESP_B=RESP_B, END=END))
+
+
+def reasoning_messages(prompt: str, a: str, b: str, std_answer: str) -> list[dict]:
+    return _msgs(PAIRWISE_SYSTEM, REASONING.format(prompt=prompt, a=a, b=b, std_answer=std_answer,
+                                                   RESP_A=RESP_A, RESP_B=RESP_B, END=END))
+
+
+def harmful_messages(prompt: str, response: str) -> list[dict]:
+    return _msgs(PAIRWISE_SYSTEM, HARMFUL.format(prompt=prompt, response=response, END=END))
+
+
+def rewrite_messages(prompt: str, response: str) -> list[dict]:
+    return _msgs(REWRITE_SYSTEM, REWRITE.format(prompt=prompt, response=response, END=END))

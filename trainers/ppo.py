@@ -1,0 +1,570 @@
+"""PPO against a frozen reward model, on DeepSpeed engines (CPU or GPU, 1..N ranks).
+
+Four models: the actor (causal LM, DeepSpeed engine), the critic (a causal-LM backbone with
+a scalar value head, DeepSpeed engine), the frozen reference (a copy of the initial actor)
+and the frozen reward model (`trainers.reward_model.RewardModel`).
+
+One step = `make_rollout` (trainers/experience.py: generate, score, KL, GAE) followed by
+`ppo_update` (clipped policy and value losses, several epochs over minibatches). Batches
+are global: with W ranks each rank takes every W-th prompt of the global batch
+(DistributedSampler-style) and losses are normalised by the global token count, so W ranks
+compute the same update as one rank on the whole batch.
+
+Usage: `hrlaif ppo --model ACTOR --reward-model RM --out DIR` (harness/commands/ppo.py),
+or `train(PPOConfig(...))` from Python; `torchrun --nproc_per_node 2 -m harness.cli ppo ...`
+for two ranks.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from harness.errors import UserError
+from harness.store import append_jsonl, read_jsonl, stable_hash, write_jsonl
+from trainers import checkpointing as ckpt
+from trainers.distributed import EngineConfig, init_distributed, make_engine
+from trainers.experience import (Rollout, entropy_from_logits, logprobs_from_logits, make_rollout,
+                                 masked_mean, generate, policy_logits, position_ids, score)
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+@dataclass
+class DriftConfig:
+    """How far the actor drifts from where it started, measured while training."""
+
+    every: int = 0
+    """Evaluate every this many steps (0 = never)."""
+    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k", "mmlu"])
+    """Quick benchmark subset passed to `evaluate_fn` (empty = held-out reward only)."""
+    limit: int = 20
+    """Items per benchmark."""
+    data_dir: str | None = None
+    """Benchmark data directory for the evaluator (None = its default)."""
+    heldout_prompts: str | None = None
+    """Prompts never trained on; their greedy responses are scored by the reward model.
+    None = trainers/data/heldout_prompts.jsonl when present."""
+    heldout_limit: int = 32
+    """At most this many held-out prompts per evaluation."""
+    evaluate_fn: Callable | None = None
+    """`(model, tokenizer, benchmarks, limit, data_dir) -> {bench: {score, ci95, n}}`;
+    None = `evalsets.runner.evaluate_in_process`, imported when first needed."""
+
+
+@dataclass
+class PPOConfig:
+    """Every PPO knob. Batch sizes are global (summed over ranks)."""
+
+    model: str = ""
+    """Actor checkpoint (HF directory; '' = the embedded SmolLM2). Also the reference."""
+    reward_model: str = ""
+    """Reward-model directory (`RewardModel.from_pretrained`)."""
+    out: str = ""
+    """Output directory: metrics.jsonl, drift.jsonl, tb/, checkpoints/, final/."""
+    prompts: str | None = None
+    """Training prompts (prompts.jsonl); None = trainers/data/feedback_prompts.jsonl."""
+    steps: int = 20
+    """PPO steps (one rollout batch + its update each)."""
+    batch_size: int = 8
+    """Prompts per step, over all ranks."""
+    mini_batch_size: int = 4
+    """Sequences per optimiser step, over all ranks (divides batch_size)."""
+    ppo_epochs: int = 2
+    """Passes over each rollout batch."""
+    max_prompt_len: int = 256
+    """Prompts longer than this (in tokens, chat template included) keep their last tokens."""
+    max_new_tokens: int = 64
+    """Response length cap; a response cut here has no EOS (see missing_eos_reward)."""
+    temperature: float = 1.0
+    """Sampling temperature; the PPO log-probs use the same temperature."""
+    top_k: int = 0
+    """Top-k sampling (0 = full distribution, the on-policy choice)."""
+    greedy: bool = False
+    """Greedy decoding instead of sampling (deterministic tests only: PPO needs exploration)."""
+    lr: float = 1e-6
+    """Actor learning rate."""
+    critic_lr: float = 1e-5
+    """Critic learning rate."""
+    gamma: float = 1.0
+    """Discount."""
+    lam: float = 0.95
+    """GAE lambda."""
+    cliprange: float = 0.2
+    """Policy ratio clip epsilon."""
+    cliprange_value: float = 0.2
+    """Value clip around the rollout-time value."""
+    kl_coef: float = 0.05
+    """Per-token KL penalty coefficient (initial value when adaptive)."""
+    kl_estimator: str = "k1"
+    """k1 (log-ratio) or k3 (non-negative, lower variance)."""
+    adaptive_kl: bool = False
+    """Ziegler et al. 2019 controller: nudge kl_coef so that the sequence KL tracks target_kl."""
+    target_kl: float = 6.0
+    """Target sequence KL (nats) for the adaptive controller."""
+    kl_horizon: int = 10000
+    """Controller horizon in samples."""
+    reward_clip: float = 10.0
+    """Clamp the sequence reward to [-reward_clip, reward_clip] (0 = no clamp)."""
+    missing_eos_reward: float | None = -1.0
+    """Reward given instead of the RM score to a response cut at max_new_tokens (None = keep the score)."""
+    whiten_advantages: bool = True
+    """Normalise advantages to zero mean, unit variance over the global batch."""
+    critic_init: str = "actor"
+    """Critic backbone source: 'actor' or 'reward' (the RM's backbone and head)."""
+    recompute_old_logprobs: bool = False
+    """Re-run the actor over the rollout for the old log-probs instead of reusing the sampler's
+    (same weights, same fp32 maths: they agree to ~1e-6, so the extra forward is off by default)."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage for actor and critic (0-3)."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip, applied by the engines."""
+    bf16: bool = False
+    """bf16 mixed precision (slower on CPUs without bf16 matmul units)."""
+    seed: int = 0
+    """Seeds data order, per-prompt sampling and minibatch order."""
+    save_every: int = 0
+    """Checkpoint every N steps (0 = never)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept on disk (the oldest are deleted)."""
+    resume: bool = False
+    """Continue from OUT/checkpoints/latest."""
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    """Drift evaluation hook."""
+
+    def validate(self) -> None:
+        if not self.out:
+            raise UserError("--out is required")
+        if not self.reward_model:
+            raise UserError("--reward-model is required")
+        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_len"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.batch_size % self.mini_batch_size:
+            raise UserError(f"mini_batch_size {self.mini_batch_size} must divide batch_size {self.batch_size}")
+        if self.kl_estimator not in ("k1", "k3"):
+            raise UserError(f"kl_estimator must be k1 or k3 (got {self.kl_estimator!r})")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise UserError(f"zero_stage must be one of 0, 1, 2, 3 (got {self.zero_stage})")
+        if self.critic_init not in ("actor", "reward"):
+            raise UserError(f"critic_init must be actor or reward (got {self.critic_init!r})")
+        if self.temperature <= 0:
+            raise UserError("temperature must be > 0")
+        if self.adaptive_kl and self.target_kl <= 0:
+            raise UserError("target_kl must be > 0")
+        if min(self.save_every, self.drift.every, self.kl_coef, self.lr, self.critic_lr) < 0:
+            raise UserError("save_every, drift_every, kl_coef and learning rates must be >= 0")
+
+    def trajectory_hash(self) -> str:
+        """Knobs that shape the training trajectory; a resume must not change them."""
+        skip = {"steps", "out", "resume", "save_every", "keep_checkpoints", "drift"}
+        return stable_hash({k: v for k, v in asdict(self).items() if k not in skip})
+
+
+# ------------------------------------------------------------------------------ models
+
+class ValueModel(nn.Module):
+    """Critic: transformer backbone (no LM head) + a linear value head per position."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear | None = None):
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        self.v_head = head if head is not None else nn.Linear(hidden, 1)
+        if head is None:
+            nn.init.zeros_(self.v_head.weight)  # start at V=0: no random bias in the first advantages
+            nn.init.zeros_(self.v_head.bias)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                          position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
+        return self.v_head(h).squeeze(-1)
+
+
+def _find_backbone_and_head(rm: nn.Module):
+    backbone = next((getattr(rm, n) for n in ("backbone", "model", "transformer") if hasattr(rm, n)), None)
+    head = next((getattr(rm, n) for n in ("head", "score", "v_head", "value_head") if
+                 isinstance(getattr(rm, n, None), nn.Linear)), None)
+    if backbone is not None and hasattr(backbone, "get_decoder") and not hasattr(backbone, "layers"):
+        backbone = backbone.get_decoder()  # a *ForCausalLM wrapper: keep the decoder only
+    return backbone, head
+
+
+def load_reward_model(path: str):
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"reward model directory not found: {path}")
+    try:
+        from trainers.reward_model import RewardModel
+    except ImportError as e:
+        raise UserError(f"cannot import trainers.reward_model ({e})")
+    try:
+        return RewardModel.from_pretrained(str(p))
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"cannot load reward model {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+
+def _check_same_tokenizer(tok, rm_dir: str) -> None:
+    """The rollout token ids go to the RM as they are: its vocabulary must be the actor's."""
+    if not (Path(rm_dir) / "tokenizer_config.json").exists():
+        return
+    from transformers import AutoTokenizer
+    rm_tok = AutoTokenizer.from_pretrained(rm_dir)
+    if rm_tok.get_vocab() != tok.get_vocab():
+        raise UserError(f"the reward model in {rm_dir} uses a different tokenizer from the actor")
+
+
+# ------------------------------------------------------------------------------- data
+
+def tokenize_prompts(tok, prompts: list[dict], max_len: int) -> tuple[list[list[int]], int]:
+    """Chat template + tokenisation, once per run. Returns (ids, number truncated)."""
+    from trainers.data_formats import render_prompt
+    out, cut = [], 0
+    for p in prompts:
+        ids = tok(render_prompt(tok, p["prompt"]), add_special_tokens=False)["input_ids"]
+        if len(ids) > max_len:
+            ids, cut = ids[-max_len:], cut + 1
+        out.append(ids)
+    return out, cut
+
+
+def global_batch(step: int, batch_size: int, n: int, seed: int) -> list[int]:
+    """Prompt indices of step `step` (0-based): epochs of fresh permutations, no drop."""
+    idx = []
+    for pos in range(step * batch_size, (step + 1) * batch_size):
+        epoch, off = divmod(pos, n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        idx.append(int(perm[off]))
+    return idx
+
+
+def sample_seed(seed: int, step: int, j: int) -> int:
+    """Seed of the generator of position j in step's global batch (rank-independent)."""
+    return int(np.random.default_rng([seed, step, j, 7]).integers(0, 2**62))
+
+
+# ---------------------------------------------------------------------------- trainer
+
+class KLController:
+    """Fixed or adaptive (Ziegler et al. 2019) KL coefficient."""
+
+    def __init__(self, cfg: PPOConfig):
+        self.value = cfg.kl_coef
+        self.cfg = cfg
+
+    def update(self, kl: float, n_samples: int) -> None:
+        if not self.cfg.adaptive_kl:
+            return
+        err = float(np.clip(kl / self.cfg.target_kl - 1.0, -0.2, 0.2))
+        self.value *= 1.0 + err * n_samples / self.cfg.kl_horizon
+
+
+class PPOTrainer:
+    def __init__(self, cfg: PPOConfig, reward_model: nn.Module | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.rank, self.world = init_distributed()
+        if cfg.batch_size % self.world or cfg.mini_batch_size % self.world:
+            raise UserError(f"batch_size and mini_batch_size must be multiples of the {self.world} ranks")
+        self._check_out_dir()
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        import random
+        random.seed(cfg.seed)
+
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+        from harness.models import prepare_tokenizer, resolve
+        from trainers.data_formats import ensure_chat_template, load_prompts
+
+        actor_path = resolve(cfg.model or None).path
+        try:
+            self.tok = AutoTokenizer.from_pretrained(actor_path)
+            actor = AutoModelForCausalLM.from_pretrained(actor_path, torch_dtype=torch.float32)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot load actor {cfg.model}: {str(e).splitlines()[0]}")
+        prepare_tokenizer(self.tok)
+        ensure_chat_template(self.tok)
+        self.pad_id = self.tok.pad_token_id
+        eos = {self.tok.eos_token_id}
+        gen_eos = getattr(actor.generation_config, "eos_token_id", None)
+        eos.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+        self.eos_ids = sorted(e for e in eos if e is not None)
+
+        # Data: held-out prompts are removed from the training set by id and by text.
+        train = load_prompts(cfg.prompts)
+        hp = cfg.drift.heldout_prompts or (str(DATA_DIR / "heldout_prompts.jsonl")
+                                           if (DATA_DIR / "heldout_prompts.jsonl").exists() else None)
+        self.heldout = load_prompts(hp)[:cfg.drift.heldout_limit] if (hp and cfg.drift.every) else []
+        held_ids = {p["id"] for p in self.heldout}
+        held_text = {p["prompt"] for p in self.heldout}
+        train = [p for p in train if p["id"] not in held_ids and p["prompt"] not in held_text]
+        if not train:
+            raise UserError("no training prompts left (empty prompt set, or all of them are held out)")
+        self.prompts = train
+        self.prompt_ids, cut = tokenize_prompts(self.tok, train, cfg.max_prompt_len)
+        self.heldout_ids, _ = tokenize_prompts(self.tok, self.heldout, cfg.max_prompt_len)
+        if cut and self.rank == 0:
+            log.warning("%d of %d prompts are longer than %d tokens and were cut from the left",
+                        cut, len(train), cfg.max_prompt_len)
+
+        # Models. The reference is a frozen copy of the initial actor (no second disk read).
+        self.reward_model = reward_model if reward_model is not None else load_reward_model(cfg.reward_model)
+        if reward_model is None:
+            _check_same_tokenizer(self.tok, cfg.reward_model)
+        self.reward_model.eval().requires_grad_(False)
+        self.ref = copy.deepcopy(actor).eval().requires_grad_(False)
+        if cfg.critic_init == "actor":
+            critic = ValueModel(AutoModel.from_pretrained(actor_path, torch_dtype=torch.float32))
+        else:
+            backbone, head = _find_backbone_and_head(self.reward_model)
+            if backbone is None:
+                raise UserError("critic_init=reward: the reward model exposes no backbone")
+            critic = ValueModel(copy.deepcopy(backbone), copy.deepcopy(head) if head is not None else None)
+        critic.requires_grad_(True)
+        actor.config.use_cache = False
+        mb = cfg.mini_batch_size // self.world
+        ec = dict(zero_stage=cfg.zero_stage, micro_batch_size=mb, grad_accum=1, grad_clip=cfg.grad_clip,
+                  bf16=cfg.bf16)
+        self.actor = make_engine(actor, EngineConfig(lr=cfg.lr, **ec))
+        self.critic = make_engine(critic, EngineConfig(lr=cfg.critic_lr, **ec))
+        dev = self.actor.device
+        self.ref.to(dev)
+        self.reward_model.to(dev)
+
+        self.kl = KLController(cfg)
+        self.start_step = 0
+        self.truncated_total = 0
+        if cfg.resume:
+            self._resume()
+
+    # -------------------------------------------------------------- distributed helpers
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return t
+        import torch.distributed as dist
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+            dist.barrier()
+
+    # ------------------------------------------------------------------- run directory
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def _check_out_dir(self) -> None:
+        if not self.cfg.resume and ((self.out / "metrics.jsonl").exists() or (self.ckpt_dir / ckpt.LATEST).exists()):
+            raise UserError(f"{self.out} already holds a PPO run: pass --resume or choose another --out")
+
+    def _resume(self) -> None:
+        path = ckpt.latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            raise UserError(f"--resume: no checkpoint in {self.ckpt_dir}")
+        state = ckpt.load_checkpoint(path, actor=self.actor, critic=self.critic)
+        if state.get("config_hash") != self.cfg.trajectory_hash():
+            raise UserError(f"--resume: the training settings differ from the checkpointed run in {self.out}")
+        self.start_step = int(state["step"])
+        self.kl.value = float(state["kl_coef"])
+        self.truncated_total = int(state.get("truncated_total", 0))
+        if self.rank == 0:
+            ckpt.clean_partial(self.ckpt_dir)
+            # Rows logged after the checkpoint are replayed by this run: drop them.
+            for name in ("metrics.jsonl", "drift.jsonl"):
+                f = self.out / name
+                if f.exists():
+                    write_jsonl(f, [r for r in read_jsonl(f) if int(r["step"]) <= self.start_step])
+        self.barrier()
+
+    def save(self, step: int) -> None:
+        state = {"data_position": (step) * self.cfg.batch_size, "kl_coef": self.kl.value,
+                 "config_hash": self.cfg.trajectory_hash(), "truncated_total": self.truncated_total,
+                 "seed": self.cfg.seed, "world_size": self.world}
+        ckpt.save_checkpoint(self.ckpt_dir, step, actor=self.actor, critic=self.critic, tokenizer=self.tok,
+                             state=state, zero_stage=self.cfg.zero_stage, keep=self.cfg.keep_checkpoints)
+
+    # ------------------------------------------------------------------------ one step
+    def rollout(self, step: int, timer) -> Rollout:
+        cfg = self.cfg
+        gidx = global_batch(step, cfg.batch_size, len(self.prompt_ids), cfg.seed)
+        mine = list(range(self.rank, cfg.batch_size, self.world))  # DistributedSampler-style shard
+        return make_rollout(actor=self.actor.module, ref=self.ref, critic=self.critic.module,
+                            reward_model=self.reward_model, prompts=[self.prompt_ids[gidx[j]] for j in mine],
+                            seeds=[sample_seed(cfg.seed, step, j) for j in mine], cfg=cfg,
+                            kl_coef=self.kl.value, eos_ids=self.eos_ids, pad_id=self.pad_id,
+                            all_reduce=self.all_reduce, timer=timer)
+
+    def ppo_update(self, ro: Rollout, step: int) -> dict:
+        """Clipped PPO on one rollout; returns per-minibatch means of the losses and diagnostics."""
+        cfg = self.cfg
+        mb = cfg.mini_batch_size // self.world
+        g = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, step, 11]).integers(0, 2**62)))
+        stats = defaultdict(list)
+        self.actor.train()
+        self.critic.train()
+        for epoch in range(cfg.ppo_epochs):
+            perm = torch.randperm(len(ro), generator=g)
+            for k in range(0, len(ro), mb):
+                b = ro.select(perm[k:k + mb])
+                mask = b.response_mask
+                # Sum over this rank's tokens / (global tokens / W): the engines average gradients
+                # over W ranks, which makes the update the global token-mean.
+                n_tok = self.all_reduce(mask.sum().double()).item() / self.world
+                P = b.prompt_width
+                responses = b.sequences[:, P:]
+
+                logits = policy_logits(self.actor, b.sequences, b.attention_mask, P, cfg.temperature)
+                logp = logprobs_from_logits(logits, responses)
+                log_ratio = (logp - b.logprobs) * mask
+                ratio = torch.exp(log_ratio)
+                pg1 = -b.advantages * ratio
+                pg2 = -b.advantages * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange)
+                pg_loss = (torch.maximum(pg1, pg2) * mask).sum() / n_tok
+
+                v = self.critic(b.sequences, b.attention_mask)[:, P - 1:-1]
+                v_clip = b.values + (v - b.values).clamp(-cfg.cliprange_value, cfg.cliprange_value)
+                vf1, vf2 = (v - b.returns) ** 2, (v_clip - b.returns) ** 2
+                vf_loss = 0.5 * (torch.maximum(vf1, vf2) * mask).sum() / n_tok
+
+                finite = torch.tensor([float(torch.isfinite(pg_loss) and torch.isfinite(vf_loss))])
+                if self.all_reduce(finite).item() < self.world:
+                    last = ckpt.latest_checkpoint(self.ckpt_dir) if (self.ckpt_dir / ckpt.LATEST).exists() else None
+                    raise UserError(f"non-finite PPO loss at step {step + 1} (policy {pg_loss.item()}, "
+                                    f"value {vf_loss.item()}); last good checkpoint: {last or 'none'}")
+                self.actor.backward(pg_loss)
+                self.actor.step()
+                self.critic.backward(vf_loss)
+                self.critic.step()
+
+                with torch.no_grad():
+                    stats["policy_loss"].append(pg_loss.item())
+                    stats["value_loss"].append(vf_loss.item())
+                    stats["policy_clipfrac"].append(((pg2 > pg1).float() * mask).sum().item() / n_tok)
+                    stats["value_clipfrac"].append(((vf2 > vf1).float() * mask).sum().item() / n_tok)
+                    stats["approx_kl"].append(((ratio - 1 - log_ratio) * mask).sum().item() / n_tok)
+                    if epoch == 0:  # entropy of the rollout policy, not of the updated one
+                        ent = entropy_from_logits(logits.detach().float())
+                        stats["entropy"].append((ent * mask).sum().item() / n_tok)
+        return {k: float(np.mean(v)) for k, v in stats.items()}
+
+    def step_metrics(self, step: int, ro: Rollout, upd: dict, times: dict) -> dict:
+        mask = ro.response_mask
+        seq_kl = ro.kl.sum(1)
+        local = torch.tensor([ro.reward_raw.sum().item(), ro.reward.sum().item(), seq_kl.sum().item(),
+                              mask.sum().item(), float(len(ro)), float((~ro.finished).sum().item()),
+                              *[upd[k] for k in _UPD_KEYS]], dtype=torch.float64)
+        s = self.all_reduce(local).tolist()
+        n = s[4]
+        row = {"step": step + 1, "reward_raw": s[0] / n, "reward_clipped": s[1] / n, "kl": s[2] / n,
+               "entropy": s[6 + _UPD_KEYS.index("entropy")] / self.world, "response_len": s[3] / n}
+        for i, k in enumerate(_UPD_KEYS):
+            if k != "entropy":
+                row[k] = s[6 + i] / self.world
+        row["kl_coef"] = self.kl.value
+        row.update({f"time_{k}": round(times.get(k, 0.0), 4) for k in ("gen", "score", "train")})
+        row["truncated"] = int(s[5])
+        return row
+
+    # ------------------------------------------------------------------------- drift
+    @torch.no_grad()
+    def drift(self, step: int, row: dict) -> dict | None:
+        cfg = self.cfg.drift
+        model = self.actor.module
+        model.eval()
+        total = torch.zeros(2, dtype=torch.float64)
+        mine = self.heldout_ids[self.rank::self.world]
+        bs = max(1, self.cfg.batch_size // self.world)
+        for k in range(0, len(mine), bs):
+            gen = generate(model, mine[k:k + bs], max_new_tokens=self.cfg.max_new_tokens, eos_ids=self.eos_ids,
+                           pad_id=self.pad_id, greedy=True)
+            r, _ = score(self.reward_model, gen, self.eos_ids, self.pad_id)
+            total += torch.tensor([r.sum().item(), float(len(r))], dtype=torch.float64)
+        total = self.all_reduce(total)
+        benchmarks = {}
+        if self.rank == 0 and cfg.benchmarks:
+            fn = cfg.evaluate_fn
+            if fn is None:
+                from evalsets.runner import evaluate_in_process as fn
+            res = fn(model, self.tok, list(cfg.benchmarks), cfg.limit, cfg.data_dir)
+            benchmarks = {b: {"score": r["score"], "ci95": list(r["ci95"]), "n": r["n"]} for b, r in res.items()}
+        model.train()
+        self.barrier()
+        if self.rank != 0:
+            return None
+        rec = {"step": step + 1, "kl": row["kl"], "reward_train": row["reward_raw"],
+               "reward_heldout": total[0].item() / total[1].item() if total[1] > 0 else None,
+               "benchmarks": benchmarks}
+        append_jsonl(self.out / "drift.jsonl", rec)
+        return rec
+
+    # -------------------------------------------------------------------------- loop
+    def run(self) -> list[dict]:
+        cfg = self.cfg
+        writer = None
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(self.out / "tb"), purge_step=self.start_step + 1 if cfg.resume else None)
+        from tqdm import tqdm
+        rows = []
+        bar = tqdm(range(self.start_step, cfg.steps), initial=self.start_step, total=cfg.steps,
+                   desc="ppo", disable=self.rank != 0)
+        for step in bar:
+            times: dict[str, float] = defaultdict(float)
+
+            @contextlib.contextmanager
+            def timer(name):
+                t0 = time.perf_counter()
+                yield
+                times[name] += time.perf_counter() - t0
+
+            ro = self.rollout(step, timer)              # experience: generate + score
+            with timer("train"):
+                upd = self.ppo_update(ro, step)         # optimisation
+            row = self.step_metrics(step, ro, upd, times)
+            self.kl.update(row["kl"], cfg.batch_size)
+            self.truncated_total += row["truncated"]
+            if self.rank == 0:
+                append_jsonl(self.out / "metrics.jsonl", row)
+                for k, v in row.items():
+                    if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                        writer.add_scalar(f"ppo/{k}", v, row["step"])
+                writer.flush()
+                bar.set_postfix(reward=f"{row['reward_raw']:.3f}", kl=f"{row['kl']:.3f}")
+            rows.append(row)
+            if cfg.drift.every and (step + 1) % cfg.drift.every == 0:
+                self.drift(step, row)
+            if cfg.save_every and (step + 1) % cfg.save_every == 0:
+                self.save(step + 1)
+        if self.truncated_total and self.rank == 0:
+            log.warning("%d responses hit max_new_tokens=%d without EOS (truncated; reward set to %s)",
+                        self.truncated_total, cfg.max_new_tokens, cfg.missing_eos_reward)
+        ckpt.save_hf(self.actor, self.tok, self.out / "final", cfg.zero_stage)
+        self.barrier()
+        if writer is not None:
+            writer.close()
+        return rows
+
+
+_UPD_KEYS = ["policy_loss", "value_loss", "policy_clipfrac", "value_clipfrac", "approx_kl", "entropy"]
+
+
+def train(cfg: PPOConfig, reward_model: nn.Module | None = None) -> list[dict]:
+    """Run PPO; returns this process's per-step metric rows (also in OUT/metrics.jsonl)."""
+    return PPOTrainer(cfg, reward_model=reward_model).run()

@@ -1,0 +1,120 @@
+"""Sample K responses per prompt from a checkpoint -> samples.jsonl (docs/FORMATS.md).
+
+    path = sample_responses(SampleConfig(model="runs/x/sft", k=4, out="runs/x/samples.jsonl"))
+
+Prompts are rendered with the tokenizer's chat template (user turn + generation prompt),
+left-padded into batches of `batch_size` prompts, and each prompt gets K continuations
+from one `generate(..., num_return_sequences=K, do_sample=True)` call. The global torch
+RNG is seeded once, so a fixed (seed, batch_size, prompts, model) gives identical output.
+`finished[i]` says whether response i reached an end-of-sequence token before
+`max_new_tokens` ran out.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import UserError
+
+
+@dataclass
+class SampleConfig:
+    """Every knob of `sample_responses`."""
+
+    model: str | None = None
+    """Checkpoint to sample from (`--model` syntax; None = embedded SmolLM2)."""
+    prompts: str | None = None
+    """prompts.jsonl (FORMATS.md). None = trainers/data/feedback_prompts.jsonl."""
+    out: str = "samples.jsonl"
+    """Output samples.jsonl."""
+    k: int = 4
+    """Responses per prompt (>= 2: the labeller ranks them)."""
+    max_new_tokens: int = 256
+    """Generation budget per response; responses that hit it have finished=false."""
+    temperature: float = 1.0
+    """Sampling temperature (> 0)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (0 < top_p <= 1)."""
+    seed: int = 1234
+    """Seeds the torch RNG once before the first batch."""
+    batch_size: int = 4
+    """Prompts per generate call (each expands to K sequences)."""
+    limit: int = 0
+    """Only the first N prompts (0 = all)."""
+
+    def validate(self) -> None:
+        if self.k < 2:
+            raise UserError(f"k must be >= 2: preference labels need at least two responses per prompt (got {self.k})")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise UserError("max-new-tokens and batch-size must be >= 1")
+        if not self.temperature > 0:
+            raise UserError(f"temperature must be > 0 (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top-p must be in (0, 1] (got {self.top_p})")
+        if self.limit < 0:
+            raise UserError("limit must be >= 0")
+
+
+def eos_ids(model, tok) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+    if tok.eos_token_id is not None:
+        ids.add(tok.eos_token_id)
+    return ids
+
+
+def generate_k(model, tok, prompts: list[str], cfg: SampleConfig) -> list[tuple[list[str], list[bool]]]:
+    """Sample cfg.k responses for each prompt text (already-loaded model). -> [(responses, finished)]."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from trainers.data_formats import render_prompt
+
+    stop = eos_ids(model, tok)
+    tok.padding_side = "left"  # generation appends on the right, so prompts must end flush
+    out = []
+    for b in tqdm(range(0, len(prompts), cfg.batch_size), desc="sample", unit="batch", dynamic_ncols=True):
+        texts = [render_prompt(tok, p) for p in prompts[b:b + cfg.batch_size]]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            gen = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
+                                 top_k=0, max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.k,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=sorted(stop))
+        new = gen[:, enc["input_ids"].shape[1]:].tolist()
+        for p in range(len(texts)):  # generate() orders outputs prompt-major
+            responses, finished = [], []
+            for seq in new[p * cfg.k:(p + 1) * cfg.k]:
+                end = next((i for i, t in enumerate(seq) if t in stop), None)
+                finished.append(end is not None)
+                responses.append(tok.decode(seq[:end] if end is not None else seq, skip_special_tokens=True))
+            out.append((responses, finished))
+    return out
+
+
+def sample_responses(cfg: SampleConfig) -> Path:
+    import torch
+
+    from harness.models import load_causal_lm
+    from harness.store import write_json, write_jsonl
+    from trainers.data_formats import load_prompts
+
+    cfg.validate()
+    prompts = load_prompts(cfg.prompts)
+    if cfg.limit:
+        prompts = prompts[: cfg.limit]
+    model, tok, identity = load_causal_lm(cfg.model)
+    model.eval()
+    torch.manual_seed(cfg.seed)
+    t0 = time.time()
+    results = generate_k(model, tok, [p["prompt"] for p in prompts], cfg)
+    rows = [{**p, "responses": r, "finished": f} for p, (r, f) in zip(prompts, results)]
+    out = Path(cfg.out)
+    write_jsonl(out, rows)
+    n = sum(len(r["finished"]) for r in rows)
+    write_json(out.with_name(out.stem + ".meta.json"), {
+        "model": identity, "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "n_prompts": len(rows), "n_responses": n,
+        "finished_share": sum(sum(r["finished"]) for r in rows) / max(1, n),
+        "wall_time_s": round(time.time() - t0, 2)})
+    return out
