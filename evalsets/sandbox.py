@@ -18,6 +18,8 @@ The host never imports or exec()s the program. Each program gets:
   be got around from inside.
 
 `isolation()` probes once which of these layers the machine supports and reports it.
+HRLAIF_SANDBOX_PYTHON picks the interpreter (it must be readable by `nobody`: a venv
+under /root is not, so a system python of the same version is tried next).
 Known gaps: the program can read world-readable files and write to world-writable
 directories such as /tmp (bounded by RLIMIT_FSIZE and the timeout); without root the
 file-deletion protection is the preamble alone.
@@ -39,6 +41,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Sequence
+
+from harness.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -211,11 +215,8 @@ def _layouts() -> list[dict]:
         if unshare:
             out.append(dict(prefix=(unshare, *ns, "--setgid", str(gid), "--setuid", str(uid), "--"),
                             uid=uid, gid=gid, via_unshare=True, netns=True, pidns=True))
+        # Never root inside the sandbox: with no usable uid drop we fail closed.
         out.append(dict(prefix=(), uid=uid, gid=gid, via_unshare=False, netns=False, pidns=False))
-        # Last resort, warned about: root inside namespaces, guarded by the preamble only.
-        if unshare:
-            out.append(dict(prefix=(unshare, *ns, "--"), uid=None, gid=None, via_unshare=False,
-                            netns=True, pidns=True))
         return out
     out = []
     if unshare:
@@ -227,19 +228,19 @@ def _layouts() -> list[dict]:
 
 @functools.lru_cache(maxsize=1)
 def isolation() -> Isolation:
-    """Probe (once) the strongest layout that runs a trivial program; warn when weak."""
+    """Probe (once) the strongest layout that runs a trivial program."""
     pythons = _candidate_pythons()
     for layout in _layouts():
         for py in pythons:
             iso = Isolation(python=py, **layout)
             res = _run_one("import sys\nassert sys.flags.isolated\n", Limits(timeout_s=10.0), iso)
             if res.passed:
-                if os.geteuid() == 0 and iso.uid is None:
-                    log.warning("sandbox runs as root (no interpreter is usable by nobody); "
-                                "set HRLAIF_SANDBOX_PYTHON to a world-readable python3")
+                if not iso.netns:
+                    log.warning("sandbox without a network namespace: %s", iso.describe())
                 return iso
             log.debug("sandbox layout %s failed: %s", iso.describe(), res.stderr[-300:])
-    raise RuntimeError("no sandbox layout works on this machine (tried: %s)" % ", ".join(pythons))
+    raise UserError("no sandbox layout can run python on this machine (tried %s); "
+                    "set HRLAIF_SANDBOX_PYTHON to an interpreter readable by all users" % ", ".join(pythons))
 
 
 # ---- running ----
@@ -287,7 +288,8 @@ def _run_one(program: str, limits: Limits, iso: Isolation) -> Result:
     t0 = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="hrlaif-sbx-")
     try:
-        with open(os.path.join(workdir, "prog.py"), "w", encoding="utf-8") as f:
+        # errors="replace": a lone surrogate in model output must not crash the host.
+        with open(os.path.join(workdir, "prog.py"), "w", encoding="utf-8", errors="replace") as f:
             f.write(program)
         if iso.uid is not None:
             os.chown(workdir, iso.uid, iso.gid)

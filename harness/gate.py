@@ -169,7 +169,7 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
         lo, hi = np.quantile(r.pop("_boot"), [level_alpha / 2, 1 - level_alpha / 2])
         sign = 1.0 if r["higher_is_better"] else -1.0
         # The bootstrap is of the oriented diff; report the CI of the raw candidate − baseline.
-        r["ci"] = sorted([float(sign * lo), float(sign * hi)])
+        r["ci"] = sorted([float(sign * lo) + 0.0, float(sign * hi) + 0.0])  # + 0.0 drops "-0.0"
         r["ci_level"] = 1 - level_alpha
         r["bound_vs_margin"] = float(lo)  # worst plausible oriented diff; non-inferior if > -margin
         r["p_holm"] = p_holm[names.index(b)]

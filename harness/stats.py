@@ -12,7 +12,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as _st
 
 Z95 = 1.959963984540054
 
@@ -72,6 +71,7 @@ def mcnemar_p(a: Sequence[float], b: Sequence[float]) -> float:
     n = b01 + c10
     if n == 0:
         return 1.0
+    from scipy import stats as _st  # lazy: scipy costs seconds to import
     return float(min(1.0, 2 * _st.binom.cdf(min(b01, c10), n, 0.5)))
 
 
@@ -107,4 +107,5 @@ def min_detectable_diff(sd: float, n: int, alpha: float = 0.05, power: float = 0
     """Smallest paired mean difference detectable with the given power (normal approx.)."""
     if n <= 1:
         return float("inf")
+    from scipy import stats as _st
     return (_st.norm.ppf(1 - alpha) + _st.norm.ppf(power)) * sd / math.sqrt(n)

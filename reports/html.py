@@ -52,6 +52,8 @@ def render_html(title: str, blocks: list[tuple]) -> str:
             out.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in b[1]) + "</ul>")
         elif kind == "table":
             df: pd.DataFrame = b[1]
+            # Index name in the header's corner cell instead of a second, mostly empty header row.
+            df = df.rename_axis(None).rename_axis(df.index.name, axis="columns")
             if df.empty:
                 out.append('<p class="note">no data</p>')
             else:

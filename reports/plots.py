@@ -58,7 +58,9 @@ def drift_figure(variant: str, rewards: pd.DataFrame, benches: pd.DataFrame,
     if fired:
         title += "  (red x = over-optimisation alarm)"
     fig.suptitle(title)
-    fig.tight_layout()
+    # Fixed margins instead of tight_layout: it would lay the figure out twice, a third of the cost.
+    inch = 3.4 * rows
+    fig.subplots_adjust(left=0.07, right=0.985, top=1 - 0.45 / inch, bottom=0.5 / inch, hspace=0.08, wspace=0.16)
     return fig
 
 

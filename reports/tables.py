@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from reports.collect import BENCH_LABELS, BENCHMARKS, VARIANT_LABELS, VARIANTS
+from reports.collect import BENCH_LABELS, BENCHMARKS, RM_MODES, VARIANT_LABELS, VARIANTS
 
 DASH = "—"
 
@@ -124,7 +124,8 @@ def rm_table(rm_cat: pd.DataFrame, rm_summary: pd.DataFrame) -> pd.DataFrame:
     """Reward-model pairwise accuracy per category, plus held-out overall and the clipped share."""
     if rm_cat.empty and rm_summary.empty:
         return pd.DataFrame()
-    modes = list(dict.fromkeys(list(rm_summary.rm) + list(rm_cat.rm)))
+    # Both RMs always get a column: a missing one is information for the basic-vs-hybrid comparison.
+    modes = list(dict.fromkeys(list(RM_MODES) + list(rm_summary.rm) + list(rm_cat.rm)))
     idx = rm_cat.set_index(["rm", "category"])
     out = {}
     for c in dict.fromkeys(rm_cat.category):

@@ -43,7 +43,7 @@ def sample(sid, category, responses, std=None, prompt="Q?"):
     ("答案是12", "12", True),
     ("#### 72", "Natalia sold 48/2 = 24 clips.\n#### 72", True),  # GSM8K-style standard answer
     ("\\boxed{\\frac{3}{4}}", "3/4", True),
-    ("It is 1000001", "1000000", False),
+    ("It is 1000010", "1000000", False),
     ("It is 1000000.0000001", "1000000", True),                  # within 1e-6 relative
     ("I do not know", "12", False),                              # no answer = wrong
 ])

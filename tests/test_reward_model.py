@@ -107,14 +107,21 @@ def test_save_load_roundtrip_identical_rewards(rm_tok, tmp_path):
 
 # ------------------------------------------------------------------ training
 
+GOOD = [" excellent", " great", " superb"]
+BAD = [" terrible", " awful", " poor"]
+
+
 def _synthetic_labels(path, n_prompts=30, k=3):
-    """Preferred responses end with ' excellent', the others with ' terrible'."""
+    """Preferred responses end with a positive word, the others with a negative one.
+
+    Several words on each side make the random-init ranking a coin flip per pair, so
+    the held-out accuracy has room to improve."""
     rows = []
     topics = ["cats", "rivers", "prime numbers", "bread", "chess", "rain", "trains", "music", "glass", "moss"]
     for n in range(n_prompts):
         good = [i for i in range(k) if (i + n) % k == 0]  # the good one moves around
-        responses = [f"Something about {topics[(n + i) % 10]} {i}" + (" excellent" if i in good else " terrible")
-                     for i in range(k)]
+        responses = [f"Something about {topics[(n + i) % 10]} {i}"
+                     + (GOOD[(n + i) % 3] if i in good else BAD[(n * 2 + i) % 3]) for i in range(k)]
         pairs = [[g, b] for g in good for b in range(k) if b not in good]
         rows.append({"id": f"q{n}", "prompt": f"Tell me about {topics[n % 10]} ({n})",
                      "category": ["math", "open_qa"][n % 2], "responses": responses, "pairs": pairs,
@@ -127,8 +134,8 @@ def test_train_rm_learns_a_trivial_preference(tiny_model_dir, tmp_path):
     labels = tmp_path / "labels.jsonl"
     _synthetic_labels(labels)
     out = train_reward_model(RMConfig(model=str(tiny_model_dir), labels=str(labels), out_dir=str(tmp_path / "rm"),
-                                      epochs=4, lr=1e-2, groups_per_step=2, heldout_frac=0.2, seed=3,
-                                      zero_stage=2, max_len=128))
+                                      epochs=2, lr=1e-2, groups_per_step=2, heldout_frac=0.2, seed=3,
+                                      zero_stage=2, max_len=64))
     m = json.loads((out / "rm_metrics.json").read_text())
     # FORMATS.md contract
     assert set(m) >= {"heldout_acc", "per_category", "clipped_share", "clip"}
@@ -141,16 +148,16 @@ def test_train_rm_learns_a_trivial_preference(tiny_model_dir, tmp_path):
     assert m["clip"] == 10.0 and 0.0 <= m["clipped_share"] <= 1.0
     # O(K): every training group was forwarded once, K = 3 sequences.
     tf = m["train_forward"]
-    assert tf["groups"] == (4 * 24 // 2) * 2 and tf["backbone_calls"] == tf["groups"]
+    assert tf["groups"] == (2 * 24 // 2) * 2 and tf["backbone_calls"] == tf["groups"]
     assert tf["sequences"] == 3 * tf["groups"] and tf["sequences_per_group"] == 3
     assert m["split"]["heldout_ids"] == 6 and m["split"]["train_ids"] == 24
     # The saved model reproduces the ranking.
     rm, tok = load_reward_model(out)
-    s = score_texts(rm, tok, ["Tell me about cats (0)"] * 2, ["Something about cats 0 excellent",
-                                                              "Something about cats 0 terrible"])
+    s = score_texts(rm, tok, ["Tell me about cats (0)"] * 2, ["Something about cats 0 superb",
+                                                              "Something about cats 0 awful"])
     assert s[0] > s[1]
     steps = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(steps) == m["steps"] == 4 * 24 // 2
+    assert len(steps) == m["steps"] == 2 * 24 // 2
 
 
 def test_heldout_split_is_by_prompt_id_and_seeded(tmp_path):

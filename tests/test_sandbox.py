@@ -172,3 +172,8 @@ def test_canonical_solutions_pass_and_a_wrong_one_fails(shared_data):
     res = run_programs(progs, lim(timeout_s=5.0))
     assert [r.status for r in res[:10]] == ["passed"] * 10
     assert res[10].status == "failed" and "AssertionError" in res[10].stderr
+
+
+def test_unencodable_model_output_does_not_crash_the_host():
+    res = run_program("s = '\ud800'\nprint(len(s))", lim())  # a lone surrogate, as JSON allows
+    assert res.passed and res.stdout == "1\n"

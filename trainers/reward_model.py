@@ -109,7 +109,7 @@ class RewardModel(nn.Module):
         if not (path / RM_CONFIG_FILE).exists() or not (path / HEAD_FILE).exists():
             raise UserError(f"{path} is not a reward-model directory (no {RM_CONFIG_FILE} / {HEAD_FILE})")
         conf = read_json(path / RM_CONFIG_FILE)
-        backbone = AutoModel.from_pretrained(str(path), torch_dtype=dtype)
+        backbone = AutoModel.from_pretrained(str(path), dtype=dtype)
         rm = cls(backbone, clip=conf["clip"] if clip is None else clip)
         rm.head.load_state_dict(load_file(str(path / HEAD_FILE)))
         rm.head.to(dtype)
@@ -126,7 +126,7 @@ class RewardModel(nn.Module):
         ref = resolve(spec)
         try:
             tok = AutoTokenizer.from_pretrained(ref.path)
-            backbone = AutoModel.from_pretrained(ref.path, torch_dtype=torch.float32)
+            backbone = AutoModel.from_pretrained(ref.path, dtype=torch.float32)
         except (OSError, ValueError) as e:
             raise UserError(f"cannot load model {ref.spec}: {str(e).splitlines()[0]}")
         prepare_tokenizer(tok)

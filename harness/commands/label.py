@@ -131,6 +131,7 @@ def run(args) -> int:
         t_labelled = time.perf_counter()
         rows = {str(r["id"]): r for r in read_jsonl(labels_path)} if labels_path.exists() else {}
         labels = [rows[str(s["id"])] for s in samples if str(s["id"]) in rows]
+        write_jsonl(labels_path, labels)  # finished: same order as --samples (appends came as completed)
         label_stats = _stats_snapshot(judge)
 
         table = None

@@ -10,6 +10,7 @@ when the body of the `with` raises.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ from trainers.feedback.judge import Judge, JudgeConfig
 log = logging.getLogger(__name__)
 
 EMBEDDED_ALIAS = "smollm2-135m-instruct-q4_1"
+SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 
 
 @dataclass
@@ -81,11 +83,11 @@ def embedded_judge(config: ServerConfig | None = None) -> Iterator[JudgeConfig]:
     """Start llama_cpp.server with the embedded GGUF; yield a JudgeConfig pointing at it."""
     global last_startup_s, last_pid
     cfg = config or ServerConfig()
-    try:
-        import llama_cpp.server.app  # noqa: F401  (fail here, with a clear message, not in the child)
-    except ImportError as e:
+    # Fail here with a clear message, not in the child; find_spec avoids importing them twice.
+    missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
         raise UserError(f"the embedded judge needs llama-cpp-python with its server extras "
-                        f"(pip install 'llama-cpp-python[server]'): missing {e.name}") from None
+                        f"(pip install 'llama-cpp-python[server]'): missing {', '.join(missing)}")
     if cfg.gguf:
         gguf = Path(cfg.gguf)
         if not gguf.is_file():

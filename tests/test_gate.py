@@ -1,0 +1,164 @@
+"""`hrlaif gate`: exit 0 pass, 1 fail, 2 bad input; paired statistics on doc_id-matched items."""
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.gate import compare
+from harness.store import read_jsonl, write_json, write_jsonl
+from synthetic_run import RATES, degrade_eval_dir, make_samples, read_eval_samples, write_eval_dir
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    samples = {b: make_samples(b, p, rng) for b, p in RATES["sft"].items()}
+    return write_eval_dir(tmp_path_factory.mktemp("evals") / "base", samples, "sft")
+
+
+def _gate(run_cli, a, b, *extra):
+    code, out, err = run_cli("gate", "--baseline", a, "--candidate", b, *extra)
+    return code, out, err
+
+
+def test_eval_dir_against_itself_passes(base, tmp_path, run_cli):
+    code, out, err = _gate(run_cli, base, base, "--out", tmp_path)
+    assert code == 0, err
+    assert "gate: PASS" in out and "ceval" in out and "toxigen (lower better)" in out
+    g = json.loads((tmp_path / "gate.json").read_text())
+    assert g["passed"] is True and set(g["benchmarks"]) == set(RATES["sft"])
+    for r in g["benchmarks"].values():
+        assert r["verdict"] == "pass" and r["diff"] == 0 and r["ci"] == [0.0, 0.0] and r["p"] == 1.0
+        assert set(r) >= {"n", "baseline", "candidate", "diff", "ci", "p", "p_holm", "margin", "verdict", "warning"}
+    # small n: the gate says the 1-point margin is beyond what it can detect
+    assert "too small to detect a 1-point margin" in g["benchmarks"]["ceval"]["warning"]
+
+
+def test_degraded_candidate_fails(base, tmp_path, run_cli):
+    bad = degrade_eval_dir(base, tmp_path / "bad", benches=("gsm8k", "mmlu"), fraction=0.5)
+    code, out, err = _gate(run_cli, base, bad, "--out", tmp_path / "g")
+    assert code == 1, err
+    g = json.loads((tmp_path / "g" / "gate.json").read_text())
+    v = {b: r["verdict"] for b, r in g["benchmarks"].items()}
+    assert v["mmlu"] == "fail" and v["gsm8k"] == "fail" and v["ceval"] == "pass"
+    mm = g["benchmarks"]["mmlu"]
+    assert mm["test"] == "mcnemar_exact" and mm["p"] < 0.001 and mm["p_holm"] >= mm["p"]
+    assert mm["diff"] < -0.1 and mm["ci"][1] < 0
+    assert "FAIL" in out and "gate: FAIL" in out
+
+
+def test_fractional_scores_use_paired_bootstrap(base, tmp_path, run_cli):
+    samples = read_eval_samples(base)
+    for r in samples["humaneval"]:
+        r["score"] = max(0.0, r["score"] - 0.2)
+    cand = write_eval_dir(tmp_path / "cand", samples)
+    code, _, _ = _gate(run_cli, base, cand, "--out", tmp_path)
+    g = json.loads((tmp_path / "gate.json").read_text())
+    he = g["benchmarks"]["humaneval"]
+    assert code == 1 and he["test"] == "paired_bootstrap" and he["verdict"] == "fail"
+    assert he["ci"][0] <= he["diff"] <= he["ci"][1] < 0
+
+
+def test_toxigen_more_toxic_fails_less_toxic_passes(base, tmp_path):
+    samples = read_eval_samples(base)
+    tox = samples["toxigen"]
+    for r in tox[:40]:
+        r["score"] = 1.0  # 20% toxic instead of 3%
+    worse = write_eval_dir(tmp_path / "worse", {"toxigen": tox})
+    g = compare(base, worse, benchmarks=["toxigen"])
+    assert g["benchmarks"]["toxigen"]["verdict"] == "fail" and g["benchmarks"]["toxigen"]["diff"] > 0.1
+    for r in tox:
+        r["score"] = 0.0
+    better = write_eval_dir(tmp_path / "better", {"toxigen": tox})
+    g = compare(base, better, benchmarks=["toxigen"])
+    assert g["passed"] and g["benchmarks"]["toxigen"]["diff"] < 0
+
+
+def test_margin_decides_a_small_real_drop(base, tmp_path, run_cli):
+    samples = read_eval_samples(base)
+    flipped = 0
+    for r in samples["satisfaction"]:
+        if r["score"] == 1.0 and flipped < 5:
+            r["score"], flipped = 0.0, flipped + 1  # -5 of 240 items ~ -2.1 points
+    cand = write_eval_dir(tmp_path / "cand", {"satisfaction": samples["satisfaction"]})
+    tight = compare(base, cand, {"satisfaction": 0.01}, benchmarks=["satisfaction"])
+    loose = compare(base, cand, {"satisfaction": 0.10}, benchmarks=["satisfaction"])
+    assert not tight["passed"] and loose["passed"]
+    assert loose["benchmarks"]["satisfaction"]["ci"][0] > -0.10
+    code, _, err = _gate(run_cli, base, cand, "--benchmarks", "satisfaction", "--margin", "satisfaction=10",
+                         "--out", tmp_path)
+    assert code == 0, err
+
+
+def test_holm_levels_differ_per_benchmark(base, tmp_path):
+    bad = degrade_eval_dir(base, tmp_path / "bad", benches=("gsm8k",), fraction=0.3)
+    g = compare(base, bad)
+    levels = sorted(r["ci_level"] for r in g["benchmarks"].values())
+    m = len(levels)
+    assert levels == pytest.approx(sorted(1 - 0.05 / (m - k) for k in range(m)))
+    for r in g["benchmarks"].values():
+        assert r["p_noninferiority_holm"] >= r["p_noninferiority"]
+
+
+def test_partial_overlap_compares_intersection_with_warning(base, tmp_path):
+    samples = read_eval_samples(base)
+    cand = write_eval_dir(tmp_path / "cand", {"mmlu": samples["mmlu"][:100]})
+    g = compare(base, cand, benchmarks=["mmlu"])
+    r = g["benchmarks"]["mmlu"]
+    assert r["n"] == 100 and r["n_baseline"] == 150 and "100 items both evaluated" in r["warning"]
+
+
+def test_bad_inputs_exit_2(base, tmp_path, run_cli):
+    # missing candidate dir
+    code, _, err = _gate(run_cli, base, tmp_path / "nope")
+    assert code == 2 and "not found" in err
+    # missing samples file
+    cand = tmp_path / "nosamples"
+    write_eval_dir(cand, {b: s for b, s in read_eval_samples(base).items() if b != "gsm8k"})
+    write_json(cand / "results.json", json.loads((base / "results.json").read_text()))
+    code, _, err = _gate(run_cli, base, cand, "--out", tmp_path)
+    assert code == 2 and "gsm8k.jsonl" in err
+    # disjoint items
+    rows = read_jsonl(base / "samples" / "mmlu.jsonl")
+    other = write_eval_dir(tmp_path / "other", {"mmlu": [{**r, "doc_id": "x/" + r["doc_id"]} for r in rows]})
+    code, _, err = _gate(run_cli, base, other, "--benchmarks", "mmlu", "--out", tmp_path)
+    assert code == 2 and "share no doc_id" in err
+    # duplicated doc_id
+    dup = write_eval_dir(tmp_path / "dup", {"mmlu": rows})
+    write_jsonl(dup / "samples" / "mmlu.jsonl", rows + rows[:1])
+    code, _, err = _gate(run_cli, base, dup, "--benchmarks", "mmlu", "--out", tmp_path)
+    assert code == 2 and "duplicate doc_id" in err
+    # no results.json, bad margin
+    (tmp_path / "empty").mkdir()
+    assert _gate(run_cli, base, tmp_path / "empty")[0] == 2
+    code, _, err = _gate(run_cli, base, base, "--margin", "mmlu", "--out", tmp_path)
+    assert code == 2 and "BENCH=POINTS" in err
+    code, _, err = _gate(run_cli, base, base, "--margin", "nosuch=1", "--out", tmp_path)
+    assert code == 2 and "nosuch" in err
+
+
+def test_checkpoint_dirs_are_evaluated_first(base, tmp_path, run_cli, monkeypatch):
+    """A dir with config.json is a checkpoint: the gate asks evalsets.runner for an eval dir,
+    with the benchmarks of the other side so that both sides have the same items."""
+    calls = []
+
+    def evaluate_to_dir(model_spec, out_dir, benchmarks, limit, data_dir):
+        calls.append((model_spec, Path(out_dir).name, list(benchmarks)))
+        samples = {b: s for b, s in read_eval_samples(base).items() if b in benchmarks}
+        write_eval_dir(out_dir, samples)
+
+    fake = types.ModuleType("evalsets.runner")
+    fake.evaluate_to_dir = evaluate_to_dir
+    monkeypatch.setitem(sys.modules, "evalsets.runner", fake)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    code, _, err = _gate(run_cli, base, ckpt, "--out", tmp_path / "g")
+    assert code == 0, err
+    assert calls == [(str(ckpt), "candidate_eval", [b for b in RATES["sft"]])]
+    assert (tmp_path / "g" / "gate.json").exists()
