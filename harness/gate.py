@@ -230,5 +230,7 @@ def evaluate_if_checkpoint(path: Path, out_dir: Path, role: str, other: Path,
 
     target = Path(out_dir) / f"{role}_eval"
     log.warning("%s is a checkpoint; evaluating it into %s", path, target)
-    evaluate_to_dir(str(path), target, benchmarks, limit, data_dir)
+    # Keywords go to evalsets.runner.EvalConfig; unset ones keep the runner's defaults.
+    kw = {k: v for k, v in (("benchmarks", benchmarks), ("limit", limit), ("data_dir", data_dir)) if v is not None}
+    evaluate_to_dir(str(path), target, **kw)
     return target

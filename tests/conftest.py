@@ -36,8 +36,8 @@ def tiny_model_dir(tmp_path_factory, cache_root) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
-@pytest.fixture()
-def run_cli(monkeypatch):
+@pytest.fixture(scope="session")
+def run_cli():
     """Run `hrlaif ...` in-process; returns (exit_code, stdout, stderr)."""
     import contextlib
     import io
@@ -54,3 +54,21 @@ def run_cli(monkeypatch):
         return code, out.getvalue(), err.getvalue()
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A random 2-label sequence classifier (label 1 = 'toxic') for the hf: classifier path."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    out = tmp_path_factory.mktemp("tinyclf") / "clf"
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, num_labels=2,
+                      id2label={0: "benign", 1: "toxic"}, label2id={"benign": 0, "toxic": 1},
+                      pad_token_id=tok.pad_token_id or tok.eos_token_id)
+    LlamaForSequenceClassification(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -145,9 +145,11 @@ def test_bad_inputs_exit_2(base, tmp_path, run_cli):
 def test_checkpoint_dirs_are_evaluated_first(base, tmp_path, run_cli, monkeypatch):
     """A dir with config.json is a checkpoint: the gate asks evalsets.runner for an eval dir,
     with the benchmarks of the other side so that both sides have the same items."""
+    EvalConfig = pytest.importorskip("evalsets.runner").EvalConfig
     calls = []
 
-    def evaluate_to_dir(model_spec, out_dir, benchmarks, limit, data_dir):
+    def evaluate_to_dir(model_spec, out_dir, cfg=None, **kw):  # signature of evalsets.runner's
+        benchmarks = EvalConfig(**kw).benchmarks  # the keywords must be valid EvalConfig fields
         calls.append((model_spec, Path(out_dir).name, list(benchmarks)))
         samples = {b: s for b, s in read_eval_samples(base).items() if b in benchmarks}
         write_eval_dir(out_dir, samples)
