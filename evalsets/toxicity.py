@@ -67,7 +67,7 @@ class JudgeClassifier:
 
     def __init__(self, judge):
         self.judge = judge
-        self.name = f"judge:{judge.config.model}@{judge.config.display_url}"
+        self.name = f"judge:{judge.config.model}@{judge.config.cache_namespace or judge.url}"
 
     def classify(self, texts: list[str]) -> list[int | None]:
         msgs = [[{"role": "user", "content": JUDGE_PROMPT.format(text=t.strip() or "(empty)")}] for t in texts]

@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY",
                    help="NAME of the env var that holds the judge API key")
     p.add_argument("--baseline-model", default=None, help="baseline for the satisfaction win ratio")
+    p.add_argument("--category-map", default=None,
+                   help="yaml/json file mapping source classes to the 12 satisfaction categories")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--no-cache", action="store_true", help="ignore cached model outputs")
 
@@ -45,6 +47,23 @@ def _gen_overrides(items: list[str]) -> dict:
     return out
 
 
+def _category_map(path: str | None) -> dict:
+    if not path:
+        return {}
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"category map not found: {path}")
+    try:
+        m = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"category map {path} is not valid YAML/JSON: {str(e).splitlines()[0]}")
+    if not isinstance(m, dict):
+        raise UserError(f"category map {path} must be a mapping of class -> category")
+    return {" ".join(str(k).split()).lower(): str(v) for k, v in m.items()}
+
+
 def run(args) -> int:
     from evalsets.runner import EvalConfig, LazyModel, evaluate
 
@@ -57,7 +76,8 @@ def run(args) -> int:
         max_gen_toks=_gen_overrides(args.max_gen_toks), toxicity_classifier=args.toxicity_classifier,
         judge_url=args.judge_url, judge_model=args.judge_model, judge_key_env=args.judge_key_env,
         humaneval_samples=args.humaneval_samples, completions=args.completions,
-        baseline_model=args.baseline_model, seed=args.seed, use_cache=not args.no_cache)
+        baseline_model=args.baseline_model, seed=args.seed, use_cache=not args.no_cache,
+        category_map=_category_map(args.category_map))
     cfg.validate()
     if args.completions and cfg.benchmarks != ["humaneval"]:
         raise UserError("--completions scores HumanEval only; use --benchmarks humaneval")
