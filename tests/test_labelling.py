@@ -11,7 +11,7 @@ from fake_judge import FakeJudge
 from harness.errors import UserError
 from harness.store import read_json, read_jsonl
 from trainers.feedback.judge import Judge, JudgeConfig
-from trainers.feedback.labelling import (assert_acyclic, label_accuracy, label_basic, label_hybrid, label_one,
+from trainers.feedback.labelling import (assert_acyclic, label_accuracy, label_basic, label_hybrid,
                                          summarize)
 from trainers.feedback.redteam import (load_harmful_prompts, load_hh_pairs, load_embedded_prompts,
                                        parse_transcript)

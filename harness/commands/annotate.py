@@ -1,0 +1,169 @@
+"""`hrlaif annotate export|import`: the human round trip for satisfaction and win ratio.
+
+export: a CSV sheet from an eval dir's satisfaction samples, one row per prompt, with the
+        model's response, the baseline's (if judged), and empty verdict columns. The A/B
+        order is shuffled per row (seeded) so raters cannot learn which side is the model.
+import: reads the filled sheet, reports the human satisfaction rate and win ratio with
+        95% CIs, and their agreement with the AI judge (Cohen's kappa).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+from pathlib import Path
+
+from harness import stats
+from harness.errors import UserError
+from harness.store import read_jsonl, write_json, write_text
+
+SAT_COL, PREF_COL = "human_satisfied", "human_preference"
+YES, NO = {"yes", "y", "1", "true", "是"}, {"no", "n", "0", "false", "否"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    e = sub.add_parser("export", help="write a CSV sheet for human raters")
+    e.add_argument("--eval", required=True, help="eval output dir with samples/satisfaction.jsonl")
+    e.add_argument("--out", required=True, help="CSV file to write")
+    e.add_argument("--seed", type=int, default=0, help="seed of the A/B shuffle")
+    i = sub.add_parser("import", help="read a filled sheet and compare with the AI judge")
+    i.add_argument("--sheet", required=True)
+    i.add_argument("--eval", required=True, help="the eval dir the sheet was exported from")
+    i.add_argument("--out", default=None, help="JSON report (default: <eval>/human_agreement.json)")
+
+
+def _samples(eval_dir: str) -> list[dict]:
+    p = Path(eval_dir) / "samples" / "satisfaction.jsonl"
+    if not p.exists():
+        raise UserError(f"{p} not found: run `hrlaif eval --benchmarks satisfaction` first")
+    return read_jsonl(p)
+
+
+def export(args) -> int:
+    rows = _samples(args.eval)
+    rng = random.Random(args.seed)
+    pairwise = any("baseline_output" in r for r in rows)
+    cols = ["doc_id", "category", "prompt", "reference", "response", SAT_COL]
+    if pairwise:
+        cols += ["response_A", "response_B", PREF_COL, "_a_is_model"]
+    lines = []
+    for r in rows:
+        line = {"doc_id": r["doc_id"], "category": r["group"], "prompt": r["prompt"],
+                "reference": r.get("target", ""), "response": r["output"], SAT_COL: ""}
+        if pairwise:
+            a_is_model = rng.random() < 0.5
+            line["response_A"], line["response_B"] = ((r["output"], r["baseline_output"]) if a_is_model
+                                                      else (r["baseline_output"], r["output"]))
+            line[PREF_COL], line["_a_is_model"] = "", int(a_is_model)
+        lines.append(line)
+    import io
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(lines)
+    write_text(args.out, buf.getvalue())
+    print(f"wrote {len(lines)} rows to {args.out}: fill '{SAT_COL}' with yes/no"
+          + (f" and '{PREF_COL}' with A/B/tie" if pairwise else ""))
+    return 0
+
+
+def _read_sheet(path: str) -> list[dict]:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"sheet not found: {path}")
+    try:
+        with open(p, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            fields = reader.fieldnames or []
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text")
+    except csv.Error as e:
+        raise UserError(f"{path} is not a valid CSV: {e}")
+    missing = [c for c in ("doc_id", SAT_COL) if c not in fields]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
+    return rows
+
+
+def _verdict(value: str, where: str) -> int | None:
+    v = (value or "").strip().lower()
+    if not v:
+        return None
+    if v in YES:
+        return 1
+    if v in NO:
+        return 0
+    raise UserError(f"{where}: '{value}' is not a verdict (use yes/no)")
+
+
+def _preference(value: str, a_is_model: str, where: str) -> float | None:
+    v = (value or "").strip().lower()
+    if not v:
+        return None
+    if v not in ("a", "b", "tie"):
+        raise UserError(f"{where}: '{value}' is not a preference (use A, B or tie)")
+    if v == "tie":
+        return 0.5
+    return 1.0 if (v == "a") == (a_is_model.strip() == "1") else 0.0
+
+
+def _kappa(a: list, b: list) -> float | None:
+    if len(a) < 2:
+        return None
+    from sklearn.metrics import cohen_kappa_score
+    if len(set(a) | set(b)) < 2:  # kappa is undefined when everyone always agrees on one label
+        return 1.0 if a == b else None
+    return float(cohen_kappa_score([str(x) for x in a], [str(x) for x in b]))
+
+
+def import_(args) -> int:
+    sheet = _read_sheet(args.sheet)
+    ai = {r["doc_id"]: r for r in _samples(args.eval)}
+    sat_h, sat_pairs, pref_h, pref_pairs = [], [], [], []
+    for n, row in enumerate(sheet, start=2):
+        where = f"{args.sheet}:{n}"
+        if row["doc_id"] not in ai:
+            raise UserError(f"{where}: doc_id {row['doc_id']!r} is not in {args.eval}")
+        s = _verdict(row.get(SAT_COL, ""), where)
+        if s is not None:
+            sat_h.append(s)
+            if ai[row["doc_id"]].get("score") is not None:
+                sat_pairs.append((s, int(ai[row["doc_id"]]["score"])))
+        if PREF_COL in row:
+            if "_a_is_model" not in row:
+                raise UserError(f"{args.sheet}: missing column _a_is_model (re-export the sheet)")
+            p = _preference(row.get(PREF_COL, ""), row["_a_is_model"], where)
+            if p is not None:
+                pref_h.append(p)
+                if ai[row["doc_id"]].get("win") is not None:
+                    pref_pairs.append((p, ai[row["doc_id"]]["win"]))
+    if not sat_h and not pref_h:
+        raise UserError(f"{args.sheet}: no verdicts filled in")
+    report = {
+        "human_satisfaction": stats.mean_ci(sat_h),
+        "ai_satisfaction_same_items": stats.mean_ci([b for _, b in sat_pairs]),
+        "satisfaction_kappa": _kappa([a for a, _ in sat_pairs], [b for _, b in sat_pairs]),
+        "satisfaction_agreement": (sum(a == b for a, b in sat_pairs) / len(sat_pairs)) if sat_pairs else None,
+        "n_compared": len(sat_pairs),
+    }
+    if pref_h:
+        report["human_win_ratio"] = stats.win_ratio(pref_h)
+        report["preference_kappa"] = _kappa([a for a, _ in pref_pairs], [b for _, b in pref_pairs])
+        report["n_preference_compared"] = len(pref_pairs)
+    out = args.out or str(Path(args.eval) / "human_agreement.json")
+    write_json(out, report)
+    hs = report["human_satisfaction"]
+    print(f"human satisfaction {100 * hs['score']:.1f}% [{100 * hs['ci95'][0]:.1f}, {100 * hs['ci95'][1]:.1f}] "
+          f"n={hs['n']}; kappa vs AI judge: {report['satisfaction_kappa']}")
+    if pref_h:
+        w = report["human_win_ratio"]
+        print(f"human win ratio {100 * w['score']:.1f}% (W/T/L {w['wins']}/{w['ties']}/{w['losses']}); "
+              f"kappa vs AI judge: {report['preference_kappa']}")
+    print(f"wrote {out}")
+    return 0
+
+
+def run(args) -> int:
+    return export(args) if args.action == "export" else import_(args)
