@@ -55,8 +55,8 @@ class DriftConfig:
     data_dir: str | None = None
     """Benchmark data directory for the evaluator (None = its default)."""
     heldout_prompts: str | None = None
-    """Prompts never trained on; their greedy responses are scored by the reward model.
-    None = trainers/data/heldout_prompts.jsonl when present."""
+    """Prompts never trained on (always removed from the training set, drift on or off); their
+    greedy responses are scored by the reward model. None = trainers/data/heldout_prompts.jsonl when present."""
     heldout_limit: int = 32
     """At most this many held-out prompts per evaluation."""
     evaluate_fn: Callable | None = None
@@ -307,9 +307,10 @@ class PPOTrainer:
         train = load_prompts(cfg.prompts)
         hp = cfg.drift.heldout_prompts or (str(DATA_DIR / "heldout_prompts.jsonl")
                                            if (DATA_DIR / "heldout_prompts.jsonl").exists() else None)
-        self.heldout = load_prompts(hp)[:cfg.drift.heldout_limit] if (hp and cfg.drift.every) else []
-        held_ids = {p["id"] for p in self.heldout}
-        held_text = {p["prompt"] for p in self.heldout}
+        held_all = load_prompts(hp) if hp else []  # excluded from training even with drift off
+        self.heldout = held_all[:cfg.drift.heldout_limit] if cfg.drift.every else []
+        held_ids = {p["id"] for p in held_all}
+        held_text = {p["prompt"] for p in held_all}
         train = [p for p in train if p["id"] not in held_ids and p["prompt"] not in held_text]
         if not train:
             raise UserError("no training prompts left (empty prompt set, or all of them are held out)")

@@ -1,0 +1,26 @@
+"""`hrlaif run [CONFIG] --out DIR`: the whole experiment (see harness/pipeline.py)."""
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default=None,
+                   help="YAML config (default: the quickstart on the embedded model, data and judge)")
+    p.add_argument("--out", default="runs/quickstart", help="run directory")
+    p.add_argument("--resume", action="store_true",
+                   help="continue after a crash: finished stages are skipped, PPO resumes from its checkpoint")
+    p.add_argument("--from", dest="from_stage", default=None, help="re-run this stage and every later one")
+    p.add_argument("--only", default=None, help="run only this stage (earlier ones must have finished)")
+
+
+def run(args) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from harness.config import check_judge, load_config
+    from harness.pipeline import run_pipeline
+
+    cfg = load_config(args.config)  # unknown keys, wrong types, missing files: exit 2 before any work
+    check_judge(cfg)
+    run_pipeline(cfg, args.out, resume=args.resume, from_stage=args.from_stage, only=args.only)
+    return 0

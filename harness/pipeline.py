@@ -1,0 +1,261 @@
+"""The HRLAIF experiment, stage by stage (read this file top to bottom):
+
+    sft -> sample -> label (basic | hybrid + red teaming) -> reward model (basic | hybrid)
+        -> PPO (RLAIF | HRLAIF) -> evaluate (SFT, RLAIF, HRLAIF) -> report
+
+Both variants share the SFT model, the sampled responses, the seeds and the evaluation
+sets; they differ only in the labels. Each stage is a function with typed inputs and its
+artifacts in RUN/<stage>/, next to a manifest (config hash, inputs, wall time, versions).
+A stage whose config and inputs are unchanged is skipped, so a re-run after a crash or
+`kill -9` continues with the first unfinished stage; PPO continues from its checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from harness.config import RunConfig, to_dict
+from harness.errors import UserError
+from harness.store import read_json, stable_hash, write_json
+
+STAGES = ["sft", "sample", "label_basic", "label_hybrid", "rm_basic", "rm_hybrid",
+          "ppo_rlaif", "ppo_hrlaif", "eval_sft", "eval_rlaif", "eval_hrlaif", "report"]
+VARIANTS = {"rlaif": "basic", "hrlaif": "hybrid"}  # PPO variant -> label mode
+
+
+# ------------------------------------------------------------------ the stages
+
+def sft(cfg: RunConfig, out: Path) -> Path:
+    """Supervised fine-tuning of the base model; returns the checkpoint dir."""
+    from trainers.sft import SFTConfig, train_sft
+
+    s = cfg.sft
+    return Path(train_sft(SFTConfig(model=cfg.model, data=s.data, out_dir=str(out / "model"), epochs=s.epochs,
+                                    max_steps=s.max_steps, lr=s.lr, max_len=s.max_len, batch_size=s.batch_size,
+                                    grad_accum=s.grad_accum, zero_stage=s.zero_stage, seed=cfg.seed)))
+
+
+def sample(cfg: RunConfig, sft_model: Path, out: Path) -> Path:
+    """K responses per prompt from the SFT model: the one sample set both variants label."""
+    from trainers.sampling import SampleConfig, sample_responses
+
+    s = cfg.sample
+    return Path(sample_responses(SampleConfig(
+        model=str(sft_model), prompts=s.prompts, out=str(out / "samples.jsonl"), k=s.k, limit=s.limit,
+        max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=cfg.seed,
+        batch_size=s.batch_size)))
+
+
+def label(cfg: RunConfig, samples: Path, mode: str, out: Path) -> Path:
+    """basic: the judge ranks all K responses. hybrid: verify final answers first, judge only
+    among correct ones, plus AI red teaming of harmful responses."""
+    argv = ["label", "--samples", str(samples), "--mode", mode, "--out", str(out),
+            "--workers", str(cfg.judge.workers), "--verifiable", ",".join(cfg.label.verifiable),
+            "--hh-limit", str(cfg.label.hh_limit)]
+    if mode == "hybrid" and cfg.label.redteam:
+        argv.append("--redteam")
+    argv += _judge_argv(cfg)
+    if cfg.data_dir and (Path(cfg.data_dir) / "redteam" / "hh_harmless_test.jsonl").exists():
+        argv += ["--data-dir", cfg.data_dir]
+    _cli(argv)
+    return out / "labels.jsonl"
+
+
+def reward_model(cfg: RunConfig, sft_model: Path, labels: Path, samples: Path, out: Path) -> Path:
+    """K-wise reward model on the partial orders: one forward per response, clipped reward."""
+    from trainers.reward_model import RMConfig, train_reward_model
+
+    r = cfg.reward_model
+    return Path(train_reward_model(RMConfig(
+        model=str(sft_model), labels=str(labels), samples=str(samples), out_dir=str(out / "model"), clip=r.clip,
+        epochs=r.epochs, max_steps=r.max_steps, lr=r.lr, groups_per_step=r.groups_per_step, max_len=r.max_len,
+        heldout_frac=r.heldout_frac, zero_stage=r.zero_stage, seed=cfg.seed)))
+
+
+def ppo(cfg: RunConfig, sft_model: Path, rm: Path, out: Path, resume: bool) -> Path:
+    """PPO of the SFT model against one reward model, logging reward-vs-benchmark drift."""
+    from evalsets.runner import evaluate_in_process
+    from trainers.ppo import DriftConfig, PPOConfig, train
+
+    p = cfg.ppo
+    drift_eval = functools.partial(_drift_eval, evaluate_in_process, dict(cfg.eval.max_gen_toks))
+    drift = DriftConfig(every=p.drift_every, benchmarks=list(p.drift_benchmarks), limit=p.drift_limit,
+                        data_dir=cfg.data_dir, heldout_prompts=p.heldout_prompts, heldout_limit=p.heldout_limit,
+                        evaluate_fn=drift_eval)
+    resume = resume and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir())
+    train(PPOConfig(model=str(sft_model), reward_model=str(rm), out=str(out), prompts=p.prompts or cfg.sample.prompts,
+                    steps=p.steps, batch_size=p.batch_size, mini_batch_size=p.mini_batch_size,
+                    ppo_epochs=p.ppo_epochs, max_new_tokens=p.max_new_tokens, lr=p.lr, critic_lr=p.critic_lr,
+                    kl_coef=p.kl_coef, kl_estimator=p.kl_estimator, adaptive_kl=p.adaptive_kl,
+                    target_kl=p.target_kl, zero_stage=p.zero_stage, seed=cfg.seed, save_every=p.save_every,
+                    resume=resume, drift=drift))
+    return out / "final"
+
+
+def evaluate(cfg: RunConfig, model: Path, out: Path, baseline: Path | None) -> Path:
+    """Every benchmark on one variant; the win ratio is against the SFT model."""
+    from evalsets.runner import EvalConfig, evaluate_to_dir
+
+    e = cfg.eval
+    evaluate_to_dir(str(model), out, EvalConfig(
+        benchmarks=list(e.benchmarks), data_dir=cfg.data_dir, limit=e.limit, batch_size=e.batch_size,
+        max_gen_toks=dict(e.max_gen_toks), toxicity_classifier=e.toxicity_classifier,
+        judge_url=cfg.judge.url, judge_model=cfg.judge.model, judge_key_env=cfg.judge.key_env,
+        baseline_model=str(baseline) if baseline else None, seed=cfg.seed))
+    return out / "results.json"
+
+
+def report(run_dir: Path) -> Path:
+    from reports.build import build_report
+    return Path(build_report(run_dir))
+
+
+# ------------------------------------------------------------------ orchestration
+
+def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False, from_stage: str | None = None,
+                 only: str | None = None) -> Path:
+    run_dir = Path(run_dir)
+    runner = StageRunner(cfg, run_dir, resume=resume, from_stage=from_stage, only=only)
+    d = runner.dir
+    sft_model = runner.stage("sft", lambda: sft(cfg, d("sft")), cfg.sft, cfg.model)
+    samples = runner.stage("sample", lambda: sample(cfg, sft_model, d("sample")), cfg.sample, sft_model)
+    labels, rms, actors = {}, {}, {}
+    for variant, mode in VARIANTS.items():
+        labels[mode] = runner.stage(f"label_{mode}", lambda m=mode: label(cfg, samples, m, d(f"label_{m}")),
+                                    (cfg.label, cfg.judge), samples)
+    for variant, mode in VARIANTS.items():
+        rms[mode] = runner.stage(f"rm_{mode}", lambda m=mode: reward_model(cfg, sft_model, labels[m], samples,
+                                                                           d(f"rm_{m}")),
+                                 cfg.reward_model, sft_model, labels[mode])
+    for variant, mode in VARIANTS.items():
+        actors[variant] = runner.stage(f"ppo_{variant}", lambda v=variant, m=mode: ppo(
+            cfg, sft_model, rms[m], d(f"ppo_{v}"), resume=True), cfg.ppo, sft_model, rms[mode])
+    runner.stage("eval_sft", lambda: evaluate(cfg, sft_model, d("eval_sft"), None),
+                 (cfg.eval, cfg.judge), sft_model)
+    for variant in VARIANTS:
+        runner.stage(f"eval_{variant}", lambda v=variant: evaluate(cfg, actors[v], d(f"eval_{v}"), sft_model),
+                     (cfg.eval, cfg.judge), actors[variant], sft_model)
+    rep = runner.stage("report", lambda: report(run_dir), None, *[d(f"eval_{v}") for v in ("sft", *VARIANTS)],
+                       always=True)
+    runner.summary(rep)
+    return rep
+
+
+@dataclass
+class StageRunner:
+    cfg: RunConfig
+    run_dir: Path
+    resume: bool = False
+    from_stage: str | None = None
+    only: str | None = None
+
+    def __post_init__(self):
+        for s in (self.from_stage, self.only):
+            if s is not None and s not in STAGES:
+                raise UserError(f"unknown stage {s!r} (stages: {', '.join(STAGES)})")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.time()
+        self.timings: dict[str, float] = {}
+        self.fingerprints: dict[str, str] = {}
+
+    def dir(self, stage: str) -> Path:
+        return self.run_dir / stage
+
+    def _forced(self, name: str) -> bool:
+        return self.from_stage is not None and STAGES.index(name) >= STAGES.index(self.from_stage)
+
+    def _selected(self, name: str) -> bool:
+        return self.only is None or self.only == name
+
+    def stage(self, name: str, fn: Callable[[], Path], section, *inputs, always: bool = False) -> Path:
+        """Run `fn` unless RUN/<name>/manifest.json says it finished with the same config and inputs."""
+        i = STAGES.index(name) + 1
+        out = self.dir(name)
+        config_hash = stable_hash(_plain(section))
+        input_fps = {str(x): self.fingerprints.get(str(x), str(x)) for x in inputs if x is not None}
+        fingerprint = stable_hash([name, config_hash, input_fps])
+        manifest_path = out / "manifest.json"
+        old = read_json(manifest_path) if manifest_path.exists() else None
+        done = old and old.get("status") == "done" and old.get("fingerprint") == fingerprint
+        if (done and not self._forced(name) and not always) or not self._selected(name):
+            if not done and not self._selected(name):
+                if old is None or old.get("status") != "done":
+                    raise UserError(f"--only {self.only}: stage {name} has not finished; run it first")
+            result = Path(old["output"])
+            print(f"[{i:2d}/{len(STAGES)}] {name:<12} skipped (unchanged)", flush=True)
+        else:
+            if old and old.get("status") != "done" and name.startswith("ppo_"):
+                print(f"[{i:2d}/{len(STAGES)}] {name:<12} resuming from its last checkpoint", flush=True)
+            elif out.exists() and not name.startswith("ppo_") and name != "report" and not name.startswith("label_"):
+                shutil.rmtree(out)  # stale partial output; labels and PPO resume from their own state
+            out.mkdir(parents=True, exist_ok=True)
+            print(f"[{i:2d}/{len(STAGES)}] {name:<12} running ...", flush=True)
+            write_json(manifest_path, {"stage": name, "status": "running", "fingerprint": fingerprint,
+                                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            t = time.time()
+            result = Path(fn())
+            wall = time.time() - t
+            write_json(manifest_path, {
+                "stage": name, "status": "done", "fingerprint": fingerprint, "config_hash": config_hash,
+                "config": _plain(section), "inputs": input_fps, "output": str(result),
+                "wall_time_s": round(wall, 1), "versions": _versions(),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            self.timings[name] = wall
+            print(f"[{i:2d}/{len(STAGES)}] {name:<12} done in {wall:.0f}s -> {result}", flush=True)
+        self.fingerprints[str(result)] = fingerprint
+        return result
+
+    def summary(self, report_dir: Path) -> None:
+        total = time.time() - self.t0
+        print(f"\nrun finished in {total / 60:.1f} min; report: {report_dir / 'report.md'} "
+              f"(and report.html, comparison.csv, drift_*.png)", flush=True)
+        write_json(self.run_dir / "run_summary.json", {"wall_time_s": round(total, 1), "stages_s": self.timings,
+                                                       "report": str(report_dir), "config": to_dict(self.cfg)})
+
+
+# ------------------------------------------------------------------ helpers
+
+def _plain(section) -> object:
+    if section is None:
+        return None
+    if isinstance(section, tuple):
+        return [_plain(s) for s in section]
+    return dataclasses.asdict(section)
+
+
+def _versions() -> dict:
+    from evalsets.runner import _versions as v
+    return v()
+
+
+def _judge_argv(cfg: RunConfig) -> list[str]:
+    if not cfg.judge.url:
+        return []
+    argv = ["--judge-url", cfg.judge.url, "--judge-key-env", cfg.judge.key_env or ""]
+    return argv + (["--judge-model", cfg.judge.model] if cfg.judge.model else [])
+
+
+def _cli(argv: list[str]) -> None:
+    """Run one `hrlaif` subcommand in-process (same parser, same validation as on the CLI)."""
+    import importlib
+
+    from harness.cli import COMMANDS
+
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    parser = argparse.ArgumentParser(prog=f"hrlaif {argv[0]}")
+    module.add_arguments(parser)
+    code = module.run(parser.parse_args(argv[1:]))
+    if code:
+        raise UserError(f"stage `hrlaif {argv[0]}` failed with exit code {code}")
+
+
+def _drift_eval(evaluate_in_process, max_gen_toks, model, tokenizer, benchmarks, limit, data_dir):
+    return evaluate_in_process(model, tokenizer, benchmarks, limit=limit, data_dir=data_dir,
+                               max_gen_toks=max_gen_toks)
