@@ -134,9 +134,9 @@ def run(args) -> int:
         write_jsonl(labels_path, labels)  # finished: same order as --samples (appends came as completed)
         label_stats = _stats_snapshot(judge)
 
-        table = None
+        table, by_mode = None, {}
         if not args.no_accuracy:
-            table = _accuracy(samples, labels, judge, args, verifiable, hh_file, label_one, label_accuracy,
+            table, by_mode = _accuracy(samples, labels, judge, args, verifiable, hh_file, label_one, label_accuracy,
                               load_hh_pairs)
         t_end = time.perf_counter()
 
@@ -151,6 +151,10 @@ def run(args) -> int:
         "judge_totals": _stats_snapshot(judge),
         "wall_s": t_end - t0,
     }
+    if by_mode.get("basic") and args.mode != "basic":
+        # Position bias is only measurable on pairwise calls; hybrid may make few of its own.
+        summary["accuracy_basic_labels"] = {k: v for k, v in summarize(by_mode["basic"]).items()
+                                            if k in ("prompts", "pairwise_judgements", "invalid_pairwise", "position_bias")}
     write_json(out / "summary.json", summary)
     if table is not None:
         write_json(out / "label_accuracy.json", table)
@@ -195,4 +199,4 @@ def _accuracy(samples, labels, judge, args, verifiable, hh_file, label_one, labe
             for b, h in ex.map(both, load_hh_pairs(hh_file, args.hh_limit)):
                 by_mode["basic"].append(b)
                 by_mode["hybrid"].append(h)
-    return label_accuracy(by_mode)
+    return label_accuracy(by_mode), by_mode
