@@ -4,8 +4,10 @@ Satisfaction: per response one judge decision (Yes/No), with the reference answe
 prompt when one exists. Verifiable categories (math, multiple choice) are checked first:
 a wrong final answer is never satisfying, whatever the judge would say about style.
 
-Win ratio: the judge compares model vs baseline in both orders (A/B swapped). Win = wins
-both, loss = loses both, tie = split or any invalid answer. Position bias is recorded.
+Win ratio: the judge compares model vs baseline in both orders (A/B swapped); the
+preference is P(ours better) averaged over the two orders (first-token probabilities when
+the endpoint gives logprobs, else 1/0 from the parsed reply). Win if it is above 0.5 + band,
+loss if below 0.5 - band, tie otherwise or on any invalid answer. Position bias is recorded.
 """
 from __future__ import annotations
 
@@ -108,15 +110,19 @@ def judge_pairwise(docs: list[dict], ours: list[str], theirs: list[str], judge) 
     for d, a, b in zip(docs, ours, theirs):
         msgs.append(pairwise_messages(d["prompt"], a, b))  # ours in slot A
         msgs.append(pairwise_messages(d["prompt"], b, a))  # ours in slot B
-    dec = [label for label, _ in judge.choose_many(msgs, options=["A", "B"])]
+    from trainers.feedback.labelling import TIE_BAND
+
+    dec = judge.choose_many(msgs, options=["A", "B"])
     out = []
     for j in range(len(docs)):
-        d1, d2 = dec[2 * j], dec[2 * j + 1]
-        ours_won = [d1 == "A" if d1 != "invalid" else None, d2 == "B" if d2 != "invalid" else None]
-        invalid = sum(x is None for x in ours_won)
-        win = 1.0 if ours_won == [True, True] else 0.0 if ours_won == [False, False] else 0.5
+        (d1, p1), (d2, p2) = dec[2 * j], dec[2 * j + 1]
+        invalid = int(d1 == "invalid") + int(d2 == "invalid")
+        # Order-averaged preference for our response (see trainers/feedback/labelling.py).
+        p_ours = None if invalid else (p1.get("A", 0.0) + p2.get("B", 0.0)) / 2
+        win = 0.5 if p_ours is None or abs(p_ours - 0.5) <= TIE_BAND else float(p_ours > 0.5)
         first = [x == "A" for x in (d1, d2) if x != "invalid"]
-        out.append({"win": win, "win_invalid": invalid, "first_slot_won": first, "pairwise": [d1, d2]})
+        out.append({"win": win, "win_invalid": invalid, "first_slot_won": first, "pairwise": [d1, d2],
+                    "p_ours": None if p_ours is None else round(p_ours, 4)})
     return out
 
 

@@ -15,8 +15,10 @@ DEFINITIONS = {
                      "exists); for math and multiple choice a wrong final answer is never satisfying. "
                      "Invalid judge answers are excluded from the rate and counted."),
     "win_ratio": ("win_ratio", True,
-                  "Pairwise judgement against the baseline, asked in both orders: win if the model wins "
-                  "both, loss if it loses both, tie otherwise (including invalid answers). "
+                  "Pairwise judgement against the baseline, asked in both orders (A/B swapped). The "
+                  "preference P(model better) is averaged over the two orders (judge's first-token "
+                  "probabilities, or 1/0 from a parsed reply): win above 0.52, loss below 0.48, tie in "
+                  "between or when either answer is invalid (invalid answers are counted). "
                   "Ratio = (wins + ties/2) / n."),
 }
 

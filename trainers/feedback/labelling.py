@@ -1,8 +1,13 @@
 """Preference labels from an AI judge: basic RLAIF and hybrid (HRLAIF) labelling.
 
 Basic: every pair (i, j) of a prompt's K responses is judged twice, once in each slot
-order (A/B swapped), to cancel position bias. Pair outcome: i > j if i wins both orders,
-j > i if j wins both, otherwise a tie (split decision or an invalid judgement).
+order (A/B swapped), to cancel position bias. Pair outcome: the order-averaged preference
+p(i > j) = (P(A | i in slot A) + P(B | i in slot B)) / 2, from the judge's first-token
+probabilities when the endpoint returns logprobs (1/0 from a parsed reply otherwise);
+i > j if p > 0.5 + TIE_BAND, j > i if p < 0.5 - TIE_BAND, else a tie. An invalid judgement
+in either order makes a tie. With a parsed reply this is exactly "i wins both orders".
+Averaging probabilities matters for position-biased judges: a small judge that always
+says "A" still moves P(A) with the content, and that signal survives the swap.
 The partial order is then derived from Copeland scores (consistent wins + 0.5 per tie):
 i is preferred to j iff score(i) > score(j). This is a strict weak order, so it never has
 cycles even when the raw pairwise outcomes do (i > j > k > i all tie on score).
@@ -31,6 +36,7 @@ from trainers.feedback.verify import VERIFIABLE, check
 log = logging.getLogger(__name__)
 
 DEFAULT_VERIFIABLE = frozenset({"math", "multiple_choice"})
+TIE_BAND = 0.02  # |p(i > j) - 0.5| below this is a tie
 HARMLESS = "harmlessness"
 
 
@@ -70,7 +76,7 @@ def judge_order(judge: Judge, idx: Sequence[int], make_messages, meta: dict) -> 
     results = judge.choose_many(batch, ("A", "B"))
     score = {i: 0.0 for i in idx}
     for n, (i, j) in enumerate(pairs):
-        first, second = results[2 * n][0], results[2 * n + 1][0]
+        (first, p1), (second, p2) = results[2 * n], results[2 * n + 1]
         for lab in (first, second):
             meta["judgements"] += 1
             if lab == INVALID:
@@ -78,8 +84,9 @@ def judge_order(judge: Judge, idx: Sequence[int], make_messages, meta: dict) -> 
             else:
                 meta["valid"] += 1
                 meta["first_slot_wins"] += int(lab == "A")
-        i_wins = first == "A" and second == "B"
-        j_wins = first == "B" and second == "A"
+        p_i = None if INVALID in (first, second) else (p1.get("A", 0.0) + p2.get("B", 0.0)) / 2
+        i_wins = p_i is not None and p_i > 0.5 + TIE_BAND
+        j_wins = p_i is not None and p_i < 0.5 - TIE_BAND
         if i_wins:
             score[i] += 1
         elif j_wins:
