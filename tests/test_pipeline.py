@@ -1,0 +1,87 @@
+"""`hrlaif run` end to end on the tiny model with the real embedded judge: every stage, the
+report with three rows, drift plots for both variants, stage skipping and --from."""
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, tmp_path_factory, run_cli):
+    root = tmp_path_factory.mktemp("pipeline")
+    cfg = root / "tiny.yaml"
+    cfg.write_text(f"""
+model: {tiny_model_dir}
+seed: 3
+sft: {{max_steps: 2, batch_size: 2, max_len: 64}}
+sample: {{limit: 6, k: 2, max_new_tokens: 8, batch_size: 6}}
+label: {{hh_limit: 0}}
+reward_model: {{epochs: 1, max_len: 64, heldout_frac: 0.34, groups_per_step: 2}}
+ppo: {{steps: 2, batch_size: 2, mini_batch_size: 2, max_new_tokens: 8, save_every: 1, drift_every: 1,
+       drift_benchmarks: [mmlu], drift_limit: 2, heldout_limit: 2}}
+eval:
+  benchmarks: [mmlu, gsm8k, toxigen, satisfaction]
+  limit: 3
+  max_gen_toks: {{gsm8k: 8, toxigen: 8, satisfaction: 8}}
+""")
+    out = root / "run"
+    t0 = time.time()
+    code, stdout, err = run_cli("run", cfg, "--out", out)
+    assert code == 0, err[-3000:]
+    return cfg, out, stdout, time.time() - t0
+
+
+def test_every_stage_finished_with_manifest(tiny_run):
+    from harness.pipeline import STAGES
+    _, out, stdout, _ = tiny_run
+    for stage in STAGES:
+        m = json.loads((out / stage / "manifest.json").read_text())
+        assert m["status"] == "done" and m["wall_time_s"] >= 0 and "torch" in m["versions"], stage
+    assert "run finished" in stdout and "report.md" in stdout
+
+
+def test_report_has_three_rows_and_drift_plots(tiny_run):
+    _, out, _, _ = tiny_run
+    rep = out / "report"
+    rows = list(csv.DictReader(open(rep / "comparison.csv", encoding="utf-8")))
+    assert [r[next(iter(r))] for r in rows] == ["SFT", "RLAIF", "HRLAIF"]
+    md = (rep / "report.md").read_text(encoding="utf-8")
+    for col in ("MMLU", "GSM8K", "ToxiGen", "Satisfaction", "Win ratio"):
+        assert col in md
+    for v in ("rlaif", "hrlaif"):
+        assert (rep / f"drift_{v}.png").stat().st_size > 5000
+        drift = [json.loads(l) for l in (out / f"ppo_{v}" / "drift.jsonl").read_text().splitlines()]
+        assert drift and {"step", "kl", "reward_train", "reward_heldout", "benchmarks"} <= set(drift[-1])
+    assert (rep / "alarms.json").exists() and (rep / "report.html").exists()
+    # both variants trained on the same samples: labels differ only in mode
+    basic = [json.loads(l) for l in (out / "label_basic" / "labels.jsonl").read_text().splitlines()]
+    hybrid = [json.loads(l) for l in (out / "label_hybrid" / "labels.jsonl").read_text().splitlines()]
+    assert [b["id"] for b in basic] == [h["id"] for h in hybrid]
+    assert {b["mode"] for b in basic} == {"basic"} and {h["mode"] for h in hybrid} == {"hybrid"}
+    # the win ratio of RLAIF is measured against the SFT model
+    res = json.loads((out / "eval_rlaif" / "results.json").read_text())
+    assert "win_ratio" in res["benchmarks"] and res["benchmarks"]["win_ratio"]["n"] == 3
+
+
+def test_rerun_skips_unchanged_stages_and_from_reruns(tiny_run, run_cli):
+    cfg, out, _, first = tiny_run
+    t0 = time.time()
+    code, stdout, err = run_cli("run", cfg, "--out", out, "--resume")
+    assert code == 0, err[-2000:]
+    assert stdout.count("skipped (unchanged)") == 11  # all but the report, which is always rebuilt
+    assert time.time() - t0 < first / 3
+    before = json.loads((out / "eval_hrlaif" / "manifest.json").read_text())["finished"]
+    code, stdout, err = run_cli("run", cfg, "--out", out, "--from", "eval_hrlaif")
+    assert code == 0, err[-2000:]
+    assert "eval_hrlaif  running" in stdout and "ppo_hrlaif   skipped" in stdout
+    assert json.loads((out / "eval_hrlaif" / "manifest.json").read_text())["finished"] >= before
+
+
+def test_only_requires_finished_upstream(tmp_path, run_cli):
+    code, _, err = run_cli("run", "--out", tmp_path / "empty", "--only", "rm_basic")
+    assert code == 2 and "has not finished" in err
