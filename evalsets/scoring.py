@@ -17,8 +17,8 @@ DEFINITIONS = {
     "win_ratio": ("win_ratio", True,
                   "Pairwise judgement against the baseline, asked in both orders (A/B swapped). The "
                   "preference P(model better) is averaged over the two orders (judge's first-token "
-                  "probabilities, or 1/0 from a parsed reply): win above 0.52, loss below 0.48, tie in "
-                  "between or when either answer is invalid (invalid answers are counted). "
+                  "probabilities, or 1/0 from a parsed reply): win above 0.5, loss below 0.5, tie when it "
+                  "is exactly 0.5 (e.g. identical responses) or either answer is invalid (counted). "
                   "Ratio = (wins + ties/2) / n."),
 }
 

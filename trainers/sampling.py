@@ -41,7 +41,7 @@ class SampleConfig:
     batch_size: int = 4
     """Prompts per generate call (each expands to K sequences)."""
     limit: int = 0
-    """Only the first N prompts (0 = all)."""
+    """Only N prompts, taken round-robin over categories (0 = all)."""
 
     def validate(self) -> None:
         if self.k < 2:
@@ -54,6 +54,21 @@ class SampleConfig:
             raise UserError(f"top-p must be in (0, 1] (got {self.top_p})")
         if self.limit < 0:
             raise UserError("limit must be >= 0")
+
+
+def stratified(prompts: list[dict], limit: int) -> list[dict]:
+    """The first `limit` prompts taken round-robin over categories (file order within each),
+    so a small run still covers verifiable, open-ended and harmlessness prompts."""
+    by_cat: dict[str, list[dict]] = {}
+    for p in prompts:
+        by_cat.setdefault(str(p.get("category")), []).append(p)
+    out, depth = [], 0
+    while len(out) < min(limit, len(prompts)):
+        for cat in by_cat:
+            if depth < len(by_cat[cat]) and len(out) < limit:
+                out.append(by_cat[cat][depth])
+        depth += 1
+    return out
 
 
 def eos_ids(model, tok) -> set[int]:
@@ -102,7 +117,7 @@ def sample_responses(cfg: SampleConfig) -> Path:
     cfg.validate()
     prompts = load_prompts(cfg.prompts)
     if cfg.limit:
-        prompts = prompts[: cfg.limit]
+        prompts = stratified(prompts, cfg.limit)
     model, tok, identity = load_causal_lm(cfg.model)
     model.eval()
     torch.manual_seed(cfg.seed)

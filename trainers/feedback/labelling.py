@@ -4,7 +4,7 @@ Basic: every pair (i, j) of a prompt's K responses is judged twice, once in each
 order (A/B swapped), to cancel position bias. Pair outcome: the order-averaged preference
 p(i > j) = (P(A | i in slot A) + P(B | i in slot B)) / 2, from the judge's first-token
 probabilities when the endpoint returns logprobs (1/0 from a parsed reply otherwise);
-i > j if p > 0.5 + TIE_BAND, j > i if p < 0.5 - TIE_BAND, else a tie. An invalid judgement
+i > j if p > 0.5 + TIE_BAND, j > i if p < 0.5 - TIE_BAND, else a tie (TIE_BAND = 0 by default). An invalid judgement
 in either order makes a tie. With a parsed reply this is exactly "i wins both orders".
 Averaging probabilities matters for position-biased judges: a small judge that always
 says "A" still moves P(A) with the content, and that signal survives the swap.
@@ -36,7 +36,9 @@ from trainers.feedback.verify import VERIFIABLE, check
 log = logging.getLogger(__name__)
 
 DEFAULT_VERIFIABLE = frozenset({"math", "multiple_choice"})
-TIE_BAND = 0.02  # |p(i > j) - 0.5| below this is a tie
+# |p(i > j) - 0.5| <= TIE_BAND is a tie. 0 keeps every strict preference (identical responses
+# still tie exactly); raise it (e.g. 0.05) to drop low-confidence pairs from a strong judge.
+TIE_BAND = 0.0
 HARMLESS = "harmlessness"
 
 
