@@ -148,8 +148,10 @@ def rm_frames(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
     run_dir = Path(run_dir)
     cats, summary = [], []
     for mode in RM_MODES:
-        p = run_dir / f"rm_{mode}" / "rm_metrics.json"
-        if not p.exists():
+        # `hrlaif run` keeps the RM checkpoint (with its metrics) in rm_<mode>/model/
+        p = next((q for q in (run_dir / f"rm_{mode}" / "rm_metrics.json",
+                              run_dir / f"rm_{mode}" / "model" / "rm_metrics.json") if q.exists()), None)
+        if p is None:
             continue
         m = read_json(p)
         if not isinstance(m, dict):
