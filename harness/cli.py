@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    # SIGTERM (CI timeouts, `kill`) unwinds like Ctrl-C, so context managers stop servers
+    # and partial outputs stay consistent.
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except UserError as e:

@@ -63,6 +63,18 @@ def _ready(url: str) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when the process that started it dies, even by kill -9,
+    so a crashed run never leaves an orphaned judge eating a CPU core."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
@@ -105,7 +117,8 @@ def embedded_judge(config: ServerConfig | None = None) -> Iterator[JudgeConfig]:
     logf = tempfile.NamedTemporaryFile(prefix="hrlaif-judge-", suffix=".log", delete=False)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)  # own process group: we can kill all of it
+                            start_new_session=True,  # own process group: we can kill all of it
+                            preexec_fn=_die_with_parent)
     last_pid = proc.pid
     try:
         while not _ready(url):
