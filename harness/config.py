@@ -80,6 +80,8 @@ class RewardModelSection:
     groups_per_step: int = 4
     max_len: int = 256
     heldout_frac: float = 0.25
+    train_layers: int = 4
+    """Train only the top N blocks + head (0 = all); the quickstart keeps RM training cheap on CPU."""
     zero_stage: int = 0
 
 

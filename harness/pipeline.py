@@ -76,7 +76,7 @@ def reward_model(cfg: RunConfig, sft_model: Path, labels: Path, samples: Path, o
     return Path(train_reward_model(RMConfig(
         model=str(sft_model), labels=str(labels), samples=str(samples), out_dir=str(out / "model"), clip=r.clip,
         epochs=r.epochs, max_steps=r.max_steps, lr=r.lr, groups_per_step=r.groups_per_step, max_len=r.max_len,
-        heldout_frac=r.heldout_frac, zero_stage=r.zero_stage, seed=cfg.seed)))
+        heldout_frac=r.heldout_frac, train_layers=r.train_layers, zero_stage=r.zero_stage, seed=cfg.seed)))
 
 
 def ppo(cfg: RunConfig, sft_model: Path, rm: Path, out: Path, resume: bool) -> Path:

@@ -331,6 +331,8 @@ class RMConfig:
     """`kwise` (one forward per response) or `pairwise` (naive: two forwards per pair; for comparison)."""
     heldout_frac: float = 0.2
     """Share of prompt ids held out for accuracy (split by id, seeded)."""
+    train_layers: int = 0
+    """Train only the top N transformer blocks + head (0 = all): a cheap RM on CPU."""
     grad_clip: float = 1.0
     """Global gradient-norm clip (0 disables)."""
     zero_stage: int = 0
@@ -405,6 +407,10 @@ def train_reward_model(cfg: RMConfig) -> Path:
     metrics_path.unlink(missing_ok=True)
 
     rm.backbone.config.use_cache = False
+    if cfg.train_layers:
+        from trainers.freezing import train_top_layers
+        log.info("training %d parameters (top %d blocks + head)", train_top_layers(rm, cfg.train_layers),
+                 cfg.train_layers)
     engine = make_engine(rm, EngineConfig(
         lr=cfg.lr, weight_decay=cfg.weight_decay, zero_stage=cfg.zero_stage, micro_batch_size=1,
         grad_accum=cfg.groups_per_step, grad_clip=cfg.grad_clip, bf16=cfg.bf16))

@@ -15,7 +15,8 @@ def add_arguments(p) -> None:
     p.add_argument("--max-len", type=int, default=512)
     p.add_argument("--heldout-frac", type=float, default=0.2, help="share of prompt ids held out")
     p.add_argument("--loss", choices=["kwise", "pairwise"], default="kwise")
-    p.add_argument("--zero-stage", type=int, default=0, choices=[0, 1, 2, 3])
+    p.add_argument("--train-layers", type=int, default=0, help="train only the top N blocks + head (0 = all)")
+    p.add_argument("--zero-stage", type=int, default=0, help="DeepSpeed ZeRO stage 0-3")
     p.add_argument("--seed", type=int, default=1234)
 
 
@@ -27,7 +28,7 @@ def run(args) -> int:
         model=args.model, labels=args.labels, samples=args.samples, out_dir=args.out, clip=args.clip,
         epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, groups_per_step=args.groups_per_step,
         max_len=args.max_len, heldout_frac=args.heldout_frac, loss=args.loss, zero_stage=args.zero_stage,
-        seed=args.seed))
+        train_layers=args.train_layers, seed=args.seed))
     m = read_json(out / "rm_metrics.json")
     acc = m["heldout_acc"]
     print(f"{out}  held-out pair accuracy {acc['score']:.3f} (n={acc['n']}, 95% CI {acc['ci95'][0]:.3f}-"
