@@ -37,10 +37,10 @@ class SFTSection:
     data: str | None = None
     """Instruction data (alpaca or chat format). None = the embedded 12-category set."""
     epochs: int = 1
-    max_steps: int = 6
+    max_steps: int = 3
     """Optimizer steps (0 = all epochs). The quickstart keeps SFT short: the comparison is RLAIF vs HRLAIF."""
     lr: float = 2e-5
-    max_len: int = 256
+    max_len: int = 192
     batch_size: int = 4
     grad_accum: int = 1
     zero_stage: int = 0
@@ -74,9 +74,9 @@ class LabelSection:
 class RewardModelSection:
     clip: float = 10.0
     """Rewards are clipped to [-clip, clip] inside the reward model's forward."""
-    epochs: int = 2
+    epochs: int = 1
     max_steps: int = 0
-    lr: float = 2e-5
+    lr: float = 5e-5
     groups_per_step: int = 4
     max_len: int = 256
     heldout_frac: float = 0.25

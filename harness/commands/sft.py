@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
     p.add_argument("--max-len", type=int, default=512, help="tokens per sequence; longer ones are truncated")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--zero-stage", type=int, default=0, choices=[0, 1, 2, 3])
+    p.add_argument("--zero-stage", type=int, default=0, help="DeepSpeed ZeRO stage 0-3")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0 = at the end)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N examples")
     p.add_argument("--seed", type=int, default=1234)
