@@ -129,11 +129,17 @@ def main() -> None:
     ap.add_argument("--response-length", type=int, default=24)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per run (plus one warm-up)")
     ap.add_argument("--reps", type=int, default=2, help="alternating ours/TRL repetitions")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch/OpenMP threads per worker (on a shared box more threads than free cores "
+                         "makes every op wait for a descheduled thread: 15-30x slower)")
     ap.add_argument("--work", default=None)
     ap.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the workers
+    import torch
+    torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="ppo_bench_"))
     work.mkdir(parents=True, exist_ok=True)
     actor, rm_dir = prepare(args, work)
@@ -170,8 +176,7 @@ def main() -> None:
                                  for p in PROMPTS)
     tokens = args.batch_size * (prompt_len + resp)
     flops = args.ppo_epochs * 6 * (n_actor + n_critic) * tokens
-    torch.set_num_threads(torch.get_num_threads())
-    peak = peak_flops()
+    peak = peak_flops()  # same thread count as the workers
     print(json.dumps({"config": {k: v for k, v in vars(args).items() if k not in ("worker", "work")},
                       "median_step_s": med, "speedup_ours_vs_trl": med["trl"] / med["ours"],
                       "ours_split_s": {k: statistics.median([s for r in ours for s in r[k]])

