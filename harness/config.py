@@ -50,9 +50,9 @@ class SFTSection:
 class SampleSection:
     prompts: str | None = None
     """prompts.jsonl ({id, prompt, category, std_answer}). None = the embedded feedback prompts."""
-    k: int = 4
+    k: int = 3
     """Responses per prompt; both variants label the same samples."""
-    limit: int = 16
+    limit: int = 12
     """Use the first N prompts (0 = all)."""
     max_new_tokens: int = 64
     temperature: float = 1.0
@@ -99,6 +99,10 @@ class PPOSection:
     adaptive_kl: bool = False
     target_kl: float = 6.0
     zero_stage: int = 0
+    train_layers: int = 8
+    """Train only the top N blocks of actor and critic (0 = all): keeps the quickstart's PPO update cheap."""
+    missing_eos_reward: float = -1.0
+    """Reward for a response cut at max_new_tokens (no EOS)."""
     save_every: int = 2
     prompts: str | None = None
     """Training prompts (None = the labelled prompts' source)."""

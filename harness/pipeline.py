@@ -94,7 +94,8 @@ def ppo(cfg: RunConfig, sft_model: Path, rm: Path, out: Path, resume: bool) -> P
                     steps=p.steps, batch_size=p.batch_size, mini_batch_size=p.mini_batch_size,
                     ppo_epochs=p.ppo_epochs, max_new_tokens=p.max_new_tokens, lr=p.lr, critic_lr=p.critic_lr,
                     kl_coef=p.kl_coef, kl_estimator=p.kl_estimator, adaptive_kl=p.adaptive_kl,
-                    target_kl=p.target_kl, zero_stage=p.zero_stage, seed=cfg.seed, save_every=p.save_every,
+                    target_kl=p.target_kl, zero_stage=p.zero_stage, train_layers=p.train_layers,
+                    missing_eos_reward=p.missing_eos_reward, seed=cfg.seed, save_every=p.save_every,
                     resume=resume, drift=drift))
     return out / "final"
 

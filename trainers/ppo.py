@@ -129,6 +129,8 @@ class PPOConfig:
     (same weights, same fp32 maths: they agree to ~1e-6, so the extra forward is off by default)."""
     zero_stage: int = 0
     """DeepSpeed ZeRO stage for actor and critic (0-3)."""
+    train_layers: int = 0
+    """Train only the top N transformer blocks of actor and critic (0 = all); cheap CPU runs."""
     grad_clip: float = 1.0
     """Gradient-norm clip, applied by the engines."""
     bf16: bool = False
@@ -164,7 +166,7 @@ class PPOConfig:
             raise UserError("temperature must be > 0")
         if self.adaptive_kl and self.target_kl <= 0:
             raise UserError("target_kl must be > 0")
-        if min(self.save_every, self.drift.every, self.kl_coef, self.lr, self.critic_lr) < 0:
+        if min(self.save_every, self.drift.every, self.kl_coef, self.lr, self.critic_lr, self.train_layers) < 0:
             raise UserError("save_every, drift_every, kl_coef and learning rates must be >= 0")
 
     def trajectory_hash(self) -> str:
@@ -335,6 +337,10 @@ class PPOTrainer:
                 raise UserError("critic_init=reward: the reward model exposes no backbone")
             critic = ValueModel(copy.deepcopy(backbone), copy.deepcopy(head) if head is not None else None)
         critic.requires_grad_(True)
+        if cfg.train_layers:
+            from trainers.freezing import train_top_layers
+            train_top_layers(actor, cfg.train_layers)
+            train_top_layers(critic, cfg.train_layers)
         actor.config.use_cache = False
         mb = cfg.mini_batch_size // self.world
         ec = dict(zero_stage=cfg.zero_stage, micro_batch_size=mb, grad_accum=1, grad_clip=cfg.grad_clip,
