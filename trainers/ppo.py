@@ -294,7 +294,7 @@ class PPOTrainer:
         actor_path = resolve(cfg.model or None).path
         try:
             self.tok = AutoTokenizer.from_pretrained(actor_path)
-            actor = AutoModelForCausalLM.from_pretrained(actor_path, torch_dtype=torch.float32)
+            actor = AutoModelForCausalLM.from_pretrained(actor_path, dtype=torch.float32)
         except (OSError, ValueError) as e:
             raise UserError(f"cannot load actor {cfg.model}: {str(e).splitlines()[0]}")
         prepare_tokenizer(self.tok)
@@ -330,7 +330,7 @@ class PPOTrainer:
         self.reward_model.eval().requires_grad_(False)
         self.ref = copy.deepcopy(actor).eval().requires_grad_(False)
         if cfg.critic_init == "actor":
-            critic = ValueModel(AutoModel.from_pretrained(actor_path, torch_dtype=torch.float32))
+            critic = ValueModel(AutoModel.from_pretrained(actor_path, dtype=torch.float32))
         else:
             backbone, head = _find_backbone_and_head(self.reward_model)
             if backbone is None:
