@@ -72,10 +72,11 @@ def test_rerun_hits_cache_and_is_fast(embedded_eval, tiny_model_dir, tiny_classi
     assert {k: v["score"] for k, v in a.items()} == {k: v["score"] for k, v in b.items()}
 
 
-def test_cache_key_includes_weights(tiny_model_dir, tmp_path, run_cli):
+def test_cache_key_includes_weights(tiny_model_dir, tmp_path, run_cli, monkeypatch):
     """Two checkpoints with the same tokenizer and config never share cached outputs."""
     from harness.models import build_tiny_model
 
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "cache"))  # a fresh cache: no earlier run's outputs
     other = build_tiny_model(tmp_path / "other", seed=7)
     args = ["eval", "--benchmarks", "mmlu", "--limit", "3"]
     assert run_cli(*args, "--model", tiny_model_dir, "--out", tmp_path / "x")[0] == 0
