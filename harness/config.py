@@ -50,9 +50,10 @@ class SFTSection:
 class SampleSection:
     prompts: str | None = None
     """prompts.jsonl ({id, prompt, category, std_answer}). None = the embedded feedback prompts."""
-    k: int = 3
-    """Responses per prompt; both variants label the same samples."""
-    limit: int = 12
+    k: int = 4
+    """Responses per prompt; both variants label the same samples. K=4 over 16 prompts is the smallest
+    quickstart that reliably yields verifiable pairs for the label-accuracy table."""
+    limit: int = 16
     """Use the first N prompts (0 = all)."""
     max_new_tokens: int = 64
     temperature: float = 1.0
