@@ -91,8 +91,8 @@ def _ceval_csv(path: Path, group: str) -> list[dict]:
     return docs
 
 
-def _gsm8k_jsonl(path: Path, group: str) -> list[dict]:
-    docs = []
+def _jsonl_rows(path: Path):
+    """(line index, object) for each non-blank line; a bad line is a one-line UserError."""
     for i, line in enumerate(_read_text(path).splitlines()):
         if not line.strip():
             continue
@@ -100,6 +100,14 @@ def _gsm8k_jsonl(path: Path, group: str) -> list[dict]:
             r = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{i + 1}: not valid JSON ({e.msg})")
+        if not isinstance(r, dict):
+            raise UserError(f"{path}:{i + 1}: expected a JSON object")
+        yield i, r
+
+
+def _gsm8k_jsonl(path: Path, group: str) -> list[dict]:
+    docs = []
+    for i, r in _jsonl_rows(path):
         if not isinstance(r, dict) or "question" not in r or "answer" not in r:
             raise UserError(f"{path}:{i + 1}: expected fields question and answer (GSM8K jsonl)")
         docs.append({"question": r["question"], "answer": r["answer"],
@@ -137,13 +145,7 @@ def _discover(root: Path, pattern: str) -> dict[str, Path]:
 def _chat_prompts(path: Path, category_map: dict) -> dict[str, list[dict]]:
     """BELLE eval set ({question, std_answer, class}) or MT-Bench questions ({category, turns})."""
     groups: dict[str, list[dict]] = {}
-    for i, line in enumerate(_read_text(path).splitlines()):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{i + 1}: not valid JSON ({e.msg})")
+    for i, r in _jsonl_rows(path):
         if "turns" in r:  # MT-Bench: first turn only (single-turn satisfaction)
             prompt, std, raw = r["turns"][0], (r.get("reference") or [None])[0], r.get("category")
         else:
