@@ -207,7 +207,7 @@ def score_texts(rm: RewardModel, tok, prompts: list[str], responses: list[str], 
 
 # ------------------------------------------------------------------ labels
 
-def _has_cycle(n: int, pairs: list[tuple[int, int]]) -> bool:
+def has_cycle(n: int, pairs: list[tuple[int, int]]) -> bool:
     succ = defaultdict(list)
     for i, j in pairs:
         succ[i].append(j)
@@ -272,7 +272,7 @@ def load_labels(path, samples_path=None) -> list[dict]:
                 raise UserError(f"{where}: pair [{i}, {j}] compares a response with itself")
             clean.append((i, j))
         clean = list(dict.fromkeys(clean))  # duplicates would double-weight a pair
-        if _has_cycle(k, clean):
+        if has_cycle(k, clean):
             raise UserError(f"{where}: `pairs` contain a cycle; a partial order cannot")
         if samples is not None:
             sid = str(r["id"])

@@ -176,27 +176,11 @@ def label_hybrid(samples: Sequence[dict], judge: Judge, verifiable: Iterable[str
 
 
 def assert_acyclic(pairs: Sequence[Sequence[int]], k: int, sid=None) -> None:
-    """The partial order must be a DAG; a cycle here is a bug, not bad input."""
-    succ: dict[int, list[int]] = {i: [] for i in range(k)}
-    for i, j in pairs:
-        succ[i].append(j)
-    state = [0] * k  # 0 new, 1 on stack, 2 done
-    for start in range(k):
-        stack = [(start, iter(succ[start]))]
-        if state[start]:
-            continue
-        state[start] = 1
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                state[node] = 2
-                stack.pop()
-            elif state[nxt] == 1:
-                raise AssertionError(f"sample {sid}: preference pairs contain a cycle through {nxt}")
-            elif state[nxt] == 0:
-                state[nxt] = 1
-                stack.append((nxt, iter(succ[nxt])))
+    """A partial order has no cycles; the reward model's loader applies the same check."""
+    from trainers.reward_model import has_cycle
+
+    if has_cycle(k, [(int(i), int(j)) for i, j in pairs]):
+        raise AssertionError(f"sample {sid}: preference pairs contain a cycle")
 
 
 def pair_rows(labels: Iterable[dict]) -> list[dict]:
