@@ -10,6 +10,9 @@ One rollout batch goes through four passes, each batched over every sequence at 
    the same sequence `trainers.data_formats.encode_prompt_response` builds for RM training).
 3. reference log-probs and critic values: one forward each over the whole batch; the
    reference computes its LM head only on response positions (`logits_to_keep`).
+   With a `SharedTrunk` (trainers/trunk.py) the frozen bottom blocks that actor, reference,
+   critic and reward model have in common run once, and steps 2-3 and every PPO epoch run
+   only each model's own top blocks on the cached hidden states (`Rollout.hidden`).
 4. `compute_advantages`: per-token KL penalty + final score, GAE(gamma, lambda), whitening.
 
 Sampling draws from one `torch.Generator` per prompt, seeded from (seed, step, global prompt
@@ -68,16 +71,25 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def policy_logits(model, sequences, attention_mask, prompt_width: int, temperature: float):
+def run_model(model, input_ids, attention_mask, trunk=None, hidden=None, **kw):
+    """`model(input_ids, attention_mask, **kw)`, or only its top blocks on the shared trunk's
+    hidden states when it shares the trunk (same result, fewer FLOPs)."""
+    if hidden is not None and trunk is not None and trunk.shares(model):
+        with trunk.top(model):
+            return model(inputs_embeds=hidden, attention_mask=attention_mask, **kw)
+    return model(input_ids=input_ids, attention_mask=attention_mask, **kw)
+
+
+def policy_logits(model, sequences, attention_mask, prompt_width: int, temperature: float,
+                  trunk=None, hidden=None):
     """Logits that predict each response token, shape (B, R, V), temperature applied.
 
     Only the last R+1 positions go through the LM head: on a 49k vocabulary the head is a
     fifth of a small model's FLOPs, and prompt positions never need it.
     """
     resp_len = sequences.shape[1] - prompt_width
-    out = model(input_ids=sequences, attention_mask=attention_mask,
-                position_ids=position_ids(attention_mask), use_cache=False,
-                logits_to_keep=resp_len + 1)
+    out = run_model(model, sequences, attention_mask, trunk, hidden,
+                    position_ids=position_ids(attention_mask), use_cache=False, logits_to_keep=resp_len + 1)
     logits = out.logits[:, :-1]
     return logits / temperature if temperature != 1.0 else logits
 
@@ -167,9 +179,27 @@ def reward_inputs(gen: Generation, eos_ids: list[int], pad_id: int):
     return right_pad(seqs, pad_id)
 
 
+def without_final_eos(gen: Generation, eos_ids: list[int]) -> torch.Tensor:
+    """The rollout's attention mask with each row's final EOS dropped (left padding kept)."""
+    mask = gen.attention_mask.clone()
+    pos = torch.arange(mask.shape[1], device=mask.device)
+    last = (mask * pos).argmax(1)
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    is_eos = torch.isin(gen.sequences[rows, last], torch.tensor(eos_ids, device=mask.device))
+    mask[rows[is_eos], last[is_eos]] = 0
+    return mask
+
+
 @torch.no_grad()
-def score(reward_model, gen: Generation, eos_ids: list[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def score(reward_model, gen: Generation, eos_ids: list[int], pad_id: int, trunk=None,
+          hidden=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(reward, raw): the RM's clipped reward and its unclipped score, shape (B,) each."""
+    if hidden is not None and trunk is not None and trunk.shares(reward_model):
+        # Same tokens as reward_inputs, left-padded: the RM reads its last unmasked token, and a
+        # dropped trailing EOS cannot change what causal attention gave the tokens before it.
+        reward, raw = run_model(reward_model, None, without_final_eos(gen, eos_ids), trunk, hidden,
+                                return_raw=True)
+        return reward.float().reshape(-1), raw.float().reshape(-1)
     device = next(reward_model.parameters()).device
     ids, mask = reward_inputs(gen, eos_ids, pad_id)
     ids, mask = ids.to(device), mask.to(device)
@@ -181,14 +211,15 @@ def score(reward_model, gen: Generation, eos_ids: list[int], pad_id: int) -> tup
 
 
 @torch.no_grad()
-def ref_logprobs(ref_model, gen: Generation, temperature: float) -> torch.Tensor:
-    logits = policy_logits(ref_model, gen.sequences, gen.attention_mask, gen.prompt_width, temperature)
+def ref_logprobs(ref_model, gen: Generation, temperature: float, trunk=None, hidden=None) -> torch.Tensor:
+    logits = policy_logits(ref_model, gen.sequences, gen.attention_mask, gen.prompt_width, temperature,
+                           trunk, hidden)
     return logprobs_from_logits(logits.float(), gen.responses) * gen.response_mask
 
 
 @torch.no_grad()
-def critic_values(critic, gen: Generation) -> torch.Tensor:
-    v = critic(gen.sequences, gen.attention_mask)
+def critic_values(critic, gen: Generation, trunk=None, hidden=None) -> torch.Tensor:
+    v = run_model(critic, gen.sequences, gen.attention_mask, trunk, hidden)
     # The value of the state before each response token = output at the previous position.
     return v[:, gen.prompt_width - 1:-1].float() * gen.response_mask
 
@@ -263,6 +294,7 @@ class Rollout:
     reward: torch.Tensor        # (B,) reward used: RM-clipped, missing-EOS rule, reward_clip
     finished: torch.Tensor      # (B,) bool
     prompt_width: int
+    hidden: torch.Tensor | None = None  # (B, P+R, H) shared-trunk output, when there is a trunk
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
@@ -279,7 +311,7 @@ class Rollout:
             if not isinstance(v, torch.Tensor):
                 continue
             v = v[idx]
-            if v.dim() == 2 and v.shape[1] == self.sequences.shape[1]:
+            if v.dim() >= 2 and v.shape[1] == self.sequences.shape[1]:  # token-aligned (and hidden)
                 v = v[:, lead:self.prompt_width + resp_len]
             elif v.dim() == 2:
                 v = v[:, :resp_len]
@@ -289,8 +321,9 @@ class Rollout:
 
 def make_rollout(*, actor, ref, critic, reward_model, prompts: list[list[int]], seeds: list[int],
                  cfg, kl_coef: float, eos_ids: list[int], pad_id: int, all_reduce=None,
-                 timer=None) -> Rollout:
-    """Generate + score one batch. `cfg` is a PPOConfig; `timer(name)` is a context manager."""
+                 timer=None, trunk=None) -> Rollout:
+    """Generate + score one batch. `cfg` is a PPOConfig; `timer(name)` is a context manager;
+    `trunk` an optional `SharedTrunk` whose hidden states the rollout keeps for the update."""
     import contextlib
     timer = timer or (lambda name: contextlib.nullcontext())
     with timer("gen"):
@@ -306,15 +339,16 @@ def make_rollout(*, actor, ref, critic, reward_model, prompts: list[list[int]], 
                 gen.logprobs = logprobs_from_logits(logits.float(), gen.responses) * gen.response_mask
         actor.train(was_training)
     with timer("score"):
-        reward, raw = score(reward_model, gen, eos_ids, pad_id)
+        hidden = trunk(gen.sequences, gen.attention_mask) if trunk is not None else None
+        reward, raw = score(reward_model, gen, eos_ids, pad_id, trunk, hidden)
         if cfg.missing_eos_reward is not None:
             reward = torch.where(gen.finished, reward, torch.full_like(reward, cfg.missing_eos_reward))
         if cfg.reward_clip:
             reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
-        ref_lp = ref_logprobs(ref, gen, cfg.temperature)
+        ref_lp = ref_logprobs(ref, gen, cfg.temperature, trunk, hidden)
         critic_was_training = critic.training
         critic.eval()
-        values = critic_values(critic, gen)
+        values = critic_values(critic, gen, trunk, hidden)
         critic.train(critic_was_training)
         mask = gen.response_mask
         kl = kl_penalty(gen.logprobs, ref_lp, cfg.kl_estimator) * mask
@@ -323,4 +357,4 @@ def make_rollout(*, actor, ref, critic, reward_model, prompts: list[list[int]], 
         if cfg.whiten_advantages:
             adv = whiten(adv, mask, all_reduce)
     return Rollout(gen.sequences, gen.attention_mask, mask, gen.logprobs, ref_lp, values, adv, returns,
-                   kl, raw, reward, gen.finished, gen.prompt_width)
+                   kl, raw, reward, gen.finished, gen.prompt_width, hidden)

@@ -35,7 +35,7 @@ from harness.store import append_jsonl, read_jsonl, stable_hash, write_jsonl
 from trainers import checkpointing as ckpt
 from trainers.distributed import EngineConfig, init_distributed, make_engine
 from trainers.experience import (Rollout, entropy_from_logits, logprobs_from_logits, make_rollout,
-                                 masked_mean, generate, policy_logits, position_ids, score)
+                                 masked_mean, generate, policy_logits, position_ids, run_model, score)
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,10 @@ class PPOConfig:
     """DeepSpeed ZeRO stage for actor and critic (0-3)."""
     train_layers: int = 0
     """Train only the top N transformer blocks of actor and critic (0 = all); cheap CPU runs."""
+    share_trunk: bool = True
+    """With train_layers, run the frozen bottom blocks that actor, reference, critic and reward
+    model share once per rollout instead of once per model and epoch (trainers/trunk.py).
+    Exact up to float rounding; models whose bottom differs run in full. Not under ZeRO-3."""
     grad_clip: float = 1.0
     """Gradient-norm clip, applied by the engines."""
     bf16: bool = False
@@ -189,8 +193,8 @@ class ValueModel(nn.Module):
             nn.init.zeros_(self.v_head.weight)  # start at V=0: no random bias in the first advantages
             nn.init.zeros_(self.v_head.bias)
 
-    def forward(self, input_ids, attention_mask):
-        h = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
+        h = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                           position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
         return self.v_head(h).squeeze(-1)
 
@@ -350,12 +354,27 @@ class PPOTrainer:
         dev = self.actor.device
         self.ref.to(dev)
         self.reward_model.to(dev)
+        self.trunk = self._build_trunk() if cfg.share_trunk and cfg.train_layers and cfg.zero_stage < 3 else None
 
         self.kl = KLController(cfg)
         self.start_step = 0
         self.truncated_total = 0
         if cfg.resume:
             self._resume()
+
+    def _build_trunk(self):
+        from trainers.trunk import SharedTrunk, decoder_of
+        dec = decoder_of(self.ref)
+        if dec is None:
+            return None
+        lm = lambda m, ids, mask, h: m(input_ids=ids, inputs_embeds=h, attention_mask=mask,  # noqa: E731
+                                       position_ids=position_ids(mask), use_cache=False).logits
+        value = lambda m, ids, mask, h: m(input_ids=ids, attention_mask=mask, inputs_embeds=h)  # noqa: E731
+        reward = lambda m, ids, mask, h: m(ids, mask, inputs_embeds=h)  # noqa: E731
+        return SharedTrunk.build(self.ref, len(dec.layers) - self.cfg.train_layers,
+                                 {"reference": (self.ref, lm), "actor": (self.actor.module, lm),
+                                  "critic": (self.critic.module, value), "reward model": (self.reward_model, reward)},
+                                 vocab_size=len(self.tok))
 
     # -------------------------------------------------------------- distributed helpers
     def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
@@ -415,7 +434,7 @@ class PPOTrainer:
                             reward_model=self.reward_model, prompts=[self.prompt_ids[gidx[j]] for j in mine],
                             seeds=[sample_seed(cfg.seed, step, j) for j in mine], cfg=cfg,
                             kl_coef=self.kl.value, eos_ids=self.eos_ids, pad_id=self.pad_id,
-                            all_reduce=self.all_reduce, timer=timer)
+                            all_reduce=self.all_reduce, timer=timer, trunk=self.trunk)
 
     def ppo_update(self, ro: Rollout, step: int) -> dict:
         """Clipped PPO on one rollout; returns per-minibatch means of the losses and diagnostics."""
@@ -436,7 +455,8 @@ class PPOTrainer:
                 P = b.prompt_width
                 responses = b.sequences[:, P:]
 
-                logits = policy_logits(self.actor, b.sequences, b.attention_mask, P, cfg.temperature)
+                logits = policy_logits(self.actor, b.sequences, b.attention_mask, P, cfg.temperature,
+                                       self.trunk, b.hidden)
                 logp = logprobs_from_logits(logits, responses)
                 log_ratio = (logp - b.logprobs) * mask
                 ratio = torch.exp(log_ratio)
@@ -444,7 +464,7 @@ class PPOTrainer:
                 pg2 = -b.advantages * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange)
                 pg_loss = (torch.maximum(pg1, pg2) * mask).sum() / n_tok
 
-                v = self.critic(b.sequences, b.attention_mask)[:, P - 1:-1]
+                v = run_model(self.critic, b.sequences, b.attention_mask, self.trunk, b.hidden)[:, P - 1:-1]
                 v_clip = b.values + (v - b.values).clamp(-cfg.cliprange_value, cfg.cliprange_value)
                 vf1, vf2 = (v - b.returns) ** 2, (v_clip - b.returns) ** 2
                 vf_loss = 0.5 * (torch.maximum(vf1, vf2) * mask).sum() / n_tok

@@ -74,12 +74,13 @@ class RewardModel(nn.Module):
     def config(self):  # DeepSpeed and HF utilities look for module.config
         return self.backbone.config
 
-    def forward(self, input_ids, attention_mask, return_raw: bool = False):
+    def forward(self, input_ids=None, attention_mask=None, return_raw: bool = False, inputs_embeds=None):
+        """`inputs_embeds`: hidden states to start from instead of `input_ids` (trainers/trunk.py)."""
         self.forward_calls += 1
-        self.sequences_forwarded += int(input_ids.size(0))
+        self.sequences_forwarded += int(attention_mask.size(0))
         # Position ids from the mask so a left-padded row scores like its unpadded self.
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+        hidden = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                position_ids=position_ids, use_cache=False).last_hidden_state
         last = hidden[torch.arange(hidden.size(0), device=hidden.device), last_token_index(attention_mask)]
         raw = self.head(last).squeeze(-1).float()

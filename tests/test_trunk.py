@@ -1,0 +1,78 @@
+"""Shared frozen trunk (trainers/trunk.py): same PPO numbers, fewer block evaluations."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.test_ppo import tiny_rm_dir, write_prompts  # noqa: F401  (fixture re-export)
+
+
+@pytest.fixture(scope="module")
+def deep_tiny_dir(tmp_path_factory):
+    from harness.models import build_tiny_model
+    return build_tiny_model(tmp_path_factory.mktemp("tiny4") / "model", layers=4)
+
+
+def _count_block_calls(model):
+    """Count forward calls of every decoder block (hooks survive the layer-list swap)."""
+    from trainers.trunk import decoder_of
+    counts = {"n": 0}
+    for layer in decoder_of(model).layers:
+        layer.register_forward_hook(lambda *a: counts.__setitem__("n", counts["n"] + 1))
+    return counts
+
+
+def test_split_forward_equals_full_forward(deep_tiny_dir):
+    from transformers import AutoModelForCausalLM
+    from trainers.experience import position_ids
+    from trainers.trunk import SharedTrunk
+    ref = AutoModelForCausalLM.from_pretrained(deep_tiny_dir).eval().requires_grad_(False)
+    other = AutoModelForCausalLM.from_pretrained(deep_tiny_dir).eval().requires_grad_(False)
+    with torch.no_grad():
+        other.model.layers[0].mlp.up_proj.weight.add_(0.01)  # a different bottom: must not join
+    lm = lambda m, ids, mask, h: m(input_ids=ids, inputs_embeds=h, attention_mask=mask,  # noqa: E731
+                                   position_ids=position_ids(mask), use_cache=False).logits
+    trunk = SharedTrunk.build(ref, 3, {"ref": (ref, lm), "other": (other, lm)}, vocab_size=ref.config.vocab_size)
+    assert trunk is not None and trunk.shares(ref) and not trunk.shares(other)
+    ids = torch.randint(0, 1000, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    with torch.no_grad():
+        full = lm(ref, ids, mask, None)
+        with trunk.top(ref):
+            split = lm(ref, None, mask, trunk(ids, mask))
+    assert len(ref.model.layers) == 4  # the swap is undone
+    assert torch.allclose(full[mask.bool()], split[mask.bool()], atol=1e-5)
+
+
+def test_ppo_with_shared_trunk_matches_full_forwards(deep_tiny_dir, tmp_path):
+    """train_layers=1 on a 4-block model: the 3 frozen blocks run once per rollout for all four
+    models, and the run logs the same metrics as one that recomputes them everywhere."""
+    from trainers.ppo import PPOConfig, PPOTrainer
+    from trainers.reward_model import RewardModel
+    torch.manual_seed(3)
+    rm, tok, _ = RewardModel.from_backbone(str(deep_tiny_dir), clip=5.0)
+    rm_dir = tmp_path / "rm"
+    rm.save_pretrained(rm_dir)
+    tok.save_pretrained(rm_dir)
+    prompts = write_prompts(tmp_path / "p.jsonl", 8)
+    rows, calls = {}, {}
+    for share in (True, False):
+        cfg = PPOConfig(model=str(deep_tiny_dir), reward_model=str(rm_dir), out=str(tmp_path / f"s{share}"),
+                        prompts=str(prompts), steps=3, batch_size=4, mini_batch_size=2, ppo_epochs=2,
+                        max_new_tokens=6, lr=1e-3, critic_lr=1e-3, seed=2, train_layers=1, share_trunk=share)
+        t = PPOTrainer(cfg)
+        assert (t.trunk is not None) == share
+        if share:
+            for m in (t.ref, t.actor, t.critic, t.reward_model):
+                assert t.trunk.shares(m)
+        c = _count_block_calls(t.actor.module)
+        rows[share] = t.run()
+        calls[share] = c["n"]
+    for a, b in zip(rows[True], rows[False]):
+        for k in ("reward_raw", "kl", "policy_loss", "value_loss", "approx_kl", "entropy"):
+            assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-5), k
+    # actor blocks per step: generation (both) + 4 minibatch forwards x 4 blocks (full) or x 1 (shared)
+    assert calls[False] - calls[True] == 3 * 4 * 3
