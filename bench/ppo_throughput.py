@@ -5,9 +5,13 @@ Llama), batch size, prompts, response length, PPO epochs and minibatches, fp32 o
 Each repetition launches one subprocess per implementation, alternating ours/TRL so
 background load hits both alike; the first step of every run is warm-up and not timed.
 
-Also printed: the share of measured matmul peak reached in our PPO update phase,
-    FLOPs ~= epochs * 6 * (actor params + critic params) * tokens   (forward + backward)
-divided by the update time and by the peak FLOP/s of a timed 2048^3 fp32 torch.matmul.
+Also printed: the share of measured matmul peak reached in our PPO update phase, i.e. the
+FLOPs the update executes (forward and backward of the blocks it runs, see `main`) divided by
+the update time and by the peak FLOP/s of a timed 2048^3 fp32 torch.matmul.
+
+`--train-layers N` trains only the top N blocks of policy and value model in BOTH trainers
+(the quickstart's setting is 8). Ours then computes the frozen blocks once per rollout for
+all four models (trainers/trunk.py); TRL recomputes them in every forward.
 
     python bench/ppo_throughput.py --reps 2 --steps 3 --batch-size 4 --response-length 24
 """
@@ -70,7 +74,8 @@ def run_ours(args, work: Path, actor: str, rm_dir: str) -> dict:
     rows = train(PPOConfig(model=actor, reward_model=rm_dir, out=str(out), prompts=str(work / "prompts.jsonl"),
                            steps=args.steps + 1, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
                            ppo_epochs=args.ppo_epochs, max_new_tokens=args.response_length,
-                           max_prompt_len=512, missing_eos_reward=None, seed=1))
+                           max_prompt_len=512, missing_eos_reward=None, seed=1, train_layers=args.train_layers,
+                           share_trunk=not args.no_share_trunk))
     rows = rows[1:]  # warm-up
     return {"step_s": [r["time_gen"] + r["time_score"] + r["time_train"] for r in rows],
             "train_s": [r["time_train"] for r in rows], "gen_s": [r["time_gen"] for r in rows],
@@ -97,6 +102,10 @@ def run_trl(args, work: Path, actor: str, rm_dir: str) -> dict:
     reward = AutoModelForSequenceClassification.from_pretrained(actor, num_labels=1, dtype=torch.float32)
     for m in (value, reward):
         m.config.pad_token_id = tok.pad_token_id
+    if args.train_layers:  # the same trainable blocks as ours
+        from trainers.freezing import train_top_layers
+        train_top_layers(policy, args.train_layers)
+        train_top_layers(value, args.train_layers)
     times = []
 
     class Timer(TrainerCallback):
@@ -128,6 +137,9 @@ def main() -> None:
     ap.add_argument("--ppo-epochs", type=int, default=2)
     ap.add_argument("--response-length", type=int, default=24)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per run (plus one warm-up)")
+    ap.add_argument("--train-layers", type=int, default=0,
+                    help="train only the top N blocks of policy and value model, in both trainers (0 = all)")
+    ap.add_argument("--no-share-trunk", action="store_true", help="ours: recompute the frozen blocks per model")
     ap.add_argument("--reps", type=int, default=2, help="alternating ours/TRL repetitions")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch/OpenMP threads per worker (on a shared box more threads than free cores "
@@ -164,18 +176,24 @@ def main() -> None:
     ours = results["ours"]
     train_s = statistics.median([s for r in ours for s in r["train_s"]])
     resp = statistics.mean([s for r in ours for s in r["response_len"]])
-    from transformers import AutoConfig, AutoModelForCausalLM
-    import torch
-    m = AutoModelForCausalLM.from_pretrained(actor)
-    n_actor = sum(p.numel() for p in m.parameters())
-    n_critic = n_actor - m.get_output_embeddings().weight.numel() * (0 if m.config.tie_word_embeddings else 1)
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trainers.data_formats import render_prompt
+    from trainers.trunk import decoder_of
+    m = AutoModelForCausalLM.from_pretrained(actor)
+    dec = decoder_of(m)
+    n_blocks = len(dec.layers)
+    per_block = sum(p.numel() for p in dec.layers[0].parameters())
+    head = m.get_output_embeddings().weight.numel()
     tok = AutoTokenizer.from_pretrained(actor)
     prompt_len = statistics.mean(len(tok(render_prompt(tok, p), add_special_tokens=False)["input_ids"])
                                  for p in PROMPTS)
-    tokens = args.batch_size * (prompt_len + resp)
-    flops = args.ppo_epochs * 6 * (n_actor + n_critic) * tokens
+    tokens, resp_tokens = args.batch_size * (prompt_len + resp), args.batch_size * resp
+    # FLOPs our update executes: per model and token 2x the forwarded block params + 4x the
+    # trained ones (backward: activation and weight grads), plus the actor's LM head on response
+    # tokens (forward + backward, 6x). Frozen blocks are forwarded only without the shared trunk.
+    trained = args.train_layers or n_blocks
+    forwarded = trained if args.train_layers and not args.no_share_trunk else n_blocks
+    flops = args.ppo_epochs * (2 * tokens * (2 * forwarded + 4 * trained) * per_block + 6 * head * resp_tokens)
     peak = peak_flops()  # same thread count as the workers
     print(json.dumps({"config": {k: v for k, v in vars(args).items() if k not in ("worker", "work")},
                       "median_step_s": med, "speedup_ours_vs_trl": med["trl"] / med["ours"],

@@ -95,22 +95,31 @@ def run_humaneval(data: BenchData, lm, cfg, ctx) -> list[dict]:
 
     sp = registry.spec(data.name)
     gl = _gen_len(cfg, sp)
+    chat = _chat(cfg, sp, lm)
+
+    def completion(text: str) -> str:
+        # Chat protocol (lm-eval's humaneval_instruct): the answer was prefixed with the
+        # signature inside a ```python block, so the function body ends where the block does.
+        if chat and "```" in text:
+            text = text[:text.find("```")]
+        return truncate_at_stop(text)
+
     completions = []
     if cfg.humaneval_samples == 1:
-        configs = task_configs(data, {"max_gen_toks": gl} if gl else None)
-        gens = _generate(configs, lm, cfg, sp, _chat(cfg, sp, lm))
-        completions = [{"task_id": d["task_id"], "completion": truncate_at_stop(gens[d["doc_id"]])}
+        configs = task_configs(data, {"max_gen_toks": gl} if gl else None, chat=chat)
+        gens = _generate(configs, lm, cfg, sp, chat)
+        completions = [{"task_id": d["task_id"], "completion": completion(gens[d["doc_id"]])}
                        for d in data.docs]
     else:
         over = {"max_gen_toks": gl, "do_sample": True, "temperature": cfg.humaneval_temperature}
-        configs = task_configs(data, over)
+        configs = task_configs(data, over, chat=chat)
         for c in configs:
             c["repeats"] = cfg.humaneval_samples
-        samples = _simple_evaluate(configs, lm, cfg, sp, _chat(cfg, sp, lm), predict_only=True)
+        samples = _simple_evaluate(configs, lm, cfg, sp, chat, predict_only=True)
         for items in samples.values():
             for s in items:
                 for r in s["resps"][0] if isinstance(s["resps"][0], list) else s["resps"]:
-                    completions.append({"task_id": s["doc"]["task_id"], "completion": truncate_at_stop(r)})
+                    completions.append({"task_id": s["doc"]["task_id"], "completion": completion(r)})
     _, rows = score_completions({d["task_id"]: d for d in data.docs}, completions)
     return rows
 

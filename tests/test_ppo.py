@@ -147,10 +147,12 @@ def test_ppo_tiny_end_to_end_with_drift(tiny_model_dir, tiny_rm_dir, prompts_fil
     a1 = AutoModelForCausalLM.from_pretrained(out / "final")
     assert any(not torch.equal(p, q) for p, q in zip(a0.state_dict().values(), a1.state_dict().values()))
     assert (out / "final" / "tokenizer_config.json").exists()
-    # drift every 2 steps: steps 2 and 4, fake benchmarks, held-out reward in the RM's range
+    # drift at step 0 (baseline) and every 2 steps: fake benchmarks, held-out reward in the RM's range
     drift = [json.loads(line) for line in (out / "drift.jsonl").read_text().splitlines()]
-    assert [d["step"] for d in drift] == [2, 4]
-    assert calls == [(["gsm8k", "mmlu"], 3)] * 2
+    assert [d["step"] for d in drift] == [0, 2, 4]
+    assert calls == [(["gsm8k", "mmlu"], 3)] * 3
+    # the baseline pairs the untouched weights with the first rollout's reward (same weights)
+    assert drift[0]["kl"] == 0.0 and drift[0]["reward_train"] == pytest.approx(logged[0]["reward_raw"])
     for d in drift:
         assert set(d) == {"step", "kl", "reward_train", "reward_heldout", "benchmarks"}
         assert -5.0 <= d["reward_heldout"] <= 5.0
@@ -179,7 +181,8 @@ def test_heldout_prompts_are_never_trained_on(tiny_model_dir, tiny_rm_dir, tmp_p
     assert sorted(p["id"] for p in t.prompts) == ["q0", "q1", "q2", "q3"]
     assert len(t.heldout_ids) == 2
     t.run()
-    d = json.loads((tmp_path / "o" / "drift.jsonl").read_text())
+    d0, d = [json.loads(x) for x in (tmp_path / "o" / "drift.jsonl").read_text().splitlines()]
+    assert d0["step"] == 0 and d0["kl"] == 0.0 and d["step"] == 1
     assert d["benchmarks"] == {} and isinstance(d["reward_heldout"], float)
 
 

@@ -74,5 +74,21 @@ def test_ppo_with_shared_trunk_matches_full_forwards(deep_tiny_dir, tmp_path):
     for a, b in zip(rows[True], rows[False]):
         for k in ("reward_raw", "kl", "policy_loss", "value_loss", "approx_kl", "entropy"):
             assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-5), k
-    # actor blocks per step: generation (both) + 4 minibatch forwards x 4 blocks (full) or x 1 (shared)
-    assert calls[False] - calls[True] == 3 * 4 * 3
+    # per step the shared run skips 3 frozen blocks in each of 4 minibatch forwards, and runs
+    # them once more in generation, for the last sampled token's trunk state
+    assert calls[False] - calls[True] == 3 * (3 * 4 - 3)
+
+
+def test_trunk_states_collected_while_decoding_match_a_full_pass(deep_tiny_dir):
+    from transformers import AutoModelForCausalLM
+    from trainers.experience import generate
+    from trainers.trunk import SharedTrunk
+    model = AutoModelForCausalLM.from_pretrained(deep_tiny_dir).eval()
+    prompts = [[5, 6, 7, 8, 9], [11, 12, 13]]
+    gen = generate(model, prompts, max_new_tokens=6, eos_ids=[0], pad_id=1, seeds=[1, 2], trunk_depth=2)
+    plain = generate(model, prompts, max_new_tokens=6, eos_ids=[0], pad_id=1, seeds=[1, 2])
+    assert torch.equal(gen.sequences, plain.sequences) and plain.hidden is None
+    full = SharedTrunk(model, 2)(gen.sequences, gen.attention_mask)
+    assert gen.hidden.shape == full.shape
+    keep = gen.attention_mask.bool()
+    assert torch.allclose(gen.hidden[keep], full[keep], atol=1e-5)

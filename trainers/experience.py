@@ -104,6 +104,7 @@ class Generation:
     response_mask: torch.Tensor    # (B, R) float, 1 up to and including EOS
     logprobs: torch.Tensor         # (B, R) log-probs of the sampled tokens (temperature applied)
     finished: torch.Tensor         # (B,) bool: EOS produced within max_new_tokens
+    hidden: torch.Tensor | None = None  # (B, P+R, H) output of the bottom `trunk_depth` blocks
 
     @property
     def responses(self) -> torch.Tensor:
@@ -113,8 +114,14 @@ class Generation:
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_ids: list[int], pad_id: int,
              temperature: float = 1.0, top_k: int = 0, greedy: bool = False,
-             seeds: list[int] | None = None) -> Generation:
-    """Batched KV-cache sampling. `seeds[i]` seeds prompt i's own generator."""
+             seeds: list[int] | None = None, trunk_depth: int = 0) -> Generation:
+    """Batched KV-cache sampling. `seeds[i]` seeds prompt i's own generator.
+
+    `trunk_depth` > 0 also returns the hidden states after that many blocks for every position
+    (`Generation.hidden`), collected while decoding, so a `SharedTrunk` need not recompute
+    them. Positions after a row's EOS (and the EOS itself) are padding there: whatever they
+    hold, no kept output depends on them under causal attention.
+    """
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id)
     ids, mask = ids.to(device), mask.to(device)
@@ -125,8 +132,38 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_ids: l
             raise ValueError("sampling needs one seed per prompt")
         gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     eos = torch.tensor(eos_ids, device=device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
-                use_cache=True, logits_to_keep=1)
+    states, hook = [], None
+    if trunk_depth:
+        from trainers.trunk import decoder_of
+        decoder = decoder_of(model)
+        hook = decoder.layers[trunk_depth - 1].register_forward_hook(
+            lambda _m, _i, o: states.append(o[0] if isinstance(o, tuple) else o))
+    try:
+        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                    use_cache=True, logits_to_keep=1)
+        tokens, logps, resp_mask, alive, past = _decode(model, out, mask, B, max_new_tokens, eos, pad_id,
+                                                        temperature, top_k, greedy, gens)
+        if trunk_depth:
+            # The last sampled token is never fed back for logits; run it through the trunk only.
+            from trainers.trunk import only_blocks
+            mask = torch.cat([mask, torch.stack(resp_mask, 1).long()], 1)
+            with only_blocks(decoder, decoder.layers[:trunk_depth], final_norm=False):
+                decoder(input_ids=tokens[-1][:, None], attention_mask=mask,
+                        position_ids=position_ids(mask)[:, -1:], past_key_values=past, use_cache=True)
+    finally:
+        if hook is not None:
+            hook.remove()
+    responses = torch.stack(tokens, 1)
+    resp_mask_t = torch.stack(resp_mask, 1).float()
+    sequences = torch.cat([ids, responses], 1)
+    full_mask = torch.cat([mask[:, :P], resp_mask_t.long()], 1)
+    hidden = torch.cat(states, 1) if trunk_depth else None
+    return Generation(sequences, full_mask, P, resp_mask_t, torch.stack(logps, 1), ~alive, hidden)
+
+
+def _decode(model, out, mask, B, max_new_tokens, eos, pad_id, temperature, top_k, greedy, gens):
+    """The sampling loop after the prompt pass; returns per-step lists and the KV cache."""
+    device = mask.device
     past = out.past_key_values
     next_pos = position_ids(mask)[:, -1:] + 1
     alive = torch.ones(B, dtype=torch.bool, device=device)
@@ -150,19 +187,14 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_ids: l
         logps.append(logp_all.gather(-1, tok[:, None]).squeeze(-1) * alive)
         resp_mask.append(alive.clone())
         alive = alive & ~torch.isin(tok, eos)
-        if not alive.any():
-            break
-        mask = torch.cat([mask, alive.long()[:, None]], dim=1)
+        if not alive.any() or len(tokens) == max_new_tokens:
+            break  # no logits needed after the last token
+        mask = torch.cat([mask, resp_mask[-1].long()[:, None]], dim=1)
         out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
                     past_key_values=past, use_cache=True)
         past = out.past_key_values
         next_pos = next_pos + 1
-    responses = torch.stack(tokens, 1)
-    resp_mask_t = torch.stack(resp_mask, 1).float()
-    prompt_mask = mask[:, :P]
-    sequences = torch.cat([ids, responses], 1)
-    full_mask = torch.cat([prompt_mask, resp_mask_t.long()], 1)
-    return Generation(sequences, full_mask, P, resp_mask_t, torch.stack(logps, 1), ~alive)
+    return tokens, logps, resp_mask, alive, past
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -329,9 +361,11 @@ def make_rollout(*, actor, ref, critic, reward_model, prompts: list[list[int]], 
     with timer("gen"):
         was_training = actor.training
         actor.eval()
+        # The actor's frozen bottom is the trunk: collect its output while decoding.
+        depth = trunk.depth if trunk is not None and trunk.shares(actor) else 0
         gen = generate(actor, prompts, max_new_tokens=cfg.max_new_tokens, eos_ids=eos_ids,
                        pad_id=pad_id, temperature=cfg.temperature, top_k=cfg.top_k,
-                       greedy=cfg.greedy, seeds=seeds)
+                       greedy=cfg.greedy, seeds=seeds, trunk_depth=depth)
         if cfg.recompute_old_logprobs:
             with torch.no_grad():
                 logits = policy_logits(actor, gen.sequences, gen.attention_mask, gen.prompt_width,
@@ -339,7 +373,9 @@ def make_rollout(*, actor, ref, critic, reward_model, prompts: list[list[int]], 
                 gen.logprobs = logprobs_from_logits(logits.float(), gen.responses) * gen.response_mask
         actor.train(was_training)
     with timer("score"):
-        hidden = trunk(gen.sequences, gen.attention_mask) if trunk is not None else None
+        hidden = gen.hidden
+        if trunk is not None and hidden is None:
+            hidden = trunk(gen.sequences, gen.attention_mask)
         reward, raw = score(reward_model, gen, eos_ids, pad_id, trunk, hidden)
         if cfg.missing_eos_reward is not None:
             reward = torch.where(gen.finished, reward, torch.full_like(reward, cfg.missing_eos_reward))

@@ -47,7 +47,7 @@ class DriftConfig:
     """How far the actor drifts from where it started, measured while training."""
 
     every: int = 0
-    """Evaluate every this many steps (0 = never)."""
+    """Evaluate every this many steps (0 = never), and once at step 0 (before the first update)."""
     benchmarks: list[str] = field(default_factory=lambda: ["gsm8k", "mmlu"])
     """Quick benchmark subset passed to `evaluate_fn` (empty = held-out reward only)."""
     limit: int = 20
@@ -374,7 +374,7 @@ class PPOTrainer:
         return SharedTrunk.build(self.ref, len(dec.layers) - self.cfg.train_layers,
                                  {"reference": (self.ref, lm), "actor": (self.actor.module, lm),
                                   "critic": (self.critic.module, value), "reward model": (self.reward_model, reward)},
-                                 vocab_size=len(self.tok))
+                                 vocab_size=min(len(self.tok), self.ref.config.vocab_size))
 
     # -------------------------------------------------------------- distributed helpers
     def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
@@ -562,6 +562,11 @@ class PPOTrainer:
                 times[name] += time.perf_counter() - t0
 
             ro = self.rollout(step, timer)              # experience: generate + score
+            if step == 0 and cfg.drift.every:
+                # Drift baseline at step 0: the weights before any update, with the training
+                # reward of this first rollout (which those same weights generated).
+                tot = self.all_reduce(torch.tensor([ro.reward_raw.sum().item(), float(len(ro))], dtype=torch.float64))
+                self.drift(-1, {"kl": 0.0, "reward_raw": tot[0].item() / tot[1].item()})
             with timer("train"):
                 upd = self.ppo_update(ro, step)         # optimisation
             row = self.step_metrics(step, ro, upd, times)

@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--critic-init", choices=["actor", "reward"], default="actor")
     p.add_argument("--zero-stage", type=int, default=0)
     p.add_argument("--train-layers", type=int, default=0, help="train only the top N blocks of actor/critic (0 = all)")
+    p.add_argument("--no-share-trunk", action="store_true",
+                   help="with --train-layers: recompute the shared frozen blocks in every model and epoch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0 = never)")
     p.add_argument("--drift-every", type=int, default=0, help="drift evaluation every M steps (0 = never)")
@@ -53,7 +55,8 @@ def config_from_args(args):
                      critic_lr=args.critic_lr, kl_coef=args.kl_coef, kl_estimator=args.kl_estimator,
                      adaptive_kl=args.adaptive_kl, target_kl=args.target_kl,
                      missing_eos_reward=args.missing_eos_reward, critic_init=args.critic_init,
-                     zero_stage=args.zero_stage, train_layers=args.train_layers, seed=args.seed, save_every=args.save_every,
+                     zero_stage=args.zero_stage, train_layers=args.train_layers,
+                     share_trunk=not args.no_share_trunk, seed=args.seed, save_every=args.save_every,
                      greedy=args.greedy, resume=args.resume, drift=drift)
 
 
