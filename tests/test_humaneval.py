@@ -139,3 +139,32 @@ def test_several_samples_per_task_give_pass_at_k(problems):
 def test_scoring_rejects_unknown_tasks(problems):
     with pytest.raises(UserError, match="unknown task_id 'HumanEval/x'"):
         humaneval.score_completions(problems, [{"task_id": "HumanEval/x", "completion": ""}])
+
+
+def test_chat_models_use_the_instruct_protocol(monkeypatch):
+    """A model with a chat template is prompted as lm-eval's humaneval_instruct (request in the
+    chat template, answer prefixed with the signature); its body ends at the closing ```."""
+    from evalsets import benchmarks
+    from evalsets.loaders import load
+    from evalsets.runner import EvalConfig
+
+    data = load("humaneval", None, False, None).limited(2)
+    seen = {}
+
+    def fake_generate(configs, lm, cfg, sp, chat):
+        seen["chat"], seen["configs"] = chat, configs
+        return {d["doc_id"]: d["canonical_solution"] + "```\n\nThis function works because..." for d in data.docs}
+
+    monkeypatch.setattr(benchmarks, "_generate", fake_generate)
+    monkeypatch.setattr(benchmarks, "_chat", lambda cfg, sp, lm: True)
+    rows = benchmarks.run_humaneval(data, None, EvalConfig(benchmarks=["humaneval"]), None)
+    assert seen["chat"] is True
+    cfg = seen["configs"][0]
+    assert cfg["gen_prefix"].startswith("Here is the completed function:\n```python\n")
+    assert "make sure that it passes the tests" in cfg["doc_to_text"]
+    assert [r["score"] for r in rows] == [1.0, 1.0]  # the explanation after ``` is cut off
+
+    # Completion mode (no chat template): the official `humaneval` task, no gen_prefix.
+    monkeypatch.setattr(benchmarks, "_chat", lambda cfg, sp, lm: False)
+    benchmarks.run_humaneval(data, None, EvalConfig(benchmarks=["humaneval"]), None)
+    assert "gen_prefix" not in seen["configs"][0] and seen["chat"] is False

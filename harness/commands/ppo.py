@@ -7,6 +7,15 @@ from __future__ import annotations
 import argparse
 
 
+def _reward_or_none(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="actor checkpoint directory (also the frozen reference)")
     p.add_argument("--reward-model", required=True, help="reward model directory")
@@ -26,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kl-estimator", choices=["k1", "k3"], default="k1")
     p.add_argument("--adaptive-kl", action="store_true", help="adapt kl_coef towards --target-kl (Ziegler)")
     p.add_argument("--target-kl", type=float, default=6.0)
-    p.add_argument("--missing-eos-reward", type=float, default=-1.0,
-                   help="reward of a response cut at --max-new-tokens")
+    p.add_argument("--missing-eos-reward", type=_reward_or_none, default=-1.0,
+                   help="reward of a response cut at --max-new-tokens ('none' = keep the RM score)")
     p.add_argument("--critic-init", choices=["actor", "reward"], default="actor")
     p.add_argument("--zero-stage", type=int, default=0)
     p.add_argument("--train-layers", type=int, default=0, help="train only the top N blocks of actor/critic (0 = all)")
