@@ -88,12 +88,13 @@ class RewardModelSection:
 
 @dataclass
 class PPOSection:
-    steps: int = 4
+    steps: int = 8
     batch_size: int = 4
     mini_batch_size: int = 2
     ppo_epochs: int = 1
     max_new_tokens: int = 48
-    lr: float = 2e-6
+    lr: float = 1e-5
+    """Large for PPO, on purpose: 8 quickstart steps must move the policy far enough to see KL grow."""
     critic_lr: float = 1e-5
     kl_coef: float = 0.05
     kl_estimator: str = "k3"
@@ -105,13 +106,13 @@ class PPOSection:
     """Train only the top N blocks of actor and critic (0 = all): keeps the quickstart's PPO update cheap."""
     missing_eos_reward: float = -1.0
     """Reward for a response cut at max_new_tokens (no EOS)."""
-    save_every: int = 2
+    save_every: int = 4
     prompts: str | None = None
     """Training prompts (None = the labelled prompts' source)."""
     heldout_prompts: str | None = None
     """Prompts never trained on, for held-out reward (None = embedded held-out set)."""
-    drift_every: int = 2
-    """Evaluate the actor every N steps for the drift log (0 = never)."""
+    drift_every: int = 4
+    """Evaluate the actor every N steps, and at step 0, for the drift log (0 = never)."""
     drift_benchmarks: list[str] = field(default_factory=lambda: ["mmlu"])
     """Log-likelihood benchmarks are cheap and informative for a 135M model (GSM8K sits at 0)."""
     drift_limit: int = 12
