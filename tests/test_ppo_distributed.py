@@ -35,14 +35,16 @@ def _env():
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_two_ranks_match_one_rank_on_the_first_step(tiny_model_dir, rm_dir, tmp_path):
+@pytest.mark.parametrize("train_layers", ["0", "1"])  # 1: the top block only, on the shared frozen trunk
+def test_two_ranks_match_one_rank_on_the_first_step(tiny_model_dir, rm_dir, tmp_path, train_layers):
     prompts = tmp_path / "prompts.jsonl"
     # prompts of different lengths: the two shards pad differently from the full batch
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": "word " * (1 + 3 * i) + "?"}) + "\n"
                                for i in range(8)))
     args = ["ppo", "--model", str(tiny_model_dir), "--reward-model", str(rm_dir), "--prompts", str(prompts),
             "--steps", "2", "--batch-size", "4", "--mini-batch-size", "4", "--ppo-epochs", "1",
-            "--max-new-tokens", "6", "--lr", "1e-3", "--critic-lr", "1e-3", "--seed", "3", "--save-every", "2"]
+            "--max-new-tokens", "6", "--lr", "1e-3", "--critic-lr", "1e-3", "--seed", "3", "--save-every", "2",
+            "--train-layers", train_layers]
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = subprocess.run([sys.executable, "-m", "harness.cli", *args, "--out", str(one), "--zero-stage", "0"],
                         env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=900)

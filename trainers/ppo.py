@@ -10,6 +10,9 @@ are global: with W ranks each rank takes every W-th prompt of the global batch
 (DistributedSampler-style) and losses are normalised by the global token count, so W ranks
 compute the same update as one rank on the whole batch.
 
+With `train_layers`, the frozen bottom blocks that all four models share run once per rollout
+(`trainers/trunk.py`): collected while the actor decodes, then only each model's top blocks run.
+
 Usage: `hrlaif ppo --model ACTOR --reward-model RM --out DIR` (harness/commands/ppo.py),
 or `train(PPOConfig(...))` from Python; `torchrun --nproc_per_node 2 -m harness.cli ppo ...`
 for two ranks.
