@@ -22,6 +22,7 @@ uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, fields
 
 import torch
@@ -96,6 +97,41 @@ def policy_logits(model, sequences, attention_mask, prompt_width: int, temperatu
 
 # ------------------------------------------------------------------------- generation
 
+class _FewRowsHead(torch.nn.Module):
+    """The LM head for decoding: a few rows against a large vocabulary, computed as (W x^T)^T.
+
+    Same product, but for M <= 8 rows the BLAS kernel for a tall left operand streams the
+    weight about twice as fast on a CPU (49k x 576 head, 4 rows: 20 -> 10 ms on 1 thread,
+    23 -> 9.5 ms on 2). Larger M goes through the module unchanged.
+    """
+
+    def __init__(self, head: torch.nn.Linear):
+        super().__init__()
+        self.head = head
+
+    def forward(self, x):
+        flat = x.reshape(-1, x.shape[-1])
+        if flat.shape[0] > 8 or flat.dtype != torch.float32 or flat.device.type != "cpu":
+            return self.head(x)
+        y = (self.head.weight @ flat.T).T
+        if self.head.bias is not None:
+            y = y + self.head.bias
+        return y.contiguous().reshape(*x.shape[:-1], -1)
+
+
+@contextlib.contextmanager
+def _decoding_head(model):
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Linear) or not hasattr(model, "set_output_embeddings"):
+        yield
+        return
+    model.set_output_embeddings(_FewRowsHead(head))
+    try:
+        yield
+    finally:
+        model.set_output_embeddings(head)
+
+
 @dataclass
 class Generation:
     sequences: torch.Tensor        # (B, P+R) left-padded prompt + right-padded response
@@ -139,10 +175,11 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_ids: l
         hook = decoder.layers[trunk_depth - 1].register_forward_hook(
             lambda _m, _i, o: states.append(o[0] if isinstance(o, tuple) else o))
     try:
-        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
-                    use_cache=True, logits_to_keep=1)
-        tokens, logps, resp_mask, alive, past = _decode(model, out, mask, B, max_new_tokens, eos, pad_id,
-                                                        temperature, top_k, greedy, gens)
+        with _decoding_head(model):
+            out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                        use_cache=True, logits_to_keep=1)
+            tokens, logps, resp_mask, alive, past = _decode(model, out, mask, B, max_new_tokens, eos, pad_id,
+                                                            temperature, top_k, greedy, gens)
         if trunk_depth:
             # The last sampled token is never fed back for logits; run it through the trunk only.
             from trainers.trunk import only_blocks
