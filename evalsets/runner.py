@@ -251,6 +251,15 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
             summary["cached"] = cached
             if name == "toxigen":
                 summary.setdefault("extra", {})["classifier"] = samples[0].get("classifier") if samples else None
+            if not (name == "humaneval" and cfg.completions):
+                # How the model was prompted: chat template or plain completion (and which lm-eval task).
+                sp = registry.spec(name)
+                chat = _use_chat(cfg, sp, lm)
+                extra = summary.setdefault("extra", {})
+                extra["chat_template"] = chat
+                if sp.get("lm_eval_task"):
+                    key = "lm_eval_task_chat" if chat and sp.get("lm_eval_task_chat") else "lm_eval_task"
+                    extra["lm_eval_task"] = sp[key]
             results["benchmarks"][name] = summary
             all_samples[name] = samples
             if name == "satisfaction" and any("win" in s for s in samples):

@@ -54,6 +54,10 @@ def test_embedded_results_have_every_field(embedded_eval, tiny_model_dir):
     assert res["benchmarks"]["gsm8k"]["metrics"]["exact_match_strict"]["n"] == 4
     assert res["benchmarks"]["toxigen"]["metric"] == "toxicity_permille"
     assert "hf:" in res["benchmarks"]["toxigen"]["extra"]["classifier"]
+    # the tiny model has the SmolLM2 chat template: HumanEval used lm-eval's instruct protocol
+    he = res["benchmarks"]["humaneval"]["extra"]
+    assert he["chat_template"] is True and he["lm_eval_task"] == "humaneval_instruct"
+    assert res["benchmarks"]["toxigen"]["extra"]["chat_template"] is False  # continuation prompts
     assert "mmlu" in stdout and "n=4" in stdout
 
 
