@@ -66,16 +66,20 @@ def _split_keys(cfg: dict) -> tuple[str, str | None]:
     return eval_split, cfg.get("fewshot_split") or cfg.get("training_split")
 
 
+def task_name(sp: dict, chat: bool) -> str:
+    """The spec's lm-eval task: `lm_eval_task_chat` when prompting through a chat template."""
+    return sp["lm_eval_task_chat"] if chat and sp.get("lm_eval_task_chat") else sp["lm_eval_task"]
+
+
 def task_configs(data: BenchData, gen_overrides: dict | None = None, chat: bool = False) -> list[dict]:
     """One lm-eval task config per group (subject), from the official definition
     (`lm_eval_task_chat` instead of `lm_eval_task` when prompting through a chat template)."""
     import datasets
 
     sp = registry.spec(data.name)
-    task_key = "lm_eval_task_chat" if chat and sp.get("lm_eval_task_chat") else "lm_eval_task"
     configs = []
     for group, docs in sorted(data.groups.items()):
-        official_name = sp[task_key].format(subject=group)
+        official_name = task_name(sp, chat).format(subject=group)
         humaneval = data.name == "humaneval"
         try:
             cfg = official_config(official_name, resolve_functions=not humaneval)

@@ -258,8 +258,8 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
                 extra = summary.setdefault("extra", {})
                 extra["chat_template"] = chat
                 if sp.get("lm_eval_task"):
-                    key = "lm_eval_task_chat" if chat and sp.get("lm_eval_task_chat") else "lm_eval_task"
-                    extra["lm_eval_task"] = sp[key]
+                    from evalsets.lmeval_tasks import task_name
+                    extra["lm_eval_task"] = task_name(sp, chat)
             results["benchmarks"][name] = summary
             all_samples[name] = samples
             if name == "satisfaction" and any("win" in s for s in samples):

@@ -250,9 +250,9 @@ def reward_inputs(gen: Generation, eos_ids: list[int], pad_id: int):
 
 def without_final_eos(gen: Generation, eos_ids: list[int]) -> torch.Tensor:
     """The rollout's attention mask with each row's final EOS dropped (left padding kept)."""
+    from trainers.reward_model import last_token_index
     mask = gen.attention_mask.clone()
-    pos = torch.arange(mask.shape[1], device=mask.device)
-    last = (mask * pos).argmax(1)
+    last = last_token_index(mask)
     rows = torch.arange(mask.shape[0], device=mask.device)
     is_eos = torch.isin(gen.sequences[rows, last], torch.tensor(eos_ids, device=mask.device))
     mask[rows[is_eos], last[is_eos]] = 0
@@ -393,7 +393,6 @@ def make_rollout(*, actor, ref, critic, reward_model, prompts: list[list[int]], 
                  timer=None, trunk=None) -> Rollout:
     """Generate + score one batch. `cfg` is a PPOConfig; `timer(name)` is a context manager;
     `trunk` an optional `SharedTrunk` whose hidden states the rollout keeps for the update."""
-    import contextlib
     timer = timer or (lambda name: contextlib.nullcontext())
     with timer("gen"):
         was_training = actor.training

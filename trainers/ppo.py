@@ -38,7 +38,7 @@ from harness.store import append_jsonl, read_jsonl, stable_hash, write_jsonl
 from trainers import checkpointing as ckpt
 from trainers.distributed import EngineConfig, init_distributed, make_engine
 from trainers.experience import (Rollout, entropy_from_logits, logprobs_from_logits, make_rollout,
-                                 masked_mean, generate, policy_logits, position_ids, run_model, score)
+                                 generate, policy_logits, position_ids, run_model, score)
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class PPOConfig:
         if self.adaptive_kl and self.target_kl <= 0:
             raise UserError("target_kl must be > 0")
         if min(self.save_every, self.drift.every, self.kl_coef, self.lr, self.critic_lr, self.train_layers) < 0:
-            raise UserError("save_every, drift_every, kl_coef and learning rates must be >= 0")
+            raise UserError("save_every, drift_every, kl_coef, learning rates and train_layers must be >= 0")
 
     def trajectory_hash(self) -> str:
         """Knobs that shape the training trajectory; a resume must not change them."""

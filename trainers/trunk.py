@@ -51,10 +51,6 @@ def only_blocks(decoder: nn.Module, blocks: nn.ModuleList, final_norm: bool = Tr
         decoder.layers, decoder.norm = full, norm
 
 
-def _position_ids(mask: torch.Tensor) -> torch.Tensor:
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
 def _same_bottom(a: nn.Module, b: nn.Module, depth: int) -> bool:
     """Bit-identical embeddings and first `depth` blocks (and no trainable weight among them)."""
     if len(a.layers) < depth or len(b.layers) < depth:
@@ -84,9 +80,10 @@ class SharedTrunk:
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Hidden states after the shared blocks, (B, T, H)."""
+        from trainers.experience import position_ids
         with only_blocks(self.decoder, self.blocks, final_norm=False):
             return self.decoder(input_ids=input_ids, attention_mask=attention_mask,
-                                position_ids=_position_ids(attention_mask), use_cache=False).last_hidden_state
+                                position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
 
     def shares(self, model: nn.Module) -> bool:
         return id(decoder_of(model)) in self.tops
