@@ -104,6 +104,19 @@ def test_generation_is_per_prompt_deterministic_and_left_padded(tiny_model_dir):
     assert not both.finished.any() or both.response_mask.sum() < both.response_mask.numel()
 
 
+def test_row_sampler_follows_each_rows_distribution_with_its_own_generator():
+    """Inverse-CDF sampling: right frequencies, zero-probability tokens never drawn, rows independent."""
+    from trainers.experience import _sample_rows
+    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3], [0.0, 0.0, 0.0, 1.0]])
+    gens = [torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)]
+    draws = torch.stack([_sample_rows(probs, gens) for _ in range(4000)])
+    freq = torch.bincount(draws[:, 0], minlength=4).float() / len(draws)
+    assert freq[1] == 0 and torch.allclose(freq, probs[0], atol=0.03)
+    assert (draws[:, 1] == 3).all()
+    again = [torch.Generator().manual_seed(5), torch.Generator().manual_seed(99)]
+    assert torch.equal(torch.stack([_sample_rows(probs, again) for _ in range(50)])[:, 0], draws[:50, 0])
+
+
 # --------------------------------------------------------------------- end to end
 
 def _fake_eval_factory(calls):
