@@ -13,6 +13,9 @@ the update time and by the peak FLOP/s of a timed 2048^3 fp32 torch.matmul.
 (the quickstart's setting is 8). Ours then computes the frozen blocks once per rollout for
 all four models (trainers/trunk.py); TRL recomputes them in every forward.
 
+Ours keeps freed memory in the process (harness/allocator.py). `--trl-allocator` adds a third
+arm, TRL with that same glibc setting, to show how much of the gap the allocator is.
+
     python bench/ppo_throughput.py --reps 2 --steps 3 --batch-size 4 --response-length 24
 """
 from __future__ import annotations
@@ -82,8 +85,11 @@ def run_ours(args, work: Path, actor: str, rm_dir: str) -> dict:
             "score_s": [r["time_score"] for r in rows], "response_len": [r["response_len"] for r in rows]}
 
 
-def run_trl(args, work: Path, actor: str, rm_dir: str) -> dict:
+def run_trl(args, work: Path, actor: str, rm_dir: str, same_allocator: bool = False) -> dict:
     import torch
+    if same_allocator:
+        from harness.allocator import keep_freed_memory
+        assert keep_freed_memory()
     from datasets import Dataset
     from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                               TrainerCallback)
@@ -144,8 +150,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch/OpenMP threads per worker (on a shared box more threads than free cores "
                          "makes every op wait for a descheduled thread: 15-30x slower)")
+    ap.add_argument("--trl-allocator", action="store_true",
+                    help="add an arm: TRL with ours' glibc allocator setting (harness/allocator.py)")
     ap.add_argument("--work", default=None)
-    ap.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["ours", "trl", "trl_allocator"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -157,14 +165,18 @@ def main() -> None:
     actor, rm_dir = prepare(args, work)
 
     if args.worker:
-        res = (run_ours if args.worker == "ours" else run_trl)(args, work, actor, rm_dir)
+        if args.worker == "ours":
+            res = run_ours(args, work, actor, rm_dir)
+        else:
+            res = run_trl(args, work, actor, rm_dir, same_allocator=args.worker == "trl_allocator")
         print("RESULT " + json.dumps(res))
         return
 
-    results = {"ours": [], "trl": []}
+    arms = ("ours", "trl", "trl_allocator") if args.trl_allocator else ("ours", "trl")
+    results = {k: [] for k in arms}
     argv = [a for a in sys.argv[1:]] + ["--work", str(work)]
     for rep in range(args.reps):
-        for impl in ("ours", "trl"):
+        for impl in arms:
             p = subprocess.run([sys.executable, __file__, *argv, "--worker", impl], capture_output=True, text=True)
             line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
@@ -197,6 +209,8 @@ def main() -> None:
     peak = peak_flops()  # same thread count as the workers
     print(json.dumps({"config": {k: v for k, v in vars(args).items() if k not in ("worker", "work")},
                       "median_step_s": med, "speedup_ours_vs_trl": med["trl"] / med["ours"],
+                      **({"speedup_ours_vs_trl_same_allocator": med["trl_allocator"] / med["ours"]}
+                         if args.trl_allocator else {}),
                       "ours_split_s": {k: statistics.median([s for r in ours for s in r[k]])
                                        for k in ("gen_s", "score_s", "train_s")},
                       "ours_mean_response_len": resp, "mean_prompt_len": prompt_len,

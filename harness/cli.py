@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     # and partial outputs stay consistent.
     import signal
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    from harness.allocator import keep_freed_memory
+    keep_freed_memory()  # big tensors reuse heap memory instead of page-faulting fresh mmaps
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except UserError as e:

@@ -92,3 +92,34 @@ def test_trunk_states_collected_while_decoding_match_a_full_pass(deep_tiny_dir):
     assert gen.hidden.shape == full.shape
     keep = gen.attention_mask.bool()
     assert torch.allclose(gen.hidden[keep], full[keep], atol=1e-5)
+
+
+def test_critic_from_a_reward_model_with_its_own_bottom_runs_in_full(deep_tiny_dir, tmp_path):
+    """critic_init=reward with an RM whose bottom blocks were trained: RM and critic stay out of
+    the trunk, actor and reference join it, and the metrics equal a run without a trunk."""
+    from trainers.ppo import PPOConfig, PPOTrainer
+    from trainers.reward_model import RewardModel
+    torch.manual_seed(4)
+    rm, tok, _ = RewardModel.from_backbone(str(deep_tiny_dir), clip=5.0)
+    with torch.no_grad():
+        for p in rm.parameters():
+            if p.ndim == 2 and p.shape[0] > 1:
+                p.add_(0.01 * torch.randn_like(p))  # as if fully fine-tuned
+    rm_dir = tmp_path / "rm"
+    rm.save_pretrained(rm_dir)
+    tok.save_pretrained(rm_dir)
+    prompts = write_prompts(tmp_path / "p.jsonl", 8)
+    rows = {}
+    for share in (True, False):
+        cfg = PPOConfig(model=str(deep_tiny_dir), reward_model=str(rm_dir), out=str(tmp_path / f"s{share}"),
+                        prompts=str(prompts), steps=2, batch_size=4, mini_batch_size=2, ppo_epochs=2,
+                        max_new_tokens=6, lr=1e-3, critic_lr=1e-3, seed=2, train_layers=1, share_trunk=share,
+                        critic_init="reward")
+        t = PPOTrainer(cfg)
+        if share:
+            assert t.trunk.shares(t.ref) and t.trunk.shares(t.actor.module)
+            assert not t.trunk.shares(t.critic.module) and not t.trunk.shares(t.reward_model)
+        rows[share] = t.run()
+    for a, b in zip(rows[True], rows[False]):
+        for k in ("reward_raw", "kl", "policy_loss", "value_loss", "approx_kl"):
+            assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-5), k

@@ -96,6 +96,8 @@ def make_engine(model, cfg: EngineConfig):
     import deepspeed
     import torch
 
+    from harness.allocator import keep_freed_memory
+    keep_freed_memory()  # also for library callers that bypass the CLI
     rank, world = init_distributed()
     params = [p for p in model.parameters() if p.requires_grad]
     try:  # the fused kernel (CPU and GPU) is 4x faster than the per-tensor loop on a CPU

@@ -1,0 +1,31 @@
+"""Keep freed memory in the process instead of handing it back to the OS (glibc only).
+
+glibc serves every allocation above 32 MB with a fresh mmap and unmaps it on free, so each
+one pays a page fault per 4 KB page when first written. Training a 135M model allocates a
+113 MB dense embedding gradient (and the LM head's logits) several times per step; in a VM
+those faults cost ~2.5 us per page, 0.13 s per tensor, up to a quarter of a PPO update.
+Raising the mmap and trim thresholds makes such blocks come from the heap and be reused.
+Resident memory then stays at its peak instead of shrinking. HRLAIF_MALLOC_DEFAULTS=1 keeps
+glibc's defaults.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # from <malloc.h>
+_done = False
+
+
+def keep_freed_memory() -> bool:
+    """Apply once per process; True if glibc accepted the thresholds."""
+    global _done
+    if _done or os.environ.get("HRLAIF_MALLOC_DEFAULTS") == "1" or platform.libc_ver()[0] != "glibc":
+        return _done
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        _done = bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+    except (OSError, AttributeError):
+        _done = False
+    return _done
