@@ -89,7 +89,8 @@ def run_trl(args, work: Path, actor: str, rm_dir: str, same_allocator: bool = Fa
     import torch
     if same_allocator:
         from harness.allocator import keep_freed_memory
-        assert keep_freed_memory()
+        if not keep_freed_memory():
+            sys.exit("--trl-allocator: glibc refused the setting (or HRLAIF_MALLOC_DEFAULTS=1 is set)")
     from datasets import Dataset
     from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                               TrainerCallback)

@@ -17,17 +17,17 @@ import os
 import platform
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # from <malloc.h>
-_done = False
+_applied = False
 
 
 def keep_freed_memory() -> bool:
     """Apply once per process; True if glibc accepted the thresholds."""
-    global _done
-    if _done or os.environ.get("HRLAIF_MALLOC_DEFAULTS") == "1" or platform.libc_ver()[0] != "glibc":
-        return _done
+    global _applied
+    if _applied or os.environ.get("HRLAIF_MALLOC_DEFAULTS") == "1" or platform.libc_ver()[0] != "glibc":
+        return _applied
     try:
         libc = ctypes.CDLL("libc.so.6")
-        _done = bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+        _applied = bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
     except (OSError, AttributeError):
-        _done = False
-    return _done
+        _applied = False
+    return _applied
