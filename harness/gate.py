@@ -1,8 +1,15 @@
 """Paired non-inferiority gate: may the candidate ship instead of the baseline?
 
 Method (also stored in gate.json under "method"):
-- Items are paired by `doc_id` per benchmark (samples/<bench>.jsonl); only items both sides
-  scored are compared. Duplicated doc_ids or disjoint item sets are input errors.
+- Items are paired by `doc_id` per benchmark (samples/<bench>.jsonl). Duplicated doc_ids, disjoint
+  item sets and non-numeric scores are input errors.
+- An item whose score is null on either side (the judge or classifier gave no valid answer) is
+  dropped from the pairs; the counts are reported (invalid_baseline, invalid_candidate,
+  dropped_invalid).
+- An item present on one side but absent on the other is missing (missing_in_candidate,
+  missing_in_baseline). Either direction fails the benchmark: a candidate that skipped items was
+  not gated on the whole benchmark, and a baseline that lacks the candidate's items gives those
+  items no reference. With --allow-partial the benchmark is gated on the common items instead.
 - Difference test (reported as p / p_holm): exact McNemar for 0/1 scores, paired bootstrap
   otherwise; Holm-adjusted across the benchmarks.
 - Non-inferiority (decides the verdict): d = candidate − baseline oriented so that positive is
@@ -11,7 +18,7 @@ Method (also stored in gate.json under "method"):
   adjusted: the benchmark with the k-th smallest non-inferiority p-value (k = 0..m-1) uses a
   two-sided 1 − alpha/(m − k) interval (95% for alpha = 0.05 when m = 1), so that all m decisions
   hold jointly at family-wise level alpha. Equivalently p_noninferiority_holm < alpha.
-- The gate passes only when every benchmark is non-inferior.
+- The gate passes only when every benchmark is non-inferior and complete (or --allow-partial).
 Margins are in points on a 0-100 scale (1 point = 0.01), the same for ToxiGen (1 point = 10 ‰).
 """
 from __future__ import annotations
@@ -56,21 +63,27 @@ def parse_margins(specs: list[str] | None) -> dict[str, float]:
     return out
 
 
-def load_item_scores(eval_dir: Path, bench: str) -> dict[str, float]:
+def load_item_scores(eval_dir: Path, bench: str) -> dict[str, float | None]:
+    """{doc_id: score}; None marks an invalid item (the evaluation wrote "score": null)."""
     p = Path(eval_dir) / "samples" / f"{bench}.jsonl"
     if not p.exists():
         raise UserError(f"missing {p}: the gate pairs items from samples/<bench>.jsonl")
-    scores: dict[str, float] = {}
+    scores: dict[str, float | None] = {}
     for i, r in enumerate(read_jsonl(p), 1):
         if "doc_id" not in r or "score" not in r:
             raise UserError(f"{p}:{i} lacks 'doc_id' or 'score'")
         key = str(r["doc_id"])
         if key in scores:
             raise UserError(f"{p}: duplicate doc_id {key!r}; items cannot be paired")
+        if r["score"] is None:
+            scores[key] = None
+            continue
         try:
             scores[key] = float(r["score"])
         except (TypeError, ValueError):
-            raise UserError(f"{p}:{i} score {r['score']!r} is not a number")
+            raise UserError(f"{p}:{i} score {r['score']!r} is not a number (null marks an invalid item)")
+        if not math.isfinite(scores[key]):
+            raise UserError(f"{p}:{i} score {r['score']!r} is not a finite number")
     if not scores:
         raise UserError(f"{p} has no items")
     return scores
@@ -103,16 +116,41 @@ def _bootstrap_means(base: np.ndarray, cand: np.ndarray, sign: float) -> tuple[n
     return sign * res["boot"], res["p"]
 
 
-def compare_benchmark(bench: str, base: dict[str, float], cand: dict[str, float], margin: float,
-                      higher_is_better: bool, alpha: float) -> dict:
+def _missing_text(bench: str, side: str, other: str, k: int, n_other: int) -> str:
+    return f"{side} lacks {k} of the {other}'s {n_other} {bench} items"
+
+
+def compare_benchmark(bench: str, base: dict[str, float | None], cand: dict[str, float | None],
+                      margin: float, higher_is_better: bool, alpha: float,
+                      allow_partial: bool = False) -> dict:
     """Everything except the Holm-dependent fields (filled in by `compare`)."""
-    common = sorted(set(base) & set(cand))
-    if not common:
+    shared = set(base) & set(cand)
+    if not shared:
         raise UserError(f"{bench}: baseline and candidate share no doc_id; they evaluated different items")
+    common = sorted(k for k in shared if base[k] is not None and cand[k] is not None)
+    counts = {
+        "invalid_baseline": sum(v is None for v in base.values()),
+        "invalid_candidate": sum(v is None for v in cand.values()),
+        "dropped_invalid": len(shared) - len(common),
+        "missing_in_candidate": len(set(base) - shared),
+        "missing_in_baseline": len(set(cand) - shared),
+    }
+    if not common:
+        raise UserError(f"{bench}: no item has a valid score on both sides "
+                        f"(baseline invalid {counts['invalid_baseline']}, "
+                        f"candidate invalid {counts['invalid_candidate']} of {len(shared)} shared items)")
+    missing = []
+    if counts["missing_in_candidate"]:
+        missing.append(_missing_text(bench, "candidate", "baseline", counts["missing_in_candidate"], len(base)))
+    if counts["missing_in_baseline"]:
+        missing.append(_missing_text(bench, "baseline", "candidate", counts["missing_in_baseline"], len(cand)))
     warnings = []
-    if len(common) < max(len(base), len(cand)):
-        warnings.append(f"compared on the {len(common)} items both evaluated "
-                        f"(baseline {len(base)}, candidate {len(cand)})")
+    if missing and allow_partial:
+        warnings.append(f"--allow-partial: gated on the {len(shared)} items both evaluated ("
+                        + "; ".join(missing) + ")")
+    if counts["dropped_invalid"]:
+        warnings.append(f"{counts['dropped_invalid']} of {len(shared)} items dropped: score null (invalid) "
+                        f"on a side (baseline {counts['invalid_baseline']}, candidate {counts['invalid_candidate']})")
     a = np.array([base[k] for k in common])
     b = np.array([cand[k] for k in common])
     sign = 1.0 if higher_is_better else -1.0
@@ -128,7 +166,9 @@ def compare_benchmark(bench: str, base: dict[str, float], cand: dict[str, float]
         warnings.append(f"n={len(common)} is too small to detect a {margin * 100:g}-point margin "
                         f"(min detectable difference {mdd * 100:.1f} points at 80% power)")
     return {
-        "n": len(common), "n_baseline": len(base), "n_candidate": len(cand),
+        "n": len(common), "n_baseline": len(base), "n_candidate": len(cand), **counts,
+        # Set when items are missing and --allow-partial was not given: the benchmark fails on it.
+        "incomplete": None if allow_partial or not missing else "; ".join(missing),
         "baseline": float(a.mean()), "candidate": float(b.mean()), "diff": float((b - a).mean()),
         "higher_is_better": higher_is_better, "margin": margin,
         "test": "mcnemar_exact" if is_binary(a) and is_binary(b) else "paired_bootstrap",
@@ -138,7 +178,7 @@ def compare_benchmark(bench: str, base: dict[str, float], cand: dict[str, float]
 
 
 def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, float] | None = None,
-            alpha: float = 0.05, benchmarks: list[str] | None = None) -> dict:
+            alpha: float = 0.05, benchmarks: list[str] | None = None, allow_partial: bool = False) -> dict:
     """Gate two evaluation directories; returns the gate.json dict ("passed" is the verdict)."""
     if not 0 < alpha < 1:
         raise UserError(f"--alpha must be in (0, 1), got {alpha}")
@@ -157,7 +197,7 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
         higher = bool(entry.get("higher_is_better", bench not in LOWER_IS_BETTER))
         rows[bench] = compare_benchmark(bench, load_item_scores(baseline, bench),
                                         load_item_scores(candidate, bench),
-                                        margins.get(bench, default_margin), higher, alpha)
+                                        margins.get(bench, default_margin), higher, alpha, allow_partial)
     names = list(rows)
     m = len(names)
     p_holm = holm([rows[b]["p"] for b in names])
@@ -178,11 +218,20 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
         warnings = r.pop("_warnings")
         if not ok and lo > -r["margin"]:
             warnings.append("fails by Holm step-down: a benchmark with stronger evidence already failed")
-        r["verdict"] = "pass" if ok else "fail"
+        reasons = []
+        if r["incomplete"]:
+            reasons.append(f"missing items: {r['incomplete']} (rerun the evaluation on every item, or pass "
+                           f"--allow-partial to gate on the {r['n'] + r['dropped_invalid']} common items)")
+        if not ok:
+            reasons.append(f"not shown non-inferior: worst plausible change {lo * 100:+.1f} points "
+                           f"vs margin -{r['margin'] * 100:g}")
+        r["verdict"] = "fail" if reasons else "pass"
+        r["reason"] = "; ".join(reasons) or None
         r["warning"] = "; ".join(warnings) or None
     passed = all(rows[b]["verdict"] == "pass" for b in names)
     return {"baseline": str(baseline), "candidate": str(candidate), "alpha": alpha,
-            "passed": passed, "verdict": "pass" if passed else "fail",
+            "allow_partial": allow_partial, "passed": passed, "verdict": "pass" if passed else "fail",
+            "incomplete": [b for b in names if rows[b]["incomplete"]],
             "benchmarks": rows, "method": METHOD}
 
 
@@ -190,18 +239,35 @@ def format_table(report: dict) -> str:
     import pandas as pd
 
     rows = []
-    for b, r in report["benchmarks"].items():
-        rows.append({
+    benches = report["benchmarks"]
+    # Columns for excluded items appear only when some benchmark has any, to keep the usual table narrow.
+    show_invalid = any(r.get("dropped_invalid") for r in benches.values())
+    show_missing = any(r.get("missing_in_candidate") or r.get("missing_in_baseline") for r in benches.values())
+    for b, r in benches.items():
+        row = {
             "benchmark": b + ("" if r["higher_is_better"] else " (lower better)"), "n": r["n"],
             "baseline": f"{r['baseline'] * 100:.1f}", "candidate": f"{r['candidate'] * 100:.1f}",
             "diff": f"{r['diff'] * 100:+.1f}",
             "CI": f"[{r['ci'][0] * 100:+.1f}, {r['ci'][1] * 100:+.1f}] @{r['ci_level'] * 100:.1f}%",
             "p": f"{r['p']:.3g}", "p_holm": f"{r['p_holm']:.3g}", "margin": f"{r['margin'] * 100:g}",
-            "verdict": r["verdict"].upper() if r["verdict"] == "fail" else r["verdict"],
-        })
+        }
+        if show_invalid:
+            row["invalid b/c"] = f"{r['invalid_baseline']}/{r['invalid_candidate']}"
+        if show_missing:
+            row["missing b/c"] = f"{r['missing_in_baseline']}/{r['missing_in_candidate']}"
+        verdict = r["verdict"].upper() if r["verdict"] == "fail" else r["verdict"]
+        row["verdict"] = verdict + (" (missing items)" if r.get("incomplete") else "")
+        rows.append(row)
     table = pd.DataFrame(rows).to_string(index=False)
     lines = [table, "", "scores, diffs and margins in points (0-100); CI of candidate − baseline, Holm-adjusted level"]
-    for b, r in report["benchmarks"].items():
+    if show_invalid:
+        lines.append("invalid b/c: items with a null (invalid) score in baseline/candidate; dropped from the pairs")
+    if show_missing:
+        lines.append("missing b/c: items the other side evaluated that the baseline/candidate lacks")
+    for b, r in benches.items():
+        if r["verdict"] == "fail" and r.get("reason"):
+            lines.append(f"FAIL: {b}: {r['reason']}")
+    for b, r in benches.items():
         if r["warning"]:
             lines.append(f"warning: {b}: {r['warning']}")
     lines.append(f"gate: {'PASS' if report['passed'] else 'FAIL'}")

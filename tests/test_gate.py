@@ -35,6 +35,9 @@ def test_eval_dir_against_itself_passes(base, tmp_path, run_cli):
     for r in g["benchmarks"].values():
         assert r["verdict"] == "pass" and r["diff"] == 0 and r["ci"] == [0.0, 0.0] and r["p"] == 1.0
         assert set(r) >= {"n", "baseline", "candidate", "diff", "ci", "p", "p_holm", "margin", "verdict", "warning"}
+        assert r["dropped_invalid"] == r["missing_in_candidate"] == r["missing_in_baseline"] == 0
+        assert r["incomplete"] is None and r["reason"] is None
+    assert "invalid b/c" not in out and "missing b/c" not in out
     # small n: the gate says the 1-point margin is beyond what it can detect
     assert "too small to detect a 1-point margin" in g["benchmarks"]["ceval"]["warning"]
 
@@ -105,12 +108,76 @@ def test_holm_levels_differ_per_benchmark(base, tmp_path):
         assert r["p_noninferiority_holm"] >= r["p_noninferiority"]
 
 
-def test_partial_overlap_compares_intersection_with_warning(base, tmp_path):
+def test_partial_overlap_compares_intersection_only_when_allowed(base, tmp_path):
     samples = read_eval_samples(base)
     cand = write_eval_dir(tmp_path / "cand", {"mmlu": samples["mmlu"][:100]})
+    r = compare(base, cand, benchmarks=["mmlu"], allow_partial=True)["benchmarks"]["mmlu"]
+    assert r["n"] == 100 and r["n_baseline"] == 150 and r["missing_in_candidate"] == 50
+    assert r["verdict"] == "pass" and r["incomplete"] is None
+    assert "--allow-partial: gated on the 100 items both evaluated" in r["warning"]
     g = compare(base, cand, benchmarks=["mmlu"])
+    assert not g["passed"] and g["incomplete"] == ["mmlu"]
+    assert g["benchmarks"]["mmlu"]["incomplete"] == "candidate lacks 50 of the baseline's 150 mmlu items"
+
+
+def _with_scores(eval_dir: Path, bench: str, scores: dict[int, object]) -> Path:
+    """Overwrite the given items' scores in an eval dir's samples (results.json is left as it was)."""
+    p = eval_dir / "samples" / f"{bench}.jsonl"
+    rows = read_jsonl(p)
+    for i, s in scores.items():
+        rows[i]["score"] = s
+    write_jsonl(p, rows)
+    return eval_dir
+
+
+def test_null_scores_are_dropped_and_counted(base, tmp_path, run_cli):
+    """A judge that leaves items invalid writes "score": null; the gate pairs the rest and counts them."""
+    samples = {"satisfaction": read_eval_samples(base)["satisfaction"]}
+    b = _with_scores(write_eval_dir(tmp_path / "b", samples), "satisfaction", {3: None})
+    c = _with_scores(write_eval_dir(tmp_path / "c", samples), "satisfaction", {0: None, 3: None})
+    code, out, err = _gate(run_cli, b, c, "--out", tmp_path / "g")
+    assert code == 0, out + err
+    r = json.loads((tmp_path / "g" / "gate.json").read_text())["benchmarks"]["satisfaction"]
+    assert (r["invalid_baseline"], r["invalid_candidate"], r["dropped_invalid"]) == (1, 2, 2)
+    assert r["n"] == 238 and r["verdict"] == "pass" and r["missing_in_candidate"] == 0
+    assert "invalid b/c" in out and "1/2" in out and "2 of 240 items dropped" in out
+
+    # the same null with a real drop still fails as usual (exit 1, not 2)
+    worse = [dict(x, score=0.0) if i < 60 else x for i, x in enumerate(samples["satisfaction"])]
+    c2 = _with_scores(write_eval_dir(tmp_path / "c2", {"satisfaction": worse}), "satisfaction", {100: None})
+    code, out, err = _gate(run_cli, b, c2, "--out", tmp_path / "g2")
+    assert code == 1, out + err
+    r = json.loads((tmp_path / "g2" / "gate.json").read_text())["benchmarks"]["satisfaction"]
+    assert r["verdict"] == "fail" and r["invalid_candidate"] == 1 and r["dropped_invalid"] == 2
+    assert "not shown non-inferior" in r["reason"]
+
+
+def test_missing_items_fail_unless_allow_partial(base, tmp_path, run_cli):
+    """A candidate that evaluated 10 of the baseline's 40 MMLU items is not gated on MMLU."""
+    rows = read_eval_samples(base)["mmlu"][:40]
+    full = write_eval_dir(tmp_path / "full", {"mmlu": rows})
+    part = write_eval_dir(tmp_path / "part", {"mmlu": rows[:10]})
+    code, out, err = _gate(run_cli, full, part, "--out", tmp_path / "g")
+    assert code == 1, out + err
+    g = json.loads((tmp_path / "g" / "gate.json").read_text())
     r = g["benchmarks"]["mmlu"]
-    assert r["n"] == 100 and r["n_baseline"] == 150 and "100 items both evaluated" in r["warning"]
+    assert g["passed"] is False and g["incomplete"] == ["mmlu"] and g["allow_partial"] is False
+    assert (r["missing_in_candidate"], r["missing_in_baseline"], r["verdict"]) == (30, 0, "fail")
+    assert r["incomplete"] == "candidate lacks 30 of the baseline's 40 mmlu items"
+    assert "FAIL (missing items)" in out and "--allow-partial" in r["reason"]
+
+    code, out, err = _gate(run_cli, full, part, "--out", tmp_path / "g", "--allow-partial")
+    assert code == 0, out + err
+    g = json.loads((tmp_path / "g" / "gate.json").read_text())
+    r = g["benchmarks"]["mmlu"]
+    assert g["passed"] and g["allow_partial"] and r["n"] == 10 and r["missing_in_candidate"] == 30
+    assert "gated on the 10 items both evaluated" in out
+
+    # the other direction: the baseline lacks items the candidate scored
+    code, out, err = _gate(run_cli, part, full, "--out", tmp_path / "g3")
+    assert code == 1, out + err
+    r = json.loads((tmp_path / "g3" / "gate.json").read_text())["benchmarks"]["mmlu"]
+    assert r["missing_in_baseline"] == 30 and r["incomplete"] == "baseline lacks 30 of the candidate's 40 mmlu items"
 
 
 def test_bad_inputs_exit_2(base, tmp_path, run_cli):
@@ -133,6 +200,15 @@ def test_bad_inputs_exit_2(base, tmp_path, run_cli):
     write_jsonl(dup / "samples" / "mmlu.jsonl", rows + rows[:1])
     code, _, err = _gate(run_cli, base, dup, "--benchmarks", "mmlu", "--out", tmp_path)
     assert code == 2 and "duplicate doc_id" in err
+    # a score that is not null and not a number is bad input, not an invalid item
+    for bad in ("yes", float("nan")):
+        odd = _with_scores(write_eval_dir(tmp_path / "odd", {"mmlu": rows}), "mmlu", {5: bad})
+        code, _, err = _gate(run_cli, base, odd, "--benchmarks", "mmlu", "--out", tmp_path)
+        assert code == 2 and "mmlu.jsonl:6 score" in err and len(err.strip().splitlines()) == 1
+    # nothing left to pair once invalid items are dropped
+    void = _with_scores(write_eval_dir(tmp_path / "void", {"mmlu": rows}), "mmlu", dict.fromkeys(range(len(rows))))
+    code, _, err = _gate(run_cli, base, void, "--benchmarks", "mmlu", "--out", tmp_path)
+    assert code == 2 and "no item has a valid score on both sides" in err
     # no results.json, bad margin
     (tmp_path / "empty").mkdir()
     assert _gate(run_cli, base, tmp_path / "empty")[0] == 2

@@ -1,7 +1,9 @@
 """`hrlaif gate --baseline A --candidate B`: paired non-inferiority gate for CI.
 
 Exit codes: 0 the candidate is non-inferior on every benchmark, 1 it is not,
-2 bad input (missing files, items that cannot be paired).
+2 bad input (missing files, items that cannot be paired, non-numeric scores).
+Items with a null score (invalid judge answer) are dropped from the pairs and counted; items
+evaluated on one side only fail the gate unless --allow-partial.
 """
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="where gate.json (and checkpoint evaluations) go; default: the candidate eval dir")
     parser.add_argument("--benchmarks", default=None, help="comma list to gate (default: all the baseline has)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="gate on the items both sides evaluated when one side lacks some "
+                             "(default: missing items fail the benchmark)")
     parser.add_argument("--limit", type=int, default=None, help="items per benchmark when evaluating checkpoints")
     parser.add_argument("--data-dir", default=None, help="benchmark data dir when evaluating checkpoints")
 
@@ -35,7 +40,7 @@ def run(args) -> int:
                                        args.limit, args.data_dir)
     cand = gate.evaluate_if_checkpoint(args.candidate, out, "candidate", args.baseline, benches,
                                        args.limit, args.data_dir)
-    report = gate.compare(base, cand, margins, args.alpha, benches)
+    report = gate.compare(base, cand, margins, args.alpha, benches, allow_partial=args.allow_partial)
     write_json(Path(out) / "gate.json", report)
     print(gate.format_table(report))
     print(f"details: {Path(out) / 'gate.json'}", file=sys.stderr)
