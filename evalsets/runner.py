@@ -167,20 +167,22 @@ def run_benchmark(name: str, data: BenchData, lm: LazyModel, cfg: EvalConfig, ct
 class _Context:
     """Things shared across benchmarks of one evaluation: the judge session (started lazily)."""
 
-    def __init__(self, cfg: EvalConfig):
+    def __init__(self, cfg: EvalConfig, out_dir: str | Path | None = None):
         self.cfg = cfg
+        self.out_dir = out_dir
         self._stack = contextlib.ExitStack()
         self._judge = None
 
     def judge(self):
         if self._judge is None:
             from trainers.feedback.judge import JudgeConfig
-            from trainers.feedback.judge_server import judge_session
+            from trainers.feedback.judge_server import LOG_NAME, ServerConfig, judge_session
             jc = None
             if self.cfg.judge_url:
                 jc = JudgeConfig(base_url=self.cfg.judge_url, model=self.cfg.judge_model or "default",
                                  api_key_env=self.cfg.judge_key_env)
-            self._judge = self._stack.enter_context(judge_session(jc))
+            server = ServerConfig(log_path=str(Path(self.out_dir) / LOG_NAME) if self.out_dir else None)
+            self._judge = self._stack.enter_context(judge_session(jc, server))
         return self._judge
 
     def judge_fingerprint(self) -> dict:
@@ -216,7 +218,7 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
              progress: bool = True) -> dict:
     """Run every benchmark of `cfg` on `lm`; write results.json + samples/ when out_dir is set."""
     cfg.validate()
-    ctx = _Context(cfg)
+    ctx = _Context(cfg, out_dir)
     results = {"model": None, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                "versions": _versions(), "config": {k: v for k, v in asdict(cfg).items()}, "benchmarks": {}}
     if cfg.completions:

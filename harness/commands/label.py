@@ -99,7 +99,7 @@ def _judge_config(args):
 
 
 def run(args) -> int:
-    from trainers.feedback.judge_server import ServerConfig, judge_session
+    from trainers.feedback.judge_server import LOG_NAME, ServerConfig, judge_session
     from trainers.feedback.labelling import (format_accuracy_table, label_accuracy, label_one, pair_rows,
                                              summarize, validate_samples)
     from trainers.feedback.redteam import load_hh_pairs
@@ -124,7 +124,8 @@ def run(args) -> int:
     todo = [s for s in samples if str(s["id"]) not in done]
 
     t0 = time.perf_counter()
-    server = ServerConfig(concurrency=max(1, args.workers), cache_dir=args.cache_dir)
+    server = ServerConfig(concurrency=max(1, args.workers), cache_dir=args.cache_dir,
+                          log_path=str(out / LOG_NAME))
     with judge_session(_judge_config(args), server) as judge:
         t_ready = time.perf_counter()
         _label_all(todo, judge, args.mode, kw, labels_path, args.workers)
@@ -144,7 +145,7 @@ def run(args) -> int:
     summary = summarize(labels) | {
         "mode": args.mode, "redteam": args.redteam, "samples": str(args.samples),
         "judge": {"url": judge.url, "model": judge.config.model,
-                  "embedded": args.judge_url is None, "startup_s": judge.startup_s},
+                  "embedded": args.judge_url is None, "startup_s": judge.startup_s, "server_log": judge.server_log},
         "skipped_already_labelled": len(done),
         "labelling": label_stats | {"wall_s": t_labelled - t_ready, "prompts": len(todo),
                                     "judgements_per_s": label_stats["requests"] / max(t_labelled - t_ready, 1e-9)},

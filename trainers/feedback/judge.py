@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from harness.errors import UserError
@@ -38,6 +38,10 @@ NO_KEY = "sk-no-key-required"  # local servers ignore the key, but the client ne
 
 class JudgeUnavailable(UserError):
     """The judge kept failing after all retries (finished labels are already on disk)."""
+
+
+class JudgeServerDied(JudgeUnavailable):
+    """The embedded judge's process is gone: stop at once instead of retrying a dead port."""
 
 
 @dataclass
@@ -119,7 +123,8 @@ def decide(resp: Response, options: Sequence[str]) -> tuple[str, dict]:
 
 
 class Judge:
-    def __init__(self, config: JudgeConfig):
+    def __init__(self, config: JudgeConfig, health: Callable[[], str | None] | None = None):
+        """`health()` returns None while the backend lives, else why it died (embedded server)."""
         import openai  # imported here: `hrlaif --help` must stay instant
 
         self.config = config
@@ -137,6 +142,8 @@ class Judge:
         root = config.cache_dir
         self._cache = None if root == "" else Path(root) if root else default_cache_root() / "judge"
         self.startup_s: float | None = None  # set by judge_session for the embedded server
+        self.server_log: str | None = None  # the embedded server's log file
+        self._health = health
 
     def __repr__(self) -> str:  # the client (and its key) stays out of reprs and logs
         return f"Judge(url={self.url!r}, model={self.config.model!r})"
@@ -185,6 +192,7 @@ class Judge:
         cfg = self.config
         last: Exception | None = None
         for attempt in range(cfg.max_retries + 1):
+            self._raise_if_dead()
             if attempt:
                 delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.75, 1.25)
                 log.info("judge retry %d/%d in %.2fs after %s", attempt, cfg.max_retries, delay, self._describe(last))
@@ -200,11 +208,25 @@ class Judge:
                         raise UserError(f"judge at {self.url} rejected the API key from "
                                         f"${cfg.api_key_env} ({self._describe(e)})") from None
                     raise UserError(f"judge at {self.url} rejected the request: {self._describe(e)}") from None
+                if isinstance(e, (self._openai.APIConnectionError, self._openai.APITimeoutError)):
+                    self._raise_if_dead(wait_s=1.0)
                 last = e
                 continue
             return _to_response(out)
         raise JudgeUnavailable(f"judge at {self.url} unavailable after {cfg.max_retries + 1} attempts: "
                                f"{self._describe(last)}") from None
+
+    def _raise_if_dead(self, wait_s: float = 0.0) -> None:
+        if self._health is None:
+            return
+        deadline = time.monotonic() + wait_s
+        while True:  # a refused connection can come a moment before the process is reaped
+            reason = self._health()
+            if reason is not None:
+                raise JudgeServerDied(reason)
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
 
     # -- public API -------------------------------------------------------------------
     def check(self) -> None:

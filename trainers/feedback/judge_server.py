@@ -2,10 +2,18 @@
 `llama_cpp.server` on a free local port, so `hrlaif label` works with no endpoint and
 no network.
 
-`llama_cpp.server` (0.3.x) returns chat logprobs only when the model is loaded with
-`logits_all=True`; its default is True in current versions but we pass it explicitly.
-The server runs in its own process group, which we terminate (then kill) on exit, also
-when the body of the `with` raises.
+- The server is started through `trainers.feedback.llama_server`, which turns off llama.cpp's
+  weight repacking into extra buffer types (the AMX path that crashes some hosts), so the
+  same code runs on every x86-64 CPU whatever flags pip compiled llama.cpp with.
+- "Up" means a real chat completion with logprobs came back, not just `GET /models`: a
+  backend that loads but dies on its first request fails here, with the exit code or signal
+  and the last lines of its log in a one-line error.
+- The log is kept (the stage directory's `judge-server.log` when the caller gives one),
+  and the `Judge` is handed `EmbeddedServer.health`, so a server that dies mid-run is
+  reported on the next request instead of after all connection retries.
+- `llama_cpp.server` returns chat logprobs only with `logits_all=True`; we pass it.
+- The server runs in its own process group, which we terminate (then kill) on exit, also
+  when the body of the `with` raises, and it gets SIGTERM if our process dies (even by kill -9).
 """
 from __future__ import annotations
 
@@ -17,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -25,13 +32,18 @@ from pathlib import Path
 from typing import Iterator
 
 from harness.errors import UserError
-from harness.store import file_hash
+from harness.store import cache_dir, file_hash
 from trainers.feedback.judge import Judge, JudgeConfig
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_ALIAS = "smollm2-135m-instruct-q4_1"
 SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+LOG_NAME = "judge-server.log"
+KEEP_LOGS = 20  # server logs kept under $HRLAIF_CACHE/judge-logs when no log path is given
+LLAMA_LAUNCHER = (sys.executable, "-m", "trainers.feedback.llama_server")
+# How the server is started when ServerConfig.command is None (tests swap in a scripted server).
+DEFAULT_COMMAND = LLAMA_LAUNCHER
 
 
 @dataclass
@@ -43,6 +55,9 @@ class ServerConfig:
     concurrency: int = 2             # llama_cpp.server serialises requests; 2 keeps one queued
     timeout_s: float = 300.0         # per request: CPU generation behind a queue can be slow
     cache_dir: str | None = None     # passed to JudgeConfig
+    log_path: str | None = None      # server log, kept; None = $HRLAIF_CACHE/judge-logs/<time>-<port>.log
+    command: tuple[str, ...] | None = None  # launcher argv before the server flags; None = our llama.cpp
+                                            # launcher (tests put a scripted server here)
 
 
 last_startup_s: float | None = None  # wall time of the most recent embedded server start
@@ -55,7 +70,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ready(url: str) -> bool:
+def _models_ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/models", timeout=2) as r:
             return r.status == 200
@@ -68,7 +83,6 @@ def _die_with_parent() -> None:
     so a crashed run never leaves an orphaned judge eating a CPU core."""
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
@@ -90,16 +104,81 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-@contextlib.contextmanager
-def embedded_judge(config: ServerConfig | None = None) -> Iterator[JudgeConfig]:
-    """Start llama_cpp.server with the embedded GGUF; yield a JudgeConfig pointing at it."""
+def exit_reason(returncode: int) -> str:
+    """'killed by signal SIGSEGV' / 'exited with code 1'."""
+    if returncode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def log_tail(path: Path, lines: int = 3, width: int = 160) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    kept = [ln.strip()[:width] for ln in text.splitlines() if ln.strip()][-lines:]
+    return " | ".join(kept) or "(empty log)"
+
+
+def _default_log_path(port: int) -> Path:
+    d = cache_dir() / "judge-logs"
+    d.mkdir(parents=True, exist_ok=True)
+    for old in sorted(d.glob("*.log"))[:-KEEP_LOGS]:
+        old.unlink(missing_ok=True)
+    return d / f"{time.strftime('%Y%m%d-%H%M%S')}-{port}.log"
+
+
+class EmbeddedServer:
+    """A running embedded judge server: its URL, process, log, and a liveness check."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, log_path: Path, gguf: Path):
+        self.proc, self.url, self.log_path, self.gguf = proc, url, log_path, gguf
+        self.startup_s: float | None = None
+
+    def failure(self, what: str) -> str:
+        state = exit_reason(self.proc.returncode) if self.proc.poll() is not None else "still running"
+        return f"{what} ({state}); log {self.log_path} ends: {log_tail(self.log_path)}"
+
+    def health(self) -> str | None:
+        """None while the process lives; the one-line reason once it has died."""
+        if self.proc.poll() is None:
+            return None
+        return self.failure(f"embedded judge server at {self.url} died mid-run; finished judgements are cached "
+                            f"and a rerun repeats none of them")
+
+    def first_request(self, timeout_s: float) -> None:
+        """One real chat completion with logprobs: the server is up only if this works."""
+        import openai
+
+        client = openai.OpenAI(api_key="sk-no-key-required", base_url=self.url, max_retries=0,
+                               timeout=max(5.0, timeout_s))
+        try:
+            out = client.chat.completions.create(
+                model=EMBEDDED_ALIAS, messages=[{"role": "user", "content": "Reply with the letter A."}],
+                max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=2)
+        except openai.APIError as e:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=2)  # a crashing server takes a moment to be reaped
+            raise UserError(self.failure(f"embedded judge server failed its first chat request "
+                                         f"({type(e).__name__})")) from None
+        content = getattr(getattr(out.choices[0], "logprobs", None), "content", None) if out.choices else None
+        if not content or not content[0].top_logprobs:
+            raise UserError(self.failure("embedded judge server answered its first chat request without "
+                                         "logprobs (llama-cpp-python too old?)"))
+
+
+def _start(cfg: ServerConfig) -> EmbeddedServer:
     global last_startup_s, last_pid
-    cfg = config or ServerConfig()
-    # Fail here with a clear message, not in the child; find_spec avoids importing them twice.
-    missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserError(f"the embedded judge needs llama-cpp-python with its server extras "
-                        f"(pip install 'llama-cpp-python[server]'): missing {', '.join(missing)}")
+    launcher = tuple(cfg.command or DEFAULT_COMMAND)
+    if launcher == LLAMA_LAUNCHER:
+        # Fail here with a clear message, not in the child; find_spec avoids importing them twice.
+        missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise UserError(f"the embedded judge needs llama-cpp-python with its server extras "
+                            f"(pip install 'llama-cpp-python[server]'): missing {', '.join(missing)}")
     if cfg.gguf:
         gguf = Path(cfg.gguf)
         if not gguf.is_file():
@@ -109,52 +188,77 @@ def embedded_judge(config: ServerConfig | None = None) -> Iterator[JudgeConfig]:
         gguf = embedded_gguf_path()
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", EMBEDDED_ALIAS,
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(cfg.n_ctx), "--logits_all", "true",
-           "--verbose", "false"]
+    cmd = list(launcher) + ["--model", str(gguf), "--model_alias", EMBEDDED_ALIAS, "--host", "127.0.0.1",
+                      "--port", str(port), "--n_ctx", str(cfg.n_ctx), "--logits_all", "true", "--verbose", "true"]
     if cfg.n_threads:
         cmd += ["--n_threads", str(cfg.n_threads), "--n_threads_batch", str(cfg.n_threads)]
-    logf = tempfile.NamedTemporaryFile(prefix="hrlaif-judge-", suffix=".log", delete=False)
+    log_path = Path(cfg.log_path) if cfg.log_path else _default_log_path(port)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True,  # own process group: we can kill all of it
-                            preexec_fn=_die_with_parent)
+    with open(log_path, "ab") as logf:  # the child keeps its own descriptor
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True,  # own process group: we can kill all of it
+                                preexec_fn=_die_with_parent)
     last_pid = proc.pid
+    srv = EmbeddedServer(proc, url, log_path, gguf)
     try:
-        while not _ready(url):
+        while not _models_ready(url):
             if proc.poll() is not None:
-                tail = Path(logf.name).read_text(errors="replace").strip().splitlines()[-3:]
-                raise UserError(f"embedded judge server exited with code {proc.returncode}: {' | '.join(tail)}")
+                raise UserError(srv.failure("embedded judge server stopped while loading"))
             if time.perf_counter() - t0 > cfg.startup_timeout_s:
-                raise UserError(f"embedded judge server did not answer within {cfg.startup_timeout_s:.0f}s "
-                                f"(log: {logf.name})")
+                raise UserError(srv.failure(f"embedded judge server did not answer within "
+                                            f"{cfg.startup_timeout_s:.0f}s"))
             time.sleep(0.2)
-        last_startup_s = time.perf_counter() - t0
-        log.info("embedded judge up at %s in %.1fs (pid %d)", url, last_startup_s, proc.pid)
-        yield JudgeConfig(base_url=url, model=EMBEDDED_ALIAS, api_key_env=None, timeout_s=cfg.timeout_s,
-                          concurrency=cfg.concurrency, cache_dir=cfg.cache_dir,
-                          cache_namespace=f"embedded-llama-cpp:{gguf.name}:{file_hash(gguf, 12)}")
-    finally:
+        srv.first_request(cfg.startup_timeout_s - (time.perf_counter() - t0))
+    except BaseException:
         _stop(proc)
-        logf.close()
-        with contextlib.suppress(OSError):
-            os.unlink(logf.name)
+        raise
+    srv.startup_s = last_startup_s = time.perf_counter() - t0
+    log.info("embedded judge up at %s in %.1fs (pid %d, log %s)", url, srv.startup_s, proc.pid, log_path)
+    return srv
+
+
+@contextlib.contextmanager
+def embedded_server(config: ServerConfig | None = None) -> Iterator[EmbeddedServer]:
+    """Start the embedded judge server (checked with a real request); stop it on exit."""
+    srv = _start(config or ServerConfig())
+    try:
+        yield srv
+    finally:
+        _stop(srv.proc)
+
+
+def judge_config(srv: EmbeddedServer, cfg: ServerConfig) -> JudgeConfig:
+    return JudgeConfig(base_url=srv.url, model=EMBEDDED_ALIAS, api_key_env=None, timeout_s=cfg.timeout_s,
+                       concurrency=cfg.concurrency, cache_dir=cfg.cache_dir,
+                       cache_namespace=f"embedded-llama-cpp:{srv.gguf.name}:{file_hash(srv.gguf, 12)}")
+
+
+@contextlib.contextmanager
+def embedded_judge(config: ServerConfig | None = None) -> Iterator[JudgeConfig]:
+    """Start llama_cpp.server with the embedded GGUF; yield a JudgeConfig pointing at it."""
+    cfg = config or ServerConfig()
+    with embedded_server(cfg) as srv:
+        yield judge_config(srv, cfg)
 
 
 @contextlib.contextmanager
 def judge_session(config: JudgeConfig | None = None, server: ServerConfig | None = None,
                   check: bool = True) -> Iterator[Judge]:
     """A ready Judge: at `config`'s endpoint, or on the embedded server when config is None.
-    The endpoint is pinged first (UserError "judge unreachable at ..." when down)."""
+    An external endpoint is pinged first (UserError "judge unreachable at ..." when down); the
+    embedded server has already answered a real request when this yields."""
     if config is not None:
         judge = Judge(config)
         if check:
             judge.check()
         yield judge
         return
-    with embedded_judge(server) as cfg:
-        judge = Judge(cfg)
-        judge.startup_s = last_startup_s
-        if check:
-            judge.check()
+    scfg = server or ServerConfig()
+    with embedded_server(scfg) as srv:
+        judge = Judge(judge_config(srv, scfg), health=srv.health)
+        judge.startup_s = srv.startup_s
+        judge.server_log = str(srv.log_path)
         yield judge

@@ -1,0 +1,139 @@
+"""The embedded judge under faults: a backend that crashes on its first request, a server that
+dies mid-run, and llama.cpp's repacking into extra buffer types (the AMX crash) turned off."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UserError
+from harness.store import read_json, read_jsonl
+from tests.test_labelling import sample, write_samples
+from trainers.feedback import judge_server
+from trainers.feedback.judge_server import ServerConfig, judge_session
+
+FAKE = (sys.executable, str(Path(__file__).with_name("fake_llama_server.py")))
+
+
+@pytest.fixture()
+def fake_server(monkeypatch, tmp_path):
+    """Every embedded judge started in this test is the scripted server of fake_llama_server.py."""
+    monkeypatch.setattr(judge_server, "DEFAULT_COMMAND", FAKE)
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "hcache"))
+
+    def configure(crash_on: int = 0, answered: Path | None = None):
+        monkeypatch.setenv("FAKE_LLAMA_CRASH_ON", str(crash_on))
+        if answered is None:
+            monkeypatch.delenv("FAKE_LLAMA_ANSWERED", raising=False)
+        else:
+            monkeypatch.setenv("FAKE_LLAMA_ANSWERED", str(answered))
+    return configure
+
+
+def test_extra_buffer_types_are_disabled_in_the_launcher():
+    import llama_cpp.llama_cpp as lib
+
+    from trainers.feedback.llama_server import disable_extra_buffer_types
+
+    original = lib.llama_model_default_params
+    assert original().use_extra_bufts  # llama.cpp's default: repack (AMX on hosts that have it)
+    try:
+        disable_extra_buffer_types()
+        assert lib.llama_model_default_params().use_extra_bufts is False
+    finally:
+        lib.llama_model_default_params = original
+
+
+def test_backend_that_crashes_on_first_request_fails_startup_with_cause(fake_server, tmp_path):
+    # GET /models answers, the first chat request kills the process: the AMX failure's shape.
+    fake_server(crash_on=1)
+    log = tmp_path / "stage" / "judge-server.log"
+    with pytest.raises(UserError) as e:
+        with judge_session(None, ServerConfig(log_path=str(log), startup_timeout_s=60)):
+            pass
+    msg = str(e.value)
+    assert "failed its first chat request" in msg and "killed by signal SIGSEGV" in msg
+    assert str(log) in msg and "crashing on chat request 1" in msg  # the log's last lines
+    assert "\n" not in msg
+    assert "crashing on chat request 1" in log.read_text()  # the log is kept for the user
+
+
+def test_startup_crash_is_exit_2_from_the_cli(fake_server, tmp_path, run_cli):
+    fake_server(crash_on=1)
+    s = write_samples(tmp_path / "s.jsonl", [sample("o1", "open_qa", ["a", "bb"])])
+    code, _, err = run_cli("label", "--samples", s, "--mode", "basic", "--out", tmp_path / "out", "--no-accuracy")
+    assert code == 2 and "killed by signal SIGSEGV" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert (tmp_path / "out" / "judge-server.log").exists()
+
+
+def test_server_dying_mid_run_is_noticed_at_once_and_rerun_repeats_nothing(fake_server, tmp_path, run_cli,
+                                                                           caplog):
+    caplog.set_level(logging.INFO, logger="trainers.feedback.judge")
+    rows = [sample(f"o{i}", "open_qa", ["a" * (i + 1), f"b{i}", f"cc{i}"]) for i in range(5)]  # 3 pairs x 2 orders
+    s = write_samples(tmp_path / "s.jsonl", rows)
+    out = tmp_path / "out"
+    first, second = tmp_path / "answered1.txt", tmp_path / "answered2.txt"
+    # Request 1 is the start-up probe; 6 judgements per prompt, so the crash lands in prompt 3.
+    fake_server(crash_on=1 + 6 * 2 + 3, answered=first)
+    code, _, err = run_cli("label", "--samples", s, "--mode", "basic", "--out", out, "--workers", "1",
+                           "--no-accuracy")
+    assert code == 2 and "died mid-run" in err and "killed by signal SIGSEGV" in err
+    assert str(out / "judge-server.log") in err and "Traceback" not in err
+    assert "judge retry" not in caplog.text  # noticed on the failed request, not after retries
+    assert [r["id"] for r in read_jsonl(out / "labels.jsonl")] == ["o0", "o1"]
+
+    fake_server(crash_on=0, answered=second)
+    code, _, err = run_cli("label", "--samples", s, "--mode", "basic", "--out", out, "--no-accuracy")
+    assert code == 0, err
+    done = set(first.read_text().split())
+    again = set(second.read_text().split())
+    assert len(done) == 1 + 6 * 2 + 2  # probe, two prompts, two judgements of the third
+    # Only the start-up probe may repeat: every finished judgement came from the cache.
+    assert len(again & done) == 1
+    assert sorted(r["id"] for r in read_jsonl(out / "labels.jsonl")) == [f"o{i}" for i in range(5)]
+    assert read_json(out / "summary.json")["labelling"]["cache_hits"] >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_real_embedded_server_killed_mid_run(tmp_path, run_cli, monkeypatch):
+    """kill -9 the real llama.cpp server while `hrlaif label` runs: exit 2 at once, log kept,
+    and the rerun completes from the cache."""
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "hcache"))
+    rows = [sample(f"o{i}", "open_qa", [f"Answer {i}: yes.", "No idea.", f"It depends on {i}."],
+                   prompt=f"Is {i} a small number?") for i in range(6)]
+    s = write_samples(tmp_path / "s.jsonl", rows)
+    out = tmp_path / "out"
+    labels = out / "labels.jsonl"
+
+    def killer():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if labels.exists() and labels.read_text().strip():
+                os.killpg(judge_server.last_pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    code, _, err = run_cli("label", "--samples", s, "--mode", "basic", "--out", out, "--workers", "1",
+                           "--no-accuracy")
+    t.join(5)
+    assert code == 2 and "died mid-run" in err and "killed by signal SIGKILL" in err, err
+    log = (out / "judge-server.log").read_text()
+    assert "use_extra_bufts=False" in log and "CPU_REPACK" not in log  # no repacking, on any CPU
+    finished = len(read_jsonl(labels))
+    assert 1 <= finished < 6
+    code, _, err = run_cli("label", "--samples", s, "--mode", "basic", "--out", out, "--workers", "1",
+                           "--no-accuracy")
+    assert code == 0, err
+    summ = read_json(out / "summary.json")
+    assert summ["skipped_already_labelled"] == finished and summ["prompts"] == 6
+    assert summ["labelling"]["cache_hits"] >= 0 and summ["judge"]["server_log"] == str(out / "judge-server.log")
