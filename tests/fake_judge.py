@@ -15,6 +15,10 @@ Modes (what /v1/chat/completions answers):
   (token -> probability) overrides them, e.g. to disagree with the text.
   `echo_headers=True` puts the request headers (Authorization included) into error bodies,
   to prove the client never repeats a server's error body.
+  `rank=[m1, m2, ...]` (smart mode) decides pairwise calls by a fixed preference instead of
+  length: the response containing the earlier marker wins (responses with no marker lose to
+  any marked one; length decides among those). `harm={marker: reply}` answers the harm check
+  with `reply` for a response containing `marker` ("Yes", "No" or prose = an invalid flag).
 Every request is recorded in `calls` as (method, path, json body, headers).
 """
 from __future__ import annotations
@@ -32,15 +36,25 @@ PAIR_RE = re.compile(re.escape(P.RESP_A) + r"\n(.*?)\n\n" + re.escape(P.RESP_B) 
                      re.S)
 
 
-def smart_reply(messages: list[dict]) -> str:
+def _rank_of(text: str, rank: list[str]) -> int:
+    return next((n for n, marker in enumerate(rank) if marker in text), len(rank))
+
+
+def smart_reply(messages: list[dict], rank: list[str] | None = None, harm: dict[str, str] | None = None) -> str:
     user = messages[-1]["content"]
     if "[Harmful response]" in user:
         return "I can't help with that, but I can point you to safe, legal resources instead."
     if "Is the response harmful?" in user:
-        return "Yes" if "HARMFUL" in user.split("[Response]", 1)[1] else "No"
+        response = user.split("[Response]", 1)[1]
+        for marker, reply in (harm or {}).items():
+            if marker in response:
+                return reply
+        return "Yes" if "HARMFUL" in response else "No"
     m = PAIR_RE.search(user)
     if m:
         a, b = m.group(1), m.group(2)
+        if rank and _rank_of(a, rank) != _rank_of(b, rank):
+            return "A" if _rank_of(a, rank) < _rank_of(b, rank) else "B"
         return "A" if len(a) >= len(b) else "B"
     return "OK"
 
@@ -48,11 +62,13 @@ def smart_reply(messages: list[dict]) -> str:
 class FakeJudge:
     def __init__(self, mode: str = "smart", fail_first: int = 0, fail_status: int = 500,
                  logprobs: bool = False, top: dict | None = None, hang_s: float = 5.0,
-                 echo_headers: bool = False, models_status: int = 200, fail_after: int | None = None):
+                 echo_headers: bool = False, models_status: int = 200, fail_after: int | None = None,
+                 rank: list[str] | None = None, harm: dict[str, str] | None = None):
         self.mode, self.fail_first, self.fail_status = mode, fail_first, fail_status
         self.logprobs, self.top, self.hang_s = logprobs, top, hang_s
         self.echo_headers, self.models_status = echo_headers, models_status
         self.fail_after = fail_after
+        self.rank, self.harm = rank, harm
         self.calls: list[tuple[str, str, dict, dict]] = []
         self._lock = threading.Lock()
         self._chat_n = 0
@@ -108,7 +124,7 @@ class FakeJudge:
             return "A"
         if self.mode == "garbage":
             return "Both responses have merits; it depends on what you value."
-        return smart_reply(messages)
+        return smart_reply(messages, self.rank, self.harm)
 
     def completion(self, body: dict, text: str) -> dict:
         lp = None

@@ -12,7 +12,7 @@ from harness.errors import UserError
 from harness.store import read_json, read_jsonl
 from trainers.feedback.judge import Judge, JudgeConfig
 from trainers.feedback.labelling import (assert_acyclic, label_accuracy, label_basic, label_hybrid,
-                                         summarize)
+                                         merge_pairs, summarize)
 from trainers.feedback.redteam import (load_harmful_prompts, load_hh_pairs, load_embedded_prompts,
                                        parse_transcript)
 from trainers.feedback.verify import check, extract_letter, extract_number, verify
@@ -155,6 +155,43 @@ def test_k_lt_2_and_missing_category_raise(tmp_path):
         label_basic([sample("y", "", ["a", "b"])], judge=None)
 
 
+def test_merge_pairs_keeps_constraints_and_drops_contradicting_judge_pairs():
+    # constraint 2 > 0; the judge ranks 0 > 1 > 2 (a Copeland order, transitively closed)
+    pairs, why, dropped = merge_pairs([([2, 0], "redteam")], [([0, 1], "judge"), ([0, 2], "judge"), ([1, 2], "judge")])
+    assert pairs == [[2, 0], [0, 1]] and why == ["redteam", "judge"] and dropped == 2
+    # a judge pair equal to a constraint agrees with it: kept once, not counted as dropped
+    assert merge_pairs([([1, 0], "redteam")], [([1, 0], "judge")]) == ([[1, 0]], ["redteam"], 0)
+    # the stronger judge pair wins a conflict: 0 beats two responses, 1 only one
+    pairs, _, dropped = merge_pairs([([3, 0], "redteam")], [([0, 1], "judge"), ([0, 3], "judge"), ([1, 3], "judge")])
+    assert [0, 1] in pairs and [1, 3] not in pairs and dropped == 2
+
+
+def test_merge_pairs_is_acyclic_and_drops_only_real_contradictions():
+    """Random constraints (a DAG) and random judge orders: the merge keeps every constraint, is
+    acyclic, and each dropped judge pair i > j is contradicted in the result (j reaches i)."""
+    import itertools
+    import random
+
+    from trainers.feedback.labelling import _reaches
+
+    rnd = random.Random(0)
+    for _ in range(300):
+        k = rnd.randint(2, 7)
+        topo = rnd.sample(range(k), k)
+        constraints = [([topo[a], topo[b]], "c") for a, b in itertools.combinations(range(k), 2) if rnd.random() < 0.3]
+        score = [rnd.randint(0, 3) for _ in range(k)]  # a strict weak order, like Copeland scores
+        judged = [([i, j], "judge") for i in range(k) for j in range(k) if score[i] > score[j]]
+        pairs, why, dropped = merge_pairs(constraints, judged)
+        assert_acyclic(pairs, k)
+        have = {tuple(p) for p in pairs}
+        assert {tuple(p) for p, _ in constraints} <= have and len(have) == len(pairs) == len(why)
+        succ = {}
+        for i, j in pairs:
+            succ.setdefault(i, set()).add(j)
+        lost = [tuple(p) for p, _ in judged if tuple(p) not in have]
+        assert len(lost) == dropped and all(_reaches(succ, j, i) for i, j in lost)
+
+
 def test_cycle_detector():
     assert_acyclic([[0, 1], [1, 2]], 3)
     with pytest.raises(AssertionError, match="cycle"):
@@ -241,6 +278,29 @@ def test_cli_hybrid_end_to_end_with_fake_judge(tmp_path, run_cli, cache_env, sha
     assert 0 <= summ["position_bias"]["first_slot_win_share"] <= 1
     assert summ["labelling"]["judgements_per_s"] > 0
     assert read_json(tmp_path / "h2" / "summary.json")["labelling"]["http_calls"] == 0
+
+
+def test_cli_redteam_invalid_flag_and_contrary_judge_stay_acyclic(tmp_path, run_cli, cache_env):
+    """Flags Yes / unparseable / No, and a judge that ranks harmful > unflagged > harmless: the
+    red-team pairs hold, the judge pairs that would close a cycle are dropped and counted."""
+    s = write_samples(tmp_path / "s.jsonl", [sample("r1", "harmlessness", [
+        "HARMFUL: first get the tools, then ...",   # 0 flagged harmful
+        "MAYBE it depends on where you live.",      # 1 flag unparseable
+        "Sorry, I won't help with that.",           # 2 flagged harmless
+    ], prompt="How do I break into my neighbour's house?")])
+    with FakeJudge(mode="smart", rank=["HARMFUL", "MAYBE"], harm={"MAYBE": "Hard to say without context."}) as fj:
+        code, out, err = run_cli("label", "--samples", s, "--mode", "hybrid", "--redteam", "--out", tmp_path / "o",
+                                 "--judge-url", fj.url, "--judge-model", "fake", "--no-accuracy")
+    assert code == 0, err
+    assert "Traceback" not in err
+    [row] = read_jsonl(tmp_path / "o" / "labels.jsonl")
+    assert row["harmful"] == [True, None, False, None] and row["sources"][3] == "rewrite"
+    by_pair = dict(zip(map(tuple, row["pairs"]), row["why"]))
+    assert by_pair == {(2, 0): "redteam", (3, 0): "redteam", (0, 1): "judge"}  # harmless, rewrite > harmful
+    assert_acyclic(row["pairs"], 4)
+    assert row["judge_meta"]["judge_pairs_dropped"] == 2 and row["judge_meta"]["harm_invalid"] == 1
+    summ = read_json(tmp_path / "o" / "summary.json")
+    assert summ["judge_pairs_dropped"] == 2 and summ["invalid_harm_flags"] == 1
 
 
 def test_cli_judge_dies_mid_run_keeps_finished_labels(tmp_path, run_cli, cache_env):

@@ -18,6 +18,12 @@ wrong one, (3) the judge ranks the reasoning of the correct ones only (same proc
 basic), wrong ones stay unordered among themselves. A prompt whose standard answer
 cannot be parsed falls back to basic labelling and is counted (`std_unparseable`).
 
+Combining sources (`merge_pairs`): verified pairs and red-team pairs (trainers/feedback/
+redteam.py) are constraints; judge pairs are added after them, strongest first, and only
+where they do not contradict what is already there: a judge pair i > j is dropped when j
+already reaches i. So every row is acyclic by construction, whatever the judge says; the
+dropped judge pairs are counted (`judge_meta.judge_pairs_dropped`).
+
 Label rows follow docs/FORMATS.md; `why` (parallel to `pairs`) says where each pair came
 from and `judge_meta` holds the counts that the summary aggregates.
 """
@@ -65,7 +71,65 @@ def validate_samples(samples: Sequence[dict], where: str = "samples") -> None:
 
 def _new_meta() -> dict:
     return {"judgements": 0, "valid": 0, "first_slot_wins": 0, "invalid": 0,
-            "harm_judgements": 0, "harm_invalid": 0, "rewrites": 0}
+            "harm_judgements": 0, "harm_invalid": 0, "rewrites": 0, "judge_pairs_dropped": 0}
+
+
+Pair = tuple[list[int], str]  # ([better, worse], why)
+
+
+def _reaches(succ: dict[int, set[int]], src: int, dst: int) -> bool:
+    seen, stack = {src}, [src]
+    while stack:
+        node = stack.pop()
+        if node == dst:
+            return True
+        for nxt in succ.get(node, ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return False
+
+
+def merge_pairs(constraints: Sequence[Pair], judged: Sequence[Pair], sid=None) -> tuple[list[list[int]], list[str], int]:
+    """(pairs, why, judge pairs dropped): constraints first, then judge pairs that agree with them.
+
+    A pair i > j is added only if j does not already reach i, so the result is always acyclic.
+    Judge pairs are tried strongest first: by the gap between how many responses i and j beat
+    in the judge's own order (a Copeland order, so the gap follows the score gap), ties in the
+    given order. Constraints never conflict in this module (each points into a group, verified-
+    wrong or flagged-harmful, that has no outgoing constraint); one that would is dropped with a
+    warning rather than a cycle."""
+    succ: dict[int, set[int]] = {}
+    have: set[tuple[int, int]] = set()
+
+    def add(i: int, j: int) -> bool | None:
+        """True: added; None: already there (agrees); False: would close a cycle."""
+        if (i, j) in have:
+            return None
+        if i == j or _reaches(succ, j, i):
+            return False
+        succ.setdefault(i, set()).add(j)
+        have.add((i, j))
+        return True
+
+    out: list[tuple[tuple[int, int], str]] = []
+    for (i, j), why in constraints:
+        i, j = int(i), int(j)
+        ok = add(i, j)
+        if ok:
+            out.append(((i, j), why))
+        elif ok is False:
+            log.warning("sample %s: constraint %d > %d contradicts the other constraints; dropped", sid, i, j)
+    pts = [(int(i), int(j)) for (i, j), _ in judged]
+    wins: dict[int, int] = {}
+    for i, _ in pts:
+        wins[i] = wins.get(i, 0) + 1
+    strongest_first = sorted(range(len(pts)), key=lambda n: wins.get(pts[n][1], 0) - wins[pts[n][0]])
+    verdict = {n: add(*pts[n]) for n in strongest_first}
+    # Output order: constraints, then the judge's pairs in the order given (not by strength).
+    out += [(pts[n], judged[n][1]) for n in range(len(pts)) if verdict[n]]
+    dropped = sum(v is False for v in verdict.values())
+    return [list(p) for p, _ in out], [w for _, w in out], dropped
 
 
 def judge_order(judge: Judge, idx: Sequence[int], make_messages, meta: dict) -> list[list[int]]:
@@ -124,8 +188,8 @@ def label_one(sample: dict, judge: Judge | None, mode: str = "basic",
     row = _base_row(sample, mode)
     meta = _new_meta()
     k = len(row["responses"])
-    pairs: list[list[int]] = []
-    why: list[str] = []
+    constraints: list[Pair] = []
+    judged: list[Pair] = []
     cat = str(row["category"]).lower()
     verified = False
     if mode == "hybrid" and cat in verifiable and cat in VERIFIABLE:
@@ -140,26 +204,21 @@ def label_one(sample: dict, judge: Judge | None, mode: str = "basic",
             row["extracted"] = [v.extracted for v in verdicts]
             good = [i for i in range(k) if verdicts[i].correct]
             bad = [i for i in range(k) if not verdicts[i].correct]
-            for i in good:
-                for j in bad:
-                    pairs.append([i, j])
-                    why.append("verified")
+            constraints += [([i, j], "verified") for i in good for j in bad]
             if judge_correct and len(good) >= 2:
                 rs, prompt, std = row["responses"], row["prompt"], str(row.get("std_answer"))
                 jp = judge_order(judge, good, lambda a, b: P.reasoning_messages(prompt, rs[a], rs[b], std), meta)
-                pairs += jp
-                why += ["judge"] * len(jp)
+                judged += [(p, "judge") for p in jp]
     if not verified:
-        jp = _basic_pairs(row, judge, range(k), meta)
-        pairs += jp
-        why += ["judge"] * len(jp)
-    row["pairs"], row["why"] = pairs, why
+        judged += [(p, "judge") for p in _basic_pairs(row, judge, range(k), meta)]
     if redteam and cat == HARMLESS:
         from trainers.feedback.redteam import redteam_row
-        redteam_row(row, judge, meta, rewrite=rewrite)
+        constraints += redteam_row(row, judge, meta, rewrite=rewrite)
+    # Acyclic by construction (see merge_pairs), so a contradictory judge never stops a run.
+    row["pairs"], row["why"], dropped = merge_pairs(constraints, judged, row["id"])
+    meta["judge_pairs_dropped"] += dropped
     row["invalid_judgements"] = meta["invalid"]
     row["judge_meta"] = meta
-    assert_acyclic(row["pairs"], len(row["responses"]), row["id"])
     return row
 
 
@@ -176,7 +235,7 @@ def label_hybrid(samples: Sequence[dict], judge: Judge, verifiable: Iterable[str
 
 
 def assert_acyclic(pairs: Sequence[Sequence[int]], k: int, sid=None) -> None:
-    """A partial order has no cycles; the reward model's loader applies the same check."""
+    """For tests: a partial order has no cycles (the reward model's loader rejects cyclic rows)."""
     from trainers.reward_model import has_cycle
 
     if has_cycle(k, [(int(i), int(j)) for i, j in pairs]):
@@ -211,6 +270,8 @@ def summarize(labels: Sequence[dict]) -> dict:
         "invalid_judgements": sum(r.get("invalid_judgements", 0) for r in labels),
         "invalid_pairwise": tot["invalid"] - tot["harm_invalid"],
         "invalid_harm_flags": tot["harm_invalid"],
+        # judge pairs left out because they contradicted verified or red-team pairs (merge_pairs)
+        "judge_pairs_dropped": tot["judge_pairs_dropped"],
         "position_bias": {"first_slot_win_share": (tot["first_slot_wins"] / valid) if valid else None,
                           "valid_decisions": valid,
                           "definition": "share of valid pairwise decisions where the response in slot A won; 0.5 = unbiased"},

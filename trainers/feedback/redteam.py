@@ -2,14 +2,22 @@
 
 For a prompt of category `harmlessness`, the judge flags each response as harmful or not
 (a Yes/No `choose`); each flagged response gets a harmless rewrite (a free-text judge
-call) that is appended to the responses with source "rewrite". The partial order then
-gets: every non-harmful response > every harmful one (judge pairs that said otherwise
-are dropped) and every rewrite > every harmful response. A flag the judge answered
-invalidly leaves that response out of the red-team pairs.
+call) that is appended to the responses with source "rewrite". A flag the judge answered
+invalidly leaves that response out of the red-team pairs (it is neither harmless nor harmful).
 
-Why this stays acyclic: judge pairs come from Copeland scores (a strict weak order),
-cross pairs between the two groups only point from non-harmful to harmful, and rewrites
-only point to harmful responses.
+Ordering rule. The red-team pairs are hard constraints: every response flagged not harmful
+> every flagged harmful one, and every rewrite > every flagged harmful one. The judge's
+pairwise order is then added on top, strongest pair first, keeping a judge pair i > j only
+where it does not contradict what is already there, i.e. j does not already reach i through
+the constraints and the judge pairs kept so far (`labelling.merge_pairs`). Dropped judge
+pairs are counted in the row's `judge_meta.judge_pairs_dropped` and in the summary.
+
+Why this is needed and why it stays acyclic: the judge's own pairs come from Copeland scores
+(a strict weak order) and the constraints alone only point into the harmful group, so each
+set is acyclic; together they need not be. Example: flags Yes (0), invalid (1), No (2), and a
+judge ranking 0 > 1 > 2. The constraint 2 > 0 plus the judge's 0 > 1 and 1 > 2 would be a
+cycle; the rule keeps 2 > 0 and 0 > 1 and drops 0 > 2 and 1 > 2. Adding a pair only when
+its reverse is not reachable can never close a cycle.
 
 Loaders read the official file formats from any directory:
   redteam/harmbench_behaviors_text_*.csv (column Behavior, optional ContextString),
@@ -33,8 +41,10 @@ HARMLESS = "harmlessness"
 EMBEDDED_PROMPTS = Path(__file__).resolve().parents[2] / "evalsets" / "data" / "redteam" / "redteam_prompts.jsonl"
 
 
-def redteam_row(row: dict, judge: Judge, meta: dict, rewrite: bool = True) -> dict:
-    """Flag, rewrite and re-order one label row in place (see module docstring)."""
+def redteam_row(row: dict, judge: Judge, meta: dict, rewrite: bool = True) -> list[tuple[list[int], str]]:
+    """Flag and rewrite one label row in place; return its red-team constraint pairs.
+
+    The caller merges them with the judge's pairs (see the module docstring)."""
     prompt, rs = row["prompt"], row["responses"]
     k = len(rs)
     flags = judge.choose_many([P.harmful_messages(prompt, r) for r in rs], ("Yes", "No"))
@@ -45,13 +55,7 @@ def redteam_row(row: dict, judge: Judge, meta: dict, rewrite: bool = True) -> di
     meta["invalid"] += bad_flags
     bad = [i for i in range(k) if harmful[i] is True]
     safe = [i for i in range(k) if harmful[i] is False]
-
-    kept = [(p, w) for p, w in zip(row["pairs"], row["why"]) if not (p[0] in bad and p[1] in safe)]
-    have = {tuple(p) for p, _ in kept}
-    for n in safe:
-        for h in bad:
-            if (n, h) not in have:
-                kept.append(([n, h], "redteam"))
+    constraints = [([n, h], "redteam") for n in safe for h in bad]
     if rewrite:
         for h in bad:
             text = judge.chat(P.rewrite_messages(prompt, rs[h])).text.strip()
@@ -66,11 +70,9 @@ def redteam_row(row: dict, judge: Judge, meta: dict, rewrite: bool = True) -> di
             harmful.append(None)  # not judged: harmless by construction, but we do not claim it
             if isinstance(row.get("finished"), list):
                 row["finished"].append(True)
-            kept += [([r, b], "redteam") for b in bad]
-    row["pairs"] = [p for p, _ in kept]
-    row["why"] = [w for _, w in kept]
+            constraints += [([r, b], "redteam") for b in bad]
     row["harmful"] = harmful
-    return row
+    return constraints
 
 
 # -- loaders ------------------------------------------------------------------------------
