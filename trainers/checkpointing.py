@@ -9,15 +9,21 @@ Layout under `OUT/checkpoints/`:
     step_<N>/state.json       step, data position, adaptive-KL coefficient, config hash
     latest                    text file "step_<N>", replaced atomically
 
-A checkpoint is first written to `.tmp_step_<N>/`, then renamed to `step_<N>/` and only
-then is `latest` switched to it. A `kill -9` at any moment therefore leaves `latest`
-pointing at a complete checkpoint; leftover `.tmp_*` directories are deleted on resume.
+A checkpoint is first written to `.tmp_step_<N>/` and fsynced (files, then directories),
+then renamed to `step_<N>/` (the parent fsynced), and only then is `latest` replaced (a temp
+file, fsync, rename, parent fsync). A `kill -9` (or power loss) at any moment therefore leaves
+`latest` pointing at a complete checkpoint; on resume, leftover `.tmp_*` directories and
+`step_<N>/` directories newer than `latest` are deleted.
+
+Fault injection for tests: HRLAIF_FAULT=kill_in_checkpoint_write:<N> makes the process SIGKILL
+itself while checkpoint N is half written (DeepSpeed actor state on disk, the rest not).
 """
 from __future__ import annotations
 
 import os
 import random
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +88,7 @@ def save_checkpoint(root: Path | str, step: int, *, actor, critic, tokenizer, st
         tmp.mkdir(parents=True)
     _barrier()
     actor.save_checkpoint(str(tmp / "ds_actor"), tag=DS_TAG)
+    _fault("kill_in_checkpoint_write", step)
     critic.save_checkpoint(str(tmp / "ds_critic"), tag=DS_TAG)
     save_hf(actor, tokenizer, tmp / "actor_hf", zero_stage)
     torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
@@ -89,12 +96,13 @@ def save_checkpoint(root: Path | str, step: int, *, actor, critic, tokenizer, st
     if rank == 0:
         write_json(tmp / "state.json", {**state, "step": step})
         _fsync_tree(tmp)
-        if final.exists():  # re-saving the same step after a resume
+        if final.exists():  # left by a run killed before it switched `latest`, which names an older step
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(root)
         write_text(root / LATEST, name + "\n")
-        _prune(root, keep)
+        _fsync_dir(root)  # the pointer's rename itself must reach the disk
+        _prune(root, keep, step)
     _barrier()
     return final
 
@@ -112,11 +120,18 @@ def latest_checkpoint(root: Path | str) -> Path | None:
     return path
 
 
-def clean_partial(root: Path | str) -> None:
+def clean_partial(root: Path | str, latest_step: int | None = None) -> None:
+    """Delete half-written `.tmp_*` checkpoints and, given the step `latest` names, complete
+    checkpoints newer than it (renamed just before a kill; the resumed run rewrites them)."""
     root = Path(root)
-    if root.exists():
-        for p in root.glob(".tmp_step_*"):
-            shutil.rmtree(p, ignore_errors=True)
+    if not root.exists():
+        return
+    for p in root.glob(".tmp_step_*"):
+        shutil.rmtree(p, ignore_errors=True)
+    if latest_step is not None:
+        for step, p in _steps(root):
+            if step > latest_step:
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def load_checkpoint(path: Path, *, actor, critic) -> dict:
@@ -133,12 +148,22 @@ def load_checkpoint(path: Path, *, actor, critic) -> dict:
     return read_json(path / "state.json")
 
 
-def _prune(root: Path, keep: int) -> None:
+def _steps(root: Path) -> list[tuple[int, Path]]:
+    return sorted((int(p.name.split("_")[1]), p) for p in root.glob("step_*") if p.name.split("_")[1].isdigit())
+
+
+def _prune(root: Path, keep: int, current: int) -> None:
+    """Keep the `keep` newest checkpoints up to `current` (the one `latest` names)."""
     if keep <= 0:
         return
-    steps = sorted((int(p.name.split("_")[1]), p) for p in root.glob("step_*") if p.name.split("_")[1].isdigit())
-    for _, p in steps[:-keep]:
+    for _, p in [sp for sp in _steps(root) if sp[0] <= current][:-keep]:
         shutil.rmtree(p, ignore_errors=True)
+
+
+def _fault(point: str, step: int) -> None:
+    """Test hook (see the module docstring): die here, as `kill -9` would, if HRLAIF_FAULT asks."""
+    if os.environ.get("HRLAIF_FAULT") == f"{point}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
+import os
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +37,7 @@ import torch
 import torch.nn as nn
 
 from harness.errors import UserError
-from harness.store import append_jsonl, read_jsonl, stable_hash, write_jsonl
+from harness.store import append_jsonl, stable_hash, write_jsonl
 from trainers import checkpointing as ckpt
 from trainers.distributed import EngineConfig, init_distributed, make_engine
 from trainers.experience import (Rollout, entropy_from_logits, logprobs_from_logits, make_rollout,
@@ -366,6 +369,9 @@ class PPOTrainer:
         self.kl = KLController(cfg)
         self.start_step = 0
         self.truncated_total = 0
+        # Names the process that computed each metrics row, so a resume is visible in the log.
+        self.session = uuid.uuid4().hex[:12]
+        self.resumed_from: Path | None = None
         if cfg.resume:
             self._resume()
 
@@ -416,14 +422,23 @@ class PPOTrainer:
         self.start_step = int(state["step"])
         self.kl.value = float(state["kl_coef"])
         self.truncated_total = int(state.get("truncated_total", 0))
+        self.resumed_from = path
         if self.rank == 0:
-            ckpt.clean_partial(self.ckpt_dir)
+            ckpt.clean_partial(self.ckpt_dir, latest_step=self.start_step)
             # Rows logged after the checkpoint are replayed by this run: drop them.
             for name in ("metrics.jsonl", "drift.jsonl"):
                 f = self.out / name
                 if f.exists():
-                    write_jsonl(f, [r for r in read_jsonl(f) if int(r["step"]) <= self.start_step])
+                    write_jsonl(f, [r for r in _read_log(f) if int(r["step"]) <= self.start_step])
+            print(f"ppo: resumed_from_step {self.start_step} ({path}); session {self.session}", flush=True)
         self.barrier()
+
+    def _log_session(self) -> None:
+        """One sessions.jsonl row per process that trained in OUT (a resume adds one)."""
+        append_jsonl(self.out / "sessions.jsonl", {
+            "session": self.session, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(),
+            "world_size": self.world, "resumed_from_step": self.start_step if self.resumed_from else None,
+            "checkpoint": str(self.resumed_from) if self.resumed_from else None})
 
     def save(self, step: int) -> None:
         state = {"data_position": (step) * self.cfg.batch_size, "kl_coef": self.kl.value,
@@ -513,6 +528,7 @@ class PPOTrainer:
         row["kl_coef"] = self.kl.value
         row.update({f"time_{k}": round(times.get(k, 0.0), 4) for k in ("gen", "score", "train")})
         row["truncated"] = int(s[5])
+        row["session"] = self.session
         return row
 
     # ------------------------------------------------------------------------- drift
@@ -555,6 +571,7 @@ class PPOTrainer:
             self.out.mkdir(parents=True, exist_ok=True)
             from torch.utils.tensorboard import SummaryWriter
             writer = SummaryWriter(str(self.out / "tb"), purge_step=self.start_step + 1 if cfg.resume else None)
+            self._log_session()
         from tqdm import tqdm
         rows = []
         bar = tqdm(range(self.start_step, cfg.steps), initial=self.start_step, total=cfg.steps,
@@ -599,6 +616,21 @@ class PPOTrainer:
         if writer is not None:
             writer.close()
         return rows
+
+
+def _read_log(path: Path) -> list[dict]:
+    """A JSONL log's rows; a last line cut short by a kill is dropped (it is replayed anyway)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise UserError(f"{path}:{i + 1} is not valid JSON")
+    return rows
 
 
 def _contiguous_args(_module, args):
