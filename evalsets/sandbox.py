@@ -4,11 +4,22 @@ The host never imports or exec()s the program. Each program gets:
 - a fresh `python -I -S -B` interpreter (isolated mode, no site-packages: stdlib only),
   an empty environment, stdin from /dev/null, a new temporary working directory
   (deleted afterwards);
-- when we are root: `unshare --net --pid --fork` (no network interface but a downed
-  loopback; a private PID namespace, so killing its init kills every descendant) and
-  the uid/gid of `nobody` with no supplementary groups, so it cannot touch files it
-  does not own; when we are not root: a user + network + PID namespace if the kernel
-  allows it (same uid outside, so files are protected by the preamble only);
+- `unshare` into new mount, network, PID and IPC namespaces (plus a user namespace
+  mapping us to its root when we are not root): no network interface but a downed
+  loopback, a private PID namespace (killing its init kills every descendant), no
+  SysV IPC shared with the host;
+- inside the mount namespace, set up by the trusted runner before the program starts:
+  every mount of the host read-only (bind remounts, keeping each mount's nosuid/nodev/
+  noexec and adding nosuid), a private tmpfs on /tmp (`Limits.tmp_mb`, thrown away with
+  the namespace), the working directory bind-mounted read-write at /tmp/<its name>, a
+  minimal read-only /dev (null, zero, full, random, urandom; no /dev/shm), and a fresh
+  read-only /proc showing only the sandbox's processes (or, where the kernel refuses
+  that, an empty one: the host's /proc would let `/proc/<pid>/root` reach host mounts);
+- then no way back: an empty capability bounding set, securebits that give uid 0 no
+  capabilities on exec, no_new_privs, and either the uid/gid of `nobody` with no
+  supplementary groups (when we are root) or all capabilities of the namespace's root
+  dropped (when we are not). Nested user namespaces copy the mounts locked, so they
+  cannot make them writable either;
 - rlimits set by the trusted runner before the program starts: CPU, address space,
   processes, file size, open files, no core dumps;
 - a wall-clock timeout, after which the namespace init and the process group are killed;
@@ -17,12 +28,15 @@ The host never imports or exec()s the program. Each program gets:
   defence in depth only: Python code can get around them; the OS layer above cannot
   be got around from inside.
 
-`isolation()` probes once which of these layers the machine supports and reports it.
-HRLAIF_SANDBOX_PYTHON picks the interpreter (it must be readable by `nobody`: a venv
-under /root is not, so a system python of the same version is tried next).
-Known gaps: the program can read world-readable files and write to world-writable
-directories such as /tmp (bounded by RLIMIT_FSIZE and the timeout); without root the
-file-deletion protection is the preamble alone.
+`isolation()` probes once which layout runs on this machine and reports it; if none can
+confine writes it raises (fail closed: nothing ever runs unconfined).
+HRLAIF_SANDBOX_PYTHON picks the interpreter (as root it must be readable by `nobody`: a
+venv under /root is not, so a system python of the same version is tried next).
+Known gaps: the program can read every file its uid can read (as root: `nobody`'s view;
+otherwise the harness user's own files, e.g. under $HOME); it can write only its working
+directory, its private /tmp and the harmless devices above, bounded by RLIMIT_FSIZE,
+`tmp_mb` and the timeout, but the number of files in the working directory is not
+capped; it shares the host kernel (a kernel bug is an escape) and its CPU/memory cgroup.
 """
 from __future__ import annotations
 
@@ -32,6 +46,7 @@ import logging
 import math
 import os
 import pwd
+import select
 import shutil
 import signal
 import subprocess
@@ -59,6 +74,7 @@ class Limits:
     nproc: int = 16  # RLIMIT_NPROC: counts every task of the sandbox uid, threads included
     fsize_mb: int = 16  # RLIMIT_FSIZE: also caps captured stdout/stderr
     nofile: int = 64  # RLIMIT_NOFILE
+    tmp_mb: int = 32  # size of the private /tmp (a tmpfs: it is memory)
     guards: bool = True  # the Python preamble; tests turn it off to show the OS layer alone holds
 
     def rlimits(self) -> list[tuple[str, int, int]]:
@@ -92,18 +108,16 @@ class Result:
 class Isolation:
     python: str  # interpreter the sandbox runs
     prefix: tuple[str, ...]  # launcher argv before the interpreter (unshare ...)
-    uid: int | None  # run as this uid (None: our own)
-    gid: int | None
-    via_unshare: bool  # uid/gid are dropped by unshare (else by Popen user=/group=)
-    netns: bool
-    pidns: bool
+    uid: int | None  # the runner drops to this uid/gid (None: stays the capability-less
+    gid: int | None  # root of its own user namespace, i.e. our uid seen from the host)
+    proc: str  # "private": a /proc of the sandbox's PID namespace; "hidden": an empty /proc
 
     def describe(self) -> str:
-        parts = [f"python={self.python}"]
-        parts.append(f"uid={self.uid}" if self.uid is not None else "uid=own (no privilege drop)")
-        parts.append("netns" if self.netns else "network: preamble only")
-        parts.append("pidns" if self.pidns else "process group only")
-        return ", ".join(parts)
+        who = (f"uid={self.uid} gid={self.gid}, no groups" if self.uid is not None
+               else "user namespace (host uid=own), all capabilities dropped")
+        return (f"python={self.python}, {who}, no_new_privs, namespaces: mount+net+pid+ipc, "
+                f"filesystem: host read-only, private /tmp, read-write cwd, minimal /dev, "
+                f"/proc {self.proc}")
 
 
 # ---- the trusted code that runs inside the child before the program ----
@@ -145,6 +159,117 @@ _sandbox_guards()
 del _sandbox_guards
 '''
 
+# Runs as the namespaces' root (real root, or root of a user namespace) and pid 1 of the
+# new PID namespace, in a private mount namespace (`unshare` made propagation private, so
+# nothing here reaches the host). Any failure raises: the runner then exits with
+# _SETUP_FAILED before the program is even read (fail closed).
+_CONFINE = r'''
+def _sandbox_confine(name, uid, gid, proc, tmp_bytes, host_mntns):
+    import codecs, ctypes, errno, os
+    if os.readlink("/proc/self/ns/mnt") == host_mntns:  # never remount the host's mounts
+        raise RuntimeError("not in a mount namespace of its own")
+    libc = ctypes.CDLL(None, use_errno=True)
+    RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, MOVE, REC, PRIVATE = (
+        1, 2, 4, 8, 32, 4096, 8192, 16384, 1 << 18)
+    # Per-mount flags a bind remount must restate: in a user namespace the ones set by
+    # the host are locked, and dropping them is refused.
+    KEEP = {b"nosuid": NOSUID, b"nodev": NODEV, b"noexec": NOEXEC, b"nosymfollow": 256}
+
+    def check(ret, what):
+        if ret != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "%s: %s" % (what, os.strerror(e)))
+
+    def mount(src, dst, fstype, flags, data=None):
+        enc = lambda s: s.encode() if isinstance(s, str) else s
+        check(libc.mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+              "mount %r" % (dst,))
+
+    def prctl(*args):
+        check(libc.prctl(*[ctypes.c_ulong(a) for a in args]), "prctl%r" % (args,))
+
+    def kept(st_flag):  # statvfs flags -> the mount flags to restate
+        return (st_flag & (NOSUID | NODEV | NOEXEC)) | (256 if st_flag & 8192 else 0)
+
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last_cap = int(f.read())
+    work_flags = kept(os.statvfs(".").f_flag)
+    mount(None, "/", None, REC | PRIVATE)
+    with open("/proc/self/mountinfo", "rb") as f:
+        # Mount points are octal-escaped (\040 for a space).
+        table = [(codecs.escape_decode(line.split(b" ")[4])[0], line.split(b" ")[5])
+                 for line in f.read().splitlines()]
+    # 1. Every mount read-only.
+    for target, opts in table:
+        flags = REMOUNT | BIND | RDONLY | NOSUID
+        for opt in opts.split(b","):
+            flags |= KEEP.get(opt, 0)
+        try:
+            mount(None, target, None, flags)
+        except OSError as e:
+            # Overmounted (no longer a mount root, or gone) or, in a user namespace, behind
+            # a directory we may not search: checked below.
+            if e.errno not in (errno.EINVAL, errno.ENOENT, errno.EACCES):
+                raise
+    # Whatever a path reaches is read-only now; a mount no path reaches is out of the
+    # program's reach too.
+    for target, _ in table:
+        try:
+            st_flag = os.statvfs(target).f_flag
+        except OSError:
+            continue
+        if not st_flag & RDONLY:
+            raise RuntimeError("%r is still writable" % (target,))
+    # 2. A private /tmp, and the working directory in it. "." is still the host's
+    # directory (our cwd) now that the tmpfs hides its path.
+    mount("tmpfs", "/tmp", "tmpfs", NOSUID | NODEV, "mode=1777,size=%d" % tmp_bytes)
+    work = "/tmp/" + name
+    os.mkdir(work, 0o700)
+    mount(".", work, None, BIND)
+    mount(None, work, None, REMOUNT | BIND | NOSUID | NODEV | work_flags)  # the bind inherited "ro"
+    os.chdir(work)
+    # 3. A minimal /dev, built in the private /tmp and moved over the host's.
+    dev = "/tmp/.dev"
+    os.mkdir(dev)
+    mount("tmpfs", dev, "tmpfs", NOSUID | NOEXEC, "mode=755,size=16k")
+    for node in ("null", "zero", "full", "random", "urandom"):
+        os.close(os.open(dev + "/" + node, os.O_CREAT | os.O_WRONLY, 0o666))
+        mount("/dev/" + node, dev + "/" + node, None, BIND)  # writes to a device stay allowed
+    for link, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                     ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(to, dev + "/" + link)
+    mount(None, dev, None, REMOUNT | BIND | RDONLY | NOSUID | NOEXEC)
+    mount(dev, "/dev", None, MOVE)
+    os.rmdir(dev)
+    # 4. /proc: the host's would show host processes, and /proc/<pid>/root leads into
+    # their (writable) mount namespaces.
+    if proc == "private":
+        mount("proc", "/proc", "proc", RDONLY | NOSUID | NODEV | NOEXEC)
+    else:
+        mount("tmpfs", "/proc", "tmpfs", RDONLY | NOSUID | NODEV | NOEXEC, "size=4k")
+    # 5. No way back: no capability can come back through exec (empty bounding set,
+    # no ambient set, uid 0 not special: securebits NOROOT, locked), then lose the
+    # ones we hold, then no_new_privs (no setuid/file-capability gains).
+    for cap in range(last_cap + 1):
+        prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
+    prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+    prctl(28, 0x1 | 0x2 | 0x20, 0, 0, 0)  # PR_SET_SECUREBITS: NOROOT(+LOCKED), KEEP_CAPS_LOCKED
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)  # clears every capability (KEEP_CAPS is off and locked)
+    else:
+        hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+        check(libc.capset(hdr, (ctypes.c_uint32 * 6)()), "capset")
+    prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+    hdr, caps = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
+    check(libc.capget(hdr, caps), "capget")
+    if any(caps) or libc.prctl(39, 0, 0, 0, 0) != 1:
+        raise RuntimeError("capabilities or no_new_privs not as set")
+_sandbox_confine(**{params!r})
+del _sandbox_confine
+'''
+
 _RUNNER = r'''
 import sys
 try:
@@ -152,6 +277,7 @@ try:
     for _name, _soft, _hard in {rlimits!r}:
         resource.setrlimit(getattr(resource, _name), (_soft, _hard))
     del resource, _name, _soft, _hard
+{confine}
 {guards}
     with open("prog.py", encoding="utf-8") as _f:
         _src = _f.read()
@@ -172,9 +298,16 @@ except SystemExit as e:
 '''
 
 
-def _runner_source(limits: Limits) -> str:
-    guards = "\n".join("    " + line for line in _GUARDS.strip("\n").splitlines()) if limits.guards else ""
-    return _RUNNER.format(rlimits=limits.rlimits(), guards=guards,
+def _indent(src: str) -> str:
+    return "\n".join("    " + line for line in src.strip("\n").splitlines())
+
+
+def _runner_source(limits: Limits, iso: Isolation, workdir_name: str) -> str:
+    params = dict(name=workdir_name, uid=iso.uid, gid=iso.gid, proc=iso.proc,
+                  tmp_bytes=limits.tmp_mb << 20, host_mntns=os.readlink("/proc/self/ns/mnt"))
+    confine = _indent(_CONFINE.replace("{params!r}", repr(params)))
+    guards = _indent(_GUARDS) if limits.guards else ""
+    return _RUNNER.format(rlimits=limits.rlimits(), confine=confine, guards=guards,
                           setup_failed=_SETUP_FAILED, exit_called=_EXIT_CALLED)
 
 
@@ -205,42 +338,58 @@ def _candidate_pythons() -> list[str]:
     return out
 
 
+def _in_initial_userns() -> bool:
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
 def _layouts() -> list[dict]:
-    """Isolation layouts, strongest first."""
+    """Isolation layouts, strongest first. Each confines writes to the program's own
+    directory and a private /tmp; there is no weaker fallback (fail closed)."""
     unshare = shutil.which("unshare")
-    ns = ("--net", "--pid", "--fork", "--kill-child")
+    if not unshare:
+        return []
+    ns = ("--mount", "--net", "--pid", "--ipc", "--fork", "--kill-child")
+    out = []
     if os.geteuid() == 0:
         uid, gid = _nobody()
-        out = []
-        if unshare:
-            out.append(dict(prefix=(unshare, *ns, "--setgid", str(gid), "--setuid", str(uid), "--"),
-                            uid=uid, gid=gid, via_unshare=True, netns=True, pidns=True))
-        # Never root inside the sandbox: with no usable uid drop we fail closed.
-        out.append(dict(prefix=(), uid=uid, gid=gid, via_unshare=False, netns=False, pidns=False))
-        return out
-    out = []
-    if unshare:
-        out.append(dict(prefix=(unshare, "--user", *ns, "--"), uid=None, gid=None, via_unshare=False,
-                        netns=True, pidns=True))
-    out.append(dict(prefix=(), uid=None, gid=None, via_unshare=False, netns=False, pidns=False))
+        out += [dict(prefix=(unshare, *ns, "--"), uid=uid, gid=gid, proc=p) for p in ("private", "hidden")]
+        if _in_initial_userns():
+            # Real root: never fall back to a user namespace, whose root is uid 0 on the
+            # host (it could read every root-owned file).
+            return out
+    # Root of a user namespace mapped to our own uid, then stripped of every capability.
+    out += [dict(prefix=(unshare, "--user", "--map-root-user", *ns, "--"), uid=None, gid=None, proc=p)
+            for p in ("private", "hidden")]
     return out
+
+
+# A layout counts only if the stdlib is importable after the privilege drop (a python
+# under /root starts as root, then cannot import as `nobody`).
+_PROBE = "import sys, json\nassert sys.flags.isolated\n"
 
 
 @functools.lru_cache(maxsize=1)
 def isolation() -> Isolation:
     """Probe (once) the strongest layout that runs a trivial program."""
     pythons = _candidate_pythons()
+    errors = []
     for layout in _layouts():
         for py in pythons:
             iso = Isolation(python=py, **layout)
-            res = _run_one("import sys\nassert sys.flags.isolated\n", Limits(timeout_s=10.0), iso)
+            res = _run_one(_PROBE, Limits(timeout_s=10.0), iso)
             if res.passed:
-                if not iso.netns:
-                    log.warning("sandbox without a network namespace: %s", iso.describe())
                 return iso
+            errors.append(res.stderr.strip().splitlines()[-1:] or [res.status])
             log.debug("sandbox layout %s failed: %s", iso.describe(), res.stderr[-300:])
-    raise UserError("no sandbox layout can run python on this machine (tried %s); "
-                    "set HRLAIF_SANDBOX_PYTHON to an interpreter readable by all users" % ", ".join(pythons))
+    last = errors[-1][0] if errors else "`unshare` (util-linux) is not on PATH"
+    raise UserError("no sandbox layout can confine programs on this machine: it needs `unshare` and "
+                    "mount namespaces (as root) or unprivileged user namespaces, and an interpreter "
+                    "readable by all users (HRLAIF_SANDBOX_PYTHON; tried %s); last error: %s"
+                    % (", ".join(pythons), last))
 
 
 # ---- running ----
@@ -263,6 +412,25 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+    """True if the process exited within `timeout`. Popen.wait(timeout) polls with
+    doubling sleeps (a program done at 17 ms is noticed at 31 ms); a pidfd wakes us at once."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # Linux < 5.3
+        try:
+            proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    finally:
+        os.close(fd)
 
 
 def _tail(f) -> str:
@@ -294,23 +462,19 @@ def _run_one(program: str, limits: Limits, iso: Isolation) -> Result:
         if iso.uid is not None:
             os.chown(workdir, iso.uid, iso.gid)
         os.chmod(workdir, 0o700)
-        argv = [*iso.prefix, iso.python, "-I", "-S", "-B", "-c", _runner_source(limits)]
-        drop = {} if iso.uid is None or iso.via_unshare else dict(user=iso.uid, group=iso.gid,
-                                                                   extra_groups=[])
+        argv = [*iso.prefix, iso.python, "-I", "-S", "-B", "-c",
+                _runner_source(limits, iso, os.path.basename(workdir))]
         # Output goes to anonymous host files, not pipes: RLIMIT_FSIZE bounds them, so a
         # print loop cannot fill the host's memory.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
                 proc = subprocess.Popen(argv, cwd=workdir, env={}, stdin=subprocess.DEVNULL,
                                         stdout=out, stderr=err, close_fds=True,
-                                        start_new_session=True, **drop)
+                                        start_new_session=True)
             except OSError as e:
                 return Result(False, "error", f"cannot start sandbox: {e}", "", time.monotonic() - t0, None)
-            timed_out = False
             try:
-                proc.wait(timeout=limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+                timed_out = not _wait(proc, limits.timeout_s)
             finally:
                 _kill_tree(proc)  # also reaps anything the program left running
             stderr, stdout = _tail(err), _tail(out)
