@@ -19,6 +19,8 @@ Modes (what /v1/chat/completions answers):
   length: the response containing the earlier marker wins (responses with no marker lose to
   any marked one; length decides among those). `harm={marker: reply}` answers the harm check
   with `reply` for a response containing `marker` ("Yes", "No" or prose = an invalid flag).
+  `answers=[(substring, reply), ...]` (any mode) answers with the first `reply` whose substring is
+  in the last message, before the mode's own logic (e.g. satisfaction checks).
 Every request is recorded in `calls` as (method, path, json body, headers).
 """
 from __future__ import annotations
@@ -63,12 +65,13 @@ class FakeJudge:
     def __init__(self, mode: str = "smart", fail_first: int = 0, fail_status: int = 500,
                  logprobs: bool = False, top: dict | None = None, hang_s: float = 5.0,
                  echo_headers: bool = False, models_status: int = 200, fail_after: int | None = None,
-                 rank: list[str] | None = None, harm: dict[str, str] | None = None):
+                 rank: list[str] | None = None, harm: dict[str, str] | None = None,
+                 answers: list[tuple[str, str]] | None = None):
         self.mode, self.fail_first, self.fail_status = mode, fail_first, fail_status
         self.logprobs, self.top, self.hang_s = logprobs, top, hang_s
         self.echo_headers, self.models_status = echo_headers, models_status
         self.fail_after = fail_after
-        self.rank, self.harm = rank, harm
+        self.rank, self.harm, self.answers = rank, harm, answers or []
         self.calls: list[tuple[str, str, dict, dict]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -121,6 +124,9 @@ class FakeJudge:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def reply(self, messages: list[dict]) -> str:
+        for needle, text in self.answers:
+            if needle in messages[-1]["content"]:
+                return text
         if self.mode == "always_a":
             return "A"
         if self.mode == "garbage":

@@ -49,3 +49,40 @@ def test_gate_fails_truncated_responses(eval_dirs, run_cli):
 def test_gate_bad_input_exit_2(eval_dirs, run_cli, tmp_path):
     code, _, err = run_cli("gate", "--baseline", eval_dirs / "base", "--candidate", tmp_path / "missing")
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def satisfaction_dirs(tmp_path_factory, tiny_model_dir, run_cli):
+    """Two real `hrlaif eval --benchmarks satisfaction` runs of one model; in the second the judge
+    gives one unparseable answer, so samples/satisfaction.jsonl holds "score": null there."""
+    from fake_judge import FakeJudge
+
+    root = tmp_path_factory.mktemp("sat")
+    args = ["eval", "--model", tiny_model_dir, "--benchmarks", "satisfaction", "--limit", "4",
+            "--max-gen-toks", "satisfaction=8", "--judge-model", "fake", "--no-cache"]
+    ask = "Does the response satisfy the request?"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HRLAIF_CACHE", str(root / "cache"))  # no judge answers from other tests' runs
+        with FakeJudge(answers=[(ask, "Yes")]) as fj:
+            code, _, err = run_cli(*args, "--judge-url", fj.url, "--out", root / "base")
+            assert code == 0, err
+        rows = [json.loads(x) for x in (root / "base" / "samples" / "satisfaction.jsonl").read_text().splitlines()]
+        judged = [r for r in rows if r["by"] == "judge"]
+        assert judged, "no item reached the judge"
+        with FakeJudge(answers=[(judged[0]["prompt"], "Hard to tell."), (ask, "Yes")]) as fj:
+            code, _, err = run_cli(*args, "--judge-url", fj.url, "--out", root / "cand")
+            assert code == 0, err
+    return root
+
+
+def test_gate_drops_an_invalid_judge_answer_from_real_eval_output(satisfaction_dirs, run_cli):
+    root = satisfaction_dirs
+    cand = [json.loads(x) for x in (root / "cand" / "samples" / "satisfaction.jsonl").read_text().splitlines()]
+    assert sum(r["score"] is None for r in cand) == 1  # what the evaluation writes for an invalid answer
+    for base, other, side in (("base", "cand", "candidate"), ("cand", "base", "baseline")):
+        code, out, err = run_cli("gate", "--baseline", root / base, "--candidate", root / other,
+                                 "--out", root / f"g_{base}")
+        assert code == 0, out + err
+        r = json.loads((root / f"g_{base}" / "gate.json").read_text())["benchmarks"]["satisfaction"]
+        assert r[f"invalid_{side}"] == 1 and r["dropped_invalid"] == 1 and r["n"] == len(cand) - 1
+        assert "invalid b/c" in out
