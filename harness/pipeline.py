@@ -5,18 +5,28 @@
 
 Both variants share the SFT model, the sampled responses, the seeds and the evaluation
 sets; they differ only in the labels. Each stage is a function with typed inputs and its
-artifacts in RUN/<stage>/, next to a manifest (config hash, inputs, wall time, versions).
-A stage whose config and inputs are unchanged is skipped, so a re-run after a crash or
-`kill -9` continues with the first unfinished stage; PPO continues from its checkpoint.
+artifacts in RUN/<stage>/, next to a manifest (status, fingerprint, inputs, wall time, versions).
+
+Re-running on the same RUN directory (the manifest's fingerprint = the stage's config and
+the identity of the outputs it consumes):
+  * a stage that finished with the same fingerprint is reused (a cache, with or without
+    --resume); a stage that re-ran gives its consumers new inputs, so they re-run too;
+  * a stage that was interrupted (manifest status "running": crash, `kill -9`) continues from
+    its own partial state only with --resume, if it has any (`resumable=`: labelling keeps its
+    appended labels.jsonl rows, PPO its last checkpoint); otherwise it is wiped and restarts;
+  * a stage whose fingerprint changed (finished or interrupted) is wiped and restarts;
+  * --from STAGE re-runs STAGE and every later stage; --only STAGE runs just that one.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -79,8 +89,9 @@ def reward_model(cfg: RunConfig, sft_model: Path, labels: Path, samples: Path, o
         heldout_frac=r.heldout_frac, train_layers=r.train_layers, zero_stage=r.zero_stage, seed=cfg.seed)))
 
 
-def ppo(cfg: RunConfig, sft_model: Path, rm: Path, out: Path, resume: bool) -> Path:
-    """PPO of the SFT model against one reward model, logging reward-vs-benchmark drift."""
+def ppo(cfg: RunConfig, sft_model: Path, rm: Path, out: Path) -> Path:
+    """PPO of the SFT model against one reward model, logging reward-vs-benchmark drift.
+    Continues from OUT/checkpoints/latest when the runner kept this stage's partial state."""
     from evalsets.runner import evaluate_in_process
     from trainers.ppo import DriftConfig, PPOConfig, train
 
@@ -89,14 +100,17 @@ def ppo(cfg: RunConfig, sft_model: Path, rm: Path, out: Path, resume: bool) -> P
     drift = DriftConfig(every=p.drift_every, benchmarks=list(p.drift_benchmarks), limit=p.drift_limit,
                         data_dir=cfg.data_dir, heldout_prompts=p.heldout_prompts, heldout_limit=p.heldout_limit,
                         evaluate_fn=drift_eval)
-    resume = resume and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir())
-    train(PPOConfig(model=str(sft_model), reward_model=str(rm), out=str(out), prompts=p.prompts or cfg.sample.prompts,
-                    steps=p.steps, batch_size=p.batch_size, mini_batch_size=p.mini_batch_size,
-                    ppo_epochs=p.ppo_epochs, max_new_tokens=p.max_new_tokens, lr=p.lr, critic_lr=p.critic_lr,
-                    kl_coef=p.kl_coef, kl_estimator=p.kl_estimator, adaptive_kl=p.adaptive_kl,
-                    target_kl=p.target_kl, zero_stage=p.zero_stage, train_layers=p.train_layers,
-                    missing_eos_reward=p.missing_eos_reward, seed=cfg.seed, save_every=p.save_every,
-                    resume=resume, drift=drift))
+    pcfg = PPOConfig(model=str(sft_model), reward_model=str(rm), out=str(out),
+                     prompts=p.prompts or cfg.sample.prompts, steps=p.steps, batch_size=p.batch_size,
+                     mini_batch_size=p.mini_batch_size, ppo_epochs=p.ppo_epochs, max_new_tokens=p.max_new_tokens,
+                     lr=p.lr, critic_lr=p.critic_lr, kl_coef=p.kl_coef, kl_estimator=p.kl_estimator,
+                     adaptive_kl=p.adaptive_kl, target_kl=p.target_kl, zero_stage=p.zero_stage,
+                     train_layers=p.train_layers, missing_eos_reward=p.missing_eos_reward, seed=cfg.seed,
+                     save_every=p.save_every, drift=drift)
+    pcfg.resume = _ppo_can_continue(pcfg, out)
+    if not pcfg.resume:
+        _clear_stage_dir(out)  # a partial run without a usable checkpoint: start at step 0
+    train(pcfg)
     return out / "final"
 
 
@@ -124,33 +138,55 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False, from_st
                  only: str | None = None) -> Path:
     run_dir = Path(run_dir)
     runner = StageRunner(cfg, run_dir, resume=resume, from_stage=from_stage, only=only)
-    d = runner.dir
-    sft_model = runner.stage("sft", lambda: sft(cfg, d("sft")), cfg.sft, cfg.model)
-    samples = runner.stage("sample", lambda: sample(cfg, sft_model, d("sample")), cfg.sample, sft_model)
-    labels, rms, actors = {}, {}, {}
-    for variant, mode in VARIANTS.items():
-        labels[mode] = runner.stage(f"label_{mode}", lambda m=mode: label(cfg, samples, m, d(f"label_{m}")),
-                                    (cfg.label, cfg.judge), samples)
-    for variant, mode in VARIANTS.items():
-        rms[mode] = runner.stage(f"rm_{mode}", lambda m=mode: reward_model(cfg, sft_model, labels[m], samples,
-                                                                           d(f"rm_{m}")),
-                                 cfg.reward_model, sft_model, labels[mode])
-    for variant, mode in VARIANTS.items():
-        actors[variant] = runner.stage(f"ppo_{variant}", lambda v=variant, m=mode: ppo(
-            cfg, sft_model, rms[m], d(f"ppo_{v}"), resume=True), cfg.ppo, sft_model, rms[mode])
-    runner.stage("eval_sft", lambda: evaluate(cfg, sft_model, d("eval_sft"), None),
-                 (cfg.eval, cfg.judge), sft_model)
-    for variant in VARIANTS:
-        runner.stage(f"eval_{variant}", lambda v=variant: evaluate(cfg, actors[v], d(f"eval_{v}"), sft_model),
-                     (cfg.eval, cfg.judge), actors[variant], sft_model)
-    rep = runner.stage("report", lambda: report(run_dir), None, *[d(f"eval_{v}") for v in ("sft", *VARIANTS)],
-                       always=True)
+    with _run_lock(run_dir):
+        try:
+            rep = _stages(cfg, run_dir, runner)
+        except _OnlyDone as done:
+            return done.result
     runner.summary(rep)
     return rep
 
 
+def _stages(cfg: RunConfig, run_dir: Path, runner: StageRunner) -> Path:
+    d = runner.dir
+    # Run-level settings enter the fingerprint of the stages that use them.
+    seed, data = {"seed": cfg.seed}, {"data_dir": cfg.data_dir}
+    sft_model = runner.stage("sft", lambda: sft(cfg, d("sft")), (cfg.sft, seed), cfg.model)
+    samples = runner.stage("sample", lambda: sample(cfg, sft_model, d("sample")), (cfg.sample, seed), sft_model)
+    labels, rms, actors = {}, {}, {}
+    for variant, mode in VARIANTS.items():  # labelling continues from its appended labels.jsonl rows
+        labels[mode] = runner.stage(f"label_{mode}", lambda m=mode: label(cfg, samples, m, d(f"label_{m}")),
+                                    (cfg.label, cfg.judge, data), samples, resumable=True)
+    for variant, mode in VARIANTS.items():
+        rms[mode] = runner.stage(f"rm_{mode}", lambda m=mode: reward_model(cfg, sft_model, labels[m], samples,
+                                                                           d(f"rm_{m}")),
+                                 (cfg.reward_model, seed), sft_model, labels[mode])
+    ppo_prompts = {"prompts": cfg.ppo.prompts or cfg.sample.prompts}
+    for variant, mode in VARIANTS.items():  # PPO continues from its last checkpoint
+        actors[variant] = runner.stage(f"ppo_{variant}", lambda v=variant, m=mode: ppo(
+            cfg, sft_model, rms[m], d(f"ppo_{v}")), (cfg.ppo, seed, data, ppo_prompts), sft_model, rms[mode],
+            resumable=True)
+    runner.stage("eval_sft", lambda: evaluate(cfg, sft_model, d("eval_sft"), None),
+                 (cfg.eval, cfg.judge, seed, data), sft_model)
+    for variant in VARIANTS:
+        runner.stage(f"eval_{variant}", lambda v=variant: evaluate(cfg, actors[v], d(f"eval_{v}"), sft_model),
+                     (cfg.eval, cfg.judge, seed, data), actors[variant], sft_model)
+    return runner.stage("report", lambda: report(run_dir), None, *[d(f"eval_{v}") for v in ("sft", *VARIANTS)],
+                        always=True)
+
+
+class _OnlyDone(Exception):
+    """--only STAGE finished: the later stages are not visited."""
+
+    def __init__(self, result: Path | None):
+        super().__init__(str(result))
+        self.result = result
+
+
 @dataclass
 class StageRunner:
+    """Runs, reuses, continues or wipes each stage (rules in the module docstring)."""
+
     cfg: RunConfig
     run_dir: Path
     resume: bool = False
@@ -164,7 +200,8 @@ class StageRunner:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.t0 = time.time()
         self.timings: dict[str, float] = {}
-        self.fingerprints: dict[str, str] = {}
+        self.output_ids: dict[str, str] = {}  # output path -> id of the stage run that wrote it
+        self.only_result: Path | None = None
 
     def dir(self, stage: str) -> Path:
         return self.run_dir / stage
@@ -175,42 +212,75 @@ class StageRunner:
     def _selected(self, name: str) -> bool:
         return self.only is None or self.only == name
 
-    def stage(self, name: str, fn: Callable[[], Path], section, *inputs, always: bool = False) -> Path:
-        """Run `fn` unless RUN/<name>/manifest.json says it finished with the same config and inputs."""
-        i = STAGES.index(name) + 1
+    def _say(self, name: str, text: str) -> None:
+        print(f"[{STAGES.index(name) + 1:2d}/{len(STAGES)}] {name:<12} {text}", flush=True)
+
+    def stage(self, name: str, fn: Callable[[], Path], section, *inputs, resumable: bool = False,
+              always: bool = False) -> Path:
+        """Run `fn` unless RUN/<name>/manifest.json says it finished with the same fingerprint.
+
+        resumable: `fn` continues from the partial state it finds in RUN/<name>/ (kept only for
+        an interrupted run of the same fingerprint under --resume; otherwise the dir is wiped).
+        always: rebuilt on every run, in place (the report)."""
+        if self.only is not None and STAGES.index(name) > STAGES.index(self.only):
+            raise _OnlyDone(self.only_result)
         out = self.dir(name)
         config_hash = stable_hash(_plain(section))
-        input_fps = {str(x): self.fingerprints.get(str(x), str(x)) for x in inputs if x is not None}
-        fingerprint = stable_hash([name, config_hash, input_fps])
+        # An input is known by the run that produced it: a stage that re-ran invalidates its consumers.
+        input_ids = {str(x): self.output_ids.get(str(x), str(x)) for x in inputs if x is not None}
+        fingerprint = stable_hash([name, config_hash, input_ids])
         manifest_path = out / "manifest.json"
         old = read_json(manifest_path) if manifest_path.exists() else None
-        done = old and old.get("status") == "done" and old.get("fingerprint") == fingerprint
-        if (done and not self._forced(name) and not always) or not self._selected(name):
-            if not done and not self._selected(name):
-                if old is None or old.get("status") != "done":
-                    raise UserError(f"--only {self.only}: stage {name} has not finished; run it first")
-            result = Path(old["output"])
-            print(f"[{i:2d}/{len(STAGES)}] {name:<12} skipped (unchanged)", flush=True)
-        else:
-            if old and old.get("status") != "done" and name.startswith("ppo_"):
-                print(f"[{i:2d}/{len(STAGES)}] {name:<12} resuming from its last checkpoint", flush=True)
-            elif out.exists() and not name.startswith("ppo_") and name != "report" and not name.startswith("label_"):
-                shutil.rmtree(out)  # stale partial output; labels and PPO resume from their own state
-            out.mkdir(parents=True, exist_ok=True)
-            print(f"[{i:2d}/{len(STAGES)}] {name:<12} running ...", flush=True)
-            write_json(manifest_path, {"stage": name, "status": "running", "fingerprint": fingerprint,
-                                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            t = time.time()
-            result = Path(fn())
-            wall = time.time() - t
-            write_json(manifest_path, {
-                "stage": name, "status": "done", "fingerprint": fingerprint, "config_hash": config_hash,
-                "config": _plain(section), "inputs": input_fps, "output": str(result),
-                "wall_time_s": round(wall, 1), "versions": _versions(),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            self.timings[name] = wall
-            print(f"[{i:2d}/{len(STAGES)}] {name:<12} done in {wall:.0f}s -> {result}", flush=True)
-        self.fingerprints[str(result)] = fingerprint
+        status = old.get("status") if old else None
+        same = old is not None and old.get("fingerprint") == fingerprint
+        if not self._selected(name):
+            if status != "done":
+                raise UserError(f"--only {self.only}: stage {name} has not finished; run it first")
+            return self._reuse(name, old)
+        if status == "done" and same and not self._forced(name) and not always:
+            return self._reuse(name, old)
+
+        interrupted = status is not None and status != "done" and same
+        keep = interrupted and resumable and self.resume
+        if keep:
+            self._say(name, "was interrupted: continuing from its partial state (--resume)")
+        elif interrupted and resumable:
+            self._say(name, "was interrupted: restarting from scratch (--resume would continue it)")
+        elif interrupted:
+            self._say(name, "was interrupted: restarting from scratch")
+        elif old is not None and not same:
+            self._say(name, "config or inputs changed: restarting from scratch")
+        elif status == "done" and self._forced(name):
+            self._say(name, f"re-running (--from {self.from_stage})")
+        if out.exists() and not keep and not always:
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self._say(name, "running ...")
+        write_json(manifest_path, {"stage": name, "status": "running", "fingerprint": fingerprint,
+                                   "config_hash": config_hash, "inputs": input_ids,
+                                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        t = time.time()
+        result = Path(fn())
+        wall = time.time() - t
+        output_id = uuid.uuid4().hex[:16]
+        write_json(manifest_path, {
+            "stage": name, "status": "done", "fingerprint": fingerprint, "config_hash": config_hash,
+            "config": _plain(section), "inputs": input_ids, "output": str(result), "output_id": output_id,
+            "wall_time_s": round(wall, 1), "versions": _versions(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        self.timings[name] = wall
+        self._say(name, f"done in {wall:.0f}s -> {result}")
+        return self._produced(name, result, output_id)
+
+    def _reuse(self, name: str, old: dict) -> Path:
+        self._say(name, "skipped (unchanged)")
+        # Manifests from before output ids existed: the fingerprint stands in for the run.
+        return self._produced(name, Path(old["output"]), old.get("output_id") or old["fingerprint"])
+
+    def _produced(self, name: str, result: Path, output_id: str) -> Path:
+        self.output_ids[str(result)] = output_id
+        if name == self.only:
+            self.only_result = result
         return result
 
     def summary(self, report_dir: Path) -> None:
@@ -224,11 +294,52 @@ class StageRunner:
 # ------------------------------------------------------------------ helpers
 
 def _plain(section) -> object:
-    if section is None:
-        return None
+    if section is None or isinstance(section, dict):
+        return section
     if isinstance(section, tuple):
         return [_plain(s) for s in section]
     return dataclasses.asdict(section)
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path):
+    """One `hrlaif run` per RUN dir: a second one would take the first's running stages for
+    interrupted ones. The kernel drops the lock when its process dies, even by kill -9."""
+    import fcntl
+
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another `hrlaif run` is using {run_dir}; wait for it or choose another --out")
+        yield
+
+
+def _clear_stage_dir(out: Path) -> None:
+    """Delete a stage's partial artifacts, keeping its manifest (the runner's record)."""
+    for p in out.iterdir() if out.exists() else ():
+        if p.name != "manifest.json":
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def _ppo_can_continue(pcfg, out: Path) -> bool:
+    """True if OUT holds a checkpoint of this very training configuration."""
+    from trainers import checkpointing as ckpt
+
+    root = out / "checkpoints"
+    try:
+        path = ckpt.latest_checkpoint(root)
+    except UserError as e:  # a broken pointer: nothing trustworthy to continue from
+        print(f"ppo: {e}; starting at step 0", flush=True)
+        return False
+    if path is None:
+        if (out / "metrics.jsonl").exists():
+            print("ppo: no checkpoint was written before the interruption; starting at step 0", flush=True)
+        return False
+    if read_json(path / "state.json").get("config_hash") != pcfg.trajectory_hash():
+        print(f"ppo: {path} was written with other training settings; starting at step 0", flush=True)
+        return False
+    return True
 
 
 def _versions() -> dict:

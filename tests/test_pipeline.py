@@ -69,12 +69,17 @@ def test_report_has_three_rows_and_drift_plots(tiny_run):
 
 
 def test_rerun_skips_unchanged_stages_and_from_reruns(tiny_run, run_cli):
-    cfg, out, _, first = tiny_run
-    t0 = time.time()
+    from harness.pipeline import STAGES
+    cfg, out, _, _ = tiny_run
+    manifests = {s: (out / s / "manifest.json").read_text() for s in STAGES if s != "report"}
     code, stdout, err = run_cli("run", cfg, "--out", out, "--resume")
     assert code == 0, err[-2000:]
     assert stdout.count("skipped (unchanged)") == 11  # all but the report, which is always rebuilt
-    assert time.time() - t0 < first / 3
+    # nothing re-ran: no stage but the report started, no manifest was rewritten
+    assert [line.split("]")[1].split()[0] for line in stdout.splitlines() if line.endswith("running ...")] \
+        == ["report"]
+    assert {s: (out / s / "manifest.json").read_text() for s in manifests} == manifests
+    assert list(json.loads((out / "run_summary.json").read_text())["stages_s"]) == ["report"]
     before = json.loads((out / "eval_hrlaif" / "manifest.json").read_text())["finished"]
     code, stdout, err = run_cli("run", cfg, "--out", out, "--from", "eval_hrlaif")
     assert code == 0, err[-2000:]

@@ -1,4 +1,4 @@
-"""`hrlaif run [CONFIG] --out DIR`: the whole experiment (see harness/pipeline.py)."""
+"""`hrlaif run [CONFIG] --out DIR [--resume]`: the whole experiment; the rerun rules are in harness/pipeline.py."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="YAML config (default: the quickstart on the embedded model, data and judge)")
     p.add_argument("--out", default="runs/quickstart", help="run directory")
     p.add_argument("--resume", action="store_true",
-                   help="continue after a crash: finished stages are skipped, PPO resumes from its checkpoint")
+                   help="continue a stage that was interrupted (crash, kill -9) from its partial state: labelling "
+                        "from its labels.jsonl rows, PPO from its last checkpoint; without it that stage restarts "
+                        "from scratch. Finished stages whose config and inputs are unchanged are reused either way; "
+                        "a stage whose config or inputs changed always restarts")
     p.add_argument("--from", dest="from_stage", default=None, help="re-run this stage and every later one")
     p.add_argument("--only", default=None, help="run only this stage (earlier ones must have finished)")
 
