@@ -223,8 +223,9 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
             reasons.append(f"missing items: {r['incomplete']} (rerun the evaluation on every item, or pass "
                            f"--allow-partial to gate on the {r['n'] + r['dropped_invalid']} common items)")
         if not ok:
-            reasons.append(f"not shown non-inferior: worst plausible change {lo * 100:+.1f} points "
-                           f"vs margin -{r['margin'] * 100:g}")
+            # lo is the CI bound at this benchmark's Holm level, in points of the oriented difference
+            reasons.append(f"not shown non-inferior: CI bound {lo * 100:+.1f} points vs margin -{r['margin'] * 100:g}"
+                           + (" (Holm step-down)" if lo > -r["margin"] else ""))
         r["verdict"] = "fail" if reasons else "pass"
         r["reason"] = "; ".join(reasons) or None
         r["warning"] = "; ".join(warnings) or None
