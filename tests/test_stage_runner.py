@@ -167,3 +167,27 @@ def _write(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("x")
     return path
+
+
+def test_ppo_stage_restarts_cleanly_on_a_checkpoint_of_other_settings(tmp_path, capsys):
+    """A checkpoint written with other training settings is not resumed (that used to exit 2)."""
+    from harness.pipeline import _clear_stage_dir, _ppo_can_continue
+    from trainers.ppo import PPOConfig
+
+    cfg = PPOConfig(model="m", reward_model="rm", out=str(tmp_path), lr=1e-5)
+    assert not _ppo_can_continue(cfg, tmp_path)  # nothing there yet
+    ck = tmp_path / "checkpoints"
+    (ck / "step_2").mkdir(parents=True)
+    (ck / "latest").write_text("step_2\n")
+    (ck / "step_2" / "state.json").write_text(json.dumps({"step": 2, "config_hash": cfg.trajectory_hash()}))
+    assert _ppo_can_continue(cfg, tmp_path)
+    other = PPOConfig(model="m", reward_model="rm", out=str(tmp_path), lr=3e-5)
+    assert not _ppo_can_continue(other, tmp_path)
+    assert "other training settings; starting at step 0" in capsys.readouterr().out
+    (ck / "latest").write_text("step_4\n")  # names a checkpoint that is not there
+    assert not _ppo_can_continue(cfg, tmp_path)
+
+    (tmp_path / "manifest.json").write_text("{}")
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    _clear_stage_dir(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
