@@ -112,7 +112,8 @@ eval: {{benchmarks: [mmlu, gsm8k], limit: 3, max_gen_toks: {{gsm8k: 8}}}}
         labels = run.out / "label_basic" / "labels.jsonl"
 
         # 1. killed while labelling (some rows on disk); the rerun continues the labels, runs to the end
-        run.kill_when(lambda: run.running("label_basic") and labels.exists() and len(labels.read_text().splitlines()) >= 2)
+        run.kill_when(lambda: run.running("label_basic") and labels.exists()
+                      and len(labels.read_text().splitlines()) >= 2)
         assert run.running("label_basic")
         kept = len(labels.read_text().splitlines())
         before = run.manifests()
