@@ -1,6 +1,7 @@
 """Per-program cost of the HumanEval sandbox over 20 trivial programs.
 
-Compares a sandboxed run (namespaces, uid drop, rlimits, guards, temp dir) with a bare
+Compares a sandboxed run (mount/net/pid/ipc namespaces, read-only host mounts, private
+/tmp, minimal /dev, fresh /proc, privilege drop, rlimits, guards, temp dir) with a bare
 `python -I -S -c` subprocess of the same interpreter; the difference is the sandbox's
 overhead. Also reports the batch wall time with the 2-worker pool.
 

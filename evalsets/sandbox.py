@@ -2,19 +2,20 @@
 
 The host never imports or exec()s the program. Each program gets:
 - a fresh `python -I -S -B` interpreter (isolated mode, no site-packages: stdlib only),
-  an empty environment, stdin from /dev/null, a new temporary working directory
-  (deleted afterwards);
+  an empty environment, stdin from /dev/null; the host writes the program to a new
+  temporary directory (deleted afterwards), which the runner reads before confining itself;
 - `unshare` into new mount, network, PID and IPC namespaces (plus a user namespace
   mapping us to its root when we are not root): no network interface but a downed
   loopback, a private PID namespace (killing its init kills every descendant), no
   SysV IPC shared with the host;
 - inside the mount namespace, set up by the trusted runner before the program starts:
   every mount of the host read-only (bind remounts, keeping each mount's nosuid/nodev/
-  noexec and adding nosuid), a private tmpfs on /tmp (`Limits.tmp_mb`, thrown away with
-  the namespace), the working directory bind-mounted read-write at /tmp/<its name>, a
-  minimal read-only /dev (null, zero, full, random, urandom; no /dev/shm), and a fresh
-  read-only /proc showing only the sandbox's processes (or, where the kernel refuses
-  that, an empty one: the host's /proc would let `/proc/<pid>/root` reach host mounts);
+  noexec and adding nosuid; then every mount point is checked), a private tmpfs on /tmp
+  (`Limits.tmp_mb`, thrown away with the namespace) holding the working directory
+  /tmp/<name of the host's temp dir>, a minimal read-only /dev (null, zero, full, random,
+  urandom; no /dev/shm), and a fresh read-only /proc showing only the sandbox's processes
+  (or, where the kernel refuses that, an empty one: the host's /proc would let
+  `/proc/<pid>/root` reach host mounts);
 - then no way back: an empty capability bounding set, securebits that give uid 0 no
   capabilities on exec, no_new_privs, and either the uid/gid of `nobody` with no
   supplementary groups (when we are root) or all capabilities of the namespace's root
@@ -32,11 +33,12 @@ The host never imports or exec()s the program. Each program gets:
 confine writes it raises (fail closed: nothing ever runs unconfined).
 HRLAIF_SANDBOX_PYTHON picks the interpreter (as root it must be readable by `nobody`: a
 venv under /root is not, so a system python of the same version is tried next).
-Known gaps: the program can read every file its uid can read (as root: `nobody`'s view;
-otherwise the harness user's own files, e.g. under $HOME); it can write only its working
-directory, its private /tmp and the harmless devices above, bounded by RLIMIT_FSIZE,
-`tmp_mb` and the timeout, but the number of files in the working directory is not
-capped; it shares the host kernel (a kernel bug is an escape) and its CPU/memory cgroup.
+Known gaps: the program can read every file its uid can read (as root: what `nobody`
+may read; otherwise all of the harness user's own files, e.g. tokens under $HOME) and
+print it to stdout/stderr, which the caller keeps (HumanEval stores a failing program's
+stderr tail). It writes nowhere on the host: only its private /tmp (bounded by `tmp_mb`,
+RLIMIT_FSIZE and the timeout), its stdout/stderr and the devices above. It shares the
+host kernel (a kernel bug is an escape) and the harness's CPU/memory cgroup.
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ class Limits:
     nproc: int = 16  # RLIMIT_NPROC: counts every task of the sandbox uid, threads included
     fsize_mb: int = 16  # RLIMIT_FSIZE: also caps captured stdout/stderr
     nofile: int = 64  # RLIMIT_NOFILE
-    tmp_mb: int = 32  # size of the private /tmp (a tmpfs: it is memory)
+    tmp_mb: int = 64  # the private /tmp holding the working dir: a tmpfs, i.e. memory
     guards: bool = True  # the Python preamble; tests turn it off to show the OS layer alone holds
 
     def rlimits(self) -> list[tuple[str, int, int]]:
@@ -116,7 +118,7 @@ class Isolation:
         who = (f"uid={self.uid} gid={self.gid}, no groups" if self.uid is not None
                else "user namespace (host uid=own), all capabilities dropped")
         return (f"python={self.python}, {who}, no_new_privs, namespaces: mount+net+pid+ipc, "
-                f"filesystem: host read-only, private /tmp, read-write cwd, minimal /dev, "
+                f"filesystem: host read-only, cwd in a private /tmp, minimal /dev, "
                 f"/proc {self.proc}")
 
 
@@ -188,12 +190,8 @@ def _sandbox_confine(name, uid, gid, proc, tmp_bytes, host_mntns):
     def prctl(*args):
         check(libc.prctl(*[ctypes.c_ulong(a) for a in args]), "prctl%r" % (args,))
 
-    def kept(st_flag):  # statvfs flags -> the mount flags to restate
-        return (st_flag & (NOSUID | NODEV | NOEXEC)) | (256 if st_flag & 8192 else 0)
-
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last_cap = int(f.read())
-    work_flags = kept(os.statvfs(".").f_flag)
     mount(None, "/", None, REC | PRIVATE)
     with open("/proc/self/mountinfo", "rb") as f:
         # Mount points are octal-escaped (\040 for a space).
@@ -220,13 +218,13 @@ def _sandbox_confine(name, uid, gid, proc, tmp_bytes, host_mntns):
             continue
         if not st_flag & RDONLY:
             raise RuntimeError("%r is still writable" % (target,))
-    # 2. A private /tmp, and the working directory in it. "." is still the host's
-    # directory (our cwd) now that the tmpfs hides its path.
+    # 2. A private /tmp with the working directory in it: everything the program can
+    # write is in this one size-capped tmpfs, gone with the namespace.
     mount("tmpfs", "/tmp", "tmpfs", NOSUID | NODEV, "mode=1777,size=%d" % tmp_bytes)
     work = "/tmp/" + name
     os.mkdir(work, 0o700)
-    mount(".", work, None, BIND)
-    mount(None, work, None, REMOUNT | BIND | NOSUID | NODEV | work_flags)  # the bind inherited "ro"
+    if uid is not None:
+        os.chown(work, uid, gid)
     os.chdir(work)
     # 3. A minimal /dev, built in the private /tmp and moved over the host's.
     dev = "/tmp/.dev"
@@ -277,10 +275,12 @@ try:
     for _name, _soft, _hard in {rlimits!r}:
         resource.setrlimit(getattr(resource, _name), (_soft, _hard))
     del resource, _name, _soft, _hard
+    with open("prog.py", encoding="utf-8") as _f:  # from the host's temp dir, our cwd until confined
+        _src = _f.read()
 {confine}
 {guards}
-    with open("prog.py", encoding="utf-8") as _f:
-        _src = _f.read()
+    with open("prog.py", "w", encoding="utf-8") as _f:  # the program's copy: tracebacks quote it
+        _f.write(_src)
     del _f
 except BaseException as e:
     sys.stderr.write("sandbox setup failed: %r\n" % (e,))
@@ -338,12 +338,21 @@ def _candidate_pythons() -> list[str]:
     return out
 
 
-def _in_initial_userns() -> bool:
+def _id_map(kind: str) -> list[tuple[int, int, int]]:
+    """Our user namespace's uid_map/gid_map: (inside, outside, count) rows."""
     try:
-        with open("/proc/self/uid_map") as f:
-            return f.read().split() == ["0", "0", "4294967295"]
+        with open(f"/proc/self/{kind}_map") as f:
+            return [tuple(int(x) for x in line.split()) for line in f if line.strip()]
     except OSError:
-        return False
+        return [(0, 0, 4294967295)]
+
+
+def _in_initial_userns() -> bool:
+    return _id_map("uid") == [(0, 0, 4294967295)]
+
+
+def _mapped(kind: str, i: int) -> bool:
+    return any(inside <= i < inside + count for inside, _, count in _id_map(kind))
 
 
 def _layouts() -> list[dict]:
@@ -353,14 +362,15 @@ def _layouts() -> list[dict]:
     if not unshare:
         return []
     ns = ("--mount", "--net", "--pid", "--ipc", "--fork", "--kill-child")
+    uid, gid = _nobody()
     out = []
-    if os.geteuid() == 0:
-        uid, gid = _nobody()
+    # As root (of the host, or of a user namespace that maps `nobody`): drop to nobody.
+    if os.geteuid() == 0 and _mapped("uid", uid) and _mapped("gid", gid):
         out += [dict(prefix=(unshare, *ns, "--"), uid=uid, gid=gid, proc=p) for p in ("private", "hidden")]
-        if _in_initial_userns():
-            # Real root: never fall back to a user namespace, whose root is uid 0 on the
-            # host (it could read every root-owned file).
-            return out
+    if os.geteuid() == 0 and _in_initial_userns():
+        # Never a user namespace for real root: its root would be uid 0 on the host,
+        # able to read every root-owned file.
+        return out
     # Root of a user namespace mapped to our own uid, then stripped of every capability.
     out += [dict(prefix=(unshare, "--user", "--map-root-user", *ns, "--"), uid=None, gid=None, proc=p)
             for p in ("private", "hidden")]
@@ -380,7 +390,10 @@ def isolation() -> Isolation:
     for layout in _layouts():
         for py in pythons:
             iso = Isolation(python=py, **layout)
-            res = _run_one(_PROBE, Limits(timeout_s=10.0), iso)
+            try:
+                res = _run_one(_PROBE, Limits(timeout_s=10.0), iso)
+            except OSError as e:  # e.g. cannot chown the work dir to that uid
+                res = Result(False, "error", repr(e), "", 0.0, None)
             if res.passed:
                 return iso
             errors.append(res.stderr.strip().splitlines()[-1:] or [res.status])
@@ -459,9 +472,7 @@ def _run_one(program: str, limits: Limits, iso: Isolation) -> Result:
         # errors="replace": a lone surrogate in model output must not crash the host.
         with open(os.path.join(workdir, "prog.py"), "w", encoding="utf-8", errors="replace") as f:
             f.write(program)
-        if iso.uid is not None:
-            os.chown(workdir, iso.uid, iso.gid)
-        os.chmod(workdir, 0o700)
+        os.chmod(workdir, 0o700)  # read by the runner before it drops privileges
         argv = [*iso.prefix, iso.python, "-I", "-S", "-B", "-c",
                 _runner_source(limits, iso, os.path.basename(workdir))]
         # Output goes to anonymous host files, not pipes: RLIMIT_FSIZE bounds them, so a
