@@ -441,7 +441,7 @@ def _wait(proc: subprocess.Popen, timeout: float) -> bool:
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
+        return bool(poller.poll(min(timeout * 1000, 2**31 - 1)))  # ms, as a C int
     finally:
         os.close(fd)
 

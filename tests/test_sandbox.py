@@ -1,5 +1,5 @@
-"""The sandbox contains hostile programs. Each attack runs with the Python guards on
-and with the guards off: the kernel (namespaces, read-only mounts, dropped privileges,
+"""The sandbox contains hostile programs. Attacks run with the Python guards off (many
+also with them on): the kernel (namespaces, read-only mounts, dropped privileges,
 rlimits) must hold on its own.
 
 The sandbox behaves differently when the harness is root (drop to `nobody`) and when it
@@ -38,7 +38,7 @@ def lim(guards: bool = True, **kw) -> Limits:
 
 
 @pytest.fixture
-def outside(tmp_path_factory):
+def outside():
     """A world-writable directory outside /tmp (the sandbox's /tmp is its own): only the
     read-only mounts keep a program (any uid) from writing here."""
     d = Path(tempfile.mkdtemp(prefix="hrlaif-sbx-test-", dir="/var/tmp"))
@@ -49,7 +49,7 @@ def outside(tmp_path_factory):
 
 def test_isolation_matches_our_privilege():
     if REAL_ROOT:
-        assert ISO.uid == pwd.getpwnam("nobody").pw_uid != 0 and "--user" not in ISO.prefix
+        assert ISO.uid == pwd.getpwnam("nobody").pw_uid and ISO.uid != 0 and "--user" not in ISO.prefix
     else:
         assert ISO.uid is None and "--map-root-user" in ISO.prefix
     for ns in ("--mount", "--net", "--pid", "--ipc"):
