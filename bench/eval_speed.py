@@ -54,7 +54,7 @@ def recompute(out: Path) -> list[str]:
 
 def lm_eval_cli_vs_ours(limit: int) -> None:
     """Same task (hendrycks CSV of the embedded MMLU set, official MMLU prompt), same model."""
-    from harness.models import resolve
+    from core.models import resolve
     model_dir = resolve(None).path
     data = ROOT / "evalsets" / "data" / "mmlu"
     subject = "elementary_mathematics"

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.store import read_jsonl, write_json  # noqa: E402
+from core.store import read_jsonl, write_json  # noqa: E402
 from trainers.feedback import prompts as P  # noqa: E402
 from trainers.feedback.judge import Judge  # noqa: E402
 from trainers.feedback.judge_server import ServerConfig, embedded_judge  # noqa: E402

@@ -51,7 +51,7 @@ def peak_flops(n: int = 2048, reps: int = 5) -> float:
 def prepare(args, work: Path) -> tuple[str, str]:
     """Actor dir and an RM dir (RewardModel on the actor backbone, random head) + prompts."""
     import torch
-    from harness.models import build_tiny_model, resolve
+    from core.models import build_tiny_model, resolve
     from trainers.reward_model import RewardModel
     actor = str(build_tiny_model(work / "tiny")) if args.tiny else resolve(args.model).path
     rm_dir = work / "rm"
@@ -88,7 +88,7 @@ def run_ours(args, work: Path, actor: str, rm_dir: str) -> dict:
 def run_trl(args, work: Path, actor: str, rm_dir: str, same_allocator: bool = False) -> dict:
     import torch
     if same_allocator:
-        from harness.allocator import keep_freed_memory
+        from core.allocator import keep_freed_memory
         if not keep_freed_memory():
             sys.exit("--trl-allocator: glibc refused the setting (or HRLAIF_MALLOC_DEFAULTS=1 is set)")
     from datasets import Dataset

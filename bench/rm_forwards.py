@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.tiny:
-        from harness.models import build_tiny_model
+        from core.models import build_tiny_model
         spec = str(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny"))
     else:
         spec = None

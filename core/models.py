@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.store import cache_dir, file_hash, write_json, read_json
+from core.errors import UserError
+from core.store import cache_dir, file_hash, write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _u8():
     return torch.uint8
 
 
-def _dir_weights_hash(d: Path) -> str | None:
+def dir_weights_hash(d: Path) -> str | None:
     """Cheap hash from the weight files on disk (cached next to them by mtime+size)."""
     files = sorted([*d.glob("*.safetensors"), *d.glob("*.bin")])
     if not files:
@@ -149,7 +149,7 @@ def load_causal_lm(spec: str | None, dtype: str = "float32"):
         raise UserError(f"cannot load model {ref.spec}: {str(e).splitlines()[0]}")
     model.eval()
     prepare_tokenizer(tok)
-    wh = _dir_weights_hash(Path(ref.path)) if ref.kind != "hub" else None
+    wh = dir_weights_hash(Path(ref.path)) if ref.kind != "hub" else None
     identity = {**ref.identity, "kind": ref.kind, "spec": ref.spec, "path": ref.path,
                 "weights_sha": wh or weights_hash(model),
                 "n_params": sum(p.numel() for p in model.parameters())}

@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from harness.errors import UserError
+from core.errors import UserError
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -35,7 +35,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_text(path: Path | str, text: str) -> None:
-    _atomic_write_bytes(Path(path), text.encode("utf-8"))
+    atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 
 def write_json(path: Path | str, obj: Any) -> None:

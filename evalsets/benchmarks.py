@@ -9,7 +9,7 @@ import logging
 
 from evalsets import registry
 from evalsets.loaders import BenchData
-from harness.errors import UserError
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.store import cache_dir, read_json, stable_hash, write_json
+from core.store import cache_dir, read_json, stable_hash, write_json
 
 CACHE_VERSION = 1
 

@@ -16,8 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from harness.errors import UserError
-from harness.stats import mean_ci
+from core.errors import UserError
+from core.stats import mean_ci
 from evalsets import sandbox
 
 # Standard HumanEval stop sequences (Codex paper / lm-eval's humaneval task): a new

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evalsets import registry
-from harness.errors import UserError
+from core.errors import UserError
 
 
 @dataclass

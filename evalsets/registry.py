@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.errors import UserError
+from core.errors import UserError
 
 SPEC_DIR = Path(__file__).parent / "specs"
 DATA_DIR = Path(__file__).parent / "data"

@@ -18,8 +18,8 @@ from typing import Callable
 from evalsets import cache, registry
 from evalsets.loaders import BenchData, load
 from evalsets.scoring import summarize
-from harness.errors import UserError
-from harness.store import stable_hash, write_json, write_jsonl
+from core.errors import UserError
+from core.store import stable_hash, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,9 @@ class LazyModel:
     @property
     def identity(self) -> dict:
         if self._identity is None:
-            from harness.models import resolve, _dir_weights_hash
+            from core.models import resolve, dir_weights_hash
             ref = resolve(self.spec)
-            wh = _dir_weights_hash(Path(ref.path)) if ref.kind != "hub" else None
+            wh = dir_weights_hash(Path(ref.path)) if ref.kind != "hub" else None
             if wh is None:
                 self.load()
             else:
@@ -97,7 +97,7 @@ class LazyModel:
 
     def load(self):
         if self._model is None:
-            from harness.models import load_causal_lm
+            from core.models import load_causal_lm
             self._model, tok, ident = load_causal_lm(self.spec)
             self._tok = self._tok or tok
             self._identity = {**(self._identity or {}), **ident}
@@ -122,7 +122,7 @@ class LazyModel:
         # Tokenizer only (cheap): cache keys need to know about the chat template.
         if self._tok is None:
             from transformers import AutoTokenizer
-            from harness.models import prepare_tokenizer
+            from core.models import prepare_tokenizer
             self._tok = AutoTokenizer.from_pretrained(self.identity["path"])
             prepare_tokenizer(self._tok)
         return self._tok
@@ -288,7 +288,7 @@ def _write(out_dir, results, samples_by_bench):
 
 
 def _print_line(name: str, s: dict) -> None:
-    from harness.console import fmt_score
+    from core.console import fmt_score
     tag = " (cached)" if s.get("cached") else ""
     print(f"  {name:<12} {s['metric']:<18} {fmt_score(s)}  n={s['n']}  [{s['seconds']:.1f}s]{tag}", flush=True)
 
@@ -301,7 +301,7 @@ def evaluate_to_dir(model_spec: str | None, out_dir: str | Path, cfg: EvalConfig
 def evaluate_in_process(model, tokenizer, benchmarks: list[str], limit: int | None = None,
                         data_dir: str | None = None, **kw) -> dict:
     """For the PPO drift hook: score an in-memory model; returns {bench: {score, ci95, n}}."""
-    from harness.models import model_identity
+    from core.models import model_identity
     was_training = model.training
     model.eval()
     try:

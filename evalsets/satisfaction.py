@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from evalsets import cache, registry
 from evalsets.loaders import BenchData
-from harness.store import stable_hash
+from core.store import stable_hash
 
 VERIFIABLE = {"math", "multiple_choice"}
 

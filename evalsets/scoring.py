@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from harness import stats
+from core import stats
 
 DEFINITIONS = {
     "satisfaction": ("satisfaction_rate", True,

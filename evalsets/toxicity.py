@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-from harness.errors import UserError
+from core.errors import UserError
 
 TOXIC_LABEL = re.compile(r"toxic|hate|offensive|label_1", re.I)
 

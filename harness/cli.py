@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from harness.errors import UserError
+from core.errors import UserError
 
 COMMANDS = {
     # name: (module, one-line help)
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     # and partial outputs stay consistent.
     import signal
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    from harness.allocator import keep_freed_memory
+    from core.allocator import keep_freed_memory
     keep_freed_memory()  # big tensors reuse heap memory instead of page-faulting fresh mmaps
     try:
         return int(importlib.import_module(args._module).run(args) or 0)

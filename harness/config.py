@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import UserError
+from core.errors import UserError
 from trainers.distributed import EngineConfig  # noqa: F401  (documented knobs live with the trainers)
 
 

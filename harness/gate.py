@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import UserError
-from harness.stats import holm, is_binary, mcnemar_p, min_detectable_diff, paired_bootstrap_diff
-from harness.store import read_json, read_jsonl
+from core.errors import UserError
+from core.stats import holm, is_binary, mcnemar_p, min_detectable_diff, paired_bootstrap_diff
+from core.store import read_json, read_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Callable
 
 from harness.config import RunConfig, to_dict
-from harness.errors import UserError
-from harness.store import read_json, stable_hash, write_json
+from core.errors import UserError
+from core.store import read_json, stable_hash, write_json
 
 STAGES = ["sft", "sample", "label_basic", "label_hybrid", "rm_basic", "rm_hybrid",
           "ppo_rlaif", "ppo_hrlaif", "eval_sft", "eval_rlaif", "eval_hrlaif", "report"]

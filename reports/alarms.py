@@ -120,7 +120,7 @@ def _satisfaction_test(run_dir: Path | None, variant: str, sft: dict, cand: dict
         b = item_scores(run_dir / f"eval_{variant}", "satisfaction")
         common = sorted(set(a or {}) & set(b or {}))
         if common:
-            from harness.stats import mcnemar_p  # lazy: pulls scipy.stats, needed only here
+            from core.stats import mcnemar_p  # lazy: pulls scipy.stats, needed only here
 
             xa, xb = [a[k] for k in common], [b[k] for k in common]
             diff = (sum(xb) - sum(xa)) / len(common)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.store import write_json, write_text
+from core.store import write_json, write_text
 from reports import tables
 from reports.alarms import RULES, compute_alarms
 from reports.collect import BENCH_LABELS, BENCHMARKS, VARIANT_LABELS, VARIANTS, RunData, collect

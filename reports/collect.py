@@ -2,7 +2,7 @@
 
 Everything here tolerates missing stages: a run that stopped after `eval_sft` still
 reports, with the absent cells left empty. Malformed files raise `UserError` (via
-harness.store) so the CLI prints one line instead of a traceback.
+core.store) so the CLI prints one line instead of a traceback.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import UserError
-from harness.store import read_json, read_jsonl
+from core.errors import UserError
+from core.store import read_json, read_jsonl
 
 VARIANTS = ("sft", "rlaif", "hrlaif")
 VARIANT_LABELS = {"sft": "SFT", "rlaif": "RLAIF", "hrlaif": "HRLAIF"}

@@ -15,8 +15,8 @@ matplotlib.use("Agg")  # headless: reports are built in CI and over ssh
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-# harness.store has no public bytes writer; its atomic helper keeps PNGs crash-safe too.
-from harness.store import _atomic_write_bytes  # noqa: E402
+# core.store has no public bytes writer; its atomic helper keeps PNGs crash-safe too.
+from core.store import atomic_write_bytes  # noqa: E402
 from reports.collect import BENCH_LABELS, VARIANT_LABELS  # noqa: E402
 
 
@@ -70,5 +70,5 @@ def save_drift_plot(path: Path | str, variant: str, rewards: pd.DataFrame, bench
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    _atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), buf.getvalue())
     return Path(path)

@@ -32,7 +32,7 @@ def cache_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, cache_root) -> Path:
     """A ~0.4M-parameter random Llama with the embedded SmolLM2 tokenizer and chat template."""
-    from harness.models import build_tiny_model
+    from core.models import build_tiny_model
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 

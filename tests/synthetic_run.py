@@ -2,7 +2,7 @@
 
 Item scores are laid out with exact counts (round(p * n) ones, shuffled), so a variant's score
 is what the test asked for; drift checkpoints draw binomial noise so alarms meet realistic noise.
-Every results.json is computed from its samples with harness.stats, as the real eval does.
+Every results.json is computed from its samples with core.stats, as the real eval does.
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.stats import mean_ci, wilson, win_ratio
-from harness.store import read_jsonl, write_json, write_jsonl
+from core.stats import mean_ci, wilson, win_ratio
+from core.store import read_jsonl, write_json, write_jsonl
 
 CATEGORIES = ["math", "multiple_choice", "code", "reading_comprehension", "text_creation", "open_qa",
               "brainstorming", "classification", "extraction", "rewriting", "summarization", "toxic_rejection"]

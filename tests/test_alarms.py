@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from harness.stats import wilson
-from harness.store import write_jsonl
+from core.stats import wilson
+from core.store import write_jsonl
 from reports.alarms import compute_alarms, overoptimisation_alarms, rlaif_failure_alarms
 from reports.build import build_report
 from reports.collect import benchmark_frame, collect, drift_frames, load_results

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness.store import write_jsonl
+from core.store import write_jsonl
 
 
 @pytest.fixture()

@@ -73,7 +73,7 @@ def test_rerun_hits_cache_and_loads_no_model(embedded_eval, tiny_model_dir, tiny
     def no_loading(*a, **kw):
         raise AssertionError("a cached re-run loaded a model")
 
-    monkeypatch.setattr("harness.models.load_causal_lm", no_loading)
+    monkeypatch.setattr("core.models.load_causal_lm", no_loading)
     monkeypatch.setattr("evalsets.toxicity.make_classifier", no_loading)
     code, stdout, _ = run_cli(*args, "--out", tmp_path / "b")
     assert code == 0 and stdout.count("(cached)") == 5
@@ -84,7 +84,7 @@ def test_rerun_hits_cache_and_loads_no_model(embedded_eval, tiny_model_dir, tiny
 
 def test_cache_key_includes_weights(tiny_model_dir, tmp_path, run_cli, monkeypatch):
     """Two checkpoints with the same tokenizer and config never share cached outputs."""
-    from harness.models import build_tiny_model
+    from core.models import build_tiny_model
 
     monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "cache"))  # a fresh cache: no earlier run's outputs
     other = build_tiny_model(tmp_path / "other", seed=7)

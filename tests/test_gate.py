@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness.gate import compare
-from harness.store import read_jsonl, write_json, write_jsonl
+from core.store import read_jsonl, write_json, write_jsonl
 from synthetic_run import RATES, degrade_eval_dir, make_samples, read_eval_samples, write_eval_dir
 
 

@@ -9,7 +9,7 @@ import pytest
 from declared import require
 from evalsets import humaneval
 from evalsets.humaneval import STOP_SEQUENCES, truncate_at_stop
-from harness.errors import UserError
+from core.errors import UserError
 
 
 @pytest.fixture(scope="module")

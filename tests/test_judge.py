@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fake_judge import FakeJudge
-from harness.errors import UserError
+from core.errors import UserError
 from trainers.feedback import prompts as P
 from trainers.feedback.judge import INVALID, Judge, JudgeConfig, JudgeUnavailable, Response, decide
 

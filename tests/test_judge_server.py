@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UserError
-from harness.store import read_json, read_jsonl
+from core.errors import UserError
+from core.store import read_json, read_jsonl
 from tests.test_labelling import sample, write_samples
 from trainers.feedback import judge_server
 from trainers.feedback.judge_server import ServerConfig, judge_session

@@ -9,8 +9,8 @@ import pytest
 
 from declared import require
 from fake_judge import FakeJudge
-from harness.errors import UserError
-from harness.store import read_json, read_jsonl
+from core.errors import UserError
+from core.store import read_json, read_jsonl
 from trainers.feedback.judge import Judge, JudgeConfig
 from trainers.feedback.labelling import (assert_acyclic, label_accuracy, label_basic, label_hybrid,
                                          merge_pairs, summarize)

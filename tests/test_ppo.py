@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.errors import UserError
+from core.errors import UserError
 
 METRIC_FIELDS = {"step", "reward_raw", "reward_clipped", "kl", "entropy", "response_len", "policy_loss",
                  "value_loss", "policy_clipfrac", "value_clipfrac", "approx_kl", "kl_coef",

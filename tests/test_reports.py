@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.store import write_text
+from core.store import write_text
 from reports.build import build_report
 from reports.collect import BENCH_LABELS, BENCHMARKS, permille_scale
 from synthetic_run import CATEGORIES, write_synthetic_run

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from harness.errors import UserError
+from core.errors import UserError
 from trainers.reward_model import (RMConfig, RewardModel, encode_group, kwise_group_loss, load_labels,
                                    load_reward_model, pairwise_group_loss, score_texts, train_reward_model)
 

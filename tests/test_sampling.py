@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from harness.errors import UserError
-from harness.store import read_jsonl
+from core.errors import UserError
+from core.store import read_jsonl
 from trainers.sampling import SampleConfig, generate_k, sample_responses
 
 PROMPTS = [
@@ -50,7 +50,7 @@ def test_samples_format_and_determinism(tiny_model_dir, prompts_file, tmp_path):
 def test_finished_flags_eos(tiny_model_dir):
     import torch
 
-    from harness.models import load_causal_lm
+    from core.models import load_causal_lm
 
     model, tok, _ = load_causal_lm(str(tiny_model_dir))
     # Declare every token an end-of-sequence token: each response stops at its first token.

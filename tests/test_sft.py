@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness.errors import UserError
+from core.errors import UserError
 from trainers.data_formats import encode_chat, load_instruction_data, normalise_example
 
 ALPACA = [
@@ -130,7 +130,7 @@ def _metrics(out):
 def test_sft_loss_decreases_and_checkpoint_reloads(tiny_model_dir, tmp_path):
     import torch
 
-    from harness.models import load_causal_lm
+    from core.models import load_causal_lm
     from trainers.sft import SFTConfig, train_sft
 
     data = _write(tmp_path, "d.json", ALPACA)
@@ -175,7 +175,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_model_dir, tmp_path,
     import torch
 
     import trainers.sft as sft
-    from harness.models import load_causal_lm
+    from core.models import load_causal_lm
 
     real, calls = sft.response_loss, {"n": 0}
 
@@ -203,7 +203,7 @@ def test_cli_sft(tiny_model_dir, tmp_path, run_cli):
     assert code == 0, err
     assert (tmp_path / "o" / "config.json").exists() and len(_metrics(tmp_path / "o")) == 2
     # ZeRO-3 partitions parameters; the saved checkpoint must hold the gathered, full tensors.
-    from harness.models import load_causal_lm
+    from core.models import load_causal_lm
     model, _, _ = load_causal_lm(str(tmp_path / "o"))
     base, _, _ = load_causal_lm(str(tiny_model_dir))
     for (name, p), (_, q) in zip(model.named_parameters(), base.named_parameters()):

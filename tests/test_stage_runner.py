@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import RunConfig
-from harness.errors import UserError
+from core.errors import UserError
 from harness.pipeline import StageRunner, _run_lock
 
 

@@ -11,7 +11,7 @@ from tests.test_ppo import tiny_rm_dir, write_prompts  # noqa: F401  (fixture re
 
 @pytest.fixture(scope="module")
 def deep_tiny_dir(tmp_path_factory):
-    from harness.models import build_tiny_model
+    from core.models import build_tiny_model
     return build_tiny_model(tmp_path_factory.mktemp("tiny4") / "model", layers=4)
 
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.errors import UserError
-from harness.store import read_json, write_json, write_text
+from core.errors import UserError
+from core.store import read_json, write_json, write_text
 
 LATEST = "latest"
 DS_TAG = "state"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.errors import UserError
+from core.errors import UserError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 EMBEDDED_SFT = DATA_DIR / "sft_embedded.json"

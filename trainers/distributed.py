@@ -11,7 +11,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from harness.errors import UserError
+from core.errors import UserError
 
 
 def _free_port() -> int:
@@ -96,7 +96,7 @@ def make_engine(model, cfg: EngineConfig):
     import deepspeed
     import torch
 
-    from harness.allocator import keep_freed_memory
+    from core.allocator import keep_freed_memory
     keep_freed_memory()  # also for library callers that bypass the CLI
     rank, world = init_distributed()
     params = [p for p in model.parameters() if p.requires_grad]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from harness.errors import UserError
+from core.errors import UserError
 
 
 def _blocks(model: nn.Module) -> nn.ModuleList:

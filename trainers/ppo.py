@@ -36,8 +36,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from harness.errors import UserError
-from harness.store import append_jsonl, stable_hash, write_jsonl
+from core.errors import UserError
+from core.store import append_jsonl, stable_hash, write_jsonl
 from trainers import checkpointing as ckpt
 from trainers.distributed import EngineConfig, init_distributed, make_engine
 from trainers.experience import (Rollout, entropy_from_logits, logprobs_from_logits, make_rollout,
@@ -298,7 +298,7 @@ class PPOTrainer:
         random.seed(cfg.seed)
 
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
-        from harness.models import prepare_tokenizer, resolve
+        from core.models import prepare_tokenizer, resolve
         from trainers.data_formats import ensure_chat_template, load_prompts
 
         actor_path = resolve(cfg.model or None).path

@@ -35,8 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness.errors import UserError
-from harness.store import append_jsonl, read_json, read_jsonl, write_json
+from core.errors import UserError
+from core.store import append_jsonl, read_json, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class RewardModel(nn.Module):
         """New RM on top of a causal-LM checkpoint (`--model` syntax). -> (rm, tokenizer, identity)."""
         from transformers import AutoModel, AutoTokenizer
 
-        from harness.models import prepare_tokenizer, resolve
+        from core.models import prepare_tokenizer, resolve
 
         ref = resolve(spec)
         try:
@@ -137,7 +137,7 @@ class RewardModel(nn.Module):
 def load_reward_model(path) -> tuple[RewardModel, object]:
     from transformers import AutoTokenizer
 
-    from harness.models import prepare_tokenizer
+    from core.models import prepare_tokenizer
 
     rm = RewardModel.from_pretrained(path)
     tok = AutoTokenizer.from_pretrained(str(path))
@@ -361,7 +361,7 @@ class RMConfig:
 @torch.no_grad()
 def evaluate(model, tok, groups: list[dict], max_len: int, clip: float) -> dict:
     """Pairwise accuracy (r_i > r_j strictly; a tie counts as wrong) per category, clipped share."""
-    from harness.stats import mean_ci
+    from core.stats import mean_ci
 
     per_cat, every, raws = defaultdict(list), [], []
     for g in groups:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import UserError
+from core.errors import UserError
 
 
 @dataclass
@@ -110,8 +110,8 @@ def generate_k(model, tok, prompts: list[str], cfg: SampleConfig) -> list[tuple[
 def sample_responses(cfg: SampleConfig) -> Path:
     import torch
 
-    from harness.models import load_causal_lm
-    from harness.store import write_json, write_jsonl
+    from core.models import load_causal_lm
+    from core.store import write_json, write_jsonl
     from trainers.data_formats import load_prompts
 
     cfg.validate()

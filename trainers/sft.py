@@ -22,8 +22,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.store import append_jsonl, write_json
+from core.errors import UserError
+from core.store import append_jsonl, write_json
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class SFTConfig:
     """Every knob of `train_sft`. Defaults suit SmolLM2-135M on a CPU box."""
 
     model: str | None = None
-    """Base checkpoint (`--model` syntax of harness.models.resolve; None = embedded SmolLM2)."""
+    """Base checkpoint (`--model` syntax of core.models.resolve; None = embedded SmolLM2)."""
     data: str | None = None
     """Instruction data (alpaca / sharegpt / messages; JSON or JSONL). None = trainers/data/sft_embedded.json."""
     out_dir: str = "out/sft"
@@ -182,7 +182,7 @@ def train_sft(cfg: SFTConfig) -> Path:
     import torch
     from tqdm.auto import tqdm
 
-    from harness.models import load_causal_lm
+    from core.models import load_causal_lm
     from trainers.data_formats import load_instruction_data
     from trainers.distributed import EngineConfig, make_engine
 

@@ -13,9 +13,9 @@ import csv
 import random
 from pathlib import Path
 
-from harness import stats
-from harness.errors import UserError
-from harness.store import read_jsonl, write_json, write_text
+from core import stats
+from core.errors import UserError
+from core.store import read_jsonl, write_json, write_text
 
 SAT_COL, PREF_COL = "human_satisfied", "human_preference"
 YES, NO = {"yes", "y", "1", "true", "是"}, {"no", "n", "0", "false", "否"}

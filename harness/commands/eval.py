@@ -5,7 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-from harness.errors import UserError
+from core.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

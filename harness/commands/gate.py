@@ -31,7 +31,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from harness import gate
-    from harness.store import write_json
+    from core.store import write_json
 
     benches = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else None
     margins = gate.parse_margins(args.margin)

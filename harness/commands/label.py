@@ -16,8 +16,8 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.store import append_jsonl, read_jsonl, write_json, write_jsonl
+from core.errors import UserError
+from core.store import append_jsonl, read_jsonl, write_json, write_jsonl
 
 MODES = ("basic", "hybrid")
 

@@ -21,7 +21,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from harness.store import read_json
+    from core.store import read_json
     from trainers.reward_model import RMConfig, train_reward_model
 
     out = train_reward_model(RMConfig(

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from harness.errors import UserError
-from harness.store import cache_dir as default_cache_root, stable_hash, write_text
+from core.errors import UserError
+from core.store import cache_dir as default_cache_root, stable_hash, write_text
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from harness.errors import UserError
-from harness.store import cache_dir, file_hash
+from core.errors import UserError
+from core.store import cache_dir, file_hash
 from trainers.feedback.judge import Judge, JudgeConfig
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def _start(cfg: ServerConfig) -> EmbeddedServer:
         if not gguf.is_file():
             raise UserError(f"judge GGUF not found: {gguf}")
     else:
-        from harness.models import embedded_gguf_path
+        from core.models import embedded_gguf_path
         gguf = embedded_gguf_path()
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"

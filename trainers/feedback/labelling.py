@@ -33,8 +33,8 @@ import itertools
 import logging
 from typing import Iterable, Sequence
 
-from harness.errors import UserError
-from harness.stats import mean_ci
+from core.errors import UserError
+from core.stats import mean_ci
 from trainers.feedback import prompts as P
 from trainers.feedback.judge import INVALID, Judge
 from trainers.feedback.verify import VERIFIABLE, check

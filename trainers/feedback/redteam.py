@@ -30,8 +30,8 @@ import csv
 import logging
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.store import iter_jsonl
+from core.errors import UserError
+from core.store import iter_jsonl
 from trainers.feedback import prompts as P
 from trainers.feedback.judge import INVALID, Judge
 
