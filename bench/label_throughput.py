@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.store import read_jsonl, write_json  # noqa: E402
-from trainers.feedback import prompts as P  # noqa: E402
-from trainers.feedback.judge import Judge  # noqa: E402
-from trainers.feedback.judge_server import ServerConfig, embedded_judge  # noqa: E402
+from judges import prompts as P  # noqa: E402
+from judges.client import Judge  # noqa: E402
+from judges.server import ServerConfig, embedded_judge  # noqa: E402
 
 
 def make_batch(n_pairs: int) -> list[list[dict]]:
@@ -56,7 +56,7 @@ def main() -> int:
     args = ap.parse_args()
     results = {"pairs": args.pairs, "runs": []}
     with tempfile.TemporaryDirectory() as tmp, embedded_judge(ServerConfig(cache_dir=str(Path(tmp) / "c0"))) as cfg:
-        from trainers.feedback import judge_server
+        from judges import server as judge_server
         results["server_startup_s"] = round(judge_server.last_startup_s, 2)
         # Warm the server once (first request allocates buffers) outside the timings.
         Judge(cfg).chat(P.pairwise_messages("warm-up", "a", "b"), max_tokens=1)

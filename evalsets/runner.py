@@ -175,8 +175,8 @@ class _Context:
 
     def judge(self):
         if self._judge is None:
-            from trainers.feedback.judge import JudgeConfig
-            from trainers.feedback.judge_server import LOG_NAME, ServerConfig, judge_session
+            from judges.client import JudgeConfig
+            from judges.server import LOG_NAME, ServerConfig, judge_session
             jc = None
             if self.cfg.judge_url:
                 jc = JudgeConfig(base_url=self.cfg.judge_url, model=self.cfg.judge_model or "default",

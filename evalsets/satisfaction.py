@@ -80,7 +80,7 @@ def _baseline_responses(data: BenchData, cfg) -> dict[str, str]:
 
 def judge_satisfaction(docs: list[dict], responses: list[str], judge) -> list[dict]:
     """Per doc: {score: 1|0|None, verified: True|False|None, by: 'verify'|'judge'}."""
-    from trainers.feedback.verify import check
+    from judges.answers import check
 
     results: list[dict | None] = [None] * len(docs)
     to_judge = []
@@ -104,7 +104,7 @@ def judge_satisfaction(docs: list[dict], responses: list[str], judge) -> list[di
 
 def judge_pairwise(docs: list[dict], ours: list[str], theirs: list[str], judge) -> list[dict]:
     """Both orders per doc; returns {win: 1|0.5|0, win_invalid: int, first_slot_won: [bool...]}."""
-    from trainers.feedback.prompts import pairwise_messages
+    from judges.prompts import pairwise_messages
 
     msgs = []
     for d, a, b in zip(docs, ours, theirs):

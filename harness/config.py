@@ -273,7 +273,7 @@ def check_judge(cfg: RunConfig) -> None:
     """An unreachable judge is a config error: fail before hours of training, not after."""
     if cfg.judge.url is None:
         return  # the embedded judge is started (and checked) by each stage that needs it
-    from trainers.feedback.judge import Judge, JudgeConfig
+    from judges.client import Judge, JudgeConfig
 
     try:
         Judge(JudgeConfig(base_url=cfg.judge.url, model=cfg.judge.model or "default",

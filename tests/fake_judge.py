@@ -32,7 +32,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from trainers.feedback import prompts as P
+from judges import prompts as P
 
 PAIR_RE = re.compile(re.escape(P.RESP_A) + r"\n(.*?)\n\n" + re.escape(P.RESP_B) + r"\n(.*?)\n" + re.escape(P.END),
                      re.S)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = """
 import os, sys
-from trainers.feedback.judge_server import embedded_judge
+from judges.server import embedded_judge
 with embedded_judge() as cfg:
     print(cfg.base_url, flush=True)
     sys.stdin.read()  # wait to be killed

@@ -15,8 +15,8 @@ import pytest
 from core.errors import UserError
 from core.store import read_json, read_jsonl
 from tests.test_labelling import sample, write_samples
-from trainers.feedback import judge_server
-from trainers.feedback.judge_server import ServerConfig, judge_session
+from judges import server as judge_server
+from judges.server import ServerConfig, judge_session
 
 FAKE = (sys.executable, str(Path(__file__).with_name("fake_llama_server.py")))
 
@@ -39,7 +39,7 @@ def fake_server(monkeypatch, tmp_path):
 def test_extra_buffer_types_are_disabled_in_the_launcher():
     import llama_cpp.llama_cpp as lib
 
-    from trainers.feedback.llama_server import disable_extra_buffer_types
+    from judges.llama_launcher import disable_extra_buffer_types
 
     original = lib.llama_model_default_params
     assert original().use_extra_bufts  # llama.cpp's default: repack (AMX on hosts that have it)
@@ -75,7 +75,7 @@ def test_startup_crash_is_exit_2_from_the_cli(fake_server, tmp_path, run_cli):
 
 def test_server_dying_mid_run_is_noticed_at_once_and_rerun_repeats_nothing(fake_server, tmp_path, run_cli,
                                                                            caplog):
-    caplog.set_level(logging.INFO, logger="trainers.feedback.judge")
+    caplog.set_level(logging.INFO, logger="judges.client")
     rows = [sample(f"o{i}", "open_qa", ["a" * (i + 1), f"b{i}", f"cc{i}"]) for i in range(5)]  # 3 pairs x 2 orders
     s = write_samples(tmp_path / "s.jsonl", rows)
     out = tmp_path / "out"

@@ -11,12 +11,12 @@ from declared import require
 from fake_judge import FakeJudge
 from core.errors import UserError
 from core.store import read_json, read_jsonl
-from trainers.feedback.judge import Judge, JudgeConfig
+from judges.client import Judge, JudgeConfig
 from trainers.feedback.labelling import (assert_acyclic, label_accuracy, label_basic, label_hybrid,
                                          merge_pairs, summarize)
 from trainers.feedback.redteam import (load_harmful_prompts, load_hh_pairs, load_embedded_prompts,
                                        parse_transcript)
-from trainers.feedback.verify import check, extract_letter, extract_number, verify
+from judges.answers import check, extract_letter, extract_number, verify
 
 MCQ_PROMPT = "Which of these is a fruit?\nA. car\nB. apple\nC. dog\nD. stone"
 
@@ -376,6 +376,6 @@ def test_embedded_judge_end_to_end(tmp_path, run_cli, cache_env):
     assert summ["invalid_judgements"] <= summ["pairwise_judgements"]
     print(f"embedded e2e: basic {res['basic']:.1f}s hybrid {res['hybrid']:.1f}s, startup {summ['judge']['startup_s']:.1f}s,"
           f" basic math acc {acc['math']['basic']['score']:.2f}, invalid {summ['invalid_judgements']}")
-    from trainers.feedback import judge_server
+    from judges import server as judge_server
     with pytest.raises(ProcessLookupError):  # the server (and its process group) is gone
         os.killpg(judge_server.last_pid, 0)

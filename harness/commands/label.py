@@ -90,7 +90,7 @@ def _label_all(todo: list[dict], judge, mode: str, kw: dict, path: Path, workers
 def _judge_config(args):
     if not args.judge_url:
         return None
-    from trainers.feedback.judge import JudgeConfig
+    from judges.client import JudgeConfig
 
     return JudgeConfig(base_url=args.judge_url, model=args.judge_model or "default",
                        api_key_env=args.judge_key_env or None, concurrency=max(1, args.workers),
@@ -99,7 +99,7 @@ def _judge_config(args):
 
 
 def run(args) -> int:
-    from trainers.feedback.judge_server import LOG_NAME, ServerConfig, judge_session
+    from judges.server import LOG_NAME, ServerConfig, judge_session
     from trainers.feedback.labelling import (format_accuracy_table, label_accuracy, label_one, pair_rows,
                                              summarize, validate_samples)
     from trainers.feedback.redteam import load_hh_pairs

@@ -35,9 +35,9 @@ from typing import Iterable, Sequence
 
 from core.errors import UserError
 from core.stats import mean_ci
-from trainers.feedback import prompts as P
-from trainers.feedback.judge import INVALID, Judge
-from trainers.feedback.verify import VERIFIABLE, check
+from judges import prompts as P
+from judges.client import INVALID, Judge
+from judges.answers import VERIFIABLE, check
 
 log = logging.getLogger(__name__)
 

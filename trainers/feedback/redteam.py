@@ -32,8 +32,8 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.store import iter_jsonl
-from trainers.feedback import prompts as P
-from trainers.feedback.judge import INVALID, Judge
+from judges import prompts as P
+from judges.client import INVALID, Judge
 
 log = logging.getLogger(__name__)
 

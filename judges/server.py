@@ -2,7 +2,7 @@
 `llama_cpp.server` on a free local port, so `hrlaif label` works with no endpoint and
 no network.
 
-- The server is started through `trainers.feedback.llama_server`, which turns off llama.cpp's
+- The server is started through `judges.llama_launcher`, which turns off llama.cpp's
   weight repacking into extra buffer types (the AMX path that crashes some hosts), so the
   same code runs on every x86-64 CPU whatever flags pip compiled llama.cpp with.
 - "Up" means a real chat completion with logprobs came back, not just `GET /models`: a
@@ -33,7 +33,7 @@ from typing import Iterator
 
 from core.errors import UserError
 from core.store import cache_dir, file_hash
-from trainers.feedback.judge import Judge, JudgeConfig
+from judges.client import Judge, JudgeConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ EMBEDDED_ALIAS = "smollm2-135m-instruct-q4_1"
 SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 LOG_NAME = "judge-server.log"
 KEEP_LOGS = 20  # server logs kept under $HRLAIF_CACHE/judge-logs when no log path is given
-LLAMA_LAUNCHER = (sys.executable, "-m", "trainers.feedback.llama_server")
+LLAMA_LAUNCHER = (sys.executable, "-m", "judges.llama_launcher")
 # How the server is started when ServerConfig.command is None (tests swap in a scripted server).
 DEFAULT_COMMAND = LLAMA_LAUNCHER
 
@@ -197,7 +197,7 @@ def _start(cfg: ServerConfig) -> EmbeddedServer:
     t0 = time.perf_counter()
     with open(log_path, "ab") as logf:  # the child keeps its own descriptor
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True,  # own process group: we can kill all of it
                                 preexec_fn=_die_with_parent)

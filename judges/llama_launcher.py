@@ -9,9 +9,9 @@ taken; for a 135M judge the speed difference is within noise.
 
 `llama_cpp.server` exposes no flag for it, and `Llama()` builds its model params from
 `llama_model_default_params()` at load time, so we wrap that function before the server
-loads the model. Usage (what `judge_server.embedded_judge` runs):
+loads the model. Usage (what `judges.server.embedded_judge` runs):
 
-    python -m trainers.feedback.llama_server --model X.gguf --port N ...   # llama_cpp.server's flags
+    python -m judges.llama_launcher --model X.gguf --port N ...   # llama_cpp.server's flags
 """
 from __future__ import annotations
 
