@@ -21,7 +21,7 @@ with embedded_judge() as cfg:
 
 
 def _server_pids(url_port: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"llama_cpp.server.*--port {url_port}"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", f"judges.llama_launcher.*--port {url_port}"], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
 
 
