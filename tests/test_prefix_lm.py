@@ -1,0 +1,54 @@
+"""Shared-prefix KV caching gives lm-eval's log-likelihoods (tiny random model, fp32)."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from evalsets.prefix_lm import PrefixCachingHFLM, prefix_groups
+
+
+def test_prefix_groups_share_only_long_prefixes_and_respect_limits():
+    a = tuple(range(100)) + (1, 2)
+    b = tuple(range(100)) + (3,)
+    c = tuple(range(50)) + (9, 9)
+    d = (7, 7, 7)
+    groups = prefix_groups([a, b, c, d], limits=[101, 99, 51, 2], min_shared=32)
+    by_rows = {tuple(sorted(idx)): p for p, idx in groups}
+    assert by_rows[(0, 1, 2)] == 50  # c caps the shared part at its common prefix
+    assert by_rows[(3,)] == 0        # nothing shared: runs in full
+    groups = prefix_groups([a, b], limits=[101, 40], min_shared=32)
+    assert groups == [(40, [0, 1])]  # the prefix stops before b's scored positions
+
+
+@pytest.fixture(scope="module")
+def lms(tiny_model_dir):
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    return (HFLM(pretrained=model, tokenizer=tok, batch_size=3, device="cpu"),
+            PrefixCachingHFLM(pretrained=model, tokenizer=tok, batch_size=3, device="cpu"))
+
+
+def test_loglikelihoods_match_hflm(lms):
+    from lm_eval.api.instance import Instance
+
+    plain, cached = lms
+    rng = random.Random(0)
+    shots = "".join(f"Question {i}: what is {i} plus {i}?\nAnswer: {2 * i}\n\n" for i in range(12))
+    reqs = []
+    for q in range(7):
+        ctx = shots + f"Question {q}: which option {'x' * rng.randint(1, 9)}?\nAnswer:"
+        for cont in (" A", " B", " C", " D", " the longest answer of them all"):
+            reqs.append(Instance("loglikelihood", {}, (ctx, cont), len(reqs)))
+    reqs.append(Instance("loglikelihood", {}, ("Short unrelated context.", " yes"), len(reqs)))
+    a = plain.loglikelihood(reqs, disable_tqdm=True)
+    b = cached.loglikelihood(reqs, disable_tqdm=True)
+    assert len(a) == len(b) == len(reqs)
+    for (la, ga), (lb, gb) in zip(a, b):
+        assert lb == pytest.approx(la, abs=1e-4, rel=1e-5) and ga == gb
+    t = cached.token_counts  # the few-shot block ran once, not once per question
+    assert t["prefix"] > 0 and t["prefix"] + t["suffix"] < t["requested"] / 3
