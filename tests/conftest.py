@@ -72,3 +72,25 @@ def tiny_classifier_dir(tmp_path_factory, tiny_model_dir) -> Path:
     LlamaForSequenceClassification(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """A headless browser for the report tests. Installed here when missing (Debian's package, as
+    root), so the browser tests run rather than skip; anywhere else a missing browser fails loudly."""
+    import shutil
+    import subprocess
+
+    found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+            subprocess.run(cmd, env=env, capture_output=True, timeout=900)
+        found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    if found is None:
+        pytest.fail("no chromium for the HTML report tests: install Debian's `chromium` package "
+                    "(.ci/run does); the tests do not skip without it")
+    return found

@@ -1,13 +1,12 @@
 """report.html renders in headless Chromium: tables present, embedded plots decode.
 
-CI needs the Debian packages `chromium` (and `chromium-driver` only if selenium is used; this
-test drives the browser binary directly). Without a browser the test skips.
+The browser is Debian's `chromium` (the `chromium` fixture in conftest.py installs it when missing
+and the suite runs as root; .ci/run installs it too). The test drives the browser binary directly.
 """
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import pytest
 from reports.build import build_report
 from synthetic_run import write_synthetic_run
 
-BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--virtual-time-budget=5000"]
@@ -52,16 +50,15 @@ def test_html_is_self_contained(report):
     assert '<table' in html and 'id="comparison"' in html and "Definitions" in html
 
 
-def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([BROWSER, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+def _chromium(browser: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(BROWSER is None, reason="chromium not installed (apt-get install chromium)")
-def test_html_renders_tables_and_plots_in_chromium(report, tmp_path):
+def test_html_renders_tables_and_plots_in_chromium(report, tmp_path, chromium):
     page = tmp_path / "probe.html"
     page.write_text(report.read_text().replace("</body>", PROBE))
-    res = _chromium(tmp_path, "--dump-dom", page.as_uri())
+    res = _chromium(chromium, tmp_path, "--dump-dom", page.as_uri())
     m = re.search(r'<pre id="probe">(.*?)</pre>', res.stdout)
     assert m, f"no probe output; stderr tail: {res.stderr[-500:]}"
     probe = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
@@ -72,12 +69,11 @@ def test_html_renders_tables_and_plots_in_chromium(report, tmp_path):
     assert len(probe["imgs"]) == 2 and all(w > 500 for w in probe["imgs"]), probe["imgs"]
 
 
-@pytest.mark.skipif(BROWSER is None, reason="chromium not installed (apt-get install chromium)")
-def test_html_screenshot_is_not_blank(report, tmp_path):
+def test_html_screenshot_is_not_blank(report, tmp_path, chromium):
     import matplotlib.image as mpimg
 
     shot = tmp_path / "shot.png"
-    res = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,1800", report.as_uri())
+    res = _chromium(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1280,1800", report.as_uri())
     assert shot.exists(), res.stderr[-500:]
     img = mpimg.imread(shot)
     assert img.shape[1] == 1280 and img[..., :3].std() > 0.05  # text, tables and plots, not a white page
