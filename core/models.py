@@ -133,27 +133,70 @@ def dir_weights_hash(d: Path) -> str | None:
     return h.hexdigest()
 
 
-def load_causal_lm(spec: str | None, dtype: str = "float32"):
-    """Return (model, tokenizer, identity dict). identity has name, kind, path, weights_sha."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+# What `load_model(head=...)` builds on a checkpoint: the LM with its head, or the bare decoder
+# (hidden states out) that reward and value models put their own scalar head on.
+HEADS = {"causal_lm": "AutoModelForCausalLM", "backbone": "AutoModel"}
+DTYPES = ("float32", "bfloat16", "float16")
 
-    ref = resolve(spec)
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+def load_weights(path: str | Path, head: str = "causal_lm", dtype="float32", name: str | None = None):
+    """`from_pretrained(path)` with the given head and dtype (a name in DTYPES or a torch.dtype).
+
+    Every model the project loads goes through here, so a checkpoint that cannot be loaded is
+    always the same one-line error: "cannot load model NAME: reason".
+    """
+    import torch
+    import transformers
+
+    if head not in HEADS:
+        raise ValueError(f"unknown model head {head!r} (expected one of {', '.join(HEADS)})")
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise UserError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+        dtype = getattr(torch, dtype)
     try:
-        tok = AutoTokenizer.from_pretrained(ref.path)
-        model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype)
-    except OSError as e:
-        raise UserError(f"cannot load model {ref.spec}: {str(e).splitlines()[0]}")
-    except ValueError as e:
-        raise UserError(f"cannot load model {ref.spec}: {str(e).splitlines()[0]}")
-    model.eval()
+        return getattr(transformers, HEADS[head]).from_pretrained(str(path), dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load model {name or path}: {_first_line(e)}")
+
+
+def load_tokenizer(path: str | Path, name: str | None = None):
+    """The checkpoint's tokenizer, with a pad token (the EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load model {name or path}: {_first_line(e)}")
     prepare_tokenizer(tok)
+    return tok
+
+
+def load_model(spec: str | None, head: str = "causal_lm", dtype="float32"):
+    """Resolve `--model` syntax and load it with `head` -> (model in eval mode, tokenizer, identity).
+
+    identity has name, kind, spec, path, weights_sha (of the files on disk, or of the
+    parameters for a hub model) and n_params. Used by SFT, sampling, evaluation, the reward
+    model (head="backbone") and PPO (actor, and the critic's backbone).
+    """
+    ref = resolve(spec)
+    tok = load_tokenizer(ref.path, ref.spec)
+    model = load_weights(ref.path, head, dtype, ref.spec)
+    model.eval()
     wh = dir_weights_hash(Path(ref.path)) if ref.kind != "hub" else None
     identity = {**ref.identity, "kind": ref.kind, "spec": ref.spec, "path": ref.path,
                 "weights_sha": wh or weights_hash(model),
                 "n_params": sum(p.numel() for p in model.parameters())}
     return model, tok, identity
+
+
+def load_causal_lm(spec: str | None, dtype: str = "float32"):
+    """`load_model(spec, "causal_lm", dtype)`: (model, tokenizer, identity)."""
+    return load_model(spec, "causal_lm", dtype)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def prepare_tokenizer(tok) -> None:

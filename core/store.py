@@ -6,10 +6,13 @@ directory and `os.replace` it (atomic on POSIX).
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -62,35 +65,85 @@ def read_json(path: Path | str) -> Any:
     if not path.exists():
         raise UserError(f"file not found: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a leading BOM is not JSON
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text")
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON (line {e.lineno}: {e.msg})")
 
 
-def read_jsonl(path: Path | str) -> list[dict]:
-    return list(iter_jsonl(path))
+# ------------------------------------------------------------------------- JSON lines
+# The one JSON-lines reader: every .jsonl the project reads (data, labels, samples, logs,
+# benchmark files) goes through `parse_jsonl`, so a bad line is always the same one-line
+# UserError naming the file and the line.
+
+def parse_jsonl(lines: Iterable[str], where: str, *, torn_tail_ok: bool = False) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of `lines` (as read from a file, newlines kept).
+
+    `torn_tail_ok`: a last line that is not valid JSON and has no newline is dropped instead of
+    raising: an append-only log whose writer was killed mid-line (the row is replayed anyway).
+    """
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if torn_tail_ok and not line.endswith("\n"):
+                return  # only the file's last line can lack its newline
+            raise UserError(f"{where}:{lineno} is not valid JSONL ({e.msg})")
+        if not isinstance(row, dict):
+            raise UserError(f"{where}:{lineno} is not a JSON object")
+        yield lineno, row
 
 
-def iter_jsonl(path: Path | str) -> Iterator[dict]:
+def iter_jsonl_numbered(path: Path | str, *, torn_tail_ok: bool = False) -> Iterator[tuple[int, dict]]:
+    """`parse_jsonl` over a file: plain or gzip (told by its first bytes, not its suffix), UTF-8
+    with or without a BOM; a missing or non-UTF-8 file is a UserError."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise UserError(f"file not found: {path}")
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
     try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{lineno} is not valid JSON ({e.msg})")
-                if not isinstance(row, dict):
-                    raise UserError(f"{path}:{lineno} is not a JSON object")
-                yield row
+        with opener(path, "rt", encoding="utf-8-sig") as f:
+            yield from parse_jsonl(f, str(path), torn_tail_ok=torn_tail_ok)
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text")
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise UserError(f"{path} is a damaged gzip file ({e})")
+
+
+def iter_jsonl(path: Path | str, *, torn_tail_ok: bool = False) -> Iterator[dict]:
+    for _, row in iter_jsonl_numbered(path, torn_tail_ok=torn_tail_ok):
+        yield row
+
+
+def read_jsonl(path: Path | str, *, torn_tail_ok: bool = False) -> list[dict]:
+    return list(iter_jsonl(path, torn_tail_ok=torn_tail_ok))
+
+
+def read_json_records(path: Path | str) -> list:
+    """The rows of a data file that is either a JSON array or JSON lines (the first non-blank
+    character decides: `[` is an array). An empty file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start})")
+    stripped = text.strip()
+    if not stripped:
+        raise UserError(f"{path} is empty")
+    if stripped.startswith("["):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} is not valid JSON (line {e.lineno}: {e.msg})")
+    # StringIO splits on "\n" only, like a file: str.splitlines would also split inside strings at U+2028
+    return [row for _, row in parse_jsonl(io.StringIO(text), str(path))]
 
 
 def _json_default(o: Any) -> Any:

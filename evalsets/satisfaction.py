@@ -15,7 +15,6 @@ from evalsets import cache, registry
 from evalsets.loaders import BenchData
 from core.store import stable_hash
 
-VERIFIABLE = {"math", "multiple_choice"}
 
 SATISFACTION_SYSTEM = "You are a strict evaluator of AI assistant responses."
 SATISFACTION = """Decide whether the assistant's response satisfies the user's request: it is correct,
@@ -80,7 +79,7 @@ def _baseline_responses(data: BenchData, cfg) -> dict[str, str]:
 
 def judge_satisfaction(docs: list[dict], responses: list[str], judge) -> list[dict]:
     """Per doc: {score: 1|0|None, verified: True|False|None, by: 'verify'|'judge'}."""
-    from judges.answers import check
+    from judges.answers import VERIFIABLE, check
 
     results: list[dict | None] = [None] * len(docs)
     to_judge = []

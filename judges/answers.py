@@ -13,9 +13,12 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-MATH = {"math"}
-CHOICE = {"multiple_choice", "mcq", "multiple-choice"}
-VERIFIABLE = MATH | CHOICE
+VERIFIABLE = ("math", "multiple_choice")
+"""The verifiable categories: the one definition. Hybrid labelling checks their answers by
+default (trainers/feedback/labelling.py, the run config's label.verifiable) and the satisfaction
+benchmark scores them by checking too (evalsets/satisfaction.py)."""
+# Other spellings of a verifiable category that prompt files use.
+ALIASES = {"mcq": "multiple_choice", "multiple-choice": "multiple_choice"}
 REL_TOL = 1e-6
 
 # A number: optional sign, thousands commas, decimals, an optional "/denominator", an optional %.
@@ -130,14 +133,24 @@ def _std_letter(std: str, options: dict[str, str]) -> str | None:
     return None
 
 
-def check(category: str, response: str, std_answer: str | None, prompt: str | None = None) -> Verdict:
+def canonical_category(category: str | None) -> str:
+    """Lower-case category name with aliases resolved ("MCQ" -> "multiple_choice")."""
     cat = (category or "").strip().lower()
+    return ALIASES.get(cat, cat)
+
+
+def is_verifiable(category: str | None) -> bool:
+    return canonical_category(category) in VERIFIABLE
+
+
+def check(category: str, response: str, std_answer: str | None, prompt: str | None = None) -> Verdict:
+    cat = canonical_category(category)
     if cat not in VERIFIABLE:
         return Verdict(None, None, None, "category not verifiable")
     if std_answer is None or not str(std_answer).strip():
         return Verdict(None, None, None, "no standard answer")
     std_answer = str(std_answer)
-    if cat in MATH:
+    if cat == "math":
         std_txt = extract_number(std_answer)
         std = _parse_num(std_txt) if std_txt else None
         if std is None:

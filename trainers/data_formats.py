@@ -7,17 +7,17 @@ Instruction data (SFT) comes in three shapes, all normalised to a list of chat m
 - sharegpt chat: `[{"conversations": [{"from": "human|gpt|system", "value"}, ...]}, ...]`
 - openai chat:   `[{"messages": [{"role": "user|assistant|system", "content"}, ...]}, ...]`
 
-Files may be a JSON array or JSONL (one object per line). Anything malformed raises a
-one-line `UserError` naming the file and the item, never a traceback.
+Files may be a JSON array or JSONL (one object per line; read by core.store). Anything
+malformed raises a one-line `UserError` naming the file and the item, never a traceback.
 
 Prompts (`prompts.jsonl`, docs/FORMATS.md) are loaded by `load_prompts`.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from core.errors import UserError
+from core.store import read_json_records
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 EMBEDDED_SFT = DATA_DIR / "sft_embedded.json"
@@ -33,36 +33,6 @@ FALLBACK_CHAT_TEMPLATE = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-def _read_records(path: Path) -> list:
-    """A JSON array, or JSONL. Raises UserError for missing / non-UTF-8 / invalid files."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"data file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text (byte {e.start})")
-    stripped = text.lstrip("\ufeff").strip()
-    if not stripped:
-        raise UserError(f"{path} is empty")
-    if stripped.startswith("["):
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path} is not valid JSON (line {e.lineno}: {e.msg})")
-        return data
-    rows = []
-    for lineno, line in enumerate(stripped.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            kind = "JSONL" if lineno > 1 or stripped.startswith("{") else "JSON"
-            raise UserError(f"{path}:{lineno} is not valid {kind} ({e.msg})")
-    return rows
 
 
 def _text(value, where: str) -> str:
@@ -127,7 +97,7 @@ def normalise_example(item, where: str) -> list[dict]:
 def load_instruction_data(path: str | Path | None = None) -> list[dict]:
     """Load SFT data -> `[{"messages": [...], "category": str|None}]`. None = embedded set."""
     path = Path(path) if path else EMBEDDED_SFT
-    records = _read_records(path)
+    records = read_json_records(path)
     if not isinstance(records, list):
         raise UserError(f"{path}: expected a JSON array of examples (or JSONL)")
     if not records:
@@ -142,9 +112,7 @@ def load_instruction_data(path: str | Path | None = None) -> list[dict]:
 def load_prompts(path: str | Path | None = None) -> list[dict]:
     """Load prompts.jsonl (FORMATS.md); None = the embedded feedback prompts."""
     path = Path(path) if path else EMBEDDED_PROMPTS
-    records = _read_records(path)
-    if isinstance(records, dict):
-        records = [records]
+    records = read_json_records(path)
     if not isinstance(records, list) or not records:
         raise UserError(f"{path} contains no prompts")
     seen = set()

@@ -37,11 +37,10 @@ from core.errors import UserError
 from core.stats import mean_ci
 from judges import prompts as P
 from judges.client import INVALID, Judge
-from judges.answers import VERIFIABLE, check
+from judges.answers import VERIFIABLE, check, is_verifiable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VERIFIABLE = frozenset({"math", "multiple_choice"})
 # |p(i > j) - 0.5| <= TIE_BAND is a tie. 0 keeps every strict preference (identical responses
 # still tie exactly); raise it (e.g. 0.05) to drop low-confidence pairs from a strong judge.
 TIE_BAND = 0.0
@@ -179,7 +178,7 @@ def _basic_pairs(row: dict, judge: Judge, idx: Sequence[int], meta: dict) -> lis
 
 
 def label_one(sample: dict, judge: Judge | None, mode: str = "basic",
-              verifiable: Iterable[str] = DEFAULT_VERIFIABLE, redteam: bool = False,
+              verifiable: Iterable[str] = VERIFIABLE, redteam: bool = False,
               judge_correct: bool = True, rewrite: bool = True) -> dict:
     """One labels.jsonl row for one sample (see module docstring)."""
     if mode not in ("basic", "hybrid"):
@@ -192,7 +191,7 @@ def label_one(sample: dict, judge: Judge | None, mode: str = "basic",
     judged: list[Pair] = []
     cat = str(row["category"]).lower()
     verified = False
-    if mode == "hybrid" and cat in verifiable and cat in VERIFIABLE:
+    if mode == "hybrid" and cat in verifiable and is_verifiable(cat):
         verdicts = [check(cat, r, row.get("std_answer"), row["prompt"]) for r in row["responses"]]
         if any(v.correct is None for v in verdicts):
             meta["std_unparseable"] = 1
@@ -227,7 +226,7 @@ def label_basic(samples: Sequence[dict], judge: Judge, redteam: bool = False) ->
     return [label_one(s, judge, "basic", redteam=redteam) for s in samples]
 
 
-def label_hybrid(samples: Sequence[dict], judge: Judge, verifiable: Iterable[str] = DEFAULT_VERIFIABLE,
+def label_hybrid(samples: Sequence[dict], judge: Judge, verifiable: Iterable[str] = VERIFIABLE,
                  redteam: bool = False, judge_correct: bool = True) -> list[dict]:
     validate_samples(samples)
     return [label_one(s, judge, "hybrid", verifiable, redteam=redteam, judge_correct=judge_correct)
@@ -295,7 +294,7 @@ def ground_truth_pairs(row: dict) -> list[tuple[int, int]] | None:
     if row.get("gt_pairs") is not None:
         return [tuple(p) for p in row["gt_pairs"]]
     cat = str(row.get("category", "")).lower()
-    if cat not in VERIFIABLE:
+    if not is_verifiable(cat):
         return None
     k = sum(1 for s in (row.get("sources") or ["policy"] * len(row["responses"])) if s == "policy")
     verdicts = [check(cat, r, row.get("std_answer"), row.get("prompt")).correct for r in row["responses"][:k]]
