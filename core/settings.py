@@ -17,6 +17,10 @@
   says `ppo.steps: must be >= 1 (got 0)`: the same problem, each source's own name.
 - Fields marked `pipeline=True` (model paths, output dirs, seed) are filled in by
   `hrlaif run`; a run config that sets them gets an error saying so, the CLI exposes them.
+- `add_arguments(parser, JudgeConfig, prefix="judge")` names the flags `--judge-url` ... (dest
+  `judge_url`), for a command that takes two configs whose field names would clash.
+- `validate()` of a settings dataclass starts with `check_fields(self)`, so a config built in
+  Python meets the same per-field rules as one read from YAML or flags.
 
 This plays the role of TRL's HfArgumentParser, with YAML as the second source.
 """
@@ -47,13 +51,14 @@ class SettingError(UserError):
 def setting(default: Any = MISSING, help: str = "", *, default_factory: Callable | None = None,
             choices: tuple | None = None, min: float | None = None, max: float | None = None,
             check: Callable[[Any], str | None] | None = None, pipeline: bool = False,
-            cli: bool = True) -> Any:
+            cli: bool = True, aliases: tuple[str, ...] = ()) -> Any:
     """A dataclass field with its documentation and validation.
 
     `check(value)` returns a problem text (or None); `pipeline`: set by `hrlaif run`, not by the
-    run config; `cli=False`: YAML only (e.g. mappings that read badly as flags)."""
+    run config; `cli=False`: YAML only (e.g. mappings that read badly as flags); `aliases`: extra
+    flags, spelled out (`("--workers",)`), kept for command lines written before the field's name."""
     meta = {"help": help, "choices": choices, "min": min, "max": max, "check": check,
-            "pipeline": pipeline, "cli": cli}
+            "pipeline": pipeline, "cli": cli, "aliases": tuple(aliases)}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -74,6 +79,26 @@ def default_of(f: dataclasses.Field) -> Any:
     if f.default_factory is not MISSING:  # type: ignore[misc]
         return f.default_factory()  # type: ignore[misc]
     return MISSING
+
+
+# ------------------------------------------------------------------ checks for `check=`
+
+def greater_than(bound: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v > bound else f"must be > {bound:g} (got {v:g})"
+
+
+def less_than(bound: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v < bound else f"must be < {bound:g} (got {v:g})"
+
+
+def existing_file(v: str) -> str | None:
+    from pathlib import Path
+    return None if Path(v).expanduser().is_file() else f"file not found: {v}"
+
+
+def existing_dir(v: str) -> str | None:
+    from pathlib import Path
+    return None if Path(v).expanduser().is_dir() else f"directory not found: {v}"
 
 
 # ------------------------------------------------------------------ checking one value
@@ -152,6 +177,12 @@ def coerce(value: Any, tp, name: str = "value") -> Any:
     return value
 
 
+def check_fields(obj) -> None:
+    """Every field of a settings dataclass instance against its own rules (SettingError if not)."""
+    for f in fields_of(type(obj)):
+        check_field(type(obj), f, getattr(obj, f.name))
+
+
 def check_field(cls, f: dataclasses.Field, value: Any, name: str | None = None) -> Any:
     """Type, choices, range and custom check of one field's value; returns the coerced value."""
     name = name or f.name
@@ -215,8 +246,12 @@ def to_mapping(obj) -> dict:
 
 # ------------------------------------------------------------------ the command line
 
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def flag(name: str, prefix: str = "") -> str:
+    return "--" + (f"{prefix}-" if prefix else "") + name.replace("_", "-")
+
+
+def dest(name: str, prefix: str = "") -> str:
+    return f"{prefix.replace('-', '_')}_{name}" if prefix else name
 
 
 def parse_text(text: str, tp, name: str) -> Any:
@@ -224,7 +259,8 @@ def parse_text(text: str, tp, name: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if type(None) in typing.get_args(tp) and text.strip().lower() in _NONE_WORDS:
+        none_words = _NONE_WORDS | ({"auto"} if args == [bool] else set())  # a tri-state: on/off/auto
+        if type(None) in typing.get_args(tp) and text.strip().lower() in none_words:
             return None
         for a in args:
             try:
@@ -257,7 +293,8 @@ def parse_text(text: str, tp, name: str) -> Any:
             return text
     if tp is bool:
         low = text.strip().lower()
-        return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(low, text)
+        return {"true": True, "yes": True, "on": True, "1": True,
+                "false": False, "no": False, "off": False, "0": False}.get(low, text)
     return text
 
 
@@ -272,8 +309,9 @@ def _fmt_default(v: Any) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = (),
-                  required: tuple[str, ...] = (), group_title: str | None = None) -> None:
-    """One flag per field of `cls` (help, default and choices from the field)."""
+                  required: tuple[str, ...] = (), group_title: str | None = None, prefix: str = "") -> None:
+    """One flag per field of `cls` (help, default and choices from the field); with `prefix`,
+    `--{prefix}-{field}` stored as `{prefix}_{field}`."""
     target = parser.add_argument_group(group_title) if group_title else parser
     hints = _hints(cls)
     for f in fields_of(cls):
@@ -282,7 +320,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...]
         tp = hints[f.name]
         help_ = f.metadata.get("help") or ""
         default = default_of(f)
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        kw: dict[str, Any] = {"dest": dest(f.name, prefix), "default": argparse.SUPPRESS}
         if tp is bool:
             kw["action"] = argparse.BooleanOptionalAction
             kw["help"] = f"{help_} (default: {str(default).lower()})"
@@ -291,13 +329,15 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...]
             kw["help"] = f"{help_} (default: {_fmt_default(default)})"
         if f.name in required:
             kw["required"] = True
-        target.add_argument(flag(f.name), **kw)
+        target.add_argument(flag(f.name, prefix), *f.metadata.get("aliases", ()), **kw)
 
 
 def _metavar(tp, f) -> str:
     if f.metadata.get("choices"):
         return "{" + ",".join(map(str, f.metadata["choices"])) + "}"
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType) and [a for a in typing.get_args(tp) if a is not type(None)] == [bool]:
+        return "{on,off,auto}"
     if origin is dict:
         return "K=V,..."
     if origin in (list, tuple):
@@ -306,22 +346,22 @@ def _metavar(tp, f) -> str:
     return {int: "N", float: "X", str: "TEXT"}.get(base[0], "VALUE")
 
 
-def given(args: argparse.Namespace, cls) -> dict:
+def given(args: argparse.Namespace, cls, prefix: str = "") -> dict:
     """{field: checked value} for the flags of `cls` present on the command line."""
     hints = _hints(cls)
     out = {}
     for f in fields_of(cls):
-        if not hasattr(args, f.name):
+        if not hasattr(args, dest(f.name, prefix)):
             continue
-        raw = getattr(args, f.name)
-        name = flag(f.name)
+        raw = getattr(args, dest(f.name, prefix))
+        name = flag(f.name, prefix)
         value = parse_text(raw, hints[f.name], name) if isinstance(raw, str) and hints[f.name] is not str else raw
         out[f.name] = check_field(cls, f, value, name)
     return out
 
 
-def from_args(cls, args: argparse.Namespace, base=None, **overrides):
+def from_args(cls, args: argparse.Namespace, base=None, prefix: str = "", **overrides):
     """Build `cls` from parsed flags over `base` (default: the dataclass defaults)."""
-    values = given(args, cls) | overrides
+    values = given(args, cls, prefix) | overrides
     obj = dataclasses.replace(base, **values) if base is not None else cls(**values)
-    return validated(obj, flag)
+    return validated(obj, lambda name: flag(name, prefix))

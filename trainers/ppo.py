@@ -28,7 +28,6 @@ import os
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -37,8 +36,9 @@ import torch
 import torch.nn as nn
 
 from core.errors import UserError
-from core.store import append_jsonl, stable_hash, write_jsonl
+from core.store import append_jsonl, write_jsonl
 from trainers import checkpointing as ckpt
+from trainers.configs import PPOConfig
 from trainers.distributed import EngineConfig, init_distributed, make_engine
 from trainers.experience import (Rollout, entropy_from_logits, logprobs_from_logits, make_rollout,
                                  generate, policy_logits, position_ids, run_model, score)
@@ -46,143 +46,6 @@ from trainers.experience import (Rollout, entropy_from_logits, logprobs_from_log
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-
-
-@dataclass
-class DriftConfig:
-    """How far the actor drifts from where it started, measured while training."""
-
-    every: int = 0
-    """Evaluate every this many steps (0 = never), and once at step 0 (before the first update)."""
-    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k", "mmlu"])
-    """Quick benchmark subset passed to `evaluate_fn` (empty = held-out reward only)."""
-    limit: int = 20
-    """Items per benchmark."""
-    data_dir: str | None = None
-    """Benchmark data directory for the evaluator (None = its default)."""
-    heldout_prompts: str | None = None
-    """Prompts never trained on (always removed from the training set, drift on or off); their
-    greedy responses are scored by the reward model. None = trainers/data/heldout_prompts.jsonl when present."""
-    heldout_limit: int = 32
-    """At most this many held-out prompts per evaluation."""
-    evaluate_fn: Callable | None = None
-    """`(model, tokenizer, benchmarks, limit, data_dir) -> {bench: {score, ci95, n}}`;
-    None = `evalsets.runner.evaluate_in_process`, imported when first needed."""
-
-
-@dataclass
-class PPOConfig:
-    """Every PPO knob. Batch sizes are global (summed over ranks)."""
-
-    model: str = ""
-    """Actor checkpoint (HF directory; '' = the embedded SmolLM2). Also the reference."""
-    reward_model: str = ""
-    """Reward-model directory (`RewardModel.from_pretrained`)."""
-    out: str = ""
-    """Output directory: metrics.jsonl, drift.jsonl, tb/, checkpoints/, final/."""
-    prompts: str | None = None
-    """Training prompts (prompts.jsonl); None = trainers/data/feedback_prompts.jsonl."""
-    steps: int = 20
-    """PPO steps (one rollout batch + its update each)."""
-    batch_size: int = 8
-    """Prompts per step, over all ranks."""
-    mini_batch_size: int = 4
-    """Sequences per optimiser step, over all ranks (divides batch_size)."""
-    ppo_epochs: int = 2
-    """Passes over each rollout batch."""
-    max_prompt_len: int = 256
-    """Prompts longer than this (in tokens, chat template included) keep their last tokens."""
-    max_new_tokens: int = 64
-    """Response length cap; a response cut here has no EOS (see missing_eos_reward)."""
-    temperature: float = 1.0
-    """Sampling temperature; the PPO log-probs use the same temperature."""
-    top_k: int = 0
-    """Top-k sampling (0 = full distribution, the on-policy choice)."""
-    greedy: bool = False
-    """Greedy decoding instead of sampling (deterministic tests only: PPO needs exploration)."""
-    lr: float = 1e-6
-    """Actor learning rate."""
-    critic_lr: float = 1e-5
-    """Critic learning rate."""
-    gamma: float = 1.0
-    """Discount."""
-    lam: float = 0.95
-    """GAE lambda."""
-    cliprange: float = 0.2
-    """Policy ratio clip epsilon."""
-    cliprange_value: float = 0.2
-    """Value clip around the rollout-time value."""
-    kl_coef: float = 0.05
-    """Per-token KL penalty coefficient (initial value when adaptive)."""
-    kl_estimator: str = "k1"
-    """k1 (log-ratio) or k3 (non-negative, lower variance)."""
-    adaptive_kl: bool = False
-    """Ziegler et al. 2019 controller: nudge kl_coef so that the sequence KL tracks target_kl."""
-    target_kl: float = 6.0
-    """Target sequence KL (nats) for the adaptive controller."""
-    kl_horizon: int = 10000
-    """Controller horizon in samples."""
-    reward_clip: float = 10.0
-    """Clamp the sequence reward to [-reward_clip, reward_clip] (0 = no clamp)."""
-    missing_eos_reward: float | None = -1.0
-    """Reward given instead of the RM score to a response cut at max_new_tokens (None = keep the score)."""
-    whiten_advantages: bool = True
-    """Normalise advantages to zero mean, unit variance over the global batch."""
-    critic_init: str = "actor"
-    """Critic backbone source: 'actor' or 'reward' (the RM's backbone and head)."""
-    recompute_old_logprobs: bool = False
-    """Re-run the actor over the rollout for the old log-probs instead of reusing the sampler's
-    (same weights, same fp32 maths: they agree to ~1e-6, so the extra forward is off by default)."""
-    zero_stage: int = 0
-    """DeepSpeed ZeRO stage for actor and critic (0-3)."""
-    train_layers: int = 0
-    """Train only the top N transformer blocks of actor and critic (0 = all); cheap CPU runs."""
-    share_trunk: bool = True
-    """With train_layers, run the frozen bottom blocks that actor, reference, critic and reward
-    model share once per rollout instead of once per model and epoch (trainers/trunk.py).
-    Exact up to float rounding; models whose bottom differs run in full. Not under ZeRO-3."""
-    grad_clip: float = 1.0
-    """Gradient-norm clip, applied by the engines."""
-    bf16: bool = False
-    """bf16 mixed precision (slower on CPUs without bf16 matmul units)."""
-    seed: int = 0
-    """Seeds data order, per-prompt sampling and minibatch order."""
-    save_every: int = 0
-    """Checkpoint every N steps (0 = never)."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept on disk (the oldest are deleted)."""
-    resume: bool = False
-    """Continue from OUT/checkpoints/latest."""
-    drift: DriftConfig = field(default_factory=DriftConfig)
-    """Drift evaluation hook."""
-
-    def validate(self) -> None:
-        if not self.out:
-            raise UserError("--out is required")
-        if not self.reward_model:
-            raise UserError("--reward-model is required")
-        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_len"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1 (got {getattr(self, name)})")
-        if self.batch_size % self.mini_batch_size:
-            raise UserError(f"mini_batch_size {self.mini_batch_size} must divide batch_size {self.batch_size}")
-        if self.kl_estimator not in ("k1", "k3"):
-            raise UserError(f"kl_estimator must be k1 or k3 (got {self.kl_estimator!r})")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise UserError(f"zero_stage must be one of 0, 1, 2, 3 (got {self.zero_stage})")
-        if self.critic_init not in ("actor", "reward"):
-            raise UserError(f"critic_init must be actor or reward (got {self.critic_init!r})")
-        if self.temperature <= 0:
-            raise UserError("temperature must be > 0")
-        if self.adaptive_kl and self.target_kl <= 0:
-            raise UserError("target_kl must be > 0")
-        if min(self.save_every, self.drift.every, self.kl_coef, self.lr, self.critic_lr, self.train_layers) < 0:
-            raise UserError("save_every, drift_every, kl_coef, learning rates and train_layers must be >= 0")
-
-    def trajectory_hash(self) -> str:
-        """Knobs that shape the training trajectory; a resume must not change them."""
-        skip = {"steps", "out", "resume", "save_every", "keep_checkpoints", "drift"}
-        return stable_hash({k: v for k, v in asdict(self).items() if k not in skip})
 
 
 # ------------------------------------------------------------------------------ models
@@ -284,9 +147,12 @@ class KLController:
 
 
 class PPOTrainer:
-    def __init__(self, cfg: PPOConfig, reward_model: nn.Module | None = None):
+    def __init__(self, cfg: PPOConfig, reward_model: nn.Module | None = None, evaluate_fn: Callable | None = None):
+        """evaluate_fn(model, tokenizer, benchmarks, limit, data_dir) -> {bench: {score, ci95, n}}: the drift
+        log's benchmark scores (e.g. evalsets.runner.evaluate_in_process)."""
         cfg.validate()
         self.cfg = cfg
+        self.evaluate_fn = evaluate_fn
         self.out = Path(cfg.out)
         self.rank, self.world = init_distributed()
         if cfg.batch_size % self.world or cfg.mini_batch_size % self.world:
@@ -317,10 +183,10 @@ class PPOTrainer:
 
         # Data: held-out prompts are removed from the training set by id and by text.
         train = load_prompts(cfg.prompts)
-        hp = cfg.drift.heldout_prompts or (str(DATA_DIR / "heldout_prompts.jsonl")
+        hp = cfg.heldout_prompts or (str(DATA_DIR / "heldout_prompts.jsonl")
                                            if (DATA_DIR / "heldout_prompts.jsonl").exists() else None)
         held_all = load_prompts(hp) if hp else []  # excluded from training even with drift off
-        self.heldout = held_all[:cfg.drift.heldout_limit] if cfg.drift.every else []
+        self.heldout = held_all[:cfg.heldout_limit] if cfg.drift_every else []
         held_ids = {p["id"] for p in held_all}
         held_text = {p["prompt"] for p in held_all}
         train = [p for p in train if p["id"] not in held_ids and p["prompt"] not in held_text]
@@ -534,7 +400,7 @@ class PPOTrainer:
     # ------------------------------------------------------------------------- drift
     @torch.no_grad()
     def drift(self, step: int, row: dict) -> dict | None:
-        cfg = self.cfg.drift
+        cfg = self.cfg
         model = self.actor.module
         model.eval()
         total = torch.zeros(2, dtype=torch.float64)
@@ -547,11 +413,11 @@ class PPOTrainer:
             total += torch.tensor([r.sum().item(), float(len(r))], dtype=torch.float64)
         total = self.all_reduce(total)
         benchmarks = {}
-        if self.rank == 0 and cfg.benchmarks:
-            fn = cfg.evaluate_fn
+        if self.rank == 0 and cfg.drift_benchmarks:
+            fn = self.evaluate_fn
             if fn is None:
                 from evalsets.runner import evaluate_in_process as fn
-            res = fn(model, self.tok, list(cfg.benchmarks), cfg.limit, cfg.data_dir)
+            res = fn(model, self.tok, list(cfg.drift_benchmarks), cfg.drift_limit, cfg.drift_data_dir)
             benchmarks = {b: {"score": r["score"], "ci95": list(r["ci95"]), "n": r["n"]} for b, r in res.items()}
         model.train()
         self.barrier()
@@ -586,7 +452,7 @@ class PPOTrainer:
                 times[name] += time.perf_counter() - t0
 
             ro = self.rollout(step, timer)              # experience: generate + score
-            if step == 0 and cfg.drift.every:
+            if step == 0 and cfg.drift_every:
                 # Drift baseline at step 0: the weights before any update, with the training
                 # reward of this first rollout (which those same weights generated).
                 tot = self.all_reduce(torch.tensor([ro.reward_raw.sum().item(), float(len(ro))], dtype=torch.float64))
@@ -604,7 +470,7 @@ class PPOTrainer:
                 writer.flush()
                 bar.set_postfix(reward=f"{row['reward_raw']:.3f}", kl=f"{row['kl']:.3f}")
             rows.append(row)
-            if cfg.drift.every and (step + 1) % cfg.drift.every == 0:
+            if cfg.drift_every and (step + 1) % cfg.drift_every == 0:
                 self.drift(step, row)
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
                 self.save(step + 1)
@@ -640,6 +506,7 @@ def _contiguous_args(_module, args):
 _UPD_KEYS = ["policy_loss", "value_loss", "policy_clipfrac", "value_clipfrac", "approx_kl", "entropy"]
 
 
-def train(cfg: PPOConfig, reward_model: nn.Module | None = None) -> list[dict]:
-    """Run PPO; returns this process's per-step metric rows (also in OUT/metrics.jsonl)."""
-    return PPOTrainer(cfg, reward_model=reward_model).run()
+def train(cfg: PPOConfig, reward_model: nn.Module | None = None, evaluate_fn: Callable | None = None) -> list[dict]:
+    """Run PPO; returns this process's per-step metric rows (also in OUT/metrics.jsonl).
+    `evaluate_fn` scores the drift log's benchmarks (see PPOTrainer)."""
+    return PPOTrainer(cfg, reward_model=reward_model, evaluate_fn=evaluate_fn).run()
