@@ -52,7 +52,7 @@ def prepare(args, work: Path) -> tuple[str, str]:
     """Actor dir and an RM dir (RewardModel on the actor backbone, random head) + prompts."""
     import torch
     from core.models import build_tiny_model, resolve
-    from trainers.reward_model import RewardModel
+    from trainers.models import RewardModel
     actor = str(build_tiny_model(work / "tiny")) if args.tiny else resolve(args.model).path
     rm_dir = work / "rm"
     if not (rm_dir / "reward_config.json").exists():
@@ -71,7 +71,8 @@ def prepare(args, work: Path) -> tuple[str, str]:
 
 def run_ours(args, work: Path, actor: str, rm_dir: str) -> dict:
     import shutil
-    from trainers.ppo import PPOConfig, train
+    from trainers.configs import PPOConfig
+    from trainers.ppo import train
     out = work / "ours_out"
     shutil.rmtree(out, ignore_errors=True)
     rows = train(PPOConfig(model=actor, reward_model=rm_dir, out=str(out), prompts=str(work / "prompts.jsonl"),

@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from trainers.data_formats import load_instruction_data  # noqa: E402
-from trainers.reward_model import (RewardModel, encode_group, kwise_group_loss,  # noqa: E402
-                                   pairwise_group_loss)
+from trainers.loss import kwise_group_loss, pairwise_group_loss  # noqa: E402
+from trainers.models import RewardModel  # noqa: E402
+from trainers.reward_model import encode_group  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -204,6 +204,15 @@ def prepare_tokenizer(tok) -> None:
         tok.pad_token = tok.eos_token
 
 
+def eos_ids(model, tok) -> list[int]:
+    """Every token that ends a response: the generation config's EOS ids and the tokenizer's."""
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+    if tok.eos_token_id is not None:
+        ids.add(tok.eos_token_id)
+    return sorted(ids)
+
+
 def model_identity(model, tok=None, name: str = "in-memory") -> dict:
     """Identity for a model object that was never on disk (e.g. the PPO actor mid-training)."""
     return {"name": name, "kind": "in-memory", "spec": name, "path": None,

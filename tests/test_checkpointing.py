@@ -36,10 +36,15 @@ def test_latest_naming_a_missing_checkpoint_is_a_user_error(tmp_path):
 
 
 def test_read_log_drops_only_a_torn_last_line(tmp_path):
-    from trainers.ppo import _read_log
+    from core.store import read_jsonl
     f = tmp_path / "metrics.jsonl"
     f.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "kl"')
-    assert _read_log(f) == [{"step": 1}, {"step": 2}]
+    assert read_jsonl(f, torn_tail_ok=True) == [{"step": 1}, {"step": 2}]
+    with pytest.raises(UserError, match="metrics.jsonl:3"):  # only a log may have a torn tail
+        read_jsonl(f)
     f.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
     with pytest.raises(UserError, match="metrics.jsonl:2"):
-        _read_log(f)
+        read_jsonl(f, torn_tail_ok=True)
+    f.write_text('{"step": 1}\n{"step": 2, "kl"\n')  # a complete (newline-ended) bad line is not torn
+    with pytest.raises(UserError, match="metrics.jsonl:2"):
+        read_jsonl(f, torn_tail_ok=True)

@@ -20,7 +20,7 @@ METRIC_FIELDS = {"step", "reward_raw", "reward_clipped", "kl", "entropy", "respo
 @pytest.fixture(scope="session")
 def tiny_rm_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """A reward model on the tiny backbone with a random head (real RewardModel class)."""
-    from trainers.reward_model import RewardModel
+    from trainers.models import RewardModel
     out = tmp_path_factory.mktemp("tiny_rm") / "rm"
     torch.manual_seed(3)
     rm, tok, _ = RewardModel.from_backbone(str(tiny_model_dir), clip=5.0)
@@ -86,7 +86,8 @@ def test_kl_estimators_and_token_rewards():
 def test_generation_is_per_prompt_deterministic_and_left_padded(tiny_model_dir):
     """A prompt's sample depends on its seed only, not on the batch it is in (rank splits rely on it)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trainers.experience import generate, policy_logits, logprobs_from_logits
+    from trainers.generation import generate
+    from trainers.models import logprobs_from_logits, policy_logits
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     prompts = [tok("a much longer prompt than the other one here")["input_ids"], tok("short")["input_ids"]]
@@ -106,15 +107,15 @@ def test_generation_is_per_prompt_deterministic_and_left_padded(tiny_model_dir):
 
 def test_row_sampler_follows_each_rows_distribution_with_its_own_generator():
     """Inverse-CDF sampling: right frequencies, zero-probability tokens never drawn, rows independent."""
-    from trainers.experience import _sample_rows
+    from trainers.generation import sample_rows
     probs = torch.tensor([[0.1, 0.0, 0.6, 0.3], [0.0, 0.0, 0.0, 1.0]])
     gens = [torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)]
-    draws = torch.stack([_sample_rows(probs, gens) for _ in range(4000)])
+    draws = torch.stack([sample_rows(probs, gens) for _ in range(4000)])
     freq = torch.bincount(draws[:, 0], minlength=4).float() / len(draws)
     assert freq[1] == 0 and torch.allclose(freq, probs[0], atol=0.03)
     assert (draws[:, 1] == 3).all()
     again = [torch.Generator().manual_seed(5), torch.Generator().manual_seed(99)]
-    assert torch.equal(torch.stack([_sample_rows(probs, again) for _ in range(50)])[:, 0], draws[:50, 0])
+    assert torch.equal(torch.stack([sample_rows(probs, again) for _ in range(50)])[:, 0], draws[:50, 0])
 
 
 # --------------------------------------------------------------------- end to end
@@ -128,17 +129,17 @@ def _fake_eval_factory(calls):
 
 
 def test_ppo_tiny_end_to_end_with_drift(tiny_model_dir, tiny_rm_dir, prompts_file, tmp_path):
-    from trainers.ppo import DriftConfig, PPOConfig, train
+    from trainers.configs import PPOConfig
+    from trainers.ppo import train
     held = write_prompts(tmp_path / "held.jsonl", 3, start=100)
     calls = []
     out = tmp_path / "run"
     cfg = PPOConfig(model=str(tiny_model_dir), reward_model=str(tiny_rm_dir), out=str(out),
                     prompts=str(prompts_file), steps=5, batch_size=4, mini_batch_size=2, ppo_epochs=2,
                     max_new_tokens=8, lr=1e-3, critic_lr=1e-3, save_every=2, kl_estimator="k3",
-                    adaptive_kl=True, target_kl=0.01, seed=5,
-                    drift=DriftConfig(every=2, benchmarks=["gsm8k", "mmlu"], limit=3, heldout_prompts=str(held),
-                                      evaluate_fn=_fake_eval_factory(calls)))
-    rows = train(cfg)
+                    adaptive_kl=True, target_kl=0.01, seed=5, drift_every=2, drift_benchmarks=["gsm8k", "mmlu"],
+                    drift_limit=3, heldout_prompts=str(held))
+    rows = train(cfg, evaluate_fn=_fake_eval_factory(calls))
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 2, 3, 4, 5]
     for r in logged:
@@ -184,12 +185,13 @@ def test_ppo_tiny_end_to_end_with_drift(tiny_model_dir, tiny_rm_dir, prompts_fil
 
 def test_heldout_prompts_are_never_trained_on(tiny_model_dir, tiny_rm_dir, tmp_path):
     """Prompts shared with the held-out set (by id or text) are removed from training."""
-    from trainers.ppo import DriftConfig, PPOConfig, PPOTrainer
+    from trainers.configs import PPOConfig
+    from trainers.ppo import PPOTrainer
     train_file = write_prompts(tmp_path / "train.jsonl", 6)
     held = write_prompts(tmp_path / "held.jsonl", 2, start=4)  # q4, q5 overlap
     cfg = PPOConfig(model=str(tiny_model_dir), reward_model=str(tiny_rm_dir), out=str(tmp_path / "o"),
                     prompts=str(train_file), steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=4,
-                    drift=DriftConfig(every=1, benchmarks=[], heldout_prompts=str(held)))
+                    drift_every=1, drift_benchmarks=[], heldout_prompts=str(held))
     t = PPOTrainer(cfg)
     assert sorted(p["id"] for p in t.prompts) == ["q0", "q1", "q2", "q3"]
     assert len(t.heldout_ids) == 2
@@ -215,7 +217,8 @@ class NaNReward(torch.nn.Module):
 
 def test_nan_loss_stops_with_user_error_and_keeps_last_checkpoint(tiny_model_dir, tiny_rm_dir, prompts_file,
                                                                    tmp_path):
-    from trainers.ppo import PPOConfig, train
+    from trainers.configs import PPOConfig
+    from trainers.ppo import train
     out = tmp_path / "nan"
     cfg = PPOConfig(model=str(tiny_model_dir), reward_model=str(tiny_rm_dir), out=str(out),
                     prompts=str(prompts_file), steps=4, batch_size=2, mini_batch_size=2, max_new_tokens=4,
@@ -233,7 +236,7 @@ def test_bad_inputs_exit_2(run_cli, tiny_model_dir, tiny_rm_dir, prompts_file, t
     base = ["ppo", "--model", tiny_model_dir, "--reward-model", tiny_rm_dir, "--prompts", prompts_file,
             "--steps", "1", "--batch-size", "2", "--mini-batch-size", "2", "--max-new-tokens", "4"]
     code, _, err = run_cli(*base, "--out", tmp_path / "a", "--zero-stage", "5")
-    assert code == 2 and "zero_stage must be one of 0, 1, 2, 3" in err
+    assert code == 2 and "--zero-stage: must be one of 0, 1, 2, 3 (got 5)" in err
     code, _, err = run_cli(*base, "--out", tmp_path / "b", "--resume")
     assert code == 2 and "no checkpoint" in err
     empty = tmp_path / "empty.jsonl"

@@ -16,7 +16,7 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 @pytest.fixture(scope="module")
 def rm_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    from trainers.reward_model import RewardModel
+    from trainers.models import RewardModel
     out = tmp_path_factory.mktemp("dist_rm") / "rm"
     torch.manual_seed(3)
     rm, tok, _ = RewardModel.from_backbone(str(tiny_model_dir), clip=5.0)

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from core.errors import UserError
-from trainers.reward_model import (RMConfig, RewardModel, encode_group, kwise_group_loss, load_labels,
-                                   load_reward_model, pairwise_group_loss, score_texts, train_reward_model)
+from trainers.configs import RMConfig
+from trainers.loss import kwise_group_loss, pairwise_group_loss
+from trainers.models import RewardModel, load_reward_model
+from trainers.reward_model import encode_group, load_labels, score_texts, train_reward_model
 
 RESPONSES = ["Four.", "It is 4 because 2 + 2 = 4.", "I think the answer is five", "22"]
 
@@ -133,7 +135,7 @@ def _synthetic_labels(path, n_prompts=30, k=3):
 def test_train_rm_learns_a_trivial_preference(tiny_model_dir, tmp_path):
     labels = tmp_path / "labels.jsonl"
     _synthetic_labels(labels)
-    out = train_reward_model(RMConfig(model=str(tiny_model_dir), labels=str(labels), out_dir=str(tmp_path / "rm"),
+    out = train_reward_model(RMConfig(model=str(tiny_model_dir), labels=str(labels), out=str(tmp_path / "rm"),
                                       epochs=2, lr=1e-2, groups_per_step=2, heldout_frac=0.2, seed=3,
                                       zero_stage=2, max_len=64))
     m = json.loads((out / "rm_metrics.json").read_text())

@@ -134,7 +134,7 @@ def test_sft_loss_decreases_and_checkpoint_reloads(tiny_model_dir, tmp_path):
     from trainers.sft import SFTConfig, train_sft
 
     data = _write(tmp_path, "d.json", ALPACA)
-    out = train_sft(SFTConfig(model=str(tiny_model_dir), data=str(data), out_dir=str(tmp_path / "sft"),
+    out = train_sft(SFTConfig(model=str(tiny_model_dir), data=str(data), out=str(tmp_path / "sft"),
                               epochs=12, lr=2e-2, batch_size=2, max_len=128, seed=0, min_lr_ratio=1.0))
     m = _metrics(out)
     assert [r["step"] for r in m] == list(range(1, 25))  # 12 epochs x 2 batches
@@ -165,7 +165,7 @@ def test_sft_is_seeded(tiny_model_dir, tmp_path):
     from trainers.sft import SFTConfig, train_sft
 
     data = _write(tmp_path, "d.json", ALPACA)
-    runs = [_metrics(train_sft(SFTConfig(model=str(tiny_model_dir), data=str(data), out_dir=str(tmp_path / f"r{i}"),
+    runs = [_metrics(train_sft(SFTConfig(model=str(tiny_model_dir), data=str(data), out=str(tmp_path / f"r{i}"),
                                          max_steps=3, lr=1e-2, batch_size=2, seed=7, zero_stage=2)))
             for i in range(2)]
     assert [r["loss"] for r in runs[0]] == [r["loss"] for r in runs[1]]
@@ -188,7 +188,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_model_dir, tmp_path,
     data = _write(tmp_path, "d.json", ALPACA)
     out = tmp_path / "sft"
     with pytest.raises(UserError, match=r"loss became nan at step 4.*last good checkpoint \(step 2\)"):
-        sft.train_sft(sft.SFTConfig(model=str(tiny_model_dir), data=str(data), out_dir=str(out), epochs=5,
+        sft.train_sft(sft.SFTConfig(model=str(tiny_model_dir), data=str(data), out=str(out), epochs=5,
                                     lr=1e-2, batch_size=2, save_every=2))
     assert len(_metrics(out)) == 3
     model, _, _ = load_causal_lm(str(out))  # the step-2 checkpoint

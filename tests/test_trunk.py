@@ -26,7 +26,7 @@ def _count_block_calls(model):
 
 def test_split_forward_equals_full_forward(deep_tiny_dir):
     from transformers import AutoModelForCausalLM
-    from trainers.experience import position_ids
+    from core.tensors import position_ids
     from trainers.trunk import SharedTrunk
     ref = AutoModelForCausalLM.from_pretrained(deep_tiny_dir).eval().requires_grad_(False)
     other = AutoModelForCausalLM.from_pretrained(deep_tiny_dir).eval().requires_grad_(False)
@@ -50,8 +50,9 @@ def test_split_forward_equals_full_forward(deep_tiny_dir):
 def test_ppo_with_shared_trunk_matches_full_forwards(deep_tiny_dir, tmp_path):
     """train_layers=1 on a 4-block model: the 3 frozen blocks run once per rollout for all four
     models, and the run logs the same metrics as one that recomputes them everywhere."""
-    from trainers.ppo import PPOConfig, PPOTrainer
-    from trainers.reward_model import RewardModel
+    from trainers.configs import PPOConfig
+    from trainers.models import RewardModel
+    from trainers.ppo import PPOTrainer
     torch.manual_seed(3)
     rm, tok, _ = RewardModel.from_backbone(str(deep_tiny_dir), clip=5.0)
     rm_dir = tmp_path / "rm"
@@ -81,7 +82,7 @@ def test_ppo_with_shared_trunk_matches_full_forwards(deep_tiny_dir, tmp_path):
 
 def test_trunk_states_collected_while_decoding_match_a_full_pass(deep_tiny_dir):
     from transformers import AutoModelForCausalLM
-    from trainers.experience import generate
+    from trainers.generation import generate
     from trainers.trunk import SharedTrunk
     model = AutoModelForCausalLM.from_pretrained(deep_tiny_dir).eval()
     prompts = [[5, 6, 7, 8, 9], [11, 12, 13]]
@@ -97,8 +98,9 @@ def test_trunk_states_collected_while_decoding_match_a_full_pass(deep_tiny_dir):
 def test_critic_from_a_reward_model_with_its_own_bottom_runs_in_full(deep_tiny_dir, tmp_path):
     """critic_init=reward with an RM whose bottom blocks were trained: RM and critic stay out of
     the trunk, actor and reference join it, and the metrics equal a run without a trunk."""
-    from trainers.ppo import PPOConfig, PPOTrainer
-    from trainers.reward_model import RewardModel
+    from trainers.configs import PPOConfig
+    from trainers.models import RewardModel
+    from trainers.ppo import PPOTrainer
     torch.manual_seed(4)
     rm, tok, _ = RewardModel.from_backbone(str(deep_tiny_dir), clip=5.0)
     with torch.no_grad():

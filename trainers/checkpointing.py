@@ -1,4 +1,4 @@
-"""Crash-safe PPO checkpoints.
+"""Crash-safe checkpoints: PPO's resumable ones, and the HF checkpoint SFT and the RM write.
 
 Layout under `OUT/checkpoints/`:
 
@@ -20,6 +20,7 @@ itself while checkpoint N is half written (DeepSpeed actor state on disk, the re
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -30,23 +31,11 @@ import numpy as np
 import torch
 
 from core.errors import UserError
-from core.store import read_json, write_json, write_text
+from core.store import read_json, read_jsonl, write_json, write_jsonl, write_text
+from trainers.distributed import barrier, rank_world
 
 LATEST = "latest"
 DS_TAG = "state"
-
-
-def _rank_world() -> tuple[int, int]:
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
 
 
 def rng_state() -> dict:
@@ -61,7 +50,7 @@ def set_rng_state(state: dict) -> None:
 
 def save_hf(engine, tokenizer, out_dir: Path, zero_stage: int) -> None:
     """Save the engine's module as an HF checkpoint on rank 0 (collective under ZeRO-3)."""
-    rank, _ = _rank_world()
+    rank, _ = rank_world()
     model = engine.module
     if zero_stage == 3:
         import deepspeed
@@ -75,24 +64,56 @@ def save_hf(engine, tokenizer, out_dir: Path, zero_stage: int) -> None:
         tokenizer.save_pretrained(out_dir)
 
 
+@contextlib.contextmanager
+def full_params(module):
+    """Under ZeRO-3 parameters are partitioned; gather them (read-only) for saving/eval."""
+    params = [p for p in module.parameters() if hasattr(p, "ds_id")]
+    if not params:
+        yield
+        return
+    import deepspeed
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        yield
+
+
+def save_hf_checkpoint(module, tok, out_dir: Path, save_fn=None) -> None:
+    """Write an HF checkpoint into out_dir file by file via os.replace (SFT, reward model).
+
+    We save into a hidden sibling dir first, so a crash mid-save never leaves a torn
+    weights file next to the previous good one. `save_fn(module, dir)` defaults to
+    `module.save_pretrained`.
+    """
+    out_dir = Path(out_dir)
+    tmp = out_dir / ".checkpoint.partial"
+    with full_params(module):
+        if rank_world()[0] != 0:
+            return
+        shutil.rmtree(tmp, ignore_errors=True)
+        (save_fn or (lambda m, d: m.save_pretrained(d, safe_serialization=True)))(module, tmp)
+    tok.save_pretrained(tmp)
+    for f in sorted(tmp.iterdir()):
+        os.replace(f, out_dir / f.name)
+    tmp.rmdir()
+
+
 def save_checkpoint(root: Path | str, step: int, *, actor, critic, tokenizer, state: dict,
                     zero_stage: int, keep: int = 2) -> Path:
     """Write checkpoint `step` atomically on every rank; returns its final path."""
     root = Path(root)
-    rank, _ = _rank_world()
+    rank, _ = rank_world()
     name = f"step_{step}"
     tmp, final = root / f".tmp_{name}", root / name
     if rank == 0:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-    _barrier()
+    barrier()
     actor.save_checkpoint(str(tmp / "ds_actor"), tag=DS_TAG)
     _fault("kill_in_checkpoint_write", step)
     critic.save_checkpoint(str(tmp / "ds_critic"), tag=DS_TAG)
     save_hf(actor, tokenizer, tmp / "actor_hf", zero_stage)
     torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
-    _barrier()
+    barrier()
     if rank == 0:
         write_json(tmp / "state.json", {**state, "step": step})
         _fsync_tree(tmp)
@@ -103,8 +124,37 @@ def save_checkpoint(root: Path | str, step: int, *, actor, critic, tokenizer, st
         write_text(root / LATEST, name + "\n")
         _fsync_dir(root)  # the pointer's rename itself must reach the disk
         _prune(root, keep, step)
-    _barrier()
+    barrier()
     return final
+
+
+def check_run_dir(out: Path, resume: bool) -> None:
+    """A new run (no --resume) must not write over an earlier run's log and checkpoints."""
+    if not resume and ((out / "metrics.jsonl").exists() or (out / "checkpoints" / LATEST).exists()):
+        raise UserError(f"{out} already holds a PPO run: pass --resume or choose another --out")
+
+
+def resume_run(out: Path, *, actor, critic, config_hash: str) -> tuple[dict, Path]:
+    """Restore OUT/checkpoints/latest into the engines -> (state.json, checkpoint path).
+
+    Rank 0 then deletes newer or half-written checkpoints and drops the log rows written after
+    the checkpoint (the resumed run replays those steps); the caller syncs the ranks after.
+    """
+    root = out / "checkpoints"
+    path = latest_checkpoint(root)
+    if path is None:
+        raise UserError(f"--resume: no checkpoint in {root}")
+    state = load_checkpoint(path, actor=actor, critic=critic)
+    if state.get("config_hash") != config_hash:
+        raise UserError(f"--resume: the training settings differ from the checkpointed run in {out}")
+    step = int(state["step"])
+    if rank_world()[0] == 0:
+        clean_partial(root, latest_step=step)
+        for name in ("metrics.jsonl", "drift.jsonl"):
+            f = out / name
+            if f.exists():  # a last line cut short by the kill is dropped: it is replayed anyway
+                write_jsonl(f, [r for r in read_jsonl(f, torn_tail_ok=True) if int(r["step"]) <= step])
+    return state, path
 
 
 def latest_checkpoint(root: Path | str) -> Path | None:
@@ -136,7 +186,7 @@ def clean_partial(root: Path | str, latest_step: int | None = None) -> None:
 
 def load_checkpoint(path: Path, *, actor, critic) -> dict:
     """Restore engines and this rank's RNG; returns state.json."""
-    rank, _ = _rank_world()
+    rank, _ = rank_world()
     for engine, sub in ((actor, "ds_actor"), (critic, "ds_critic")):
         load_path, _ = engine.load_checkpoint(str(path / sub), tag=DS_TAG, load_optimizer_states=True,
                                               load_lr_scheduler_states=True)

@@ -149,6 +149,18 @@ def render_prompt(tok, prompt: str) -> str:
                                    tokenize=False, add_generation_prompt=True)
 
 
+def tokenize_prompts(tok, prompts: list[dict], max_len: int) -> tuple[list[list[int]], int]:
+    """Rendered prompt token ids for a policy to answer (PPO, once per run): a prompt over max_len
+    keeps its last tokens. -> (ids, number truncated)."""
+    out, cut = [], 0
+    for p in prompts:
+        ids = tok(render_prompt(tok, p["prompt"]), add_special_tokens=False)["input_ids"]
+        if len(ids) > max_len:
+            ids, cut = ids[-max_len:], cut + 1
+        out.append(ids)
+    return out, cut
+
+
 def encode_prompt_response(tok, prompt: str, response: str, max_len: int) -> tuple[list[int], bool]:
     """Token ids of `render_prompt(prompt) + response` (no EOS appended), at most max_len.
 

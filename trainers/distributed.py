@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _free_port() -> int:
@@ -47,6 +51,30 @@ def init_distributed() -> tuple[int, int]:
         backend = "gloo" if os.environ.get("DS_ACCELERATOR") == "cpu" else None
         deepspeed.init_distributed(dist_backend=backend) if backend else deepspeed.init_distributed()
     return dist.get_rank(), dist.get_world_size()
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) when torch.distributed is not initialised."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce(t: torch.Tensor) -> torch.Tensor:
+    """Sum of `t` over ranks (a new tensor); `t` itself on one rank."""
+    if rank_world()[1] == 1:
+        return t
+    import torch.distributed as dist
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
+def barrier() -> None:
+    if rank_world()[1] > 1:
+        import torch.distributed as dist
+        dist.barrier()
 
 
 @dataclass

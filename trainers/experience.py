@@ -1,11 +1,10 @@
-"""PPO experience making: generate, score, KL penalty, GAE. No optimiser in here.
+"""PPO experience making: score, KL penalty, GAE. No optimiser in here.
 
 One rollout batch goes through four passes, each batched over every sequence at once:
 
-1. `generate`: the actor samples responses with a KV cache from left-padded prompts
-   (prompt token ids are computed once per run, never per step). It also returns the
-   log-probabilities of the sampled tokens, which serve as the PPO "old" log-probs, so the
-   actor is not run a second time over the rollout (`recompute_old_logprobs` turns that on).
+1. `generate` (trainers/generation.py): the actor samples responses with a KV cache from
+   left-padded prompts, returning the sampled tokens' log-probs as PPO's "old" log-probs
+   (`recompute_old_logprobs` runs the actor over the rollout instead).
 2. `score`: the frozen reward model reads prompt + response (EOS stripped, right-padded:
    the same sequence `trainers.data_formats.encode_prompt_response` builds for RM training).
 3. reference log-probs and critic values: one forward each over the whole batch; the
@@ -15,232 +14,37 @@ One rollout batch goes through four passes, each batched over every sequence at 
    only each model's own top blocks on the cached hidden states (`Rollout.hidden`).
 4. `compute_advantages`: per-token KL penalty + final score, GAE(gamma, lambda), whitening.
 
-Sampling draws from one `torch.Generator` per prompt, seeded from (seed, step, global prompt
-index). A prompt's response therefore does not depend on which rank or batch it lands in,
-which is what lets a 2-rank run reproduce a 1-rank run and a resumed run reproduce an
-uninterrupted one.
+The batch of a step is `global_batch` (epochs of seeded permutations) and prompt j of it samples
+with the generator seeded by `sample_seed(seed, step, j)`, whatever rank it lands on.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+
+from core.tensors import last_token_index, right_pad
+from trainers.generation import Generation, generate
+from trainers.models import logprobs_from_logits, policy_logits, run_model
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------- batch order
 
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
-    return ids, mask
-
-
-def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(1, max(len(s) for s in seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, :len(s)] = 1
-    return ids, mask
+def global_batch(step: int, batch_size: int, n: int, seed: int) -> list[int]:
+    """Prompt indices of step `step` (0-based): epochs of fresh permutations, no drop."""
+    idx = []
+    for pos in range(step * batch_size, (step + 1) * batch_size):
+        epoch, off = divmod(pos, n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        idx.append(int(perm[off]))
+    return idx
 
 
-def position_ids(mask: torch.Tensor) -> torch.Tensor:
-    # Left padding: real tokens must start at position 0, not at the pad count.
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    # gather(logits) - logsumexp(logits) avoids materialising a second (B, T, V) tensor.
-    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    p = torch.softmax(logits, dim=-1)
-    return torch.logsumexp(logits, dim=-1) - (p * logits).sum(-1)
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1)
-
-
-def run_model(model, input_ids, attention_mask, trunk=None, hidden=None, **kw):
-    """`model(input_ids, attention_mask, **kw)`, or only its top blocks on the shared trunk's
-    hidden states when it shares the trunk (same result, fewer FLOPs)."""
-    if hidden is not None and trunk is not None and trunk.shares(model):
-        with trunk.top(model):
-            return model(inputs_embeds=hidden, attention_mask=attention_mask, **kw)
-    return model(input_ids=input_ids, attention_mask=attention_mask, **kw)
-
-
-def policy_logits(model, sequences, attention_mask, prompt_width: int, temperature: float,
-                  trunk=None, hidden=None):
-    """Logits that predict each response token, shape (B, R, V), temperature applied.
-
-    Only the last R+1 positions go through the LM head: on a 49k vocabulary the head is a
-    fifth of a small model's FLOPs, and prompt positions never need it.
-    """
-    resp_len = sequences.shape[1] - prompt_width
-    out = run_model(model, sequences, attention_mask, trunk, hidden,
-                    position_ids=position_ids(attention_mask), use_cache=False, logits_to_keep=resp_len + 1)
-    logits = out.logits[:, :-1]
-    return logits / temperature if temperature != 1.0 else logits
-
-
-# ------------------------------------------------------------------------- generation
-
-def _few_rows_linear(self, x):
-    """nn.Linear forward for decoding: a few rows computed as (W x^T)^T.
-
-    Same product, but for M <= 8 rows MKL's kernel for a tall left operand streams the
-    weight faster than the one for x W^T (decoding SmolLM2 with batch 4: 2.5 -> 1.9 s on
-    2 threads; the 49k x 576 LM head alone 23 -> 9.5 ms). More rows take the usual path.
-    """
-    flat = x.reshape(-1, x.shape[-1])
-    if flat.shape[0] > 8 or flat.dtype != torch.float32 or self.weight.dtype != torch.float32:
-        return F.linear(x, self.weight, self.bias)
-    y = torch.mm(self.weight, flat.T).T
-    if self.bias is not None:
-        y = y + self.bias
-    return y.contiguous().reshape(*x.shape[:-1], -1)
-
-
-@contextlib.contextmanager
-def _decoding_linears(model):
-    """Route every plain CPU nn.Linear of `model` through `_few_rows_linear` while decoding.
-
-    Skipped for ZeRO-3 partitioned weights (`ds_id`), whose gather hooks own the forward.
-    """
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and "forward" not in vars(m)
-               and m.weight.device.type == "cpu" and not hasattr(m.weight, "ds_id")]
-    for m in linears:
-        m.forward = _few_rows_linear.__get__(m)
-    try:
-        yield
-    finally:
-        for m in linears:
-            del m.forward
-
-
-def _sample_rows(probs: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
-    """One token per row, row i drawn with its own generator (inverse CDF of one uniform).
-
-    Cheaper than a per-row torch.multinomial, which draws an exponential per vocabulary entry.
-    """
-    u = torch.cat([torch.rand(1, generator=g, device=probs.device, dtype=torch.float64) for g in gens])
-    cdf = probs.double().cumsum(-1)
-    tok = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1)
-    return tok.clamp_(max=probs.shape[-1] - 1)
-
-
-@dataclass
-class Generation:
-    sequences: torch.Tensor        # (B, P+R) left-padded prompt + right-padded response
-    attention_mask: torch.Tensor   # (B, P+R)
-    prompt_width: int              # P
-    response_mask: torch.Tensor    # (B, R) float, 1 up to and including EOS
-    logprobs: torch.Tensor         # (B, R) log-probs of the sampled tokens (temperature applied)
-    finished: torch.Tensor         # (B,) bool: EOS produced within max_new_tokens
-    hidden: torch.Tensor | None = None  # (B, P+R, H) output of the bottom `trunk_depth` blocks
-
-    @property
-    def responses(self) -> torch.Tensor:
-        return self.sequences[:, self.prompt_width:]
-
-
-@torch.no_grad()
-def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_ids: list[int], pad_id: int,
-             temperature: float = 1.0, top_k: int = 0, greedy: bool = False,
-             seeds: list[int] | None = None, trunk_depth: int = 0) -> Generation:
-    """Batched KV-cache sampling. `seeds[i]` seeds prompt i's own generator.
-
-    `trunk_depth` > 0 also returns the hidden states after that many blocks for every position
-    (`Generation.hidden`), collected while decoding, so a `SharedTrunk` need not recompute
-    them. Positions after a row's EOS (and the EOS itself) are padding there: whatever they
-    hold, no kept output depends on them under causal attention.
-    """
-    device = next(model.parameters()).device
-    ids, mask = left_pad(prompts, pad_id)
-    ids, mask = ids.to(device), mask.to(device)
-    B, P = ids.shape
-    gens = None
-    if not greedy:
-        if seeds is None:
-            raise ValueError("sampling needs one seed per prompt")
-        gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-    eos = torch.tensor(eos_ids, device=device)
-    states, hook = [], None
-    if trunk_depth:
-        from trainers.trunk import decoder_of
-        decoder = decoder_of(model)
-        hook = decoder.layers[trunk_depth - 1].register_forward_hook(
-            lambda _m, _i, o: states.append(o[0] if isinstance(o, tuple) else o))
-    try:
-        with _decoding_linears(model):
-            out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
-                        use_cache=True, logits_to_keep=1)
-            tokens, logps, resp_mask, alive, past = _decode(model, out, mask, B, max_new_tokens, eos, pad_id,
-                                                            temperature, top_k, greedy, gens)
-        if trunk_depth:
-            # The last sampled token is never fed back for logits; run it through the trunk only.
-            from trainers.trunk import only_blocks
-            mask = torch.cat([mask, torch.stack(resp_mask, 1).long()], 1)
-            with only_blocks(decoder, decoder.layers[:trunk_depth], final_norm=False):
-                decoder(input_ids=tokens[-1][:, None], attention_mask=mask,
-                        position_ids=position_ids(mask)[:, -1:], past_key_values=past, use_cache=True)
-    finally:
-        if hook is not None:
-            hook.remove()
-    responses = torch.stack(tokens, 1)
-    resp_mask_t = torch.stack(resp_mask, 1).float()
-    sequences = torch.cat([ids, responses], 1)
-    full_mask = torch.cat([mask[:, :P], resp_mask_t.long()], 1)
-    hidden = torch.cat(states, 1) if trunk_depth else None
-    return Generation(sequences, full_mask, P, resp_mask_t, torch.stack(logps, 1), ~alive, hidden)
-
-
-def _decode(model, out, mask, B, max_new_tokens, eos, pad_id, temperature, top_k, greedy, gens):
-    """The sampling loop after the prompt pass; returns per-step lists and the KV cache."""
-    device = mask.device
-    past = out.past_key_values
-    next_pos = position_ids(mask)[:, -1:] + 1
-    alive = torch.ones(B, dtype=torch.bool, device=device)
-    tokens, logps, resp_mask = [], [], []
-    for _ in range(max_new_tokens):
-        logits = out.logits[:, -1].float()
-        if temperature != 1.0:
-            logits = logits / temperature
-        logp_all = torch.log_softmax(logits, dim=-1)
-        if greedy:
-            tok = logits.argmax(-1)
-        else:
-            sample_logits = logits
-            if top_k and top_k > 0:
-                kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-                sample_logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = torch.softmax(sample_logits, dim=-1)
-            tok = _sample_rows(probs, gens)
-        tok = torch.where(alive, tok, torch.full_like(tok, pad_id))
-        tokens.append(tok)
-        logps.append(logp_all.gather(-1, tok[:, None]).squeeze(-1) * alive)
-        resp_mask.append(alive.clone())
-        alive = alive & ~torch.isin(tok, eos)
-        if not alive.any() or len(tokens) == max_new_tokens:
-            break  # no logits needed after the last token
-        mask = torch.cat([mask, resp_mask[-1].long()[:, None]], dim=1)
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
-                    past_key_values=past, use_cache=True)
-        past = out.past_key_values
-        next_pos = next_pos + 1
-    return tokens, logps, resp_mask, alive, past
+def sample_seed(seed: int, step: int, j: int) -> int:
+    """Seed of the generator of position j in step's global batch (rank-independent)."""
+    return int(np.random.default_rng([seed, step, j, 7]).integers(0, 2**62))
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -259,7 +63,6 @@ def reward_inputs(gen: Generation, eos_ids: list[int], pad_id: int):
 
 def without_final_eos(gen: Generation, eos_ids: list[int]) -> torch.Tensor:
     """The rollout's attention mask with each row's final EOS dropped (left padding kept)."""
-    from trainers.reward_model import last_token_index
     mask = gen.attention_mask.clone()
     last = last_token_index(mask)
     rows = torch.arange(mask.shape[0], device=mask.device)

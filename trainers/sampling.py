@@ -4,56 +4,18 @@
 
 Prompts are rendered with the tokenizer's chat template (user turn + generation prompt),
 left-padded into batches of `batch_size` prompts, and each prompt gets K continuations
-from one `generate(..., num_return_sequences=K, do_sample=True)` call. The global torch
-RNG is seeded once, so a fixed (seed, batch_size, prompts, model) gives identical output.
+from one `generate(..., num_return_sequences=K, do_sample=True)` call. The global RNGs
+are seeded once (core.seeding), so a fixed (seed, batch_size, prompts, model) gives identical output.
 `finished[i]` says whether response i reached an end-of-sequence token before
 `max_new_tokens` ran out.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
-
-
-@dataclass
-class SampleConfig:
-    """Every knob of `sample_responses`."""
-
-    model: str | None = None
-    """Checkpoint to sample from (`--model` syntax; None = embedded SmolLM2)."""
-    prompts: str | None = None
-    """prompts.jsonl (FORMATS.md). None = trainers/data/feedback_prompts.jsonl."""
-    out: str = "samples.jsonl"
-    """Output samples.jsonl."""
-    k: int = 4
-    """Responses per prompt (>= 2: the labeller ranks them)."""
-    max_new_tokens: int = 256
-    """Generation budget per response; responses that hit it have finished=false."""
-    temperature: float = 1.0
-    """Sampling temperature (> 0)."""
-    top_p: float = 1.0
-    """Nucleus sampling mass (0 < top_p <= 1)."""
-    seed: int = 1234
-    """Seeds the torch RNG once before the first batch."""
-    batch_size: int = 4
-    """Prompts per generate call (each expands to K sequences)."""
-    limit: int = 0
-    """Only N prompts, taken round-robin over categories (0 = all)."""
-
-    def validate(self) -> None:
-        if self.k < 2:
-            raise UserError(f"k must be >= 2: preference labels need at least two responses per prompt (got {self.k})")
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise UserError("max-new-tokens and batch-size must be >= 1")
-        if not self.temperature > 0:
-            raise UserError(f"temperature must be > 0 (got {self.temperature})")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top-p must be in (0, 1] (got {self.top_p})")
-        if self.limit < 0:
-            raise UserError("limit must be >= 0")
+from trainers.configs import SampleConfig
 
 
 def stratified(prompts: list[dict], limit: int) -> list[dict]:
@@ -71,22 +33,15 @@ def stratified(prompts: list[dict], limit: int) -> list[dict]:
     return out
 
 
-def eos_ids(model, tok) -> set[int]:
-    ids = model.generation_config.eos_token_id
-    ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
-    if tok.eos_token_id is not None:
-        ids.add(tok.eos_token_id)
-    return ids
-
-
 def generate_k(model, tok, prompts: list[str], cfg: SampleConfig) -> list[tuple[list[str], list[bool]]]:
     """Sample cfg.k responses for each prompt text (already-loaded model). -> [(responses, finished)]."""
     import torch
     from tqdm.auto import tqdm
 
+    from core.models import eos_ids
     from trainers.data_formats import render_prompt
 
-    stop = eos_ids(model, tok)
+    stop = set(eos_ids(model, tok))
     tok.padding_side = "left"  # generation appends on the right, so prompts must end flush
     out = []
     for b in tqdm(range(0, len(prompts), cfg.batch_size), desc="sample", unit="batch", dynamic_ncols=True):
@@ -108,9 +63,8 @@ def generate_k(model, tok, prompts: list[str], cfg: SampleConfig) -> list[tuple[
 
 
 def sample_responses(cfg: SampleConfig) -> Path:
-    import torch
-
     from core.models import load_causal_lm
+    from core.seeding import seed_everything
     from core.store import write_json, write_jsonl
     from trainers.data_formats import load_prompts
 
@@ -120,7 +74,7 @@ def sample_responses(cfg: SampleConfig) -> Path:
         prompts = stratified(prompts, cfg.limit)
     model, tok, identity = load_causal_lm(cfg.model)
     model.eval()
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     t0 = time.time()
     results = generate_k(model, tok, [p["prompt"] for p in prompts], cfg)
     rows = [{**p, "responses": r, "finished": f} for p, (r, f) in zip(prompts, results)]

@@ -1,6 +1,6 @@
 """Supervised fine-tuning through a DeepSpeed engine, loss on response tokens only.
 
-    cfg = SFTConfig(model=None, data=None, out_dir="runs/x/sft")   # embedded model + data
+    cfg = SFTConfig(model=None, data=None, out="runs/x/sft")   # embedded model + data
     out = train_sft(cfg)          # -> HF checkpoint dir, loadable by load_causal_lm(out)
 
 The loop is deliberately plain (nanoGPT style): tokenise everything up front, shuffle
@@ -8,121 +8,22 @@ per epoch with a seeded generator, pad each micro-batch on the right, forward, m
 cross-entropy, `engine.backward`, `engine.step`. LR is set by hand each step
 (linear warmup, cosine decay to `min_lr_ratio * lr`).
 
-Outputs in out_dir: the HF checkpoint (config, weights, tokenizer), `metrics.jsonl`
+Outputs in out: the HF checkpoint (config, weights, tokenizer), `metrics.jsonl`
 (one line per optimizer step) and `sft_config.json` (config, data stats, summary).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from core.errors import UserError
 from core.store import append_jsonl, write_json
+from trainers.configs import SFTConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SFTConfig:
-    """Every knob of `train_sft`. Defaults suit SmolLM2-135M on a CPU box."""
-
-    model: str | None = None
-    """Base checkpoint (`--model` syntax of core.models.resolve; None = embedded SmolLM2)."""
-    data: str | None = None
-    """Instruction data (alpaca / sharegpt / messages; JSON or JSONL). None = trainers/data/sft_embedded.json."""
-    out_dir: str = "out/sft"
-    """Where the HF checkpoint, metrics.jsonl and sft_config.json go."""
-    epochs: int = 1
-    """Passes over the data."""
-    max_steps: int = 0
-    """Stop after this many optimizer steps (0 = run all epochs)."""
-    lr: float = 2e-5
-    """Peak AdamW learning rate."""
-    warmup_steps: int = 0
-    """Linear warmup from 0 to `lr` over this many optimizer steps."""
-    min_lr_ratio: float = 0.1
-    """Cosine decay ends at `lr * min_lr_ratio` (1.0 = constant LR)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    max_len: int = 512
-    """Tokens per sequence; longer ones are cut at the right (counted and reported)."""
-    batch_size: int = 4
-    """Sequences per micro-batch."""
-    grad_accum: int = 1
-    """Micro-batches per optimizer step."""
-    grad_clip: float = 1.0
-    """Global gradient-norm clip (0 disables)."""
-    zero_stage: int = 0
-    """DeepSpeed ZeRO stage (0-3)."""
-    bf16: bool = False
-    """bf16 mixed precision in DeepSpeed."""
-    seed: int = 1234
-    """Seeds torch/numpy/random and the shuffling order."""
-    save_every: int = 0
-    """Write the checkpoint every N optimizer steps (0 = only at the end); the NaN guard falls back to it."""
-    limit: int = 0
-    """Use only the first N examples (0 = all); for smoke runs."""
-
-    def validate(self) -> None:
-        for name in ("epochs", "max_len", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
-        if not self.lr > 0:
-            raise UserError(f"lr must be > 0 (got {self.lr})")
-        if self.max_steps < 0 or self.save_every < 0 or self.limit < 0 or self.warmup_steps < 0:
-            raise UserError("max-steps, save-every, limit and warmup-steps must be >= 0")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise UserError(f"zero-stage must be 0, 1, 2 or 3 (got {self.zero_stage})")
-
-
-# ------------------------------------------------------------------ shared helpers
-
-def seed_everything(seed: int) -> None:
-    from transformers import set_seed
-    set_seed(seed)
-
-
-@contextlib.contextmanager
-def full_params(module):
-    """Under ZeRO-3 parameters are partitioned; gather them (read-only) for saving/eval."""
-    params = [p for p in module.parameters() if hasattr(p, "ds_id")]
-    if not params:
-        yield
-        return
-    import deepspeed
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-        yield
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def save_hf_checkpoint(module, tok, out_dir: Path, save_fn=None) -> None:
-    """Write an HF checkpoint into out_dir file by file via os.replace.
-
-    We save into a hidden sibling dir first, so a crash mid-save never leaves a torn
-    weights file next to the previous good one. `save_fn(module, dir)` defaults to
-    `module.save_pretrained`.
-    """
-    out_dir = Path(out_dir)
-    tmp = out_dir / ".checkpoint.partial"
-    with full_params(module):
-        if _rank() != 0:
-            return
-        shutil.rmtree(tmp, ignore_errors=True)
-        (save_fn or (lambda m, d: m.save_pretrained(d, safe_serialization=True)))(module, tmp)
-    tok.save_pretrained(tmp)
-    for f in sorted(tmp.iterdir()):
-        os.replace(f, out_dir / f.name)
-    tmp.rmdir()
 
 
 # ------------------------------------------------------------------ data
@@ -145,17 +46,10 @@ def tokenize_examples(examples: list[dict], tok, max_len: int) -> tuple[list[dic
 
 def collate(rows: list[dict], pad_id: int):
     """Right-pad a micro-batch -> (input_ids, attention_mask, labels) tensors."""
-    import torch
+    from core.tensors import right_pad
 
-    n = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), n), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), n), dtype=torch.long)
-    for i, r in enumerate(rows):
-        k = len(r["input_ids"])
-        ids[i, :k] = torch.tensor(r["input_ids"])
-        labels[i, :k] = torch.tensor(r["labels"])
-        mask[i, :k] = 1
+    ids, mask = right_pad([r["input_ids"] for r in rows], pad_id)
+    labels, _ = right_pad([r["labels"] for r in rows], -100)  # -100: no loss on padding
     return ids, mask, labels
 
 
@@ -183,6 +77,8 @@ def train_sft(cfg: SFTConfig) -> Path:
     from tqdm.auto import tqdm
 
     from core.models import load_causal_lm
+    from core.seeding import seed_everything
+    from trainers.checkpointing import save_hf_checkpoint
     from trainers.data_formats import load_instruction_data
     from trainers.distributed import EngineConfig, make_engine
 
@@ -202,7 +98,7 @@ def train_sft(cfg: SFTConfig) -> Path:
     if not rows:
         raise UserError(f"no usable SFT examples: all {stats['n_examples']} lose their response at max-len {cfg.max_len}")
 
-    out = Path(cfg.out_dir)
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)  # a new run, a new log

@@ -25,6 +25,8 @@ import logging
 import torch
 from torch import nn
 
+from core.tensors import position_ids
+
 log = logging.getLogger(__name__)
 
 
@@ -80,7 +82,6 @@ class SharedTrunk:
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Hidden states after the shared blocks, (B, T, H)."""
-        from trainers.experience import position_ids
         with only_blocks(self.decoder, self.blocks, final_norm=False):
             return self.decoder(input_ids=input_ids, attention_mask=attention_mask,
                                 position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state

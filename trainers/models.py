@@ -1,0 +1,185 @@
+"""The models the trainers put scalar heads on, and what PPO reads from a model's outputs.
+
+(The layout of OpenRLHF's `models/`: the models here, their losses in trainers/loss.py.)
+
+- `RewardModel`: a causal-LM backbone without its LM head + Linear(hidden, 1) read at the LAST
+  real token, clipped to [-clip, clip] inside `forward` (clipping in the graph means PPO never
+  sees an outlier; the price is no gradient from a raw score already outside the range, which
+  rm_metrics.json's `clipped_share` reports).
+- `ValueModel`: PPO's critic, a backbone + Linear(hidden, 1) at every position.
+- `load_reward_model(dir)`: a trained reward model and its tokenizer.
+- `run_model`, `policy_logits`, `logprobs_from_logits`, `entropy_from_logits`: the forwards and
+  per-token quantities experience making and the PPO update share.
+
+Backbones load through `core.models` (`load_model(head="backbone")`, `load_weights`).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from core.errors import UserError
+from core.models import load_model, load_tokenizer, load_weights
+from core.store import read_json, write_json
+from core.tensors import last_token_index, position_ids
+
+HEAD_FILE = "reward_head.safetensors"
+RM_CONFIG_FILE = "reward_config.json"
+
+
+class RewardModel(nn.Module):
+    """Backbone (base transformer, no LM head) + Linear(hidden, 1), reward clipped to [-clip, clip]."""
+
+    def __init__(self, backbone: nn.Module, clip: float = 10.0):
+        super().__init__()
+        if not clip > 0:
+            raise UserError(f"clip must be > 0 (got {clip})")
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        self.head = nn.Linear(hidden, 1)
+        # Small init so initial rewards sit near 0, far from the clip (std as in InstructGPT-style RMs).
+        nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(hidden + 1))
+        nn.init.zeros_(self.head.bias)
+        self.clip = float(clip)
+        # Counters for tests and the bench: how many backbone calls / sequences we ran.
+        self.forward_calls = 0
+        self.sequences_forwarded = 0
+
+    @property
+    def config(self):  # DeepSpeed and HF utilities look for module.config
+        return self.backbone.config
+
+    def forward(self, input_ids=None, attention_mask=None, return_raw: bool = False, inputs_embeds=None):
+        """`inputs_embeds`: hidden states to start from instead of `input_ids` (trainers/trunk.py)."""
+        self.forward_calls += 1
+        self.sequences_forwarded += int(attention_mask.size(0))
+        # Position ids from the mask so a left-padded row scores like its unpadded self.
+        hidden = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                               position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
+        last = hidden[torch.arange(hidden.size(0), device=hidden.device), last_token_index(attention_mask)]
+        raw = self.head(last).squeeze(-1).float()
+        reward = raw.clamp(-self.clip, self.clip)  # in the graph: d reward / d raw = 0 outside the range
+        return (reward, raw) if return_raw else reward
+
+    # -- persistence: backbone as an HF checkpoint, head + rm config beside it
+    def save_pretrained(self, out_dir, **kwargs) -> None:
+        from safetensors.torch import save_file
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(out_dir, safe_serialization=True)
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                  str(out_dir / HEAD_FILE))
+        write_json(out_dir / RM_CONFIG_FILE, {"format": 1, "clip": self.clip,
+                                              "hidden_size": self.backbone.config.hidden_size,
+                                              "score_position": "last non-pad token",
+                                              "backbone_class": type(self.backbone).__name__})
+
+    @classmethod
+    def from_pretrained(cls, path, clip: float | None = None, dtype=torch.float32) -> "RewardModel":
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / RM_CONFIG_FILE).exists() or not (path / HEAD_FILE).exists():
+            raise UserError(f"{path} is not a reward-model directory (no {RM_CONFIG_FILE} / {HEAD_FILE})")
+        conf = read_json(path / RM_CONFIG_FILE)
+        backbone = load_weights(path, "backbone", dtype)
+        try:
+            rm = cls(backbone, clip=conf["clip"] if clip is None else clip)
+            rm.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+        except (OSError, KeyError, RuntimeError) as e:  # no clip, a torn or mis-shaped head file
+            raise UserError(f"cannot load model {path}: {type(e).__name__}: {str(e).strip().splitlines()[0]}")
+        rm.head.to(dtype)
+        rm.eval()
+        return rm
+
+    @classmethod
+    def from_backbone(cls, spec: str | None, clip: float = 10.0):
+        """New RM on top of a causal-LM checkpoint (`--model` syntax). -> (rm, tokenizer, identity)."""
+        backbone, tok, identity = load_model(spec, head="backbone")
+        return cls(backbone, clip=clip), tok, identity
+
+
+def load_reward_model(path) -> tuple[RewardModel, object | None]:
+    """A reward-model directory -> (RewardModel in eval mode, its tokenizer or None if it has none)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"reward model directory not found: {path}")
+    rm = RewardModel.from_pretrained(p)
+    tok = load_tokenizer(p) if (p / "tokenizer_config.json").exists() else None
+    return rm, tok
+
+
+class ValueModel(nn.Module):
+    """Critic: transformer backbone (no LM head) + a linear value head per position."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear | None = None):
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        self.v_head = head if head is not None else nn.Linear(hidden, 1)
+        if head is None:
+            nn.init.zeros_(self.v_head.weight)  # start at V=0: no random bias in the first advantages
+            nn.init.zeros_(self.v_head.bias)
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
+        h = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                          position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
+        return self.v_head(h).squeeze(-1)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, name: str | None = None) -> "ValueModel":
+        """A fresh (zero) value head on a causal-LM checkpoint's backbone."""
+        return cls(load_weights(path, "backbone", name=name))
+
+    @classmethod
+    def from_reward_model(cls, rm: nn.Module) -> "ValueModel":
+        """A copy of a reward model's backbone and head: the critic starts from the RM's judgement."""
+        backbone = next((getattr(rm, n) for n in ("backbone", "model", "transformer") if hasattr(rm, n)), None)
+        head = next((getattr(rm, n) for n in ("head", "score", "v_head", "value_head")
+                     if isinstance(getattr(rm, n, None), nn.Linear)), None)
+        if backbone is not None and hasattr(backbone, "get_decoder") and not hasattr(backbone, "layers"):
+            backbone = backbone.get_decoder()  # a *ForCausalLM wrapper: keep the decoder only
+        if backbone is None:
+            raise UserError("critic_init=reward: the reward model exposes no backbone")
+        return cls(copy.deepcopy(backbone), copy.deepcopy(head) if head is not None else None)
+
+
+# ----------------------------------------------------------------- forwards and outputs
+
+def run_model(model, input_ids, attention_mask, trunk=None, hidden=None, **kw):
+    """`model(input_ids, attention_mask, **kw)`, or only its top blocks on the shared trunk's
+    hidden states when it shares the trunk (trainers/trunk.py; same result, fewer FLOPs)."""
+    if hidden is not None and trunk is not None and trunk.shares(model):
+        with trunk.top(model):
+            return model(inputs_embeds=hidden, attention_mask=attention_mask, **kw)
+    return model(input_ids=input_ids, attention_mask=attention_mask, **kw)
+
+
+def policy_logits(model, sequences, attention_mask, prompt_width: int, temperature: float,
+                  trunk=None, hidden=None):
+    """Logits that predict each response token, shape (B, R, V), temperature applied.
+
+    Only the last R+1 positions go through the LM head: on a 49k vocabulary the head is a
+    fifth of a small model's FLOPs, and prompt positions never need it.
+    """
+    resp_len = sequences.shape[1] - prompt_width
+    out = run_model(model, sequences, attention_mask, trunk, hidden,
+                    position_ids=position_ids(attention_mask), use_cache=False, logits_to_keep=resp_len + 1)
+    logits = out.logits[:, :-1]
+    return logits / temperature if temperature != 1.0 else logits
+
+
+def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    # gather(logits) - logsumexp(logits) avoids materialising a second (B, T, V) tensor.
+    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    p = torch.softmax(logits, dim=-1)
+    return torch.logsumexp(logits, dim=-1) - (p * logits).sum(-1)
