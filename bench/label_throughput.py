@@ -61,7 +61,7 @@ def main() -> int:
         # Warm the server once (first request allocates buffers) outside the timings.
         Judge(cfg).chat(P.pairwise_messages("warm-up", "a", "b"), max_tokens=1)
         for c in args.concurrency:
-            cfg.concurrency = c
+            cfg.workers = c
             cfg.cache_dir = str(Path(tmp) / f"cache-c{c}")  # a fresh, empty cache per setting
             batch = make_batch(args.pairs)
             cold = timed(Judge(cfg), batch)

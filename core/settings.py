@@ -305,7 +305,7 @@ def _fmt_default(v: Any) -> str:
         return ",".join(map(str, v)) or "none"
     if isinstance(v, dict):
         return ",".join(f"{k}={x}" for k, x in v.items()) or "none"
-    return "none" if v is None else str(v)
+    return "none" if v is None else repr(v) if v == "" else str(v)
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = (),
@@ -328,7 +328,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...]
             kw["metavar"] = _metavar(tp, f)
             kw["help"] = f"{help_} (default: {_fmt_default(default)})"
         if f.name in required:
-            kw["required"] = True
+            kw["required"], kw["help"] = True, f"{help_} (required)"
         target.add_argument(flag(f.name, prefix), *f.metadata.get("aliases", ()), **kw)
 
 

@@ -37,8 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse_args(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = build_parser()
     # Only the chosen subcommand's module is imported to add its arguments.
     sub_name = next((a for a in argv if not a.startswith("-")), None)
@@ -46,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         mod = importlib.import_module(COMMANDS[sub_name][0])
         mod.add_arguments(sub_action.choices[sub_name])
-    args = parser.parse_args(argv)
+    return parser, parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "command", None):

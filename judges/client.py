@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from core.errors import UserError
 from core.store import cache_dir as default_cache_root, stable_hash, write_text
+from judges.config import JudgeConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,26 +43,6 @@ class JudgeUnavailable(UserError):
 
 class JudgeServerDied(JudgeUnavailable):
     """The embedded judge's process is gone: stop at once instead of retrying a dead port."""
-
-
-@dataclass
-class JudgeConfig:
-    base_url: str | None = None          # OpenAI-compatible endpoint, e.g. http://host:8000/v1; None = api.openai.com
-    model: str = "gpt-4o-mini"           # model name sent with every request
-    api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the env var holding the key; the key itself is never stored
-    temperature: float = 0.0             # judging is deterministic: greedy decoding
-    max_tokens: int = 384                # free-text calls (red-team rewrites)
-    choice_max_tokens: int = 4           # choice calls: room for "A" / "(B)." but not for an essay
-    logprobs: bool = True                # ask for first-token top_logprobs when choosing
-    top_logprobs: int = 10               # how many alternatives to look at for P(option)
-    timeout_s: float = 120.0             # per request
-    max_retries: int = 4                 # retries after the first attempt (429, 5xx, timeouts)
-    backoff_s: float = 1.0               # first backoff; doubles each retry, +-25% jitter
-    backoff_max_s: float = 30.0          # backoff ceiling
-    concurrency: int = 4                 # max in-flight HTTP requests per Judge
-    cache_dir: str | None = None         # None = $HRLAIF_CACHE/judge; "" disables the cache
-    cache_namespace: str | None = None   # endpoint identity for cache keys (default: base_url);
-                                         # the embedded server sets it so its random port does not bust the cache
 
 
 @dataclass
@@ -129,16 +110,16 @@ class Judge:
 
         self.config = config
         self._openai = openai
-        self._key_from_env = bool(config.api_key_env and os.environ.get(config.api_key_env))
-        if config.base_url is None and not self._key_from_env:
-            raise UserError(f"the judge API key is not set: export {config.api_key_env or 'OPENAI_API_KEY'}=...")
+        self._key_from_env = bool(config.key_env and os.environ.get(config.key_env))
+        if config.url is None and not self._key_from_env:
+            raise UserError(f"the judge API key is not set: export {config.key_env or 'OPENAI_API_KEY'}=...")
         self._client = openai.OpenAI(
-            api_key=os.environ[config.api_key_env] if self._key_from_env else NO_KEY,
-            base_url=config.base_url, max_retries=0, timeout=config.timeout_s)
-        self.url = safe_url(config.base_url)
+            api_key=os.environ[config.key_env] if self._key_from_env else NO_KEY,
+            base_url=config.url, max_retries=0, timeout=config.timeout)
+        self.url = safe_url(config.url)
         self.stats = JudgeStats()
         self._lock = threading.Lock()
-        self._sem = threading.BoundedSemaphore(max(1, config.concurrency))
+        self._sem = threading.BoundedSemaphore(max(1, config.workers))
         root = config.cache_dir
         self._cache = None if root == "" else Path(root) if root else default_cache_root() / "judge"
         self.startup_s: float | None = None  # set by judge_session for the embedded server
@@ -191,11 +172,11 @@ class Judge:
     def _request(self, messages: list[dict], params: dict) -> Response:
         cfg = self.config
         last: Exception | None = None
-        for attempt in range(cfg.max_retries + 1):
+        for attempt in range(cfg.retries + 1):
             self._raise_if_dead()
             if attempt:
-                delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.75, 1.25)
-                log.info("judge retry %d/%d in %.2fs after %s", attempt, cfg.max_retries, delay, self._describe(last))
+                delay = min(cfg.backoff_max, cfg.backoff * 2 ** (attempt - 1)) * random.uniform(0.75, 1.25)
+                log.info("judge retry %d/%d in %.2fs after %s", attempt, cfg.retries, delay, self._describe(last))
                 self._count(retries=1)
                 time.sleep(delay)
             try:
@@ -206,14 +187,14 @@ class Judge:
                 if not self._retryable(e):
                     if getattr(e, "status_code", None) in (401, 403):
                         raise UserError(f"judge at {self.url} rejected the API key from "
-                                        f"${cfg.api_key_env} ({self._describe(e)})") from None
+                                        f"${cfg.key_env} ({self._describe(e)})") from None
                     raise UserError(f"judge at {self.url} rejected the request: {self._describe(e)}") from None
                 if isinstance(e, (self._openai.APIConnectionError, self._openai.APITimeoutError)):
                     self._raise_if_dead(wait_s=1.0)
                 last = e
                 continue
             return _to_response(out)
-        raise JudgeUnavailable(f"judge at {self.url} unavailable after {cfg.max_retries + 1} attempts: "
+        raise JudgeUnavailable(f"judge at {self.url} unavailable after {cfg.retries + 1} attempts: "
                                f"{self._describe(last)}") from None
 
     def _raise_if_dead(self, wait_s: float = 0.0) -> None:
@@ -233,14 +214,14 @@ class Judge:
         """Ping the endpoint once; UserError if it is down or refuses us."""
         o = self._openai
         try:
-            self._client.with_options(timeout=min(self.config.timeout_s, 15.0)).models.list()
+            self._client.with_options(timeout=min(self.config.timeout, 15.0)).models.list()
         except o.NotFoundError:
             return  # endpoint without /models: it answered, which is what we wanted to know
         except (o.APIConnectionError, o.APITimeoutError) as e:
             raise UserError(f"judge unreachable at {self.url}: {self._describe(e)}") from None
         except o.APIStatusError as e:
             if e.status_code in (401, 403):
-                raise UserError(f"judge at {self.url} rejected the API key from ${self.config.api_key_env} "
+                raise UserError(f"judge at {self.url} rejected the API key from ${self.config.key_env} "
                                 f"({self._describe(e)})") from None
             raise UserError(f"judge unreachable at {self.url}: {self._describe(e)}") from None
 
@@ -268,9 +249,9 @@ class Judge:
 
     def choose_many(self, batch: Sequence[list[dict]], options: Sequence[str] = ("A", "B")) -> list[tuple[str, dict]]:
         """`choose` over many prompts, at most `concurrency` at a time; results in input order."""
-        if len(batch) <= 1 or self.config.concurrency <= 1:
+        if len(batch) <= 1 or self.config.workers <= 1:
             return [self.choose(m, options) for m in batch]
-        with ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(batch))) as ex:
+        with ThreadPoolExecutor(max_workers=min(self.config.workers, len(batch))) as ex:
             futures = [ex.submit(self.choose, m, options) for m in batch]
             try:
                 return [f.result() for f in futures]

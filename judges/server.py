@@ -231,8 +231,8 @@ def embedded_server(config: ServerConfig | None = None) -> Iterator[EmbeddedServ
 
 
 def judge_config(srv: EmbeddedServer, cfg: ServerConfig) -> JudgeConfig:
-    return JudgeConfig(base_url=srv.url, model=EMBEDDED_ALIAS, api_key_env=None, timeout_s=cfg.timeout_s,
-                       concurrency=cfg.concurrency, cache_dir=cfg.cache_dir,
+    return JudgeConfig(url=srv.url, model=EMBEDDED_ALIAS, key_env=None, timeout=cfg.timeout_s,
+                       workers=cfg.concurrency, cache_dir=cfg.cache_dir,
                        cache_namespace=f"embedded-llama-cpp:{srv.gguf.name}:{file_hash(srv.gguf, 12)}")
 
 
@@ -262,3 +262,12 @@ def judge_session(config: JudgeConfig | None = None, server: ServerConfig | None
         judge.startup_s = srv.startup_s
         judge.server_log = str(srv.log_path)
         yield judge
+
+
+def session_for(cfg: JudgeConfig | None, log_path: str | None = None) -> contextlib.AbstractContextManager[Judge]:
+    """The judge a JudgeConfig describes: its endpoint, or (url none) the embedded server with
+    the config's workers and cache, logging to `log_path`."""
+    cfg = cfg or JudgeConfig()
+    if cfg.url is not None:
+        return judge_session(cfg)
+    return judge_session(None, ServerConfig(concurrency=cfg.workers, cache_dir=cfg.cache_dir, log_path=log_path))

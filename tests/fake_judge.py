@@ -1,7 +1,7 @@
 """A tiny scripted OpenAI-compatible judge for fast tests (no model, no network).
 
     with FakeJudge(mode="smart") as fj:
-        JudgeConfig(base_url=fj.url, model="fake", ...)
+        JudgeConfig(url=fj.url, model="fake", ...)
 
 Modes (what /v1/chat/completions answers):
   smart     pairwise: the longer response wins ("A"/"B"); harm check: "Yes" iff the response

@@ -1,9 +1,12 @@
 """`hrlaif run` config validation: every problem is one line naming the key, exit 2, before work."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from harness.config import RunConfig, load_config
+from harness.config import QUICKSTART, RunConfig, load_config
+from trainers.configs import PPOConfig, SFTConfig
 
 
 def _run(run_cli, tmp_path, text: str):
@@ -16,7 +19,7 @@ def _run(run_cli, tmp_path, text: str):
     ("ppo:\n  kl_cof: 0.1\n", "unknown config key 'ppo.kl_cof'"),
     ("bogus: 1\n", "unknown config key 'bogus'"),
     ("ppo:\n  kl_coef: high\n", "ppo.kl_coef: expected a number, got 'high'"),
-    ("sample:\n  k: two\n", "sample.k: expected int"),
+    ("sample:\n  k: two\n", "sample.k: expected an integer, got 'two'"),
     ("label:\n  redteam: maybe\n", "label.redteam: expected true/false"),
     ("sft:\n  data: /no/such/file.json\n", "sft.data: file not found"),
     ("data_dir: /no/such/dir\n", "data_dir: directory not found"),
@@ -39,13 +42,23 @@ def test_missing_config_file(run_cli, tmp_path):
 
 
 def test_default_is_quickstart_and_partial_config_keeps_defaults(tmp_path):
-    assert load_config(None) == RunConfig()
+    quick = load_config(None)  # harness/configs/quickstart.yaml over the defaults
+    assert quick == load_config(QUICKSTART) != RunConfig()
+    assert (quick.ppo.steps, quick.ppo.lr, quick.sft.max_steps, quick.eval.limit) == (8, 1e-5, 3, 12)
     f = tmp_path / "c.yaml"
     f.write_text("seed: 7\nppo:\n  steps: 3\n  kl_estimator: k3\n")
     cfg = load_config(f)
     assert cfg.seed == 7 and cfg.ppo.steps == 3 and cfg.ppo.kl_estimator == "k3"
-    assert cfg.ppo.batch_size == RunConfig().ppo.batch_size
+    # every other setting has its dataclass default, the same as its `hrlaif <command>` flag
+    assert cfg.ppo == replace(PPOConfig(), steps=3, kl_estimator="k3") and cfg.sft == SFTConfig()
     assert cfg.model is None and cfg.judge.url is None  # embedded model and judge
+
+
+def test_pipeline_owned_keys_are_refused(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("ppo:\n  out: /tmp/x\n")
+    with pytest.raises(Exception, match=r"^ppo.out is set by the pipeline, not in the run config$"):
+        load_config(f)
 
 
 def test_api_key_never_in_config(tmp_path):

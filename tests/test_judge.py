@@ -17,8 +17,8 @@ MSG = P.pairwise_messages("What is 2+2?", "4", "The answer is 4 because 2+2=4.")
 
 
 def cfg(fj: FakeJudge, tmp_path, **kw) -> JudgeConfig:
-    base = dict(base_url=fj.url, model="fake", api_key_env=None, timeout_s=5, max_retries=3,
-                backoff_s=0.01, backoff_max_s=0.05, concurrency=4, cache_dir=str(tmp_path / "cache"))
+    base = dict(url=fj.url, model="fake", key_env=None, timeout=5, retries=3,
+                backoff=0.01, backoff_max=0.05, workers=4, cache_dir=str(tmp_path / "cache"))
     return JudgeConfig(**(base | kw))
 
 
@@ -79,7 +79,7 @@ def test_429_exhausts_retries_with_exponential_backoff(tmp_path, monkeypatch):
     sleeps = []
     monkeypatch.setattr("judges.client.time.sleep", lambda s: sleeps.append(s))
     with FakeJudge(mode="always_a", fail_first=100, fail_status=429) as fj:
-        j = Judge(cfg(fj, tmp_path, max_retries=3, backoff_s=1.0, backoff_max_s=3.0))
+        j = Judge(cfg(fj, tmp_path, retries=3, backoff=1.0, backoff_max=3.0))
         with pytest.raises(JudgeUnavailable, match=r"unavailable after 4 attempts: RateLimitError \(HTTP 429\)") as e:
             j.choose(MSG)
         assert fj.chat_calls == 4
@@ -92,7 +92,7 @@ def test_hang_times_out_and_gives_up(tmp_path):
     # Two 0.3 s attempts take well under a second; the bound is ~15x that, and a client that
     # ignored its timeout would wait for the server's 60 s hang twice.
     with FakeJudge(mode="hang", hang_s=60) as fj:
-        j = Judge(cfg(fj, tmp_path, timeout_s=0.3, max_retries=1))
+        j = Judge(cfg(fj, tmp_path, timeout=0.3, retries=1))
         t0 = time.perf_counter()
         with pytest.raises(JudgeUnavailable, match="APITimeoutError"):
             j.choose(MSG)
@@ -126,7 +126,7 @@ def test_cache_second_run_makes_no_http_calls(tmp_path):
 def test_cache_safe_under_concurrent_writers(tmp_path):
     batch = [P.pairwise_messages(f"q{i % 5}", "x", "yy") for i in range(40)]
     with FakeJudge(mode="smart") as fj:
-        judges = [Judge(cfg(fj, tmp_path, concurrency=8)) for _ in range(4)]
+        judges = [Judge(cfg(fj, tmp_path, workers=8)) for _ in range(4)]
         results = [None] * 4
         threads = [threading.Thread(target=lambda k=k: results.__setitem__(k, judges[k].choose_many(batch)))
                    for k in range(4)]
@@ -143,7 +143,7 @@ def test_cache_safe_under_concurrent_writers(tmp_path):
 def test_choose_many_keeps_order_and_limits_concurrency(tmp_path):
     batch = [P.pairwise_messages(f"q{i}", "a" * (i % 2 + 1), "bb") for i in range(10)]
     with FakeJudge(mode="smart") as fj:
-        j = Judge(cfg(fj, tmp_path, concurrency=3, cache_dir=""))
+        j = Judge(cfg(fj, tmp_path, workers=3, cache_dir=""))
         active, peak = [0], [0]
         orig = j._client.chat.completions.create
         lock = threading.Lock()
@@ -169,17 +169,17 @@ def test_check_unreachable_and_bad_key(tmp_path, monkeypatch):
     with FakeJudge() as fj:
         url = fj.url
     with pytest.raises(UserError, match=f"judge unreachable at {url}"):
-        Judge(JudgeConfig(base_url=url, model="x", api_key_env=None, timeout_s=2)).check()
+        Judge(JudgeConfig(url=url, model="x", key_env=None, timeout=2)).check()
     monkeypatch.setenv("HRLAIF_T_KEY", "sk-test-wrong")
     with FakeJudge(models_status=401) as fj:
         with pytest.raises(UserError, match=r"rejected the API key from \$HRLAIF_T_KEY"):
-            Judge(JudgeConfig(base_url=fj.url, model="x", api_key_env="HRLAIF_T_KEY")).check()
+            Judge(JudgeConfig(url=fj.url, model="x", key_env="HRLAIF_T_KEY")).check()
 
 
 def test_official_endpoint_without_key_is_a_user_error(monkeypatch):
     monkeypatch.delenv("HRLAIF_NO_SUCH_KEY", raising=False)
     with pytest.raises(UserError, match=r"export HRLAIF_NO_SUCH_KEY="):
-        Judge(JudgeConfig(base_url=None, model="gpt-4o-mini", api_key_env="HRLAIF_NO_SUCH_KEY"))
+        Judge(JudgeConfig(url=None, model="gpt-4o-mini", key_env="HRLAIF_NO_SUCH_KEY"))
 
 
 def test_api_key_never_leaks(tmp_path, monkeypatch, run_cli, caplog, capfd):
@@ -207,7 +207,7 @@ def test_api_key_never_leaks(tmp_path, monkeypatch, run_cli, caplog, capfd):
                                  "--judge-url", fj.url, "--judge-model", "fake", "--judge-key-env", "HRLAIF_T_SECRET")
         assert code == 0, err
         outputs += [out, err]
-        j = Judge(JudgeConfig(base_url=fj.url, model="fake", api_key_env="HRLAIF_T_SECRET"))
+        j = Judge(JudgeConfig(url=fj.url, model="fake", key_env="HRLAIF_T_SECRET"))
         outputs += [repr(j), repr(j.config), str(j.stats)]
     # 3) an unreachable judge
     code, out, err = run_cli("label", "--samples", samples, "--mode", "basic", "--out", tmp_path / "o3",

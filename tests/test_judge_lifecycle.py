@@ -15,7 +15,7 @@ SCRIPT = """
 import os, sys
 from judges.server import embedded_judge
 with embedded_judge() as cfg:
-    print(cfg.base_url, flush=True)
+    print(cfg.url, flush=True)
     sys.stdin.read()  # wait to be killed
 """
 

@@ -22,8 +22,8 @@ MCQ_PROMPT = "Which of these is a fruit?\nA. car\nB. apple\nC. dog\nD. stone"
 
 
 def judge_for(fj: FakeJudge, tmp_path, **kw) -> Judge:
-    base = dict(base_url=fj.url, model="fake", api_key_env=None, timeout_s=5, max_retries=2, backoff_s=0.01,
-                backoff_max_s=0.02, concurrency=4, cache_dir=str(tmp_path / "cache"))
+    base = dict(url=fj.url, model="fake", key_env=None, timeout=5, retries=2, backoff=0.01,
+                backoff_max=0.02, workers=4, cache_dir=str(tmp_path / "cache"))
     return Judge(JudgeConfig(**(base | kw)))
 
 

@@ -61,11 +61,11 @@ def test_finished_flags_eos(tiny_model_dir):
 
 
 def test_k_below_two_is_a_user_error(tiny_model_dir, prompts_file, tmp_path, run_cli):
-    with pytest.raises(UserError, match="k must be >= 2"):
+    with pytest.raises(UserError, match="k: must be >= 2"):
         sample_responses(_cfg(tiny_model_dir, prompts_file, tmp_path / "x.jsonl", k=1))
     code, out, err = run_cli("sample", "--model", tiny_model_dir, "--prompts", prompts_file, "--k", "1",
                              "--out", tmp_path / "x.jsonl")
-    assert code == 2 and "k must be >= 2" in err
+    assert code == 2 and "--k: must be >= 2" in err
     assert not (tmp_path / "x.jsonl").exists()
 
 

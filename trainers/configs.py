@@ -146,7 +146,8 @@ class PPOConfig:
 
     model: str | None = setting(None, f"actor checkpoint, also the frozen reference: {MODEL_HELP}", pipeline=True)
     reward_model: str = setting("", "reward-model directory", pipeline=True)
-    out: str = setting("", "output directory: metrics.jsonl, drift.jsonl, tb/, checkpoints/, final/", pipeline=True)
+    out: str = setting("out/ppo", "output directory: metrics.jsonl, drift.jsonl, tb/, checkpoints/, final/",
+                       pipeline=True)
     prompts: str | None = setting(None, "training prompts.jsonl (none = the embedded feedback prompts; "
                                         "`hrlaif run`: sample.prompts)", check=existing_file)
     heldout_prompts: str | None = setting(
@@ -203,10 +204,6 @@ class PPOConfig:
 
     def validate(self) -> None:
         check_fields(self)
-        if not self.out:
-            raise SettingError("out", "required: the output directory")
-        if not self.reward_model:
-            raise SettingError("reward_model", "required: the reward-model directory")
         if self.batch_size % self.mini_batch_size:
             raise SettingError("mini_batch_size", f"must divide batch_size {self.batch_size} "
                                                   f"(got {self.mini_batch_size})")

@@ -1,0 +1,43 @@
+"""Judge settings: one dataclass for the run config's `judge:` section, the `--judge-*` flags of
+`hrlaif label` / `hrlaif eval`, and the `Judge` client (judges/client.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.settings import check_fields, greater_than, setting
+
+
+@dataclass
+class JudgeConfig:
+    """An OpenAI-compatible chat endpoint, or (url none) the embedded llama.cpp judge."""
+
+    url: str | None = setting(
+        None, "OpenAI-compatible base URL (OpenAI, vLLM, llama.cpp server), e.g. https://api.openai.com/v1; "
+              "none = the embedded llama.cpp judge, started when needed")
+    model: str = setting("default", "model name at the endpoint (llama.cpp and vLLM serve their one model "
+                                    "under any name; OpenAI needs e.g. gpt-4o-mini)")
+    key_env: str | None = setting(
+        "OPENAI_API_KEY", "NAME of the environment variable holding the API key (never the key itself); "
+                          "none = no key (local servers)")
+    workers: int = setting(2, "concurrent judge requests (labelling also judges this many prompts at once)",
+                           min=1, aliases=("--workers",))
+    retries: int = setting(4, "retries per request after the first attempt (429, 5xx, timeouts)", min=0)
+    timeout: float = setting(120.0, "seconds per request to an external judge (the embedded one allows 300)",
+                             check=greater_than(0))
+    backoff: float = setting(1.0, "first retry delay in seconds; doubles each retry, +-25% jitter", min=0)
+    backoff_max: float = setting(30.0, "retry delay ceiling in seconds", min=0)
+    temperature: float = setting(0.0, "sampling temperature (0 = greedy: judging is deterministic)", min=0)
+    max_tokens: int = setting(384, "reply budget of free-text calls (red-team rewrites)", min=1)
+    choice_max_tokens: int = setting(4, "reply budget of choice calls: room for 'A' or '(B).', not an essay",
+                                     min=1)
+    logprobs: bool = setting(True, "decide choices from first-token log-probabilities when the endpoint "
+                                   "returns them")
+    top_logprobs: int = setting(10, "alternatives read for P(option)", min=1, max=20)
+    cache_dir: str | None = setting(None, "request cache directory (none = $HRLAIF_CACHE/judge; '' = off)",
+                                    aliases=("--cache-dir",))
+    cache_namespace: str | None = setting(
+        None, "the endpoint's name in cache keys (none = its URL); the embedded judge names its model file, "
+              "so its random port keeps the cache")
+
+    def validate(self) -> None:
+        check_fields(self)
