@@ -19,7 +19,6 @@ the identity of the outputs it consumes):
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import functools
@@ -27,7 +26,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -41,89 +40,65 @@ VARIANTS = {"rlaif": "basic", "hrlaif": "hybrid"}  # PPO variant -> label mode
 
 
 # ------------------------------------------------------------------ the stages
+# Each stage runs its section of the run config with what the pipeline owns filled in
+# (dataclasses.replace): model paths, the outputs of earlier stages, its output dir, the seed.
 
 def sft(cfg: RunConfig, out: Path) -> Path:
     """Supervised fine-tuning of the base model; returns the checkpoint dir."""
-    from trainers.sft import SFTConfig, train_sft
+    from trainers.sft import train_sft
 
-    s = cfg.sft
-    return Path(train_sft(SFTConfig(model=cfg.model, data=s.data, out_dir=str(out / "model"), epochs=s.epochs,
-                                    max_steps=s.max_steps, lr=s.lr, max_len=s.max_len, batch_size=s.batch_size,
-                                    grad_accum=s.grad_accum, zero_stage=s.zero_stage, seed=cfg.seed)))
+    return Path(train_sft(replace(cfg.sft, model=cfg.model, out=str(out / "model"), seed=cfg.seed)))
 
 
 def sample(cfg: RunConfig, sft_model: Path, out: Path) -> Path:
     """K responses per prompt from the SFT model: the one sample set both variants label."""
-    from trainers.sampling import SampleConfig, sample_responses
+    from trainers.sampling import sample_responses
 
-    s = cfg.sample
-    return Path(sample_responses(SampleConfig(
-        model=str(sft_model), prompts=s.prompts, out=str(out / "samples.jsonl"), k=s.k, limit=s.limit,
-        max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=cfg.seed,
-        batch_size=s.batch_size)))
+    return Path(sample_responses(replace(cfg.sample, model=str(sft_model), out=str(out / "samples.jsonl"),
+                                         seed=cfg.seed)))
 
 
 def label(cfg: RunConfig, samples: Path, mode: str, out: Path) -> Path:
     """basic: the judge ranks all K responses. hybrid: verify final answers first, judge only
     among correct ones, plus AI red teaming of harmful responses."""
-    argv = ["label", "--samples", str(samples), "--mode", mode, "--out", str(out),
-            "--workers", str(cfg.judge.workers), "--verifiable", ",".join(cfg.label.verifiable),
-            "--hh-limit", str(cfg.label.hh_limit)]
-    if mode == "hybrid" and cfg.label.redteam:
-        argv.append("--redteam")
-    argv += _judge_argv(cfg)
-    if cfg.data_dir and (Path(cfg.data_dir) / "redteam" / "hh_harmless_test.jsonl").exists():
-        argv += ["--data-dir", cfg.data_dir]
-    _cli(argv)
+    from trainers.feedback.label_stage import HH_FILE, label_samples
+
+    hh = cfg.data_dir if cfg.data_dir and (Path(cfg.data_dir) / HH_FILE).exists() else None
+    label_samples(replace(cfg.label, samples=str(samples), mode=mode, out=str(out), data_dir=hh), cfg.judge)
     return out / "labels.jsonl"
 
 
 def reward_model(cfg: RunConfig, sft_model: Path, labels: Path, samples: Path, out: Path) -> Path:
     """K-wise reward model on the partial orders: one forward per response, clipped reward."""
-    from trainers.reward_model import RMConfig, train_reward_model
+    from trainers.reward_model import train_reward_model
 
-    r = cfg.reward_model
-    return Path(train_reward_model(RMConfig(
-        model=str(sft_model), labels=str(labels), samples=str(samples), out_dir=str(out / "model"), clip=r.clip,
-        epochs=r.epochs, max_steps=r.max_steps, lr=r.lr, groups_per_step=r.groups_per_step, max_len=r.max_len,
-        heldout_frac=r.heldout_frac, train_layers=r.train_layers, zero_stage=r.zero_stage, seed=cfg.seed)))
+    return Path(train_reward_model(replace(cfg.reward_model, model=str(sft_model), labels=str(labels),
+                                           samples=str(samples), out=str(out / "model"), seed=cfg.seed)))
 
 
 def ppo(cfg: RunConfig, sft_model: Path, rm: Path, out: Path) -> Path:
     """PPO of the SFT model against one reward model, logging reward-vs-benchmark drift.
     Continues from OUT/checkpoints/latest when the runner kept this stage's partial state."""
     from evalsets.runner import evaluate_in_process
-    from trainers.ppo import DriftConfig, PPOConfig, train
+    from trainers.ppo import train
 
-    p = cfg.ppo
-    drift_eval = functools.partial(_drift_eval, evaluate_in_process, dict(cfg.eval.max_gen_toks))
-    drift = DriftConfig(every=p.drift_every, benchmarks=list(p.drift_benchmarks), limit=p.drift_limit,
-                        data_dir=cfg.data_dir, heldout_prompts=p.heldout_prompts, heldout_limit=p.heldout_limit,
-                        evaluate_fn=drift_eval)
-    pcfg = PPOConfig(model=str(sft_model), reward_model=str(rm), out=str(out),
-                     prompts=p.prompts or cfg.sample.prompts, steps=p.steps, batch_size=p.batch_size,
-                     mini_batch_size=p.mini_batch_size, ppo_epochs=p.ppo_epochs, max_new_tokens=p.max_new_tokens,
-                     lr=p.lr, critic_lr=p.critic_lr, kl_coef=p.kl_coef, kl_estimator=p.kl_estimator,
-                     adaptive_kl=p.adaptive_kl, target_kl=p.target_kl, zero_stage=p.zero_stage,
-                     train_layers=p.train_layers, missing_eos_reward=p.missing_eos_reward, seed=cfg.seed,
-                     save_every=p.save_every, drift=drift)
-    pcfg.resume = _ppo_can_continue(pcfg, out)
+    pcfg = replace(cfg.ppo, model=str(sft_model), reward_model=str(rm), out=str(out), seed=cfg.seed,
+                   prompts=cfg.ppo.prompts or cfg.sample.prompts, drift_data_dir=cfg.data_dir)
+    pcfg = replace(pcfg, resume=_ppo_can_continue(pcfg, out))
     if not pcfg.resume:
         _clear_stage_dir(out)  # a partial run without a usable checkpoint: start at step 0
-    train(pcfg)
+    # The drift log's generation lengths are the eval stage's.
+    train(pcfg, evaluate_fn=functools.partial(evaluate_in_process, max_gen_toks=dict(cfg.eval.max_gen_toks)))
     return out / "final"
 
 
 def evaluate(cfg: RunConfig, model: Path, out: Path, baseline: Path | None) -> Path:
     """Every benchmark on one variant; the win ratio is against the SFT model."""
-    from evalsets.runner import EvalConfig, evaluate_to_dir
+    from evalsets.runner import evaluate_to_dir
 
-    e = cfg.eval
-    evaluate_to_dir(str(model), out, EvalConfig(
-        benchmarks=list(e.benchmarks), data_dir=cfg.data_dir, limit=e.limit, batch_size=e.batch_size,
-        max_gen_toks=dict(e.max_gen_toks), toxicity_classifier=e.toxicity_classifier,
-        judge_url=cfg.judge.url, judge_model=cfg.judge.model, judge_key_env=cfg.judge.key_env,
-        baseline_model=str(baseline) if baseline else None, seed=cfg.seed))
+    ecfg = replace(cfg.eval, model=str(model), out=str(out), data_dir=cfg.data_dir, seed=cfg.seed,
+                   baseline_model=str(baseline) if baseline else None)
+    evaluate_to_dir(ecfg.model, ecfg.out, ecfg, judge=cfg.judge)
     return out / "results.json"
 
 
@@ -345,29 +320,3 @@ def _ppo_can_continue(pcfg, out: Path) -> bool:
 def _versions() -> dict:
     from evalsets.runner import _versions as v
     return v()
-
-
-def _judge_argv(cfg: RunConfig) -> list[str]:
-    if not cfg.judge.url:
-        return []
-    argv = ["--judge-url", cfg.judge.url, "--judge-key-env", cfg.judge.key_env or ""]
-    return argv + (["--judge-model", cfg.judge.model] if cfg.judge.model else [])
-
-
-def _cli(argv: list[str]) -> None:
-    """Run one `hrlaif` subcommand in-process (same parser, same validation as on the CLI)."""
-    import importlib
-
-    from harness.cli import COMMANDS
-
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    parser = argparse.ArgumentParser(prog=f"hrlaif {argv[0]}")
-    module.add_arguments(parser)
-    code = module.run(parser.parse_args(argv[1:]))
-    if code:
-        raise UserError(f"stage `hrlaif {argv[0]}` failed with exit code {code}")
-
-
-def _drift_eval(evaluate_in_process, max_gen_toks, model, tokenizer, benchmarks, limit, data_dir):
-    return evaluate_in_process(model, tokenizer, benchmarks, limit=limit, data_dir=data_dir,
-                               max_gen_toks=max_gen_toks)
