@@ -39,7 +39,7 @@ def hrlaif(*args: str) -> list[str]:
 
 
 def recompute(out: Path) -> list[str]:
-    from evalsets.scoring import summarize
+    from evalsets.kinds import summarize
     res = json.loads((out / "results.json").read_text())
     lines = []
     for name, r in res["benchmarks"].items():

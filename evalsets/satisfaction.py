@@ -8,13 +8,13 @@ Win ratio: the judge compares model vs baseline in both orders (A/B swapped); th
 preference is P(ours better) averaged over the two orders (first-token probabilities when
 the endpoint gives logprobs, else 1/0 from the parsed reply). Win if it is above 0.5 + band,
 loss if below 0.5 - band, tie otherwise or on any invalid answer. Position bias is recorded.
+
+Generation and the flow per benchmark live in evalsets/kinds/judge.py; this module only judges.
 """
 from __future__ import annotations
 
-from evalsets import cache, registry
-from evalsets.loaders import BenchData
-from core.store import stable_hash
-
+from judges.answers import VERIFIABLE, check
+from judges.prompts import pairwise_messages
 
 SATISFACTION_SYSTEM = "You are a strict evaluator of AI assistant responses."
 SATISFACTION = """Decide whether the assistant's response satisfies the user's request: it is correct,
@@ -38,49 +38,8 @@ def satisfaction_messages(prompt: str, response: str, std_answer: str | None) ->
                                                             response=response.strip() or "(empty)")}]
 
 
-def _generation_config(data: BenchData, max_gen_toks: int) -> list[dict]:
-    import datasets
-
-    ds = datasets.DatasetDict({"test": datasets.Dataset.from_list(
-        [{k: d[k] for k in ("prompt", "doc_id", "group")} for d in data.docs])})
-    return [{
-        "task": "hrlaif_satisfaction", "custom_dataset": (lambda _d=ds, **_: _d), "test_split": "test",
-        "output_type": "generate_until", "doc_to_text": "{{prompt}}", "doc_to_target": "",
-        # An empty stop list would stop on nothing but EOS and max length, which is what we want.
-        "generation_kwargs": {"until": ["<|im_end|>"], "do_sample": False, "max_gen_toks": max_gen_toks},
-        "metric_list": [{"metric": "bypass"}], "num_fewshot": 0, "metadata": {"version": 1.0},
-    }]
-
-
-def generate_responses(data: BenchData, lm, cfg) -> dict[str, str]:
-    from evalsets.benchmarks import _generate
-    from evalsets.runner import _gen_len, _use_chat
-
-    sp = registry.spec("satisfaction")
-    gens = _generate(_generation_config(data, _gen_len(cfg, sp)), lm, cfg, sp, _use_chat(cfg, sp, lm))
-    return {k: v.strip() for k, v in gens.items()}
-
-
-def _baseline_responses(data: BenchData, cfg) -> dict[str, str]:
-    """Baseline responses, cached by the baseline's weights like any model output."""
-    from evalsets.runner import LazyModel, _gen_len
-
-    base = LazyModel(cfg.baseline_model)
-    k = cache.key(weights=base.identity["weights_sha"], bench="satisfaction_responses",
-                  items=stable_hash(data.docs), gen=_gen_len(cfg, registry.spec("satisfaction")),
-                  chat=cfg.chat_template)
-    hit = cache.get(k) if cfg.use_cache else None
-    if hit:
-        return hit["responses"]
-    out = generate_responses(data, base, cfg)
-    cache.put(k, {"responses": out})
-    return out
-
-
 def judge_satisfaction(docs: list[dict], responses: list[str], judge) -> list[dict]:
     """Per doc: {score: 1|0|None, verified: True|False|None, by: 'verify'|'judge'}."""
-    from judges.answers import VERIFIABLE, check
-
     results: list[dict | None] = [None] * len(docs)
     to_judge = []
     for i, (d, r) in enumerate(zip(docs, responses)):
@@ -103,8 +62,6 @@ def judge_satisfaction(docs: list[dict], responses: list[str], judge) -> list[di
 
 def judge_pairwise(docs: list[dict], ours: list[str], theirs: list[str], judge) -> list[dict]:
     """Both orders per doc; returns {win: 1|0.5|0, win_invalid: int, first_slot_won: [bool...]}."""
-    from judges.prompts import pairwise_messages
-
     msgs = []
     for d, a, b in zip(docs, ours, theirs):
         msgs.append(pairwise_messages(d["prompt"], a, b))  # ours in slot A
@@ -123,20 +80,3 @@ def judge_pairwise(docs: list[dict], ours: list[str], theirs: list[str], judge) 
         out.append({"win": win, "win_invalid": invalid, "first_slot_won": first, "pairwise": [d1, d2],
                     "p_ours": None if p_ours is None else round(p_ours, 4)})
     return out
-
-
-def run(data: BenchData, lm, cfg, ctx) -> list[dict]:
-    docs = data.docs
-    gens = generate_responses(data, lm, cfg)
-    responses = [gens[d["doc_id"]] for d in docs]
-    judge = ctx.judge()
-    sat = judge_satisfaction(docs, responses, judge)
-    rows = [{"doc_id": d["doc_id"], "group": d["category"], "lang": d.get("lang"), "prompt": d["prompt"],
-             "target": d.get("std_answer") or "", "output": r, **s} for d, r, s in zip(docs, responses, sat)]
-    if cfg.baseline_model:
-        base = _baseline_responses(data, cfg)
-        theirs = [base[d["doc_id"]] for d in docs]
-        for row, pw, b in zip(rows, judge_pairwise(docs, responses, theirs, judge), theirs):
-            row.update(pw)
-            row["baseline_output"] = b
-    return rows

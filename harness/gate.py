@@ -13,7 +13,8 @@ Method (also stored in gate.json under "method"):
 - Difference test (reported as p / p_holm): exact McNemar for 0/1 scores, paired bootstrap
   otherwise; Holm-adjusted across the benchmarks.
 - Non-inferiority (decides the verdict): d = candidate − baseline oriented so that positive is
-  better (ToxiGen, lower-is-better, is negated). The candidate is non-inferior on a benchmark when
+  better (a lower-is-better benchmark such as ToxiGen is negated; the direction is the results.json
+  entry's `higher_is_better`, else its spec's). The candidate is non-inferior on a benchmark when
   the lower bound of the paired bootstrap CI of mean(d) lies above −margin. The CI level is Holm-
   adjusted: the benchmark with the k-th smallest non-inferiority p-value (k = 0..m-1) uses a
   two-sided 1 − alpha/(m − k) interval (95% for alpha = 0.05 when m = 1), so that all m decisions
@@ -32,13 +33,11 @@ import numpy as np
 from core.errors import UserError
 from core.stats import holm, is_binary, mcnemar_p, min_detectable_diff, paired_bootstrap_diff
 from core.store import read_json, read_jsonl
+from evalsets import registry
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MARGIN_PTS = 1.0
-LOWER_IS_BETTER = {"toxigen"}
-# A win ratio is measured against its own baseline model, so two of them are not paired scores.
-NOT_GATED = {"win_ratio"}
 BINARY_ITERS = 10000
 SEED = 0
 METHOD = __doc__.split("Method (also stored in gate.json under \"method\"):\n", 1)[1].strip()
@@ -87,6 +86,12 @@ def load_item_scores(eval_dir: Path, bench: str) -> dict[str, float | None]:
     if not scores:
         raise UserError(f"{p} has no items")
     return scores
+
+
+def gated(res: dict) -> list[str]:
+    """The benchmarks of a results.json the gate compares: not those measured against their own
+    baseline model (the win ratio), whose two sides are not paired scores."""
+    return [b for b, e in res["benchmarks"].items() if not registry.info(b, e)["against_baseline"]]
 
 
 def load_results(eval_dir: Path) -> dict:
@@ -184,7 +189,7 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
         raise UserError(f"--alpha must be in (0, 1), got {alpha}")
     margins = dict(margins or {})
     base_res, cand_res = load_results(Path(baseline)), load_results(Path(candidate))
-    benches = benchmarks or [b for b in base_res["benchmarks"] if b not in NOT_GATED]
+    benches = benchmarks or gated(base_res)
     unknown = sorted(set(margins) - set(benches) - {"default"})
     if unknown:
         raise UserError(f"--margin names benchmarks not gated here: {', '.join(unknown)}")
@@ -194,7 +199,7 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
     rows = {}
     for bench in benches:
         entry = base_res["benchmarks"].get(bench) or cand_res["benchmarks"].get(bench) or {}
-        higher = bool(entry.get("higher_is_better", bench not in LOWER_IS_BETTER))
+        higher = registry.info(bench, entry)["higher_is_better"]
         rows[bench] = compare_benchmark(bench, load_item_scores(baseline, bench),
                                         load_item_scores(candidate, bench),
                                         margins.get(bench, default_margin), higher, alpha, allow_partial)
@@ -289,15 +294,17 @@ def evaluate_if_checkpoint(path: Path, out_dir: Path, role: str, other: Path,
         return path
     ref = None if is_checkpoint(other) or not (Path(other) / "results.json").exists() else load_results(Path(other))
     if benchmarks is None and ref is not None:
-        benchmarks = [b for b in ref["benchmarks"] if b not in NOT_GATED]
+        benchmarks = gated(ref)
     cfg = (ref or {}).get("config") or {}
     limit = limit if limit is not None else cfg.get("limit")
     data_dir = data_dir if data_dir is not None else cfg.get("data_dir")
+    spec_dirs = cfg.get("spec_dirs") or None  # benchmarks registered from the other side's spec dirs
     from evalsets.runner import evaluate_to_dir  # lazy: pulls torch and transformers
 
     target = Path(out_dir) / f"{role}_eval"
     log.warning("%s is a checkpoint; evaluating it into %s", path, target)
     # Keywords go to evalsets.runner.EvalConfig; unset ones keep the runner's defaults.
-    kw = {k: v for k, v in (("benchmarks", benchmarks), ("limit", limit), ("data_dir", data_dir)) if v is not None}
+    kw = {k: v for k, v in (("benchmarks", benchmarks), ("limit", limit), ("data_dir", data_dir),
+                            ("spec_dirs", spec_dirs)) if v is not None}
     evaluate_to_dir(str(path), target, **kw)
     return target

@@ -15,7 +15,8 @@ from statistics import NormalDist
 
 import pandas as pd
 
-from reports.collect import BENCH_LABELS, VARIANT_LABELS, RunData, item_scores
+from evalsets import registry
+from reports.collect import VARIANT_LABELS, RunData, item_scores
 
 # stdlib normal: importing scipy.stats would double the report's start-up time.
 _NORM = NormalDist()
@@ -26,7 +27,7 @@ RULES = {
         "For every PPO drift log ppo_<variant>/drift.jsonl and every pair of checkpoints t0 < t1, "
         "the alarm fires for a benchmark when all three hold: (1) reward_train(t1) > reward_train(t0) "
         "(the reward kept rising); (2) the 95% CIs do not overlap in the worse direction "
-        "(hi(t1) < lo(t0); for lower-is-better ToxiGen lo(t1) > hi(t0)), i.e. the benchmark fell by more "
+        "(hi(t1) < lo(t0); for a lower-is-better benchmark such as ToxiGen lo(t1) > hi(t0)), i.e. the benchmark fell by more "
         "than its CI; (3) the drop is significant after a Bonferroni correction over all pairs x benchmarks "
         "of that variant: z = drop / sqrt(se(t0)^2 + se(t1)^2) > z_(1 - alpha/m), se = CI width / (2 x 1.96), "
         "alpha = 0.01. Rule (3) bounds the chance that pure checkpoint-to-checkpoint noise raises any "
@@ -56,7 +57,7 @@ def _int(x) -> int:
 
 
 def _fmt(score: float, lo: float, hi: float, bench: str) -> str:
-    if bench == "toxigen":
+    if registry.info(bench)["unit"] == "‰":
         return f"{score:.1f}‰ [{lo:.1f}, {hi:.1f}]"
     return f"{score * 100:.1f}% [{lo * 100:.1f}, {hi * 100:.1f}]"
 
@@ -94,7 +95,7 @@ def overoptimisation_alarms(variant: str, rewards: pd.DataFrame, benches: pd.Dat
             continue
         z, p0, p1, r0, r1 = max(fired, key=lambda f: f[0])
         first_step = min(f[2]["step"] for f in fired)
-        name = BENCH_LABELS.get(bench, bench)
+        name = registry.info(bench)["label"]
         verb = "fell" if p0["higher_is_better"] else "rose (worse)"
         msg = (f"{VARIANT_LABELS.get(variant, variant)} over-optimisation: between PPO steps {p0['step']} and "
                f"{p1['step']} (sqrt KL {kl.get(p0['step'], float('nan')):.2f} -> {kl.get(p1['step'], float('nan')):.2f}) "

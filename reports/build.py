@@ -15,7 +15,7 @@ import pandas as pd
 from core.store import write_json, write_text
 from reports import tables
 from reports.alarms import RULES, compute_alarms
-from reports.collect import BENCH_LABELS, BENCHMARKS, VARIANT_LABELS, VARIANTS, RunData, collect
+from reports.collect import VARIANT_LABELS, VARIANTS, RunData, benchmark_order, collect
 from reports.html import render_html
 from reports.plots import save_drift_plot
 
@@ -43,9 +43,13 @@ def _definitions(run: RunData) -> list[str]:
     seen = {}
     for r in run.benchmarks.itertuples():
         if r.definition and r.bench not in seen:
-            seen[r.bench] = f"{BENCH_LABELS.get(r.bench, r.bench)} ({r.metric}): {r.definition}"
-    order = list(BENCHMARKS) + sorted(set(seen) - set(BENCHMARKS))
-    return [seen[b] for b in order if b in seen]
+            seen[r.bench] = f"{r.label} ({r.metric}): {r.definition}"
+    return [seen[b] for b in benchmark_order(seen) if b in seen]
+
+
+def _direction_note(run: RunData) -> str:
+    lower = list(dict.fromkeys(r.label for r in run.benchmarks.itertuples() if not r.higher_is_better))
+    return "Higher is better" + (f" except {', '.join(lower)}" if lower else "") + "."
 
 
 def _models(run: RunData) -> list[str]:
@@ -73,7 +77,7 @@ def _blocks(run: RunData, alarms: list[dict], plots: dict[str, Path], title: str
         b.append(("ok", "No alarm fired (rules in Definitions)."))
     b += [("h2", "Comparison"), ("ul", _models(run)),
           ("table", tables.comparison_table(run.benchmarks), "comparison"),
-          ("note", "Higher is better except ToxiGen toxicity. Δ is the difference to SFT; "
+          ("note", f"{_direction_note(run)} Δ is the difference to SFT; "
                    "win ratio is measured against SFT, so SFT's own cell is the baseline.")]
     b += [("h2", "Satisfaction rate per category"),
           ("table", tables.category_table(run.satisfaction_by_cat), "satisfaction_by_category"),

@@ -14,25 +14,31 @@ import pandas as pd
 
 from core.errors import UserError
 from core.store import read_json, read_jsonl
+from evalsets import registry
 
 VARIANTS = ("sft", "rlaif", "hrlaif")
 VARIANT_LABELS = {"sft": "SFT", "rlaif": "RLAIF", "hrlaif": "HRLAIF"}
-# Column order of the comparison table; win_ratio is always "vs SFT".
-BENCHMARKS = ("ceval", "mmlu", "gsm8k", "humaneval", "toxigen", "satisfaction", "win_ratio")
-BENCH_LABELS = {
-    "ceval": "C-Eval", "mmlu": "MMLU", "gsm8k": "GSM8K", "humaneval": "HumanEval pass@1",
-    "toxigen": "ToxiGen toxicity ‰", "satisfaction": "Satisfaction rate", "win_ratio": "Win ratio vs SFT",
-}
-LOWER_IS_BETTER = {"toxigen"}
 RM_MODES = ("basic", "hybrid")
 _NAN = float("nan")
 
 
-def permille_scale(entry: dict) -> float:
-    """Factor that puts a ToxiGen entry in ‰.
+def benchmark_order(present) -> list[str]:
+    """Comparison columns: every registered benchmark and derived metric in spec order (a missing
+    one shows as a dash), then any other benchmark a results.json holds."""
+    order = registry.table_order()
+    return order + sorted(set(present) - set(order))
 
-    The metric is named toxicity_permille but per-item scores are 0/1, so an eval may store
-    either the fraction or the permille value. A 95% CI (or score) above 1 can only be ‰;
+
+def display_scale(bench: str, entry: dict) -> float:
+    """Factor that puts an entry in its display scale: 1 for % metrics (0-1 scores shown x100
+    by the tables); for ‰ metrics the factor that makes the stored value ‰ (permille_scale)."""
+    return permille_scale(entry) if registry.info(bench, entry)["unit"] == "‰" else 1.0
+
+
+def permille_scale(entry: dict) -> float:
+    """Factor that puts a ‰ entry (e.g. ToxiGen) in ‰.
+
+    Per-item scores are 0/1, so an eval may store either the fraction or the permille value. A 95% CI (or score) above 1 can only be ‰;
     everything within [0, 1] is read as a fraction (wrong only for n > ~3800 at ~0 toxicity).
     """
     vals = [entry.get("score")] + list(entry.get("ci95") or [])
@@ -79,9 +85,10 @@ def load_results(run_dir: Path | str) -> dict[str, dict | None]:
 
 
 def benchmark_frame(results: dict[str, dict | None]) -> pd.DataFrame:
-    """One row per (variant, benchmark) with the primary metric and its 95% CI.
+    """One row per (variant, benchmark) with the primary metric and its 95% CI, and how to show it
+    (label, unit, direction, measured against a baseline) from the spec or the entry itself.
 
-    ToxiGen is converted to ‰; every other metric stays on its 0-1 scale.
+    ‰ metrics (ToxiGen) are converted to ‰; every other metric stays on its 0-1 scale.
     """
     rows = []
     for v, res in results.items():
@@ -90,20 +97,22 @@ def benchmark_frame(results: dict[str, dict | None]) -> pd.DataFrame:
         for bench, e in res["benchmarks"].items():
             if not isinstance(e, dict):
                 raise UserError(f"eval_{v}/results.json: benchmark {bench!r} is not an object")
-            scale = permille_scale(e) if bench == "toxigen" else 1.0
+            scale = display_scale(bench, e)
             lo, hi = _ci(e)
             extra = e.get("extra") or {}
+            meta = registry.info(bench, e)
             rows.append({
                 "variant": v, "bench": bench, "metric": e.get("metric", ""),
                 "score": _num(e.get("score")) * scale, "lo": lo * scale, "hi": hi * scale,
                 "n": int(e["n"]) if e.get("n") is not None else 0,
-                "higher_is_better": bool(e.get("higher_is_better", bench not in LOWER_IS_BETTER)),
+                "higher_is_better": meta["higher_is_better"], "label": meta["label"], "unit": meta["unit"],
+                "against_baseline": meta["against_baseline"],
                 "definition": e.get("definition") or "", "source": e.get("source") or "",
                 "wins": extra.get("wins"), "ties": extra.get("ties"), "losses": extra.get("losses"),
                 "invalid": _invalid_count(e),
             })
-    cols = ["variant", "bench", "metric", "score", "lo", "hi", "n", "higher_is_better", "definition",
-            "source", "wins", "ties", "losses", "invalid"]
+    cols = ["variant", "bench", "metric", "score", "lo", "hi", "n", "higher_is_better", "label", "unit",
+            "against_baseline", "definition", "source", "wins", "ties", "losses", "invalid"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -187,15 +196,16 @@ def drift_frames(path: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
         rew.append({"step": step, "kl": kl, "sqrt_kl": sq, "reward_train": _num(r.get("reward_train")),
                     "reward_heldout": _num(r.get("reward_heldout"))})
         for bench, e in (r.get("benchmarks") or {}).items():
-            scale = permille_scale(e) if bench == "toxigen" else 1.0
+            scale = display_scale(bench, e)
             lo, hi = _ci(e)
+            meta = registry.info(bench, e)
             ben.append({"step": step, "kl": kl, "sqrt_kl": sq, "bench": bench,
                         "score": _num(e.get("score")) * scale, "lo": lo * scale, "hi": hi * scale,
-                        "n": int(e.get("n") or 0),
-                        "higher_is_better": bool(e.get("higher_is_better", bench not in LOWER_IS_BETTER))})
+                        "n": int(e.get("n") or 0), "higher_is_better": meta["higher_is_better"],
+                        "label": meta["label"], "unit": meta["unit"]})
     rew_df = pd.DataFrame(rew, columns=["step", "kl", "sqrt_kl", "reward_train", "reward_heldout"])
     ben_df = pd.DataFrame(ben, columns=["step", "kl", "sqrt_kl", "bench", "score", "lo", "hi", "n",
-                                        "higher_is_better"])
+                                        "higher_is_better", "label", "unit"])
     rew_df = rew_df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
     ben_df = ben_df.drop_duplicates(["step", "bench"], keep="last").sort_values(["bench", "step"])
     return rew_df, ben_df.reset_index(drop=True)

@@ -17,15 +17,15 @@ import pandas as pd  # noqa: E402
 
 # core.store has no public bytes writer; its atomic helper keeps PNGs crash-safe too.
 from core.store import atomic_write_bytes  # noqa: E402
-from reports.collect import BENCH_LABELS, VARIANT_LABELS  # noqa: E402
+from reports.collect import VARIANT_LABELS  # noqa: E402
 
 
 def drift_figure(variant: str, rewards: pd.DataFrame, benches: pd.DataFrame,
                  alarms: list[dict] | None = None):
-    """Rows: RM reward (train / held-out prompts); 0-1 benchmarks in %; ToxiGen in ‰ if logged.
-    Columns: x = PPO step, x = sqrt(KL). Benchmarks carry their 95% CI as a band."""
-    pct = benches[benches.bench != "toxigen"]
-    tox = benches[benches.bench == "toxigen"]
+    """Rows: RM reward (train / held-out prompts); 0-1 benchmarks in %; ‰ benchmarks (ToxiGen) if
+    logged. Columns: x = PPO step, x = sqrt(KL). Benchmarks carry their 95% CI as a band."""
+    pct = benches[benches.unit != "‰"]
+    tox = benches[benches.unit == "‰"]
     rows = 2 + (not tox.empty)
     fig, axes = plt.subplots(rows, 2, figsize=(12, 3.4 * rows), squeeze=False, sharex="col")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -45,12 +45,12 @@ def drift_figure(variant: str, rewards: pd.DataFrame, benches: pd.DataFrame,
             for i, (bench, g) in enumerate(frame.groupby("bench", sort=False)):
                 g = g.sort_values(x)
                 c = colors[i % len(colors)]
-                ax.plot(g[x], g["score"] * scale, "o-", color=c, label=BENCH_LABELS.get(bench, bench))
+                ax.plot(g[x], g["score"] * scale, "o-", color=c, label=g["label"].iloc[0])
                 ax.fill_between(g[x], g["lo"] * scale, g["hi"] * scale, color=c, alpha=0.18, linewidth=0)
                 hit = g[[(bench, s) in fired for s in g["step"]]]
                 if not hit.empty:
                     ax.plot(hit[x], hit["score"] * scale, "x", color="red", markersize=12, mew=3)
-            ax.set_ylabel(f"score ({unit}, 95% CI band)" if unit == "%" else "ToxiGen toxicity (‰, lower is better)")
+            ax.set_ylabel(f"score ({unit}, 95% CI band)" if unit == "%" else _permille_axis(frame))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="best", ncol=2)
         axes[-1][col].set_xlabel(xlabel)
@@ -62,6 +62,13 @@ def drift_figure(variant: str, rewards: pd.DataFrame, benches: pd.DataFrame,
     inch = 3.4 * rows
     fig.subplots_adjust(left=0.07, right=0.985, top=1 - 0.45 / inch, bottom=0.5 / inch, hspace=0.08, wspace=0.16)
     return fig
+
+
+def _permille_axis(frame: pd.DataFrame) -> str:
+    """'ToxiGen toxicity ‰ (lower is better)': the ‰ benchmarks' labels and direction."""
+    labels = ", ".join(dict.fromkeys(frame["label"]))
+    hib = set(frame["higher_is_better"])
+    return labels + ("" if len(hib) > 1 else " (higher is better)" if hib == {True} else " (lower is better)")
 
 
 def save_drift_plot(path: Path | str, variant: str, rewards: pd.DataFrame, benches: pd.DataFrame,

@@ -1,38 +1,20 @@
 """Display tables: the tidy frames of reports.collect rendered as "score [lo, hi] n=.. Δ.." cells.
 
 Scores on a 0-1 scale are shown in percent with CI bounds in percent and deltas in
-percentage points (pt); ToxiGen is shown in ‰. A missing value is "—", never an error.
+percentage points (pt); metrics whose spec unit is ‰ (ToxiGen) in ‰. Column names and order
+come from the benchmark specs (evalsets.registry). A missing value is "—", never an error.
 """
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
-from reports.collect import BENCH_LABELS, BENCHMARKS, RM_MODES, VARIANT_LABELS, VARIANTS
-
-DASH = "—"
-
-
-def _ok(x) -> bool:
-    return x is not None and not (isinstance(x, float) and math.isnan(x))
-
-
-def fmt_score(score, lo=None, hi=None, n=None, permille: bool = False) -> str:
-    """'41.0% [25.0, 59.0] n=30' (or '12.0‰ [...]'); '—' when the score is missing."""
-    if not _ok(score):
-        return DASH
-    k, unit = (1.0, "‰") if permille else (100.0, "%")
-    s = f"{score * k:.1f}{unit}"
-    if _ok(lo) and _ok(hi):
-        s += f" [{lo * k:.1f}, {hi * k:.1f}]"
-    if _ok(n):
-        s += f" n={int(n)}"
-    return s
+from core.console import DASH, fmt_score, present
+from evalsets import registry
+from reports.collect import RM_MODES, VARIANT_LABELS, VARIANTS, benchmark_order
 
 
 def fmt_delta(delta, permille: bool = False) -> str:
-    if not _ok(delta):
+    if not present(delta):
         return ""
     return f"Δ {delta:+.1f}‰" if permille else f"Δ {delta * 100:+.1f} pt"
 
@@ -41,34 +23,41 @@ def comparison_long(bench_df: pd.DataFrame) -> pd.DataFrame:
     """Numeric comparison: one row per (variant, bench) with delta vs SFT (machine-readable)."""
     df = bench_df.copy()
     sft = df[df.variant == "sft"].set_index("bench")["score"]
+    # A metric measured against a baseline (the win ratio vs SFT) has no delta vs SFT.
     df["delta_vs_sft"] = [
-        (r.score - sft[r.bench]) if (r.variant != "sft" and r.bench in sft.index and r.bench != "win_ratio")
+        (r.score - sft[r.bench]) if (r.variant != "sft" and r.bench in sft.index and not r.against_baseline)
         else float("nan") for r in df.itertuples()]
-    return df.drop(columns=["definition"])
+    return df.drop(columns=["definition", "label", "against_baseline"])
 
 
 def comparison_table(bench_df: pd.DataFrame) -> pd.DataFrame:
     """Rows SFT, RLAIF, HRLAIF; one column per benchmark; each cell score, 95% CI, n and Δ vs SFT."""
     long = comparison_long(bench_df).set_index(["variant", "bench"])
+    # How each column is shown: from the frame (what the eval recorded), else from its spec.
+    meta = {r.bench: {"label": r.label, "unit": r.unit, "against_baseline": r.against_baseline}
+            for r in bench_df.itertuples()}
+    benches = benchmark_order(meta)
+    meta = {b: meta.get(b) or registry.info(b) for b in benches}
     table = {}
     for v in VARIANTS:
         row = {}
-        for b in BENCHMARKS:
+        for b in benches:
+            label = meta[b]["label"]
             if (v, b) not in long.index:
-                # SFT against itself: the win ratio is 50% by definition, not measured.
-                row[BENCH_LABELS[b]] = "(baseline)" if (v == "sft" and b == "win_ratio") else DASH
+                # SFT against itself: a ratio against SFT is 50% by definition, not measured.
+                row[label] = "(baseline)" if (v == "sft" and meta[b]["against_baseline"]) else DASH
                 continue
             r = long.loc[(v, b)]
-            pm = b == "toxigen"
+            pm = meta[b]["unit"] == "‰"
             cell = fmt_score(r.score, r.lo, r.hi, r.n, permille=pm)
-            if b == "win_ratio" and _ok(r.wins):
+            if meta[b]["against_baseline"] and present(r.wins):
                 cell += f" W/T/L {int(r.wins)}/{int(r.ties or 0)}/{int(r.losses or 0)}"
-            elif _ok(r.delta_vs_sft):
+            elif present(r.delta_vs_sft):
                 cell += " " + fmt_delta(r.delta_vs_sft, permille=pm)
-            if _ok(r.invalid):
+            if present(r.invalid):
                 inv = r.invalid
                 cell += f" invalid={int(inv) if float(inv).is_integer() else inv}"
-            row[BENCH_LABELS[b]] = cell
+            row[label] = cell
         table[VARIANT_LABELS[v]] = row
     df = pd.DataFrame.from_dict(table, orient="index")
     df.index.name = "Model"
@@ -81,11 +70,11 @@ def category_table(cat_df: pd.DataFrame, variants=VARIANTS, delta_vs: str | None
         return pd.DataFrame()
     cats = list(dict.fromkeys(cat_df.category))
     idx = cat_df.set_index(["variant", "category"])
-    present = [v for v in variants if v in set(cat_df.variant)]
+    shown = [v for v in variants if v in set(cat_df.variant)]
     out = {}
     for c in cats:
         row = {}
-        for v in present:
+        for v in shown:
             if (v, c) not in idx.index:
                 row[VARIANT_LABELS[v]] = DASH
                 continue
@@ -136,7 +125,7 @@ def rm_table(rm_cat: pd.DataFrame, rm_summary: pd.DataFrame) -> pd.DataFrame:
                               if m in summ.index else DASH for m in modes}
     out["(clipped share)"] = {
         f"RM {m}": (f"{summ.loc[m, 'clipped_share'] * 100:.2f}% at |r|>{summ.loc[m, 'clip']:g}"
-                    if m in summ.index and _ok(summ.loc[m].clipped_share) else DASH) for m in modes}
+                    if m in summ.index and present(summ.loc[m].clipped_share) else DASH) for m in modes}
     df = pd.DataFrame.from_dict(out, orient="index")
     df.index.name = "Category"
     return df

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evalsets.scoring import summarize
+from evalsets.kinds import summarize
 
 FAST = ["--max-gen-toks", "gsm8k=16", "--max-gen-toks", "humaneval=16", "--max-gen-toks", "toxigen=8"]
 

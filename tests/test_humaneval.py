@@ -67,7 +67,7 @@ def test_bad_problem_files_are_user_errors(tmp_path, shared_data):
         humaneval.load_problems(tmp_path)
     truncated = tmp_path / "trunc.jsonl.gz"
     truncated.write_bytes((shared_data / "humaneval" / "HumanEval.jsonl.gz").read_bytes()[:5000])
-    with pytest.raises(UserError, match="not a readable gzip"):
+    with pytest.raises(UserError, match="damaged gzip"):
         humaneval.load_problems(truncated)
     not_json = tmp_path / "HumanEval.jsonl"
     not_json.write_text('{"task_id": "HumanEval/0"\n')
@@ -145,20 +145,22 @@ def test_scoring_rejects_unknown_tasks(problems):
 def test_chat_models_use_the_instruct_protocol(monkeypatch):
     """A model with a chat template is prompted as lm-eval's humaneval_instruct (request in the
     chat template, answer prefixed with the signature); its body ends at the closing ```."""
-    from evalsets import benchmarks
+    from evalsets import registry
+    from evalsets.kinds import execute
     from evalsets.loaders import load
     from evalsets.runner import EvalConfig
 
-    data = load("humaneval", None, False, None).limited(2)
+    sp = registry.spec("humaneval")
+    data = load(sp, None, False, None).limited(2)
     seen = {}
 
     def fake_generate(configs, lm, cfg, sp, chat):
         seen["chat"], seen["configs"] = chat, configs
         return {d["doc_id"]: d["canonical_solution"] + "```\n\nThis function works because..." for d in data.docs}
 
-    monkeypatch.setattr(benchmarks, "_generate", fake_generate)
-    monkeypatch.setattr(benchmarks, "_chat", lambda cfg, sp, lm: True)
-    rows = benchmarks.run_humaneval(data, None, EvalConfig(benchmarks=["humaneval"]), None)
+    monkeypatch.setattr(execute, "generate", fake_generate)
+    monkeypatch.setattr(execute, "use_chat", lambda cfg, sp, lm: True)
+    rows = execute.run(data, sp, None, EvalConfig(benchmarks=["humaneval"]), None)
     assert seen["chat"] is True
     cfg = seen["configs"][0]
     assert cfg["gen_prefix"].startswith("Here is the completed function:\n```python\n")
@@ -166,6 +168,6 @@ def test_chat_models_use_the_instruct_protocol(monkeypatch):
     assert [r["score"] for r in rows] == [1.0, 1.0]  # the explanation after ``` is cut off
 
     # Completion mode (no chat template): the official `humaneval` task, no gen_prefix.
-    monkeypatch.setattr(benchmarks, "_chat", lambda cfg, sp, lm: False)
-    benchmarks.run_humaneval(data, None, EvalConfig(benchmarks=["humaneval"]), None)
+    monkeypatch.setattr(execute, "use_chat", lambda cfg, sp, lm: False)
+    execute.run(data, sp, None, EvalConfig(benchmarks=["humaneval"]), None)
     assert "gen_prefix" not in seen["configs"][0] and seen["chat"] is False

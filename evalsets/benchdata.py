@@ -1,0 +1,30 @@
+"""`BenchData`: one benchmark's loaded items, the currency between loaders, kinds and the runner."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class BenchData:
+    name: str
+    source: str  # "embedded" | "local:/abs/dir" | "hub:<id>"
+    groups: dict[str, list[dict]]  # group -> eval docs (each has doc_id, group)
+    fewshot: dict[str, list[dict]] = field(default_factory=dict)  # group -> few-shot docs
+
+    def limited(self, limit: int | None) -> "BenchData":
+        """Take `limit` items deterministically, round-robin across sorted groups."""
+        if limit is None:
+            return self
+        out: dict[str, list[dict]] = {g: [] for g in sorted(self.groups)}
+        taken, depth = 0, 0
+        while taken < limit and any(depth < len(v) for v in self.groups.values()):
+            for g in sorted(self.groups):
+                if taken < limit and depth < len(self.groups[g]):
+                    out[g].append(self.groups[g][depth])
+                    taken += 1
+            depth += 1
+        return BenchData(self.name, self.source, {g: v for g, v in out.items() if v}, self.fewshot)
+
+    @property
+    def docs(self) -> list[dict]:
+        return [d for g in sorted(self.groups) for d in self.groups[g]]

@@ -1,0 +1,47 @@
+"""Runner kinds: how a benchmark is run and summarized, chosen by its spec's `kind`.
+
+Each kind module has
+  run(data, sp, lm, cfg, ctx) -> per-sample rows {doc_id, group, target, output, score, ...}
+  summarize(sp, samples) -> the results.json entry, computed from those rows only
+  settings(sp, cfg, lm, ctx) -> what besides weights and items changes its outputs (cache key)
+and may have score_file(data, sp, path) (score outputs produced elsewhere, no model).
+"""
+from __future__ import annotations
+
+from core.errors import UserError
+from evalsets import registry, scoring
+from evalsets.kinds import classify, execute, generate_extract, judge, multiple_choice
+
+KINDS = {"multiple_choice": multiple_choice, "generate_extract": generate_extract, "execute": execute,
+         "classify": classify, "judge": judge}
+
+
+def module(sp: dict):
+    try:
+        return KINDS[sp["kind"]]
+    except KeyError:
+        raise UserError(f"benchmark {sp['name']}: unknown kind {sp['kind']!r} (known: {', '.join(KINDS)})")
+
+
+def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
+    return module(sp).run(data, sp, lm, cfg, ctx)
+
+
+def settings(sp: dict, cfg, lm, ctx) -> dict:
+    return module(sp).settings(sp, cfg, lm, ctx)
+
+
+def summarize(name: str, samples: list[dict], sp: dict | None = None) -> dict:
+    """The results.json entry of a benchmark or derived metric, from its sample rows only."""
+    sp = sp or registry.metric(name)
+    if sp.get("aggregate"):
+        return scoring.AGGREGATES[sp["aggregate"]](sp, samples)
+    return module(sp).summarize(sp, samples)
+
+
+def score_file(data, sp: dict, path: str) -> list[dict]:
+    fn = getattr(module(sp), "score_file", None)
+    if fn is None:
+        raise UserError(f"--completions scores {', '.join(k for k, m in KINDS.items() if hasattr(m, 'score_file'))} "
+                        f"benchmarks only, not {sp['name']} ({sp['kind']})")
+    return fn(data, sp, path)

@@ -1,0 +1,33 @@
+"""Generate, then classify the output (ToxiGen toxicity): the model continues each prompt with
+our own generation task (the spec's `generation`), a classifier labels each continuation."""
+from __future__ import annotations
+
+from evalsets import scoring
+from evalsets.lmeval_run import gen_len, generate, use_chat
+from evalsets.lmeval_tasks import generation_configs
+from evalsets.toxicity import make_classifier
+
+
+def settings(sp: dict, cfg, lm, ctx) -> dict:
+    out = {"chat": use_chat(cfg, sp, lm), "max_gen_toks": gen_len(cfg, sp), "classifier": cfg.toxicity_classifier}
+    if cfg.toxicity_classifier == "judge":
+        out["judge"] = ctx.judge_fingerprint()
+    return out
+
+
+def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
+    gens = generate(generation_configs(data, sp, gen_len(cfg, sp)), lm, cfg, sp, use_chat(cfg, sp, lm))
+    clf = make_classifier(cfg.toxicity_classifier, ctx.judge() if cfg.toxicity_classifier == "judge" else None)
+    docs = data.docs
+    outputs = [gens[d["doc_id"]].strip() for d in docs]
+    labels = clf.classify(outputs)
+    return [{"doc_id": d["doc_id"], "group": d["group"], "target": "non-toxic", "prompt": d["prompt"],
+             "output": o, "score": lab, "classifier": clf.name} for d, o, lab in zip(docs, outputs, labels)]
+
+
+def summarize(sp: dict, samples: list[dict]) -> dict:
+    """Rate of positive labels among valid ones (in the spec's unit); invalid labels are counted."""
+    out = scoring.mean_summary(sp, samples)
+    out["extra"] = {"invalid": scoring.invalid(samples), "total": len(samples),
+                    "classifier": samples[0].get("classifier") if samples else None}
+    return out

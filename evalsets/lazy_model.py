@@ -1,0 +1,70 @@
+"""`LazyModel`: the model under evaluation, loaded on first use only.
+
+A fully cached evaluation asks only for the model's identity (weights hash from the files)
+and whether its tokenizer has a chat template, so it never loads torch weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LazyModel:
+    """Loads the model on first use only, so a fully cached run never touches torch weights."""
+
+    def __init__(self, spec: str | None = None, model=None, tokenizer=None, identity: dict | None = None):
+        self.spec = spec
+        self._model, self._tok = model, tokenizer
+        self._identity = identity
+        self._hflm = None
+
+    @property
+    def identity(self) -> dict:
+        if self._identity is None:
+            from core.models import resolve, dir_weights_hash
+            ref = resolve(self.spec)
+            wh = dir_weights_hash(Path(ref.path)) if ref.kind != "hub" else None
+            if wh is None:
+                self.load()
+            else:
+                self._identity = {**ref.identity, "kind": ref.kind, "spec": ref.spec, "path": ref.path,
+                                  "weights_sha": wh}
+        return self._identity
+
+    def load(self):
+        if self._model is None:
+            from core.models import load_causal_lm
+            self._model, tok, ident = load_causal_lm(self.spec)
+            self._tok = self._tok or tok
+            self._identity = {**(self._identity or {}), **ident}
+        return self._model, self._tok
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Read from the checkpoint's files when possible: importing transformers for a
+        cached run would cost more than the whole cached run."""
+        if self._tok is None and self.identity.get("path"):
+            p = Path(self.identity["path"])
+            if (p / "chat_template.jinja").exists() or (p / "chat_template.json").exists():
+                return True
+            cfg_file = p / "tokenizer_config.json"
+            if cfg_file.exists():
+                import json
+                return bool(json.loads(cfg_file.read_text(encoding="utf-8")).get("chat_template"))
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @property
+    def tokenizer(self):
+        # Tokenizer only (cheap): cache keys need to know about the chat template.
+        if self._tok is None:
+            from transformers import AutoTokenizer
+            from core.models import prepare_tokenizer
+            self._tok = AutoTokenizer.from_pretrained(self.identity["path"])
+            prepare_tokenizer(self._tok)
+        return self._tok
+
+    def hflm(self, batch_size: int):
+        if self._hflm is None:
+            from lm_eval.models.huggingface import HFLM
+            model, tok = self.load()
+            self._hflm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device="cpu")
+        return self._hflm
