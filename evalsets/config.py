@@ -44,11 +44,13 @@ class EvalConfig:
                                            check=_positive_lengths)
     toxicity_classifier: str = setting("judge", "'judge' (the judge endpoint) or 'hf:<model dir or hub id>'",
                                        check=_classifier)
-    humaneval_samples: int = setting(1, "completions per HumanEval task (pass@k for every k <= n)", min=1)
+    humaneval_samples: int = setting(1, "completions per task of an execute benchmark (pass@k for every k <= n)",
+                                     min=1)
     humaneval_temperature: float = setting(0.8, "sampling temperature when humaneval_samples > 1 "
                                                 "(1 sample is greedy)", min=0)
-    completions: str | None = setting(None, "score a human-eval {task_id, completion} jsonl instead of "
-                                            "generating (no model is loaded)", pipeline=True, check=existing_file)
+    completions: str | None = setting(None, "score a {task_id, completion} jsonl of an execute benchmark "
+                                            "(HumanEval) instead of generating: no model is loaded", pipeline=True,
+                                      check=existing_file)
     baseline_model: str | None = setting(None, "baseline model of the satisfaction win ratio", pipeline=True)
     category_map: str | None = setting(None, "YAML/JSON file mapping source classes to the 12 satisfaction "
                                              "categories (BELLE / MT-Bench data)", check=existing_file)
@@ -65,8 +67,6 @@ class EvalConfig:
             self.benchmarks = registry.parse_benchmarks(self.benchmarks, self.spec_dirs)
         except UserError as e:
             raise SettingError("benchmarks", str(e)) from None
-        if self.completions and self.benchmarks != ["humaneval"]:
-            raise SettingError("completions", "scores HumanEval only; use benchmarks humaneval")
 
     def category_mapping(self) -> dict[str, str]:
         """The category_map file as {normalised source class: category}."""
