@@ -57,7 +57,7 @@ def convert_gguf(gguf: Path) -> Path:
     if (out / "config.json").exists() and (out / "hrlaif_source.json").exists():
         return out
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to a transformers checkpoint (once) ...", gguf.name)
     try:

@@ -37,6 +37,29 @@ def tiny_model_dir(tmp_path_factory, cache_root) -> Path:
 
 
 @pytest.fixture(scope="session")
+def random_rm():
+    """`random_rm(backbone_dir, out, seed)`: a reward model (the real RewardModel class) on the
+    backbone with a seeded random head, saved to `out` with the tokenizer; returns `out`."""
+    def save(backbone_dir, out: Path, seed: int, clip: float = 5.0) -> Path:
+        import torch
+
+        from trainers.models import RewardModel
+        torch.manual_seed(seed)
+        rm, tok, _ = RewardModel.from_backbone(str(backbone_dir), clip=clip)
+        rm.save_pretrained(out)
+        tok.save_pretrained(out)
+        return out
+
+    return save
+
+
+@pytest.fixture(scope="session")
+def tiny_rm_dir(tiny_model_dir, tmp_path_factory, random_rm) -> Path:
+    """A reward model on the tiny backbone with a random head (PPO tests)."""
+    return random_rm(tiny_model_dir, tmp_path_factory.mktemp("tiny_rm") / "rm", seed=3)
+
+
+@pytest.fixture(scope="session")
 def run_cli():
     """Run `hrlaif ...` in-process; returns (exit_code, stdout, stderr)."""
     import contextlib

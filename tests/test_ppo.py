@@ -17,18 +17,6 @@ METRIC_FIELDS = {"step", "reward_raw", "reward_clipped", "kl", "entropy", "respo
 
 # ------------------------------------------------------------------------ fixtures
 
-@pytest.fixture(scope="session")
-def tiny_rm_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """A reward model on the tiny backbone with a random head (real RewardModel class)."""
-    from trainers.models import RewardModel
-    out = tmp_path_factory.mktemp("tiny_rm") / "rm"
-    torch.manual_seed(3)
-    rm, tok, _ = RewardModel.from_backbone(str(tiny_model_dir), clip=5.0)
-    rm.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def write_prompts(path: Path, n: int, start: int = 0) -> Path:
     with open(path, "w", encoding="utf-8") as f:
         for i in range(start, start + n):

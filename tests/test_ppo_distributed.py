@@ -8,21 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
 @pytest.fixture(scope="module")
-def rm_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    from trainers.models import RewardModel
-    out = tmp_path_factory.mktemp("dist_rm") / "rm"
-    torch.manual_seed(3)
-    rm, tok, _ = RewardModel.from_backbone(str(tiny_model_dir), clip=5.0)
-    rm.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+def rm_dir(tiny_rm_dir) -> Path:
+    return tiny_rm_dir
 
 
 def _env():

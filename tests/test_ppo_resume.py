@@ -19,14 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def rm_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    from trainers.models import RewardModel
-    out = tmp_path_factory.mktemp("resume_rm") / "rm"
-    torch.manual_seed(3)
-    rm, tok, _ = RewardModel.from_backbone(str(tiny_model_dir), clip=5.0)
-    rm.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+def rm_dir(tiny_rm_dir) -> Path:
+    return tiny_rm_dir
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,10 @@
 """Shared frozen trunk (trainers/trunk.py): same PPO numbers, fewer block evaluations."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from tests.test_ppo import tiny_rm_dir, write_prompts  # noqa: F401  (fixture re-export)
+from tests.test_ppo import write_prompts
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +45,12 @@ def test_split_forward_equals_full_forward(deep_tiny_dir):
     assert torch.allclose(full[mask.bool()], split[mask.bool()], atol=1e-5)
 
 
-def test_ppo_with_shared_trunk_matches_full_forwards(deep_tiny_dir, tmp_path):
+def test_ppo_with_shared_trunk_matches_full_forwards(deep_tiny_dir, tmp_path, random_rm):
     """train_layers=1 on a 4-block model: the 3 frozen blocks run once per rollout for all four
     models, and the run logs the same metrics as one that recomputes them everywhere."""
     from trainers.configs import PPOConfig
-    from trainers.models import RewardModel
     from trainers.ppo import PPOTrainer
-    torch.manual_seed(3)
-    rm, tok, _ = RewardModel.from_backbone(str(deep_tiny_dir), clip=5.0)
-    rm_dir = tmp_path / "rm"
-    rm.save_pretrained(rm_dir)
-    tok.save_pretrained(rm_dir)
+    rm_dir = random_rm(deep_tiny_dir, tmp_path / "rm", seed=3)
     prompts = write_prompts(tmp_path / "p.jsonl", 8)
     rows, calls = {}, {}
     for share in (True, False):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from core.errors import UserError
 from trainers.configs import SampleConfig
 
 
