@@ -318,7 +318,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...]
         if f.name in skip or not f.metadata.get("cli", True):
             continue
         tp = hints[f.name]
-        help_ = f.metadata.get("help") or ""
+        help_ = (f.metadata.get("help") or "").replace("%", "%%")  # argparse formats help with %
         default = default_of(f)
         kw: dict[str, Any] = {"dest": dest(f.name, prefix), "default": argparse.SUPPRESS}
         if tp is bool:

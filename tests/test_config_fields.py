@@ -205,3 +205,16 @@ def test_every_section_is_walked():
                 if dataclasses.is_dataclass(typing.get_type_hints(RunConfig)[f.name])}
     assert {s: c for s, _, _, c, _ in SECTIONS} == sections
     assert len(USER) > 100 and len(PIPELINE) > 15
+
+
+@pytest.mark.parametrize("command", sorted({cmd for _, cmd, _, _, _ in SECTIONS}))
+def test_help_names_every_flag_with_its_doc(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_args([command, "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for _, cmd, _, cls, prefix in SECTIONS:
+        if cmd == command:
+            for f in fields_of(cls):
+                assert flag(f.name, prefix) in text
+                assert " ".join(f.metadata["help"].split())[:30] in text, f.name

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from core.errors import UserError
-from core.settings import SettingError, add_arguments, from_args, from_mapping, setting
+from core.settings import SettingError, add_arguments, check_fields, from_args, from_mapping, setting
 
 
 @dataclass
@@ -18,7 +18,7 @@ class Demo:
     clip: float | None = setting(None, "reward clip (none = off)")
     benchmarks: list[str] = setting(default_factory=lambda: ["mmlu"], help="drift benchmarks")
     gen: dict[str, int] = setting(default_factory=dict, help="per-benchmark lengths")
-    adaptive: bool = setting(False, "adaptive KL")
+    adaptive: bool = setting(False, "adaptive KL (+-25% steps)")
     batch: int = setting(8, "batch size", min=1)
     mini: int = setting(4, "mini-batch size", min=1)
     out: str = setting("", "output dir", pipeline=True)
@@ -77,3 +77,27 @@ def test_help_shows_doc_and_default():
     text = p.format_help()
     assert "--estimator {k1,k3}" in text and "KL estimator (default: k1)" in text
     assert "--benchmarks A,B,..." in text and "(default: mmlu)" in text
+    assert "adaptive KL (+-25% steps) (default: false)" in text  # a % in a doc is text, not a format
+
+
+def test_prefix_and_aliases():
+    @dataclass
+    class Judge:
+        url: str | None = setting(None, "endpoint")
+        workers: int = setting(2, "concurrent requests", min=1, aliases=("--workers",))
+        tri: bool | None = setting(None, "on, off or auto")
+
+    p = argparse.ArgumentParser()
+    add_arguments(p, Demo)
+    add_arguments(p, Judge, prefix="judge")
+    args = p.parse_args(["--steps", "3", "--judge-url", "http://x", "--workers", "4", "--judge-tri", "off"])
+    assert from_args(Judge, args, prefix="judge") == Judge(url="http://x", workers=4, tri=False)
+    assert from_args(Demo, args).steps == 3
+    assert from_args(Judge, p.parse_args(["--judge-tri", "auto"]), prefix="judge").tri is None
+    with pytest.raises(UserError, match=r"^--judge-workers: must be >= 1 \(got 0\)$"):
+        from_args(Judge, p.parse_args(["--judge-workers", "0"]), prefix="judge")
+
+
+def test_check_fields_holds_python_built_configs_to_the_same_rules():
+    with pytest.raises(UserError, match=r"^steps: must be >= 1 \(got 0\)$"):
+        check_fields(Demo(steps=0))
