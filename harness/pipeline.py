@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
 import shutil
 import time
 import uuid
@@ -318,5 +317,5 @@ def _ppo_can_continue(pcfg, out: Path) -> bool:
 
 
 def _versions() -> dict:
-    from evalsets.runner import versions as v
+    from evalsets.runner import _versions as v
     return v()
