@@ -317,5 +317,5 @@ def _ppo_can_continue(pcfg, out: Path) -> bool:
 
 
 def _versions() -> dict:
-    from evalsets.runner import _versions as v
+    from evalsets.runner import versions as v
     return v()
