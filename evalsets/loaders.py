@@ -155,7 +155,8 @@ def discover(root: Path, pattern: str) -> dict[str, Path]:
 
 
 def _humaneval_docs(probs) -> dict[str, list[dict]]:
-    return {"humaneval": [{**p, "doc_id": p["task_id"], "group": "humaneval"} for p in probs.values()]}
+    from evalsets.humaneval import GROUP
+    return {GROUP: [{**p, "doc_id": p["task_id"], "group": GROUP} for p in probs.values()]}
 
 
 def load_local(sp: dict, root: Path, source: str, category_map: dict | None = None) -> BenchData:

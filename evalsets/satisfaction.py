@@ -14,7 +14,7 @@ Generation and the flow per benchmark live in evalsets/kinds/judge.py; this modu
 from __future__ import annotations
 
 from judges.answers import VERIFIABLE, check
-from judges.prompts import pairwise_messages
+from judges.prompts import TIE_BAND, pairwise_messages
 
 SATISFACTION_SYSTEM = "You are a strict evaluator of AI assistant responses."
 SATISFACTION = """Decide whether the assistant's response satisfies the user's request: it is correct,
@@ -66,8 +66,6 @@ def judge_pairwise(docs: list[dict], ours: list[str], theirs: list[str], judge) 
     for d, a, b in zip(docs, ours, theirs):
         msgs.append(pairwise_messages(d["prompt"], a, b))  # ours in slot A
         msgs.append(pairwise_messages(d["prompt"], b, a))  # ours in slot B
-    from trainers.feedback.labelling import TIE_BAND
-
     dec = judge.choose_many(msgs, options=["A", "B"])
     out = []
     for j in range(len(docs)):

@@ -12,6 +12,10 @@ RESP_A = "[Response A]"
 RESP_B = "[Response B]"
 END = "[End]"
 
+# Reading a pairwise judgement (labelling and the win ratio alike): |p(A better) - 0.5| <= TIE_BAND
+# is a tie. 0 keeps every strict preference (identical responses still tie exactly); raise it
+# (e.g. 0.05) to drop low-confidence pairs from a strong judge.
+TIE_BAND = 0.0
 PAIRWISE_SYSTEM = "You are a careful, impartial judge of AI assistant responses."
 
 PAIRWISE = """Compare two responses to the same user request.

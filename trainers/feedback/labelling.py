@@ -38,12 +38,10 @@ from core.stats import mean_ci
 from judges import prompts as P
 from judges.client import INVALID, Judge
 from judges.answers import VERIFIABLE, check, is_verifiable
+from judges.prompts import TIE_BAND
 
 log = logging.getLogger(__name__)
 
-# |p(i > j) - 0.5| <= TIE_BAND is a tie. 0 keeps every strict preference (identical responses
-# still tie exactly); raise it (e.g. 0.05) to drop low-confidence pairs from a strong judge.
-TIE_BAND = 0.0
 HARMLESS = "harmlessness"
 
 
