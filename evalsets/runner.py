@@ -81,7 +81,7 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
     cfg.validate()
     specs = {n: registry.spec(n, cfg.spec_dirs) for n in cfg.benchmarks}
     for sp in specs.values():
-        kinds.module(sp)  # an unknown kind fails before any data is read
+        kinds.check(sp, completions=bool(cfg.completions))  # before any data is read
     ctx = Context(cfg, out_dir, judge)
     results = {"model": None, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                "versions": versions(), "config": {k: v for k, v in asdict(cfg).items()}, "benchmarks": {}}

