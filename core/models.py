@@ -133,9 +133,10 @@ def dir_weights_hash(d: Path) -> str | None:
     return h.hexdigest()
 
 
-# What `load_model(head=...)` builds on a checkpoint: the LM with its head, or the bare decoder
-# (hidden states out) that reward and value models put their own scalar head on.
-HEADS = {"causal_lm": "AutoModelForCausalLM", "backbone": "AutoModel"}
+# What `load_model(head=...)` builds on a checkpoint: the LM with its head, the bare decoder
+# (hidden states out) that reward and value models put their own scalar head on, or a classifier.
+HEADS = {"causal_lm": "AutoModelForCausalLM", "backbone": "AutoModel",
+         "sequence_classification": "AutoModelForSequenceClassification"}
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -157,7 +158,7 @@ def load_weights(path: str | Path, head: str = "causal_lm", dtype="float32", nam
     try:
         return getattr(transformers, HEADS[head]).from_pretrained(str(path), dtype=dtype)
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load model {name or path}: {_first_line(e)}")
+        raise cannot_load(name or path, e)
 
 
 def load_tokenizer(path: str | Path, name: str | None = None):
@@ -167,7 +168,7 @@ def load_tokenizer(path: str | Path, name: str | None = None):
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load model {name or path}: {_first_line(e)}")
+        raise cannot_load(name or path, e)
     prepare_tokenizer(tok)
     return tok
 
@@ -195,8 +196,10 @@ def load_causal_lm(spec: str | None, dtype: str = "float32"):
     return load_model(spec, "causal_lm", dtype)
 
 
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+def cannot_load(name, e: BaseException) -> UserError:
+    """The one error for a model that cannot be loaded: "cannot load model NAME: reason"."""
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return UserError(f"cannot load model {name}: {reason}")
 
 
 def prepare_tokenizer(tok) -> None:

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from core.errors import UserError
-from core.models import load_model, load_tokenizer, load_weights
+from core.models import cannot_load, load_model, load_tokenizer, load_weights
 from core.store import read_json, write_json
 from core.tensors import last_token_index, position_ids
 
@@ -81,6 +81,7 @@ class RewardModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path, clip: float | None = None, dtype=torch.float32) -> "RewardModel":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = Path(path)
@@ -91,8 +92,8 @@ class RewardModel(nn.Module):
         try:
             rm = cls(backbone, clip=conf["clip"] if clip is None else clip)
             rm.head.load_state_dict(load_file(str(path / HEAD_FILE)))
-        except (OSError, KeyError, RuntimeError) as e:  # no clip, a torn or mis-shaped head file
-            raise UserError(f"cannot load model {path}: {type(e).__name__}: {str(e).strip().splitlines()[0]}")
+        except (OSError, KeyError, RuntimeError, SafetensorError) as e:  # no clip, a torn or mis-shaped head
+            raise cannot_load(path, e)
         rm.head.to(dtype)
         rm.eval()
         return rm
