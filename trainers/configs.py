@@ -91,7 +91,7 @@ class LabelConfig:
                        pipeline=True)
     redteam: bool = setting(True, "AI red teaming of harmlessness prompts in hybrid mode: flag harmful responses, "
                                   "add harmless rewrites (basic RLAIF has none)")
-    verifiable: list[str] = setting(default_factory=lambda: ["math", "multiple_choice"],
+    verifiable: list[str] = setting(default_factory=lambda: list(VERIFIABLE),
                                     help="categories whose final answers hybrid mode verifies against std_answer",
                                     choices=tuple(sorted(VERIFIABLE)))
     hh_limit: int = setting(50, "hh-rlhf harmless pairs used for the label-accuracy table (with data_dir)", min=0)
