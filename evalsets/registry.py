@@ -157,10 +157,8 @@ def info(name: str, entry: dict | None = None) -> dict:
     against_baseline}. The registered spec decides display; the entry's own fields cover a
     benchmark registered elsewhere (its results.json carries title, unit and direction)."""
     entry = entry or {}
-    try:
-        sp = metric(name)
-    except UserError:
-        sp = {}
+    found, derived = _registry()
+    sp = derived.get(name) or found.get(name) or {}
     title = sp.get("title") or entry.get("title") or name
     hib = entry.get("higher_is_better", sp.get("higher_is_better", True))
     return {"title": title, "label": sp.get("label") or (title if sp else entry.get("label") or title),

@@ -50,7 +50,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser, args = parse_args(argv)
+    try:
+        parser, args = parse_args(argv)
+    except UserError as e:  # e.g. a flag default read from a bad benchmark spec dir ($HRLAIF_SPEC_PATH)
+        print(f"hrlaif: error: {e}", file=sys.stderr)
+        return UserError.exit_code
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "command", None):

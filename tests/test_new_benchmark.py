@@ -200,6 +200,19 @@ def test_bad_specs_are_one_line_errors(spec_dir, tmp_path, monkeypatch):
         registry.names()
 
 
+def test_bad_spec_dirs_on_the_command_line_are_one_line_errors(spec_dir, tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv(registry.ENV, str(tmp_path / "nowhere"))
+    code, _, err = run_cli("eval", "--benchmarks", "mmlu", "--out", tmp_path / "o")
+    assert code == 2 and err.strip().splitlines() == [
+        f"hrlaif: error: $HRLAIF_SPEC_PATH: spec directory not found: {tmp_path / 'nowhere'}"]
+    monkeypatch.delenv(registry.ENV)
+    (spec_dir / "cmmlu.yaml").write_text("name: cmmlu\ntitle: [unclosed\n")
+    code, _, err = run_cli("eval", "--benchmarks", "cmmlu", "--spec-dirs", spec_dir, "--out", tmp_path / "o")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "cmmlu.yaml is not valid YAML" in err
+    code, _, err = run_cli("eval", "--benchmarks", "mmlu", "--spec-dirs", tmp_path / "nope", "--out", tmp_path / "o")
+    assert code == 2 and "spec_dirs: spec directory not found" in err and len(err.strip().splitlines()) == 1
+
+
 def test_template_spec_renders_its_own_prompt(spec_dir, tmp_path, monkeypatch):
     """The spec's prompt fields are the lm-eval task: description, 2-shot from dev (in file order),
     doc_to_text over the CSV's columns, the answer letter as target."""
