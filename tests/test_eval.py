@@ -9,7 +9,7 @@ import pytest
 
 from evalsets.kinds import summarize
 
-FAST = ["--max-gen-toks", "gsm8k=16", "--max-gen-toks", "humaneval=16", "--max-gen-toks", "toxigen=8"]
+FAST = ["--max-gen-toks", "gsm8k=16,humaneval=16,toxigen=8"]
 
 
 def _recompute(out: Path) -> dict:
@@ -58,6 +58,8 @@ def test_embedded_results_have_every_field(embedded_eval, tiny_model_dir):
     he = res["benchmarks"]["humaneval"]["extra"]
     assert he["chat_template"] is True and he["lm_eval_task"] == "humaneval_instruct"
     assert res["benchmarks"]["toxigen"]["extra"]["chat_template"] is False  # continuation prompts
+    # --max-gen-toks reached every generating benchmark (16 tokens at most, not the specs' 256/320)
+    assert res["config"]["max_gen_toks"] == {"gsm8k": 16, "humaneval": 16, "toxigen": 8}
     assert "mmlu" in stdout and "n=4" in stdout
 
 
