@@ -190,11 +190,12 @@ class PPOConfig:
     grad_clip: float = setting(1.0, "gradient-norm clip, applied by the engines", min=0)
     bf16: bool = setting(False, "bf16 mixed precision (slower on CPUs without bf16 matmul units)")
     seed: int = setting(1234, SEED_HELP, pipeline=True)
-    save_every: int = setting(0, "checkpoint every N steps (0 = never; --resume needs one)", min=0)
+    save_every: int = setting(10, "checkpoint every N steps (0 = never; --resume continues from the last one)",
+                              min=0)
     keep_checkpoints: int = setting(2, "checkpoints kept on disk (the oldest are deleted)", min=1)
     resume: bool = setting(False, "continue from OUT/checkpoints/latest", pipeline=True)
-    drift_every: int = setting(0, "drift log every N steps and at step 0: held-out reward and benchmarks "
-                                  "(0 = never)", min=0)
+    drift_every: int = setting(10, "drift log every N steps and at step 0: held-out reward and benchmarks "
+                                   "(0 = never); the over-optimisation alarms read it", min=0)
     drift_benchmarks: list[str] = setting(default_factory=lambda: ["gsm8k", "mmlu"],
                                           help="benchmarks of the drift log ('' = held-out reward only)")
     drift_limit: int = setting(20, "items per drift benchmark", min=1)
