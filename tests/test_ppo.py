@@ -210,7 +210,8 @@ def test_nan_loss_stops_with_user_error_and_keeps_last_checkpoint(tiny_model_dir
     out = tmp_path / "nan"
     cfg = PPOConfig(model=str(tiny_model_dir), reward_model=str(tiny_rm_dir), out=str(out),
                     prompts=str(prompts_file), steps=4, batch_size=2, mini_batch_size=2, max_new_tokens=4,
-                    save_every=1, ppo_epochs=1, missing_eos_reward=None)  # let the NaN reach the loss
+                    save_every=1, ppo_epochs=1, drift_every=0,  # the drift log would call the RM too
+                    missing_eos_reward=None)  # let the NaN reach the loss
     with pytest.raises(UserError, match="non-finite PPO loss at step 3.*step_2"):
         train(cfg, reward_model=NaNReward(ok_calls=2))
     assert (out / "checkpoints" / "latest").read_text().strip() == "step_2"
