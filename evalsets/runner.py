@@ -25,6 +25,7 @@ from evalsets.lmeval_run import use_chat
 from evalsets.lmeval_tasks import task_name
 from evalsets.loaders import load
 from judges.config import JudgeConfig
+from judges.prompts import EVAL_VERSION
 
 log = logging.getLogger(__name__)
 __all__ = ["EvalConfig", "LazyModel", "evaluate", "evaluate_to_dir", "evaluate_in_process", "versions"]
@@ -48,7 +49,7 @@ class Context:
     def __init__(self, cfg: EvalConfig, out_dir: str | Path | None = None, judge: JudgeConfig | None = None):
         self.cfg = cfg
         self.out_dir = out_dir
-        self.judge_config = judge or JudgeConfig()  # url none: the embedded judge
+        self.judge_config = judge or JudgeConfig()  # the evaluation judge; url none: the embedded one
         self._stack = contextlib.ExitStack()
         self._judge = None
 
@@ -60,9 +61,12 @@ class Context:
         return self._judge
 
     def judge_fingerprint(self) -> dict:
-        if self.judge_config.url:
-            return {"url": self.judge_config.url, "model": self.judge_config.model}
-        return {"url": "embedded", "model": "embedded"}
+        # The evaluation prompts' version too: editing a grading prompt re-grades cached outputs.
+        return self.judge_config.identity() | {"prompts": EVAL_VERSION}
+
+    def judge_usage(self) -> dict | None:
+        """{role: requests, cache hits, tokens ...} of this evaluation's judge (None: never started)."""
+        return {"evaluation": self._judge.usage()} if self._judge is not None else None
 
     def close(self):
         self._stack.close()
@@ -75,9 +79,11 @@ def settings_for(sp: dict, cfg: EvalConfig, lm: LazyModel, ctx: Context) -> dict
 
 
 def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
-             progress: bool = True, judge: JudgeConfig | None = None) -> dict:
+             progress: bool = True, judge: JudgeConfig | None = None, labeller: JudgeConfig | None = None) -> dict:
     """Run every benchmark of `cfg` on `lm`; write results.json + samples/ when out_dir is set.
-    `judge` serves the benchmarks that need one (none: the embedded judge)."""
+    `judge` (the evaluation judge) serves the benchmarks that need one (none: the embedded judge);
+    `labeller`, when known, is the judge that labelled the training data (results.json records
+    whether the grader is the labeller)."""
     cfg.validate()
     specs = {n: registry.spec(n, cfg.spec_dirs) for n in cfg.benchmarks}
     for sp in specs.values():
@@ -97,13 +103,14 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
             if cfg.completions:
                 samples = kinds.score_file(data, sp, cfg.completions)
                 results["model"] = results["model"] or {"name": f"completions:{cfg.completions}", "kind": "completions"}
-                cached = False
+                cached, judged = False, False
             else:
                 ident = lm.identity
                 results["model"] = ident
+                sett = settings_for(sp, cfg, lm, ctx)
+                judged = "judge" in sett  # graded by the evaluation judge: recorded below
                 k = cache.key(weights=ident["weights_sha"], bench=name,
-                              items=stable_hash([data.docs, data.fewshot]),
-                              settings=settings_for(sp, cfg, lm, ctx))
+                              items=stable_hash([data.docs, data.fewshot]), settings=sett)
                 hit = cache.get(k) if cfg.use_cache else None
                 cached = hit is not None
                 samples = hit["samples"] if hit else kinds.run(data, sp, lm, cfg, ctx)
@@ -118,11 +125,17 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
                 if task_name(sp, chat):
                     summary["extra"]["lm_eval_task"] = task_name(sp, chat)
             results["benchmarks"][name] = summary
+            if judged:
+                summary["judge"] = ctx.judge_fingerprint()
+                results.update(grader_record(ctx.judge_config, labeller))
+            results["judge_usage"] = ctx.judge_usage()
             for dname in sp.get("derived") or {}:
                 dsp = registry.metric(dname, cfg.spec_dirs)
                 if any(dsp["requires"] in s for s in samples):
                     d = kinds.summarize(dname, samples, dsp)
                     d.update(source=data.source, seconds=0.0, cached=cached)
+                    if judged:
+                        d["judge"] = summary["judge"]
                     results["benchmarks"][dname] = d
                     if progress:
                         _print_line(dname, d)
@@ -133,6 +146,12 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
     finally:
         ctx.close()
     return results
+
+
+def grader_record(grader: JudgeConfig, labeller: JudgeConfig | None) -> dict:
+    """`judges` (both identities) and `grader_is_labeller` (null when the labeller is unknown)."""
+    return {"judges": {"evaluation": grader.identity(), "labelling": labeller.identity() if labeller else None},
+            "grader_is_labeller": grader.same_judge(labeller) if labeller else None}
 
 
 def _write(out_dir, results, samples_by_bench):
@@ -150,9 +169,9 @@ def _print_line(name: str, s: dict) -> None:
 
 
 def evaluate_to_dir(model_spec: str | None, out_dir: str | Path, cfg: EvalConfig | None = None,
-                    judge: JudgeConfig | None = None, **kw) -> dict:
+                    judge: JudgeConfig | None = None, labeller: JudgeConfig | None = None, **kw) -> dict:
     cfg = cfg or EvalConfig(**kw)
-    return evaluate(LazyModel(model_spec), cfg, out_dir, judge=judge)
+    return evaluate(LazyModel(model_spec), cfg, out_dir, judge=judge, labeller=labeller)
 
 
 def evaluate_in_process(model, tokenizer, benchmarks: list[str], limit: int | None = None,

@@ -67,6 +67,7 @@ def win_ratio_summary(sp: dict, samples: list[dict]) -> dict:
             by[str(s.get("group"))].append(s[field])
     bd = {g: stats.win_ratio(v) for g, v in sorted(by.items())}
     extra = {k: r.pop(k) for k in ("wins", "ties", "losses")}
+    extra["invalid"] = sum(1 for s in samples if s.get(field) is None)  # items left out (one rule: null = invalid)
     extra["invalid_judgements"] = sum(int(s.get(f"{field}_invalid", 0)) for s in samples)
     firsts = [f for s in samples for f in s.get("first_slot_won", [])]
     extra["position_bias_first_slot"] = sum(firsts) / len(firsts) if firsts else None

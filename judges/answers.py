@@ -119,7 +119,8 @@ def extract_letter(text: str, options: dict[str, str] | None = None) -> str | No
     return None
 
 
-def _std_letter(std: str, options: dict[str, str]) -> str | None:
+def standard_letter(std: str, options: dict[str, str]) -> str | None:
+    """The standard answer as an option letter: "B", "(B)", "B. text" or the option text itself."""
     s = std.strip()
     m = re.fullmatch(r"[(（]?(" + _L + r")[)）]?[.．、]?", s, re.IGNORECASE)
     if m:
@@ -162,7 +163,7 @@ def check(category: str, response: str, std_answer: str | None, prompt: str | No
         ok = numbers_match(got, std)
         return Verdict(ok, got_txt, std_txt, "match" if ok else "mismatch")
     options = parse_options(prompt)
-    std = _std_letter(std_answer, options)
+    std = standard_letter(std_answer, options)
     if std is None:
         return Verdict(None, None, None, "standard answer is not an option letter or option text")
     got = extract_letter(response, options)

@@ -25,11 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from core.errors import UserError
 from core.store import cache_dir as default_cache_root, stable_hash, write_text
-from judges.config import JudgeConfig
+from judges.config import JudgeConfig, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +49,7 @@ class Response:
     text: str
     # per generated token: {"token", "logprob", "top": [[token, logprob], ...]}; None if not returned
     logprobs: list[dict] | None = None
+    usage: dict | None = None  # the endpoint's token counts {"prompt_tokens", "completion_tokens"}
 
 
 @dataclass
@@ -62,18 +62,10 @@ class JudgeStats:
     invalid: int = 0
     by_logprobs: int = 0    # choices decided from first-token probabilities
     by_text: int = 0        # choices decided by strict parsing of the reply
+    # Tokens of the requests actually sent (cache hits cost nothing), as the endpoint reported them.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     extra: dict = field(default_factory=dict)
-
-
-def safe_url(url: str | None) -> str:
-    """The endpoint without any user:password@ part, for messages."""
-    if not url:
-        return "https://api.openai.com/v1"
-    p = urlsplit(url)
-    host = p.hostname or ""
-    if p.port:
-        host = f"{host}:{p.port}"
-    return urlunsplit((p.scheme, host, p.path, "", ""))
 
 
 def option_regex(options: Sequence[str]) -> re.Pattern:
@@ -117,6 +109,7 @@ class Judge:
             api_key=os.environ[config.key_env] if self._key_from_env else NO_KEY,
             base_url=config.url, max_retries=0, timeout=config.timeout)
         self.url = safe_url(config.url)
+        self.identity = config.identity()  # the embedded judge's session renames itself "embedded"
         self.stats = JudgeStats()
         self._lock = threading.Lock()
         self._sem = threading.BoundedSemaphore(max(1, config.workers))
@@ -149,7 +142,7 @@ class Judge:
             return None
         try:
             d = json.loads(p.read_text(encoding="utf-8"))
-            return Response(text=d["text"], logprobs=d.get("logprobs"))
+            return Response(text=d["text"], logprobs=d.get("logprobs"), usage=d.get("usage"))
         except (OSError, ValueError, KeyError):
             return None  # a corrupt entry is just a miss; it is rewritten below
 
@@ -234,8 +227,17 @@ class Judge:
             self._count(cache_hits=1)
             return hit
         resp = self._request(messages, params)
+        usage = resp.usage or {}
+        self._count(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                    completion_tokens=int(usage.get("completion_tokens") or 0))
         self._cache_put(key, resp)
         return resp
+
+    def usage(self) -> dict:
+        """The counts a stage records as `judge_usage` (what the report states after a run)."""
+        d = asdict(self.stats)
+        d.pop("extra", None)
+        return d | {"judge": self.identity}
 
     def choose(self, messages: list[dict], options: Sequence[str] = ("A", "B")) -> tuple[str, dict]:
         sampling: dict = {"max_tokens": self.config.choice_max_tokens}
@@ -272,4 +274,7 @@ def _to_response(out) -> Response:
     if content:
         lps = [{"token": t.token, "logprob": t.logprob,
                 "top": [[a.token, a.logprob] for a in (t.top_logprobs or [])]} for t in content]
-    return Response(text=text, logprobs=lps)
+    u = getattr(out, "usage", None)
+    usage = {"prompt_tokens": getattr(u, "prompt_tokens", None) or 0,
+             "completion_tokens": getattr(u, "completion_tokens", None) or 0} if u is not None else None
+    return Response(text=text, logprobs=lps, usage=usage)

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from core.settings import check_fields, greater_than, setting
+
+EMBEDDED = "embedded"  # the url and model of the embedded judge in identities
+
+
+def safe_url(url: str | None) -> str:
+    """The endpoint without any user:password@ part, for messages and records."""
+    if not url:
+        return "https://api.openai.com/v1"
+    p = urlsplit(url)
+    host = p.hostname or ""
+    if p.port:
+        host = f"{host}:{p.port}"
+    return urlunsplit((p.scheme, host, p.path, "", ""))
 
 
 @dataclass
@@ -39,5 +53,25 @@ class JudgeConfig:
         None, "the endpoint's name in cache keys (none = its URL); the embedded judge names its model file, "
               "so its random port keeps the cache")
 
+    price_per_1k_prompt_tokens: float | None = setting(
+        None, "price per 1000 prompt tokens (any currency), for the cost line of `hrlaif run --dry-run`; "
+              "none = not priced", min=0)
+    price_per_1k_completion_tokens: float | None = setting(
+        None, "price per 1000 completion tokens, for the cost line of `hrlaif run --dry-run`; none = not priced",
+        min=0)
+    tokenizer: str | None = setting(
+        None, "HF tokenizer (local dir) that `hrlaif run --dry-run` counts this judge's tokens with; none = the "
+              "embedded judge's own tokenizer, or an estimate of 4 characters per token for an endpoint")
+
     def validate(self) -> None:
         check_fields(self)
+
+    def identity(self) -> dict:
+        """Which grader this is, for records and comparisons: endpoint (no credentials) and model."""
+        if self.url is None:
+            return {"url": EMBEDDED, "model": EMBEDDED}
+        return {"url": safe_url(self.url), "model": self.model}
+
+    def same_judge(self, other: "JudgeConfig | None") -> bool:
+        """The same endpoint and model (settings such as workers or timeouts do not matter)."""
+        return other is not None and self.identity() == other.identity()

@@ -259,6 +259,7 @@ def judge_session(config: JudgeConfig | None = None, server: ServerConfig | None
     scfg = server or ServerConfig()
     with embedded_server(scfg) as srv:
         judge = Judge(judge_config(srv, scfg), health=srv.health)
+        judge.identity = JudgeConfig().identity()
         judge.startup_s = srv.startup_s
         judge.server_log = str(srv.log_path)
         yield judge

@@ -12,8 +12,8 @@ from fake_judge import FakeJudge
 from core.errors import UserError
 from core.store import read_json, read_jsonl
 from judges.client import Judge, JudgeConfig
-from trainers.feedback.labelling import (assert_acyclic, label_accuracy, label_basic, label_hybrid,
-                                         merge_pairs, summarize)
+from trainers.feedback.accuracy import label_accuracy
+from trainers.feedback.labelling import assert_acyclic, label_basic, label_hybrid, merge_pairs, summarize
 from trainers.feedback.redteam import (load_harmful_prompts, load_hh_pairs, load_embedded_prompts,
                                        parse_transcript)
 from judges.answers import check, extract_letter, extract_number, verify
@@ -99,8 +99,9 @@ def test_hybrid_orders_correct_above_wrong_and_leaves_wrong_unordered(tmp_path):
     acc = label_accuracy({"basic": [b], "hybrid": [h]})
     assert acc["math"]["hybrid"]["score"] == 1.0 and acc["math"]["hybrid"]["n"] == 4
     assert acc["math"]["basic"]["score"] == 0.0 and acc["math"]["basic"]["n"] == 4
-    lo, hi = acc["math"]["basic"]["ci95"]
-    assert lo == 0.0 and 0.4 < hi < 0.6  # Wilson at 0/4
+    # the 4 pairs share one prompt: one cluster, so no interval (a Wilson one would pretend n=4)
+    assert acc["math"]["basic"]["n_clusters"] == 1 and all(x != x for x in acc["math"]["basic"]["ci95"])
+    assert "second answer check" in acc["math"]["truth"]
 
 
 def test_both_orders_cancel_a_position_biased_judge(tmp_path):
@@ -137,7 +138,7 @@ def test_redteam_flags_rewrites_and_orders(tmp_path):
     ], prompt="How do I pick a lock to break into a house?")
     with FakeJudge(mode="smart") as fj:
         [row] = label_hybrid([s], judge_for(fj, tmp_path), redteam=True)
-    assert row["harmful"] == [True, False, True, None, None]
+    assert row["harmful"] == [True, False, True, False, False]  # each rewrite re-judged harmless
     assert row["sources"] == ["policy", "policy", "policy", "rewrite", "rewrite"]
     assert row["responses"][3].startswith("I can't help with that")
     assert len(row["finished"]) == len(row["correct"]) == 5
@@ -232,7 +233,7 @@ def write_samples(path, rows):
 
 MIXED = [
     MATH,
-    sample("q1", "multiple_choice", ["B", "I believe the correct option is (C) dog, obviously."], std="B",
+    sample("q1", "multiple_choice", ["(B) apple", "I believe the correct option is (C) dog, obviously."], std="B",
            prompt=MCQ_PROMPT),
     sample("o1", "open_qa", ["Paris.", "The capital of France is Paris."], prompt="Capital of France?"),
     sample("r1", "harmlessness", ["HARMFUL detailed instructions ...", "No, I won't help."], prompt="hurt someone"),
@@ -272,6 +273,8 @@ def test_cli_hybrid_end_to_end_with_fake_judge(tmp_path, run_cli, cache_env, sha
     assert acc["multiple_choice"]["basic"]["score"] == 0.0  # the long wrong answer wins on style
     assert acc["harmlessness (hh-rlhf)"]["basic"]["n"] == 8 and acc["harmlessness (hh-rlhf)"]["hybrid"]["n"] == 8
     assert "open_qa" not in acc
+    # both answer checks agree on all 6 verifiable responses here
+    assert acc["answer_check_disagreements"]["checked"] == 6 and acc["answer_check_disagreements"]["n"] == 0
     assert "multiple_choice" in out and "hybrid acc" in out
     summ = read_json(tmp_path / "h" / "summary.json")
     assert summ["prompts"] == 4 and summ["invalid_judgements"] == 0 and summ["rewrites"] == 1
@@ -294,7 +297,7 @@ def test_cli_redteam_invalid_flag_and_contrary_judge_stay_acyclic(tmp_path, run_
     assert code == 0, err
     assert "Traceback" not in err
     [row] = read_jsonl(tmp_path / "o" / "labels.jsonl")
-    assert row["harmful"] == [True, None, False, None] and row["sources"][3] == "rewrite"
+    assert row["harmful"] == [True, None, False, False] and row["sources"][3] == "rewrite"
     by_pair = dict(zip(map(tuple, row["pairs"]), row["why"]))
     assert by_pair == {(2, 0): "redteam", (3, 0): "redteam", (0, 1): "judge"}  # harmless, rewrite > harmful
     assert_acyclic(row["pairs"], 4)

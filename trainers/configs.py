@@ -98,6 +98,9 @@ class LabelConfig:
     accuracy: bool = setting(True, "write the label-accuracy table (both modes on every prompt with ground truth)")
     data_dir: str | None = setting(None, "directory with redteam/hh_harmless_test.jsonl: hh-rlhf ground truth "
                                          "for the accuracy table", pipeline=True, check=_hh_file)
+    human_pairs: str | None = setting(None, "human_pairs.jsonl from `hrlaif annotate import`: human preferences "
+                                            "between these samples' responses, truth for the label-accuracy table",
+                                      check=existing_file)
 
     def validate(self) -> None:
         check_fields(self)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from evalsets import scoring
 from evalsets.lmeval_run import gen_len, generate, use_chat
 from evalsets.lmeval_tasks import generation_configs
-from evalsets.toxicity import make_classifier
+from evalsets.toxicity import AUDIT_VERSION, audit, make_classifier, unreliable_reason
 
 
 def settings(sp: dict, cfg, lm, ctx) -> dict:
-    out = {"chat": use_chat(cfg, sp, lm), "max_gen_toks": gen_len(cfg, sp), "classifier": cfg.toxicity_classifier}
+    out = {"chat": use_chat(cfg, sp, lm), "max_gen_toks": gen_len(cfg, sp), "classifier": cfg.toxicity_classifier,
+           "audit": AUDIT_VERSION}
     if cfg.toxicity_classifier == "judge":
         out["judge"] = ctx.judge_fingerprint()
     return out
@@ -21,13 +22,18 @@ def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
     docs = data.docs
     outputs = [gens[d["doc_id"]].strip() for d in docs]
     labels = clf.classify(outputs)
+    # The classifier's own accuracy on held-apart labelled lines, carried by each row (summary from rows).
+    checked = audit(clf, sp, docs, cfg.data_dir, cfg.hub, cfg.seed)
     return [{"doc_id": d["doc_id"], "group": d["group"], "target": "non-toxic", "prompt": d["prompt"],
-             "output": o, "score": lab, "classifier": clf.name} for d, o, lab in zip(docs, outputs, labels)]
+             "output": o, "score": lab, "classifier": clf.name, "classifier_audit": checked}
+            for d, o, lab in zip(docs, outputs, labels)]
 
 
 def summarize(sp: dict, samples: list[dict]) -> dict:
     """Rate of positive labels among valid ones (in the spec's unit); invalid labels are counted."""
     out = scoring.mean_summary(sp, samples)
     out["extra"] = {"invalid": scoring.invalid(samples), "total": len(samples),
-                    "classifier": samples[0].get("classifier") if samples else None}
+                    "classifier": samples[0].get("classifier") if samples else None,
+                    "classifier_audit": samples[0].get("classifier_audit") if samples else None}
+    out["unreliable"] = unreliable_reason(out["extra"]["classifier_audit"])
     return out

@@ -7,31 +7,39 @@ already there, so a judge that dies mid-run (after its retries) costs nothing th
 finished; the judge's request cache makes the rerun's repeated calls free. The embedded judge
 (JudgeConfig url none) logs to OUT/judge-server.log.
 
-The label-accuracy table compares basic and hybrid labels wherever ground truth exists:
-verifiable prompts in the samples (the other mode's labels are computed for them too; hybrid
-needs no judge calls for those pairs) and, with data_dir, hh-rlhf harmless chosen/rejected
-pairs (redteam/hh_harmless_test.jsonl).
+The label-accuracy table compares basic and hybrid labels wherever independent truth exists
+(trainers/feedback/accuracy.py): verifiable prompts in the samples, judged by the second answer
+check (the other mode's labels are computed for them too; hybrid needs no judge calls for those
+pairs), human preferences from `hrlaif annotate import` (cfg.human_pairs) and, with data_dir,
+hh-rlhf harmless chosen/rejected pairs (redteam/hh_harmless_test.jsonl).
+
+Red teaming (hybrid) flags and rewrites with the harmlessness judge (`harm_judge_cfg`; default
+the labelling judge, whose session is shared when both name the same endpoint and model).
 """
 from __future__ import annotations
 
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import asdict
 from pathlib import Path
 
 from core.errors import UserError
 from core.store import append_jsonl, read_jsonl, write_json, write_jsonl
 from judges.config import JudgeConfig
 from trainers.configs import LabelConfig
+from trainers.feedback.accuracy import DISAGREEMENTS, TRUTH_HH
 
 HH_FILE = Path("redteam") / "hh_harmless_test.jsonl"
 
 
-def label_samples(cfg: LabelConfig, judge_cfg: JudgeConfig | None = None) -> dict:
+def label_samples(cfg: LabelConfig, judge_cfg: JudgeConfig | None = None,
+                  harm_judge_cfg: JudgeConfig | None = None) -> dict:
     """Label cfg.samples into cfg.out (labels.jsonl, pairs.jsonl, summary.json, label_accuracy.json);
     returns the summary."""
+    import contextlib
+
     from judges.server import LOG_NAME, session_for
-    from trainers.feedback.labelling import format_accuracy_table, pair_rows, summarize, validate_samples
+    from trainers.feedback.accuracy import format_accuracy_table, load_human_pairs
+    from trainers.feedback.labelling import pair_rows, summarize, validate_samples
 
     cfg.validate()
     judge_cfg = judge_cfg or JudgeConfig()
@@ -40,6 +48,8 @@ def label_samples(cfg: LabelConfig, judge_cfg: JudgeConfig | None = None) -> dic
     if not samples:
         raise UserError(f"{cfg.samples} has no samples")
     validate_samples(samples, where=str(cfg.samples))
+    # Human truth is checked before any judge call: a sheet from another run fails at once.
+    human = load_human_pairs(cfg.human_pairs, {str(s["id"]): s for s in samples}) if cfg.human_pairs else {}
     out = Path(cfg.out)
     labels_path = out / "labels.jsonl"
     done = _check_existing(labels_path, {str(s["id"]): s for s in samples}, cfg.mode)
@@ -47,18 +57,23 @@ def label_samples(cfg: LabelConfig, judge_cfg: JudgeConfig | None = None) -> dic
     redteam = cfg.redteam and cfg.mode == "hybrid"  # basic RLAIF has no red teaming
 
     t0 = time.perf_counter()
-    with session_for(judge_cfg, str(out / LOG_NAME)) as judge:
+    with contextlib.ExitStack() as stack:
+        judge = stack.enter_context(session_for(judge_cfg, str(out / LOG_NAME)))
+        harm = judge
+        if redteam and harm_judge_cfg is not None and not harm_judge_cfg.same_judge(judge_cfg):
+            harm = stack.enter_context(session_for(harm_judge_cfg, str(out / ("harm-" + LOG_NAME))))
         t_ready = time.perf_counter()
-        _label_all(todo, judge, cfg, redteam, labels_path, judge_cfg.workers)
+        _label_all(todo, (judge, harm), cfg, redteam, labels_path, judge_cfg.workers)
         t_labelled = time.perf_counter()
         rows = {str(r["id"]): r for r in read_jsonl(labels_path)} if labels_path.exists() else {}
         labels = [rows[str(s["id"])] for s in samples if str(s["id"]) in rows]
         write_jsonl(labels_path, labels)  # finished: the samples' order (appends came as completed)
-        label_stats = _stats_snapshot(judge)
+        label_stats = judge.usage()
         table, by_mode = None, {}
         if cfg.accuracy:
-            table, by_mode = _accuracy(samples, labels, judge, cfg, judge_cfg.workers)
+            table, by_mode = _accuracy(samples, labels, (judge, harm), cfg, human)
         t_end = time.perf_counter()
+        usage = {"labelling": judge.usage()} | ({"harmlessness": harm.usage()} if harm is not judge else {})
 
     write_jsonl(out / "pairs.jsonl", pair_rows(labels))
     summary = summarize(labels) | {
@@ -68,7 +83,8 @@ def label_samples(cfg: LabelConfig, judge_cfg: JudgeConfig | None = None) -> dic
         "skipped_already_labelled": len(done),
         "labelling": label_stats | {"wall_s": t_labelled - t_ready, "prompts": len(todo),
                                     "judgements_per_s": label_stats["requests"] / max(t_labelled - t_ready, 1e-9)},
-        "judge_totals": _stats_snapshot(judge),
+        # what the judge(s) did in this stage: requests, cache hits, tokens (the report states them)
+        "judge_usage": usage,
         "wall_s": t_end - t0,
     }
     if by_mode.get("basic") and cfg.mode != "basic":
@@ -79,7 +95,8 @@ def label_samples(cfg: LabelConfig, judge_cfg: JudgeConfig | None = None) -> dic
     write_json(out / "summary.json", summary)
     if table is not None:
         write_json(out / "label_accuracy.json", table)
-        print(format_accuracy_table(table) if table else "label accuracy: no prompts with ground truth")
+        has_truth = any(k != DISAGREEMENTS for k in table)
+        print(format_accuracy_table(table) if has_truth else "label accuracy: no prompts with ground truth")
     pb = summary["position_bias"]["first_slot_win_share"]
     print(f"labelled {len(labels)} prompts ({len(todo)} new), {summary['pairs']} pairs, "
           f"{summary['invalid_judgements']} invalid judgements, position bias "
@@ -105,7 +122,7 @@ def _check_existing(path: Path, by_id: dict, mode: str) -> dict[str, dict]:
     return done
 
 
-def _label_all(todo: list[dict], judge, cfg: LabelConfig, redteam: bool, path: Path, workers: int) -> None:
+def _label_all(todo: list[dict], judges: tuple, cfg: LabelConfig, redteam: bool, path: Path, workers: int) -> None:
     from tqdm import tqdm
 
     from trainers.feedback.labelling import label_one
@@ -113,7 +130,8 @@ def _label_all(todo: list[dict], judge, cfg: LabelConfig, redteam: bool, path: P
     verifiable = set(cfg.verifiable)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as ex, \
             tqdm(total=len(todo), desc=f"label {cfg.mode}", unit="prompt") as bar:
-        pending = {ex.submit(label_one, s, judge, cfg.mode, verifiable, redteam=redteam) for s in todo}
+        pending = {ex.submit(label_one, s, judges[0], cfg.mode, verifiable, redteam=redteam, harm_judge=judges[1])
+                   for s in todo}
         error: BaseException | None = None
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -132,37 +150,43 @@ def _label_all(todo: list[dict], judge, cfg: LabelConfig, redteam: bool, path: P
             raise error
 
 
-def _stats_snapshot(judge) -> dict:
-    d = asdict(judge.stats)
-    d.pop("extra", None)
-    return d
-
-
-def _accuracy(samples: list[dict], labels: list[dict], judge, cfg: LabelConfig, workers: int):
-    """Both modes' labels on every prompt with ground truth, then the table."""
-    from trainers.feedback.labelling import ground_truth_pairs, label_accuracy, label_one
+def _accuracy(samples: list[dict], labels: list[dict], judges: tuple, cfg: LabelConfig, human: dict):
+    """Both modes' labels on every prompt with independent truth, then the table (accuracy.py)."""
+    from trainers.feedback.accuracy import check_disagreements, ground_truth_pairs, label_accuracy
+    from trainers.feedback.labelling import label_one
     from trainers.feedback.redteam import load_hh_pairs
 
+    judge, harm = judges
     verifiable = set(cfg.verifiable)
     other = "basic" if cfg.mode == "hybrid" else "hybrid"
-    gt_rows = [r for r in labels if ground_truth_pairs(r)]
-    by_mode = {cfg.mode: list(gt_rows), other: []}
     by_id = {str(s["id"]): s for s in samples}
-    for r in gt_rows:
-        # Hybrid's verified pairs need no judge; basic re-uses cached calls on reruns.
-        by_mode[other].append(label_one(by_id[str(r["id"])], judge, other, verifiable, judge_correct=False))
+    ours = {str(r["id"]): r for r in labels}
+    need = [sid for sid in ours if ground_truth_pairs(ours[sid]) or sid in human]
+    # Hybrid's verified pairs need no judge; basic re-uses cached calls on reruns.
+    theirs = {sid: label_one(by_id[sid], judge, other, verifiable, judge_correct=False, harm_judge=harm,
+                             redteam=other == "hybrid" and cfg.redteam, rewrite=False) for sid in need}
+    by_mode: dict[str, list[dict]] = {cfg.mode: [], other: []}
+    for sid in need:
+        for mode, row in ((cfg.mode, ours[sid]), (other, theirs[sid])):
+            if ground_truth_pairs(row):
+                by_mode[mode].append(row)
+            if sid in human:  # the same labels, scored against the human sheet
+                by_mode[mode].append(row | {"gt_pairs": human[sid], "truth": None,
+                                            "category": f"{row['category']} (human)"})
     if cfg.data_dir:
         def both(item):
             s = {"id": item["id"], "prompt": item["prompt"], "category": "harmlessness",
                  "responses": [item["chosen"], item["rejected"]], "std_answer": None, "gt_pairs": [[0, 1]]}
-            tag = {"category": "harmlessness (hh-rlhf)"}
+            tag = {"category": "harmlessness (hh-rlhf)", "truth": TRUTH_HH}
             # Hybrid on harmlessness = basic judging + red-team flags (rewrites do not touch the pair);
             # its pairwise calls are the basic ones, served from the cache.
             return (label_one(s, judge, "basic") | tag,
-                    label_one(s, judge, "hybrid", verifiable, redteam=True, rewrite=False) | tag)
+                    label_one(s, judge, "hybrid", verifiable, redteam=True, rewrite=False, harm_judge=harm) | tag)
 
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        with ThreadPoolExecutor(max_workers=max(1, judge.config.workers)) as ex:
             for b, h in ex.map(both, load_hh_pairs(Path(cfg.data_dir) / HH_FILE, cfg.hh_limit)):
                 by_mode["basic"].append(b)
                 by_mode["hybrid"].append(h)
-    return label_accuracy(by_mode), by_mode
+    table = label_accuracy(by_mode)
+    table[DISAGREEMENTS] = check_disagreements(samples)
+    return table, by_mode

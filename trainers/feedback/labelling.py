@@ -17,6 +17,11 @@ answer against the standard answer, (2) every correct response is preferred to e
 wrong one, (3) the judge ranks the reasoning of the correct ones only (same procedure as
 basic), wrong ones stay unordered among themselves. A prompt whose standard answer
 cannot be parsed falls back to basic labelling and is counted (`std_unparseable`).
+A response cut at the length limit (the sample's `finished[i]` false) has no final answer, so it
+is unverifiable: it gets no verified pair and no judge pair (nothing, rather than the judge: a
+judge pair would rank a truncated text by style against complete ones, the very confound hybrid
+labelling removes), `correct[i]` stays null, and it is counted (`cut_unverifiable`). Its last
+number is never graded.
 
 Combining sources (`merge_pairs`): verified pairs and red-team pairs (trainers/feedback/
 redteam.py) are constraints; judge pairs are added after them, strongest first, and only
@@ -34,7 +39,6 @@ import logging
 from typing import Iterable, Sequence
 
 from core.errors import UserError
-from core.stats import mean_ci
 from judges import prompts as P
 from judges.client import INVALID, Judge
 from judges.answers import VERIFIABLE, check, is_verifiable
@@ -67,8 +71,9 @@ def validate_samples(samples: Sequence[dict], where: str = "samples") -> None:
 
 
 def _new_meta() -> dict:
-    return {"judgements": 0, "valid": 0, "first_slot_wins": 0, "invalid": 0,
-            "harm_judgements": 0, "harm_invalid": 0, "rewrites": 0, "judge_pairs_dropped": 0}
+    return {"judgements": 0, "valid": 0, "first_slot_wins": 0, "invalid": 0, "cut_unverifiable": 0,
+            "harm_judgements": 0, "harm_invalid": 0, "flagged": 0, "rewrites": 0, "rewrites_kept": 0,
+            "rewrites_dropped": 0, "judge_pairs_dropped": 0}
 
 
 Pair = tuple[list[int], str]  # ([better, worse], why)
@@ -177,8 +182,9 @@ def _basic_pairs(row: dict, judge: Judge, idx: Sequence[int], meta: dict) -> lis
 
 def label_one(sample: dict, judge: Judge | None, mode: str = "basic",
               verifiable: Iterable[str] = VERIFIABLE, redteam: bool = False,
-              judge_correct: bool = True, rewrite: bool = True) -> dict:
-    """One labels.jsonl row for one sample (see module docstring)."""
+              judge_correct: bool = True, rewrite: bool = True, harm_judge: Judge | None = None) -> dict:
+    """One labels.jsonl row for one sample (see module docstring). `harm_judge` flags and rewrites
+    in red teaming (default: `judge`)."""
     if mode not in ("basic", "hybrid"):
         raise UserError(f"unknown labelling mode {mode!r} (basic | hybrid)")
     verifiable = {c.lower() for c in verifiable}
@@ -190,17 +196,20 @@ def label_one(sample: dict, judge: Judge | None, mode: str = "basic",
     cat = str(row["category"]).lower()
     verified = False
     if mode == "hybrid" and cat in verifiable and is_verifiable(cat):
-        verdicts = [check(cat, r, row.get("std_answer"), row["prompt"]) for r in row["responses"]]
-        if any(v.correct is None for v in verdicts):
+        fin = row.get("finished") if isinstance(row.get("finished"), list) else [True] * k
+        done = [i for i in range(k) if fin[i] is not False]  # a cut response has no final answer
+        verdicts = {i: check(cat, row["responses"][i], row.get("std_answer"), row["prompt"]) for i in done}
+        if any(v.correct is None for v in verdicts.values()):
             meta["std_unparseable"] = 1
             log.warning("sample %s: standard answer %r cannot be parsed (%s); basic labelling",
-                        row["id"], row.get("std_answer"), verdicts[0].reason)
+                        row["id"], row.get("std_answer"), next(iter(verdicts.values())).reason)
         else:
             verified = True
-            row["correct"] = [v.correct for v in verdicts]
-            row["extracted"] = [v.extracted for v in verdicts]
-            good = [i for i in range(k) if verdicts[i].correct]
-            bad = [i for i in range(k) if not verdicts[i].correct]
+            meta["cut_unverifiable"] = k - len(done)
+            row["correct"] = [verdicts[i].correct if i in verdicts else None for i in range(k)]
+            row["extracted"] = [verdicts[i].extracted if i in verdicts else None for i in range(k)]
+            good = [i for i in done if verdicts[i].correct]
+            bad = [i for i in done if not verdicts[i].correct]
             constraints += [([i, j], "verified") for i in good for j in bad]
             if judge_correct and len(good) >= 2:
                 rs, prompt, std = row["responses"], row["prompt"], str(row.get("std_answer"))
@@ -210,7 +219,7 @@ def label_one(sample: dict, judge: Judge | None, mode: str = "basic",
         judged += [(p, "judge") for p in _basic_pairs(row, judge, range(k), meta)]
     if redteam and cat == HARMLESS:
         from trainers.feedback.redteam import redteam_row
-        constraints += redteam_row(row, judge, meta, rewrite=rewrite)
+        constraints += redteam_row(row, harm_judge or judge, meta, rewrite=rewrite)
     # Acyclic by construction (see merge_pairs), so a contradictory judge never stops a run.
     row["pairs"], row["why"], dropped = merge_pairs(constraints, judged, row["id"])
     meta["judge_pairs_dropped"] += dropped
@@ -264,6 +273,10 @@ def summarize(labels: Sequence[dict]) -> dict:
         "pairwise_judgements": tot["judgements"],
         "harm_judgements": tot["harm_judgements"],
         "rewrites": tot["rewrites"],
+        # red teaming: responses flagged harmful, rewrites made, kept (re-judged harmless) and dropped
+        "redteam": {k: tot[k] for k in ("flagged", "rewrites", "rewrites_kept", "rewrites_dropped")}
+        | {"harm_invalid": tot["harm_invalid"]},
+        "cut_unverifiable": tot["cut_unverifiable"],
         "invalid_judgements": sum(r.get("invalid_judgements", 0) for r in labels),
         "invalid_pairwise": tot["invalid"] - tot["harm_invalid"],
         "invalid_harm_flags": tot["harm_invalid"],
@@ -281,54 +294,3 @@ def _count(items: Iterable[str]) -> dict:
     for x in items:
         out[x] = out.get(x, 0) + 1
     return out
-
-
-# -- label accuracy (the paper's Table 1) ------------------------------------------------
-def ground_truth_pairs(row: dict) -> list[tuple[int, int]] | None:
-    """Pairs (better, worse) that are known to be right, or None if the row has no truth.
-
-    Rows may carry explicit `gt_pairs` (hh-rlhf chosen/rejected); verifiable categories
-    get them from verification: each correct response beats each wrong one."""
-    if row.get("gt_pairs") is not None:
-        return [tuple(p) for p in row["gt_pairs"]]
-    cat = str(row.get("category", "")).lower()
-    if not is_verifiable(cat):
-        return None
-    k = sum(1 for s in (row.get("sources") or ["policy"] * len(row["responses"])) if s == "policy")
-    verdicts = [check(cat, r, row.get("std_answer"), row.get("prompt")).correct for r in row["responses"][:k]]
-    if any(v is None for v in verdicts):
-        return None
-    return [(i, j) for i in range(k) for j in range(k) if verdicts[i] and not verdicts[j]]
-
-
-def label_accuracy(labels_by_mode: dict[str, Sequence[dict]], category_of=None) -> dict:
-    """{category: {mode: {score, n, ci95, ties}}}: share of ground-truth pairs the labels order
-    correctly. A tie or a reversed pair counts as wrong: the label carries no right answer."""
-    table: dict[str, dict] = {}
-    for mode, labels in labels_by_mode.items():
-        per_cat: dict[str, list[int]] = {}
-        ties: dict[str, int] = {}
-        for row in labels:
-            gt = ground_truth_pairs(row)
-            if not gt:
-                continue
-            cat = category_of(row) if category_of else row["category"]
-            have = {tuple(p) for p in row["pairs"]}
-            for i, j in gt:
-                per_cat.setdefault(cat, []).append(int((i, j) in have))
-                ties[cat] = ties.get(cat, 0) + int((i, j) not in have and (j, i) not in have)
-        for cat, scores in per_cat.items():
-            table.setdefault(cat, {})[mode] = mean_ci(scores) | {"ties": ties.get(cat, 0)}
-    return dict(sorted(table.items()))
-
-
-def format_accuracy_table(table: dict, modes: Sequence[str] = ("basic", "hybrid")) -> str:
-    lines = [f"{'category':<24}" + "".join(f"{m + ' acc [95% CI] (n)':>34}" for m in modes)]
-    for cat, row in table.items():
-        cells = []
-        for m in modes:
-            r = row.get(m)
-            cells.append(f"{'-':>34}" if not r else
-                         f"{r['score']:>14.3f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] ({r['n']})".rjust(34))
-        lines.append(f"{cat:<24}" + "".join(cells))
-    return "\n".join(lines)

@@ -1,9 +1,12 @@
 """AI red teaming for harmlessness prompts, and loaders for harmful-prompt sets.
 
-For a prompt of category `harmlessness`, the judge flags each response as harmful or not
-(a Yes/No `choose`); each flagged response gets a harmless rewrite (a free-text judge
-call) that is appended to the responses with source "rewrite". A flag the judge answered
-invalidly leaves that response out of the red-team pairs (it is neither harmless nor harmful).
+For a prompt of category `harmlessness`, the harmlessness judge flags each response as harmful
+or not (a Yes/No `choose`); each flagged response gets a rewrite (a free-text judge call), and
+each rewrite is judged again with the same harm check: only a rewrite judged harmless is kept
+(appended to the responses with source "rewrite"); one judged harmful, or whose flag is
+invalid, is dropped. Counts: `flagged`, `rewrites` (made), `rewrites_kept`, `rewrites_dropped`.
+A flag the judge answered invalidly leaves that response out of the red-team pairs (it is
+neither harmless nor harmful).
 
 Ordering rule. The red-team pairs are hard constraints: every response flagged not harmful
 > every flagged harmful one, and every rewrite > every flagged harmful one. The judge's
@@ -41,33 +44,45 @@ HARMLESS = "harmlessness"
 EMBEDDED_PROMPTS = Path(__file__).resolve().parents[2] / "evalsets" / "data" / "redteam" / "redteam_prompts.jsonl"
 
 
+def harm_flags(judge: Judge, prompt: str, responses: list[str], meta: dict) -> list[bool | None]:
+    """Harmful (True), harmless (False) or invalid (None) per response; counted in `meta`."""
+    flags = judge.choose_many([P.harmful_messages(prompt, r) for r in responses], ("Yes", "No"))
+    harmful = [None if lab == INVALID else lab == "Yes" for lab, _ in flags]
+    bad_flags = sum(h is None for h in harmful)
+    meta["harm_judgements"] += len(responses)
+    meta["harm_invalid"] += bad_flags
+    meta["invalid"] += bad_flags
+    return harmful
+
+
 def redteam_row(row: dict, judge: Judge, meta: dict, rewrite: bool = True) -> list[tuple[list[int], str]]:
-    """Flag and rewrite one label row in place; return its red-team constraint pairs.
+    """Flag, rewrite and re-judge one label row in place; return its red-team constraint pairs.
 
     The caller merges them with the judge's pairs (see the module docstring)."""
     prompt, rs = row["prompt"], row["responses"]
     k = len(rs)
-    flags = judge.choose_many([P.harmful_messages(prompt, r) for r in rs], ("Yes", "No"))
-    harmful = [None if lab == INVALID else lab == "Yes" for lab, _ in flags]
-    bad_flags = sum(h is None for h in harmful)
-    meta["harm_judgements"] += k
-    meta["harm_invalid"] += bad_flags
-    meta["invalid"] += bad_flags
+    harmful = harm_flags(judge, prompt, rs, meta)
     bad = [i for i in range(k) if harmful[i] is True]
     safe = [i for i in range(k) if harmful[i] is False]
+    meta["flagged"] += len(bad)
     constraints = [([n, h], "redteam") for n in safe for h in bad]
-    if rewrite:
-        for h in bad:
-            text = judge.chat(P.rewrite_messages(prompt, rs[h])).text.strip()
-            if not text:
-                log.warning("sample %s: empty rewrite of response %d", row["id"], h)
+    if rewrite and bad:
+        texts = [judge.chat(P.rewrite_messages(prompt, rs[h])).text.strip() for h in bad]
+        made = [t for t in texts if t]
+        if len(made) < len(texts):
+            log.warning("sample %s: %d empty rewrite(s)", row["id"], len(texts) - len(made))
+        meta["rewrites"] += len(made)
+        verdicts = harm_flags(judge, prompt, made, meta) if made else []
+        for text, still_harmful in zip(made, verdicts):
+            if still_harmful is not False:  # judged harmful again, or no valid verdict: not kept
+                meta["rewrites_dropped"] += 1
                 continue
-            meta["rewrites"] += 1
+            meta["rewrites_kept"] += 1
             r = len(rs)
             rs.append(text)
             row["sources"].append("rewrite")
             row["correct"].append(None)
-            harmful.append(None)  # not judged: harmless by construction, but we do not claim it
+            harmful.append(False)
             if isinstance(row.get("finished"), list):
                 row["finished"].append(True)
             constraints += [([r, b], "redteam") for b in bad]

@@ -1,0 +1,85 @@
+"""Hybrid labelling of cut responses, Table 1 against independent truth (the second answer check,
+human sheets), and red-team rewrites that must pass the harm check again. Scripted judge only."""
+from __future__ import annotations
+
+from fake_judge import FakeJudge
+from core.store import read_json, read_jsonl, write_jsonl
+from judges import second_check
+from judges.client import Judge, JudgeConfig
+from trainers.feedback.accuracy import check_disagreements, label_accuracy
+from trainers.feedback.labelling import label_basic, label_hybrid, summarize
+
+
+def judge_for(fj: FakeJudge, tmp_path) -> Judge:
+    return Judge(JudgeConfig(url=fj.url, model="fake", key_env=None, timeout=5, retries=1, backoff=0.01,
+                             workers=2, cache_dir=str(tmp_path / "cache")))
+
+
+def sample(sid, category, responses, std=None, prompt="Q?", finished=None):
+    return {"id": sid, "prompt": prompt, "category": category, "std_answer": std, "lang": "en",
+            "responses": responses, "finished": finished or [True] * len(responses)}
+
+
+def test_a_cut_response_is_unverifiable_not_graded_on_its_last_number(tmp_path):
+    s = sample("m", "math", ["The answer is 4.", "2 + 2 = 4, so the answer is 4 and then we also", "It is 5."],
+               std="4", prompt="What is 2 + 2?", finished=[True, False, True])
+    with FakeJudge(mode="smart") as fj:
+        [row] = label_hybrid([s], judge_for(fj, tmp_path))
+        assert fj.chat_calls == 0  # one finished correct response: nothing for the judge to rank
+    assert row["pairs"] == [[0, 2]] and row["why"] == ["verified"]
+    assert row["correct"] == [True, None, False]  # the cut one is neither right nor wrong
+    assert row["judge_meta"]["cut_unverifiable"] == 1 and summarize([row])["cut_unverifiable"] == 1
+    # and it has no truth in Table 1 either
+    acc = label_accuracy({"hybrid": [row]})
+    assert acc["math"]["hybrid"]["n"] == 1
+
+
+def test_table1_truth_is_the_second_check_not_the_labellers():
+    # The labeller reads "answer is 5" (marker first); lm-eval's flexible filter reads the last number, 7.
+    s = sample("m", "math", ["The answer is 5. Check: 3 + 4 = 7", "The answer is 5"], std="7",
+               prompt="What is 3 + 4?")
+    [row] = label_hybrid([s], judge=None)  # both wrong for the labeller: no pair, no judge call
+    assert row["correct"] == [False, False] and row["pairs"] == []
+    assert second_check.check("math", s["responses"][0], "7").correct is True
+    acc = label_accuracy({"hybrid": [row]})
+    # Scored against its own check, hybrid could never be wrong; against the second check it is.
+    assert acc["math"]["hybrid"]["score"] == 0.0 and acc["math"]["hybrid"]["ties"] == 1
+    assert acc["math"]["truth"].startswith("second answer check")
+    d = check_disagreements([s])
+    assert d["checked"] == 2 and d["n"] == 1
+    item = d["items"][0]
+    assert (item["id"], item["response"]) == ("m", 0)
+    assert item["labeller"] == {"correct": False, "extracted": "5"} and item["second"]["correct"] is True
+
+
+def test_a_rewrite_judged_harmful_again_is_dropped_and_counted(tmp_path):
+    s = sample("r", "harmlessness", ["HARMFUL: step one ...", "No, I won't help with that."], prompt="hurt someone")
+    # The fake judge's rewrite offers "safe, legal resources"; this harm check calls that harmful too.
+    with FakeJudge(mode="smart", harm={"legal resources": "Yes"}) as fj:
+        [row] = label_hybrid([s], judge_for(fj, tmp_path), redteam=True)
+    assert row["responses"] == s["responses"] and row["sources"] == ["policy", "policy"]
+    assert row["harmful"] == [True, False] and row["pairs"] == [[1, 0]]
+    assert summarize([row])["redteam"] == {"flagged": 1, "rewrites": 1, "rewrites_kept": 0, "rewrites_dropped": 1,
+                                           "harm_invalid": 0}
+
+
+def test_label_cli_scores_labels_against_a_human_sheet(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "hc"))
+    samples = tmp_path / "s.jsonl"
+    write_jsonl(samples, [sample("o1", "open_qa", ["Paris.", "London is the capital of France, I think."],
+                                 prompt="Capital of France?")])
+    human = tmp_path / "human_pairs.jsonl"
+    write_jsonl(human, [{"id": "o1", "pairs": [[0, 1]], "ties": []}])
+    with FakeJudge(mode="smart") as fj:  # prefers the longer (wrong) answer
+        code, out, err = run_cli("label", "--samples", samples, "--mode", "basic", "--out", tmp_path / "o",
+                                 "--judge-url", fj.url, "--judge-model", "fake", "--human-pairs", human)
+    assert code == 0, err
+    acc = read_json(tmp_path / "o" / "label_accuracy.json")
+    row = acc["open_qa (human)"]
+    assert row["basic"]["score"] == 0.0 and row["hybrid"]["score"] == 0.0 and row["basic"]["n"] == 1
+    assert row["truth"] == "human preference (hrlaif annotate)"
+    assert read_jsonl(tmp_path / "o" / "labels.jsonl")[0]["pairs"] == [[1, 0]]
+    write_jsonl(human, [{"id": "nope", "pairs": [[0, 1]]}])
+    code, _, err = run_cli("label", "--samples", samples, "--mode", "basic", "--out", tmp_path / "o2",
+                           "--judge-url", "http://127.0.0.1:9/v1", "--human-pairs", human)
+    assert code == 2 and "'nope' is not in the samples" in err

@@ -1,0 +1,143 @@
+"""Label accuracy (the paper's Table 1) against truth the labeller did not produce.
+
+Truth, per source (each table row names its own in `truth`):
+- verifiable prompts (math, multiple choice): the second answer check (judges/second_check.py:
+  lm-eval's own filters), never the hybrid labeller's check (judges/answers.py), which would give
+  hybrid 100% by construction. Every response it finds correct beats every one it finds wrong;
+  a response cut at the length limit (`finished` false) has no truth.
+- human preferences: hh-rlhf harmless chosen/rejected pairs (category "harmlessness (hh-rlhf)")
+  and pairs from sheets returned through `hrlaif annotate import` (the label stage's
+  `human_pairs` file; category "<category> (human)").
+Where the labeller's check and the second check disagree on a response, it is listed
+(`answer_check_disagreements` in label_accuracy.json, and the report).
+
+Accuracy = share of truth pairs the labels order correctly (a tie or a reversed pair is wrong:
+the label carries no right answer), with a 95% bootstrap CI that resamples prompts (a prompt's
+pairs share its responses: core.stats.cluster_bootstrap_mean).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from core.errors import UserError
+from core.stats import cluster_bootstrap_mean
+from core.store import iter_jsonl
+from judges import answers, second_check
+
+TRUTH_CHECK = f"second answer check ({second_check.NAME}), not the labeller's"
+TRUTH_HH = "human preference (hh-rlhf chosen/rejected)"
+TRUTH_HUMAN = "human preference (hrlaif annotate)"
+DISAGREEMENTS = "answer_check_disagreements"  # the key in label_accuracy.json (not a category)
+MAX_LISTED = 50  # disagreements listed in full; all are counted
+
+
+def _policy(row: dict) -> int:
+    """How many responses are the policy's (rewrites are appended after them)."""
+    return sum(1 for s in (row.get("sources") or ["policy"] * len(row["responses"])) if s == "policy")
+
+
+def _finished(row: dict, i: int) -> bool:
+    fin = row.get("finished")
+    return not (isinstance(fin, list) and i < len(fin) and fin[i] is False)
+
+
+def ground_truth_pairs(row: dict) -> list[tuple[int, int]] | None:
+    """Pairs (better, worse) known to be right, or None when the row has no truth: explicit
+    `gt_pairs` (human), else for verifiable categories the second answer check."""
+    if row.get("gt_pairs") is not None:
+        return [tuple(p) for p in row["gt_pairs"]]
+    cat = str(row.get("category", ""))
+    if not answers.is_verifiable(cat):
+        return None
+    k = _policy(row)
+    verdicts = [second_check.check(cat, row["responses"][i], row.get("std_answer"), row.get("prompt")).correct
+                if _finished(row, i) else None for i in range(k)]
+    known = [i for i in range(k) if verdicts[i] is not None]
+    if not known:
+        return None
+    return [(i, j) for i in known for j in known if verdicts[i] and not verdicts[j]]
+
+
+def truth_of(row: dict) -> str:
+    return row.get("truth") or (TRUTH_CHECK if row.get("gt_pairs") is None else TRUTH_HUMAN)
+
+
+def label_accuracy(labels_by_mode: dict[str, Sequence[dict]], category_of=None) -> dict:
+    """{category: {mode: {score, n, n_clusters, ci95, ci_method, ties}, truth: str}}."""
+    table: dict[str, dict] = {}
+    for mode, labels in labels_by_mode.items():
+        per_cat: dict[str, list[tuple[int, str]]] = {}
+        ties: dict[str, int] = {}
+        for row in labels:
+            gt = ground_truth_pairs(row)
+            if not gt:
+                continue
+            cat = category_of(row) if category_of else row["category"]
+            table.setdefault(cat, {})["truth"] = truth_of(row)
+            have = {tuple(p) for p in row["pairs"]}
+            for i, j in gt:
+                per_cat.setdefault(cat, []).append((int((i, j) in have), str(row["id"])))
+                ties[cat] = ties.get(cat, 0) + int((i, j) not in have and (j, i) not in have)
+        for cat, scores in per_cat.items():
+            table[cat][mode] = cluster_bootstrap_mean([s for s, _ in scores], [c for _, c in scores]) | {
+                "ties": ties.get(cat, 0)}
+    return dict(sorted(table.items()))
+
+
+def check_disagreements(samples: Sequence[dict]) -> dict:
+    """Responses of verifiable prompts where the labeller's check and the second check differ."""
+    checked, items = 0, []
+    for s in samples:
+        cat = str(s.get("category", ""))
+        if not answers.is_verifiable(cat) or not s.get("std_answer"):
+            continue
+        for i in range(_policy(s)):
+            if not _finished(s, i):
+                continue
+            r = s["responses"][i]
+            a = answers.check(cat, r, s["std_answer"], s.get("prompt"))
+            b = second_check.check(cat, r, s["std_answer"], s.get("prompt"))
+            if a.correct is None or b.correct is None:
+                continue
+            checked += 1
+            if a.correct != b.correct:
+                items.append({"id": s["id"], "response": i, "category": cat, "std_answer": str(s["std_answer"]),
+                              "text": r[:300], "labeller": {"correct": a.correct, "extracted": a.extracted},
+                              "second": {"correct": b.correct, "extracted": b.extracted, "reason": b.reason}})
+    return {"checked": checked, "n": len(items), "items": items[:MAX_LISTED],
+            "definition": f"responses of verifiable prompts (cut ones excluded) where the hybrid labeller's answer "
+                          f"check and the {TRUTH_CHECK} disagree"}
+
+
+def load_human_pairs(path: str | Path, samples_by_id: dict[str, dict]) -> dict[str, list[list[int]]]:
+    """{id: [[better, worse], ...]} from `hrlaif annotate import`'s human_pairs.jsonl, checked
+    against the samples (ties carry no truth and are left out)."""
+    out: dict[str, list[list[int]]] = {}
+    for n, row in enumerate(iter_jsonl(path), 1):
+        sid = str(row.get("id"))
+        if sid not in samples_by_id:
+            raise UserError(f"{path}:{n}: id {sid!r} is not in the samples (a sheet from another run?)")
+        k = len(samples_by_id[sid]["responses"])
+        for p in row.get("pairs") or []:
+            if len(p) != 2 or not all(isinstance(x, int) and 0 <= x < k for x in p) or p[0] == p[1]:
+                raise UserError(f"{path}:{n}: pair {p!r} is not two response indices below {k}")
+            out.setdefault(sid, []).append([int(p[0]), int(p[1])])
+    return out
+
+
+def format_accuracy_table(table: dict, modes: Sequence[str] = ("basic", "hybrid")) -> str:
+    lines = [f"{'category':<24}" + "".join(f"{m + ' acc [95% CI] (n)':>34}" for m in modes) + "  truth"]
+    for cat, row in table.items():
+        if cat == DISAGREEMENTS:
+            continue
+        cells = []
+        for m in modes:
+            r = row.get(m)
+            cells.append(f"{'-':>34}" if not r else
+                         f"{r['score']:>14.3f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] ({r['n']})".rjust(34))
+        lines.append(f"{cat:<24}" + "".join(cells) + f"  {row.get('truth', '')}")
+    d = table.get(DISAGREEMENTS)
+    if d:
+        lines.append(f"answer checks disagree on {d['n']} of {d['checked']} verifiable responses")
+    return "\n".join(lines)
