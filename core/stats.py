@@ -1,19 +1,35 @@
-"""Confidence intervals and paired tests used by every report.
+"""Confidence intervals and paired tests used by every report, alarm and the gate.
 
 Conventions (also printed in reports):
 - 0/1 metrics (accuracy, pass@1, satisfaction, toxicity) use the Wilson score interval,
   which stays inside [0, 1] and behaves at n small or p near 0/1.
 - Other means use a percentile bootstrap over items (fixed seed: reports are reproducible).
+- Accuracies over pairs (label accuracy, reward-model accuracy) resample whole prompts
+  (`cluster_bootstrap_mean`): the pairs of one prompt share its responses, so they are not
+  independent draws.
 - Win ratio counts a tie as half a win; its CI is a bootstrap over judged items.
+- Paired differences (`paired_diff`): for 0/1 scores the exact McNemar p and the exact CI
+  conditional on the discordant items (it excludes 0 exactly when p < alpha); otherwise a paired
+  bootstrap over items (percentile CI and p).
+- Invalid items (`score: null`) follow INVALID_RULE.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from statistics import NormalDist
+from typing import Mapping, Sequence
 
 import numpy as np
 
 Z95 = 1.959963984540054
+# Below this many items a CI is not shown: a percentile or Wilson interval at n < 5 says little.
+MIN_N_CI = 5
+INVALID_RULE = ("An invalid item (\"score\": null: the judge or classifier gave no usable answer) is excluded "
+                "from its model's score and from both sides of every paired comparison (Δ and its p, the "
+                "HRLAIF-vs-RLAIF contrast, the alarms and the gate), and counted: invalid=K beside a score, "
+                "excluded K beside a paired difference.")
+# stdlib normal quantiles: importing scipy.stats would double a report's start-up time.
+_NORM = NormalDist()
 
 
 def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float]:
@@ -52,6 +68,31 @@ def mean_ci(values: Sequence[float]) -> dict:
     return {"score": score, "n": n, "ci95": [lo, hi]}
 
 
+def cluster_bootstrap_mean(values: Sequence[float], clusters: Sequence, iters: int = 2000,
+                           seed: int = 0) -> dict:
+    """{score, n, n_clusters, ci95, ci_method} of the mean of `values`, with a percentile bootstrap
+    that resamples whole clusters (e.g. every pair of one prompt), so correlated items are not
+    counted as independent evidence. The resampled statistic is sum / count over the drawn
+    clusters (a ratio estimator: clusters of different sizes weigh by their size, as in the point
+    estimate). Fewer than two clusters: no interval (NaN bounds)."""
+    x = np.asarray(values, dtype=float)
+    if len(x) != len(clusters):
+        raise ValueError("values and clusters differ in length")
+    out = {"score": float(x.mean()) if len(x) else float("nan"), "n": int(len(x)),
+           "n_clusters": len(set(clusters)), "ci95": [float("nan"), float("nan")],
+           "ci_method": "cluster_bootstrap"}
+    if out["n_clusters"] < 2:
+        return out
+    ids = {c: i for i, c in enumerate(dict.fromkeys(clusters))}
+    idx = np.array([ids[c] for c in clusters])
+    sums = np.bincount(idx, weights=x)
+    counts = np.bincount(idx).astype(float)
+    draw = np.random.default_rng(seed).integers(0, len(sums), size=(iters, len(sums)))
+    means = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
+    out["ci95"] = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+    return out
+
+
 def win_ratio(outcomes: Sequence[float], iters: int = 2000, seed: int = 0) -> dict:
     """outcomes: 1 win, 0.5 tie, 0 loss (per prompt, after both orders)."""
     x = [float(o) for o in outcomes]
@@ -64,15 +105,61 @@ def win_ratio(outcomes: Sequence[float], iters: int = 2000, seed: int = 0) -> di
     return {"score": ratio, "n": n, "ci95": [lo, hi], "wins": wins, "ties": ties, "losses": losses}
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p from the discordant counts b (1 -> 0) and c (0 -> 1): the binomial
+    test of min(b, c) successes in b + c trials at 1/2, doubled. Exact integer arithmetic."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2 ** n)
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space (no overflow at large n)."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    if p <= 0.0 or p >= 1.0:
+        return 1.0 if p <= 0.0 else 0.0
+    logfact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1)))])
+    i = np.arange(k + 1)
+    logc = logfact[n] - logfact[i] - logfact[n - i]
+    return float(np.exp(logc + i * math.log(p) + (n - i) * math.log1p(-p)).sum())
+
+
+def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) CI of a binomial proportion, by bisection on the binomial tails:
+    the set of p that a two-sided exact test with alpha/2 in each tail does not reject."""
+    def solve(f) -> float:  # f increasing in p, root in [0, 1]
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+        return (lo + hi) / 2
+
+    lower = 0.0 if k == 0 else solve(lambda p: (1 - _binom_cdf(k - 1, n, p)) - alpha / 2)
+    upper = 1.0 if k == n else solve(lambda p: alpha / 2 - _binom_cdf(k, n, p))
+    return lower, upper
+
+
+def mcnemar_diff_ci(b: int, c: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """CI of the paired difference (c - b) / n of two 0/1 scores on n items, conditional on the b + c
+    discordant items: the exact CI of the share c / (b + c) mapped to the difference. It excludes 0
+    exactly when the exact McNemar p < alpha, so a cell's CI and its p never disagree."""
+    d = b + c
+    if d == 0:
+        return (0.0, 0.0)
+    lo, hi = clopper_pearson(c, d, alpha)
+    return (d / n * (2 * lo - 1), d / n * (2 * hi - 1))
+
+
 def mcnemar_p(a: Sequence[float], b: Sequence[float]) -> float:
     """Exact McNemar test on paired 0/1 scores (two-sided)."""
     b01 = sum(1 for x, y in zip(a, b) if x >= 0.5 and y < 0.5)
     c10 = sum(1 for x, y in zip(a, b) if x < 0.5 and y >= 0.5)
-    n = b01 + c10
-    if n == 0:
-        return 1.0
-    from scipy import stats as _st  # lazy: scipy costs seconds to import
-    return float(min(1.0, 2 * _st.binom.cdf(min(b01, c10), n, 0.5)))
+    return mcnemar_exact(b01, c10)
 
 
 def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], iters: int = 5000,
@@ -91,6 +178,38 @@ def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], iters: int = 5
     return {"diff": float(d.mean()), "ci95": [float(lo), float(hi)], "p": max(p, 1.0 / iters), "boot": boot}
 
 
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], iters: int = 10000,
+                     seed: int = 0) -> tuple[np.ndarray, float, str]:
+    """(bootstrap distribution of mean(b - a), two-sided p, test name) over paired items."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n = len(a)
+    if is_binary(a) and is_binary(b):
+        d = b - a
+        # Resampling items of a {-1, 0, 1} variable = drawing the three counts from a multinomial:
+        # an exact bootstrap that stays cheap for MMLU-sized n.
+        probs = [np.mean(d > 0), np.mean(d < 0), np.mean(d == 0)]
+        counts = np.random.default_rng(seed).multinomial(n, probs, size=iters)
+        return (counts[:, 0] - counts[:, 1]) / n, mcnemar_p(a, b), "mcnemar_exact"
+    # paired_bootstrap_diff materialises iters x n indices; cap the product at ~20M.
+    iters = int(min(iters, max(2000, 2e7 // max(n, 1))))
+    res = paired_bootstrap_diff(a, b, iters=iters, seed=seed)
+    return res["boot"], res["p"], "paired_bootstrap"
+
+
+def pair_scores(base: Mapping[str, float | None], cand: Mapping[str, float | None]) -> tuple[list[str], dict]:
+    """(ids valid on both sides, sorted; counts) for two {id: score or None} maps. None is an
+    invalid item (INVALID_RULE): it leaves the pairs on both sides and is counted."""
+    shared = set(base) & set(cand)
+    common = sorted(k for k in shared if base[k] is not None and cand[k] is not None)
+    return common, {
+        "invalid_baseline": sum(v is None for v in base.values()),
+        "invalid_candidate": sum(v is None for v in cand.values()),
+        "dropped_invalid": len(shared) - len(common),
+        "missing_in_candidate": len(set(base) - shared),
+        "missing_in_baseline": len(set(cand) - shared),
+    }
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values, in input order."""
     m = len(pvalues)
@@ -104,8 +223,48 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 def min_detectable_diff(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Smallest paired mean difference detectable with the given power (normal approx.)."""
+    """Smallest mean difference a one-sided level-alpha test detects with the given power
+    (normal approximation); a two-sided test at level a is alpha = a / 2."""
     if n <= 1:
         return float("inf")
-    from scipy import stats as _st
-    return (_st.norm.ppf(1 - alpha) + _st.norm.ppf(power)) * sd / math.sqrt(n)
+    return (_NORM.inv_cdf(1 - alpha) + _NORM.inv_cdf(power)) * sd / math.sqrt(n)
+
+
+def paired_sd(a: Sequence[float], b: Sequence[float]) -> float:
+    """sd of the paired differences; when the two sides agree on every item (sd 0), the sd of the
+    baseline items stands in as a planning value (identical outputs still leave the question of
+    how large a change the items could have shown)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2:
+        return 0.0
+    sd = float(np.std(b - a, ddof=1))
+    return sd if sd > 0 else float(np.std(a, ddof=1))
+
+
+def paired_diff(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, power: float = 0.8,
+                iters: int = 10000, seed: int = 0) -> dict:
+    """b - a over paired items: {n, diff, ci95, p, test, mde}. `mde` is the smallest |difference| a
+    two-sided level-alpha test would detect with the given power at this n (paired sd). With
+    n < MIN_N_CI the CI is NaN (too few items to say anything)."""
+    n = len(a)
+    if n == 0:
+        return {"n": 0, "diff": float("nan"), "ci95": [float("nan")] * 2, "p": float("nan"),
+                "test": None, "mde": float("inf")}
+    diff = float(np.mean(np.asarray(b, dtype=float) - np.asarray(a, dtype=float)))
+    if is_binary(a) and is_binary(b):
+        b10 = sum(1 for x, y in zip(a, b) if x >= 0.5 and y < 0.5)
+        c01 = sum(1 for x, y in zip(a, b) if x < 0.5 and y >= 0.5)
+        p, test, ci = mcnemar_exact(b10, c01), "mcnemar_exact", list(mcnemar_diff_ci(b10, c01, n, alpha))
+    else:
+        boot, p, test = paired_bootstrap(a, b, iters=iters, seed=seed)
+        ci = [float(q) for q in np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])]
+    ci = [float("nan")] * 2 if n < MIN_N_CI else [x + 0.0 for x in ci]
+    return {"n": n, "diff": diff + 0.0, "ci95": ci, "p": float(p), "test": test,
+            "mde": min_detectable_diff(paired_sd(a, b), n, alpha / 2, power)}
+
+
+def inconclusive(diff: float, ci95: Sequence[float], mde: float) -> bool:
+    """The CI includes 0 and the difference is smaller than what the items could detect: the data
+    neither show an effect nor rule out one of the size that matters."""
+    lo, hi = ci95
+    return not (lo > 0 or hi < 0) and mde > abs(diff)

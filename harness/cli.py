@@ -17,6 +17,7 @@ COMMANDS = {
     "run": ("harness.commands.run", "train SFT, RLAIF and HRLAIF from one config, evaluate all three, report"),
     "eval": ("harness.commands.eval", "score a checkpoint on C-Eval, MMLU, GSM8K, HumanEval, ToxiGen, satisfaction"),
     "label": ("harness.commands.label", "AI-feedback labels (basic | hybrid | red teaming) and the label-accuracy table"),
+    "redteam": ("harness.commands.redteam", "red teaming: SFT answers to harmful prompts, flagged, rewritten, re-judged"),
     "annotate": ("harness.commands.annotate", "export a sheet for human raters / import it and compare with the AI judge"),
     "sft": ("harness.commands.sft", "supervised fine-tuning on alpaca or chat data"),
     "sample": ("harness.commands.sample", "sample K responses per prompt from a checkpoint"),
@@ -24,6 +25,7 @@ COMMANDS = {
     "ppo": ("harness.commands.ppo", "DeepSpeed PPO against a reward model, with drift evaluation"),
     "report": ("harness.commands.report", "regenerate the comparison report of a run directory"),
     "gate": ("harness.commands.gate", "paired non-inferiority gate: may the candidate ship?"),
+    "compare": ("harness.commands.compare", "evaluation dirs or checkpoints side by side: paired Δ with CIs"),
 }
 
 

@@ -3,9 +3,9 @@
 Method (also stored in gate.json under "method"):
 - Items are paired by `doc_id` per benchmark (samples/<bench>.jsonl). Duplicated doc_ids, disjoint
   item sets and non-numeric scores are input errors.
-- An item whose score is null on either side (the judge or classifier gave no valid answer) is
-  dropped from the pairs; the counts are reported (invalid_baseline, invalid_candidate,
-  dropped_invalid).
+- Invalid items (core.stats.INVALID_RULE, the rule every report and alarm follows): an item whose
+  score is null on either side (the judge or classifier gave no usable answer) is excluded from
+  both sides of the pairs and counted (invalid_baseline, invalid_candidate, dropped_invalid).
 - An item present on one side but absent on the other is missing (missing_in_candidate,
   missing_in_baseline). Either direction fails the benchmark: a candidate that skipped items was
   not gated on the whole benchmark, and a baseline that lacks the candidate's items gives those
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UserError
-from core.stats import holm, is_binary, mcnemar_p, min_detectable_diff, paired_bootstrap_diff
-from core.store import read_json, read_jsonl
+from core.stats import holm, min_detectable_diff, pair_scores, paired_bootstrap, paired_sd
 from evalsets import registry
+from reports.collect import item_scores, read_results
 
 log = logging.getLogger(__name__)
 
@@ -62,63 +62,10 @@ def parse_margins(specs: list[str] | None) -> dict[str, float]:
     return out
 
 
-def load_item_scores(eval_dir: Path, bench: str) -> dict[str, float | None]:
-    """{doc_id: score}; None marks an invalid item (the evaluation wrote "score": null)."""
-    p = Path(eval_dir) / "samples" / f"{bench}.jsonl"
-    if not p.exists():
-        raise UserError(f"missing {p}: the gate pairs items from samples/<bench>.jsonl")
-    scores: dict[str, float | None] = {}
-    for i, r in enumerate(read_jsonl(p), 1):
-        if "doc_id" not in r or "score" not in r:
-            raise UserError(f"{p}:{i} lacks 'doc_id' or 'score'")
-        key = str(r["doc_id"])
-        if key in scores:
-            raise UserError(f"{p}: duplicate doc_id {key!r}; items cannot be paired")
-        if r["score"] is None:
-            scores[key] = None
-            continue
-        try:
-            scores[key] = float(r["score"])
-        except (TypeError, ValueError):
-            raise UserError(f"{p}:{i} score {r['score']!r} is not a number (null marks an invalid item)")
-        if not math.isfinite(scores[key]):
-            raise UserError(f"{p}:{i} score {r['score']!r} is not a finite number")
-    if not scores:
-        raise UserError(f"{p} has no items")
-    return scores
-
-
 def gated(res: dict) -> list[str]:
     """The benchmarks of a results.json the gate compares: not those measured against their own
     baseline model (the win ratio), whose two sides are not paired scores."""
     return [b for b, e in res["benchmarks"].items() if not registry.info(b, e)["against_baseline"]]
-
-
-def load_results(eval_dir: Path) -> dict:
-    eval_dir = Path(eval_dir)
-    if not eval_dir.is_dir():
-        raise UserError(f"evaluation directory not found: {eval_dir}")
-    res = read_json(eval_dir / "results.json")
-    if not isinstance(res, dict) or not isinstance(res.get("benchmarks"), dict):
-        raise UserError(f"{eval_dir / 'results.json'} has no 'benchmarks' object")
-    return res
-
-
-def _bootstrap_means(base: np.ndarray, cand: np.ndarray, sign: float) -> tuple[np.ndarray, float]:
-    """(bootstrap distribution of mean oriented diff, difference-test p)."""
-    n = len(base)
-    if is_binary(base) and is_binary(cand):
-        d = sign * (cand - base)
-        # Resampling items of a {-1, 0, 1} variable = drawing the three counts from a multinomial:
-        # an exact bootstrap that stays cheap for MMLU-sized n.
-        probs = [np.mean(d > 0), np.mean(d < 0), np.mean(d == 0)]
-        counts = np.random.default_rng(SEED).multinomial(n, probs, size=BINARY_ITERS)
-        boot = (counts[:, 0] - counts[:, 1]) / n
-        return boot, mcnemar_p(base, cand)
-    # paired_bootstrap_diff materialises iters x n indices; cap the product at ~20M.
-    iters = int(min(10000, max(2000, 2e7 // max(n, 1))))
-    res = paired_bootstrap_diff(base, cand, iters=iters, seed=SEED)
-    return sign * res["boot"], res["p"]
 
 
 def _missing_text(bench: str, side: str, other: str, k: int, n_other: int) -> str:
@@ -129,21 +76,14 @@ def compare_benchmark(bench: str, base: dict[str, float | None], cand: dict[str,
                       margin: float, higher_is_better: bool, alpha: float,
                       allow_partial: bool = False) -> dict:
     """Everything except the Holm-dependent fields (filled in by `compare`)."""
-    shared = set(base) & set(cand)
+    common, counts = pair_scores(base, cand)
+    shared = len(common) + counts["dropped_invalid"]
     if not shared:
         raise UserError(f"{bench}: baseline and candidate share no doc_id; they evaluated different items")
-    common = sorted(k for k in shared if base[k] is not None and cand[k] is not None)
-    counts = {
-        "invalid_baseline": sum(v is None for v in base.values()),
-        "invalid_candidate": sum(v is None for v in cand.values()),
-        "dropped_invalid": len(shared) - len(common),
-        "missing_in_candidate": len(set(base) - shared),
-        "missing_in_baseline": len(set(cand) - shared),
-    }
     if not common:
         raise UserError(f"{bench}: no item has a valid score on both sides "
                         f"(baseline invalid {counts['invalid_baseline']}, "
-                        f"candidate invalid {counts['invalid_candidate']} of {len(shared)} shared items)")
+                        f"candidate invalid {counts['invalid_candidate']} of {shared} shared items)")
     missing = []
     if counts["missing_in_candidate"]:
         missing.append(_missing_text(bench, "candidate", "baseline", counts["missing_in_candidate"], len(base)))
@@ -151,22 +91,20 @@ def compare_benchmark(bench: str, base: dict[str, float | None], cand: dict[str,
         missing.append(_missing_text(bench, "baseline", "candidate", counts["missing_in_baseline"], len(cand)))
     warnings = []
     if missing and allow_partial:
-        warnings.append(f"--allow-partial: gated on the {len(shared)} items both evaluated ("
+        warnings.append(f"--allow-partial: gated on the {shared} items both evaluated ("
                         + "; ".join(missing) + ")")
     if counts["dropped_invalid"]:
-        warnings.append(f"{counts['dropped_invalid']} of {len(shared)} items dropped: score null (invalid) "
-                        f"on a side (baseline {counts['invalid_baseline']}, candidate {counts['invalid_candidate']})")
+        warnings.append(f"{counts['dropped_invalid']} of {shared} items excluded from both sides as invalid "
+                        f"(score null; baseline {counts['invalid_baseline']}, candidate {counts['invalid_candidate']} "
+                        "invalid)")
     a = np.array([base[k] for k in common])
     b = np.array([cand[k] for k in common])
     sign = 1.0 if higher_is_better else -1.0
-    boot, p = _bootstrap_means(a, b, sign)
-    d = sign * (b - a)
+    boot, p, test = paired_bootstrap(a, b, iters=BINARY_ITERS, seed=SEED)
+    boot = sign * boot
     # Share of resampled mean differences at or below -margin; x2 puts it on the two-sided scale of the CI.
     p_ni = max(min(1.0, 2 * float(np.mean(boot <= -margin))), 1.0 / len(boot))
-    sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
-    if sd == 0.0:
-        sd = float(np.std(a, ddof=1)) if len(a) > 1 else 0.0  # planning sd when the pair is identical
-    mdd = min_detectable_diff(sd, len(common), alpha=alpha / 2)
+    mdd = min_detectable_diff(paired_sd(a, b), len(common), alpha=alpha / 2)
     if mdd > margin:
         warnings.append(f"n={len(common)} is too small to detect a {margin * 100:g}-point margin "
                         f"(min detectable difference {mdd * 100:.1f} points at 80% power)")
@@ -176,7 +114,7 @@ def compare_benchmark(bench: str, base: dict[str, float | None], cand: dict[str,
         "incomplete": None if allow_partial or not missing else "; ".join(missing),
         "baseline": float(a.mean()), "candidate": float(b.mean()), "diff": float((b - a).mean()),
         "higher_is_better": higher_is_better, "margin": margin,
-        "test": "mcnemar_exact" if is_binary(a) and is_binary(b) else "paired_bootstrap",
+        "test": test,
         "p": float(p), "p_noninferiority": p_ni, "min_detectable_diff": mdd,
         "_boot": boot, "_warnings": warnings,
     }
@@ -188,7 +126,7 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
     if not 0 < alpha < 1:
         raise UserError(f"--alpha must be in (0, 1), got {alpha}")
     margins = dict(margins or {})
-    base_res, cand_res = load_results(Path(baseline)), load_results(Path(candidate))
+    base_res, cand_res = read_results(Path(baseline)), read_results(Path(candidate))
     benches = benchmarks or gated(base_res)
     unknown = sorted(set(margins) - set(benches) - {"default"})
     if unknown:
@@ -200,8 +138,8 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
     for bench in benches:
         entry = base_res["benchmarks"].get(bench) or cand_res["benchmarks"].get(bench) or {}
         higher = registry.info(bench, entry)["higher_is_better"]
-        rows[bench] = compare_benchmark(bench, load_item_scores(baseline, bench),
-                                        load_item_scores(candidate, bench),
+        rows[bench] = compare_benchmark(bench, item_scores(baseline, bench, required=True),
+                                        item_scores(candidate, bench, required=True),
                                         margins.get(bench, default_margin), higher, alpha, allow_partial)
     names = list(rows)
     m = len(names)
@@ -267,7 +205,7 @@ def format_table(report: dict) -> str:
     table = pd.DataFrame(rows).to_string(index=False)
     lines = [table, "", "scores, diffs and margins in points (0-100); CI of candidate − baseline, Holm-adjusted level"]
     if show_invalid:
-        lines.append("invalid b/c: items with a null (invalid) score in baseline/candidate; dropped from the pairs")
+        lines.append("invalid b/c: items with a null (invalid) score in baseline/candidate; excluded from both sides")
     if show_missing:
         lines.append("missing b/c: items the other side evaluated that the baseline/candidate lacks")
     for b, r in benches.items():
@@ -292,7 +230,7 @@ def evaluate_if_checkpoint(path: Path, out_dir: Path, role: str, other: Path,
         raise UserError(f"not found: {path}")
     if not is_checkpoint(path):
         return path
-    ref = None if is_checkpoint(other) or not (Path(other) / "results.json").exists() else load_results(Path(other))
+    ref = None if is_checkpoint(other) or not (Path(other) / "results.json").exists() else read_results(Path(other))
     if benchmarks is None and ref is not None:
         benchmarks = gated(ref)
     cfg = (ref or {}).get("config") or {}

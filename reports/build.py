@@ -1,9 +1,10 @@
 """`build_report(run_dir) -> report_dir`: the comparison report of one run directory.
 
-Reads only finished files (results.json, drift.jsonl, label_accuracy.json, rm_metrics.json),
-so `hrlaif report DIR` regenerates everything in seconds without loading a model.
-Writes into DIR/report/: report.md, report.html, comparison.csv (display cells),
-comparison_long.csv (numbers), per-category CSVs, alarms.json and drift_<variant>.png.
+Reads only finished files (results.json and samples/, drift.jsonl and drift/step_<N>/,
+label_accuracy.json, rm_metrics.json), so `hrlaif report DIR` regenerates everything in seconds
+without loading a model. Writes into DIR/report/: report.md, report.html, comparison.csv
+(display cells), comparison_long.csv (numbers), per-category CSVs, alarms.json, drift_<variant>.png
+and gold_proxy_<variant>.png.
 """
 from __future__ import annotations
 
@@ -12,36 +13,58 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.stats import INVALID_RULE, MIN_N_CI
 from core.store import write_json, write_text
 from reports import tables
-from reports.alarms import RULES, compute_alarms
-from reports.collect import VARIANT_LABELS, VARIANTS, RunData, benchmark_order, collect
-from reports.html import render_html
+from reports.alarms import RULES, assess
+from reports.collect import HEAD_TO_HEAD, VARIANT_LABELS, VARIANTS, RunData, benchmark_order, collect
+from reports.drift import read_drift_items
+from reports.paired import paired_frame
 from reports.plots import save_drift_plot
+from reports.render import write_pages
+from reports.sections import drift_blocks, grading_notice, power_table, versus_blocks
 
-GENERAL_DEFINITIONS = [
-    "Cells read 'score [lo, hi] n=N Δ d': the primary metric, its 95% confidence interval, the number of "
-    "items scored, and the difference to SFT (percentage points, pt; ToxiGen in ‰).",
+# What every table cell means: shared by the run report and `hrlaif compare`.
+STAT_DEFINITIONS = [
+    "Cells read 'score [lo, hi] n=N Δ d [dlo, dhi] p=P': the primary metric, its 95% confidence interval, the "
+    "number of items scored, and the paired difference to the baseline row (SFT in a run report, the first "
+    "entry in hrlaif compare, RLAIF in the HRLAIF-vs-RLAIF section) in percentage points (pt; ToxiGen in ‰) "
+    "with its 95% CI and two-sided p.",
     "95% CIs: Wilson score interval for 0/1 metrics (accuracy, exact match, pass@1, satisfaction, toxicity); "
     "percentile bootstrap over items (2000 resamples, fixed seed) for other means and for the win ratio.",
-    "Win ratio vs SFT = (wins + 0.5 x ties) / judged prompts: a tie counts as half a win; each prompt is judged "
-    "in both answer orders. 50% means no preference. W/T/L gives the raw counts.",
-    "Invalid judge answers (no parseable verdict) are counted and shown as invalid=K in the cell; "
-    "the benchmark definition below says how they are scored.",
+    "Paired differences: candidate − baseline over the items both evaluated (same doc_id). 0/1 scores: exact "
+    "McNemar test, with the exact CI conditional on the discordant items (it excludes 0 exactly when p < 0.05); "
+    "other scores: paired bootstrap (10000 resamples, fixed seed), percentile CI. The long CSV adds the p-value "
+    "Holm-adjusted over the benchmarks of each row.",
+    "'inconclusive (MDE x pt)': the CI includes 0 and the minimum detectable effect — the smallest difference "
+    "a two-sided 5% test on these items finds with 80% power (normal approximation with the paired sd) — is "
+    "larger than the difference seen: the items can neither show an effect nor rule out one of size x.",
+    f"Fewer than {MIN_N_CI} items: no CI and no test, the cell is marked {tables.FEW} (greyed, and folded when "
+    "the whole row is, in the HTML).",
+    "'(unpaired: no samples)': a side lacks samples/<bench>.jsonl, so the difference is of the two scores, "
+    "without a CI.",
+    INVALID_RULE,
+]
+GENERAL_DEFINITIONS = STAT_DEFINITIONS + [
+    "Win ratio vs SFT = (wins + 0.5 x ties) / validly judged prompts: a tie counts as half a win; each prompt is "
+    "judged in both answer orders. 50% means no preference. W/T/L gives the raw counts.",
     "ToxiGen: share of generations the classifier flags as toxic, in per mille (‰); lower is better.",
     "Satisfaction rate: share of prompts whose answer the judge rates as satisfying the user's need.",
     "Label accuracy: share of AI-feedback preference pairs that agree with the reference (human or verified) "
     "order, per prompt category, for basic RLAIF labelling and for hybrid (HRLAIF) labelling.",
     "Reward-model accuracy: share of held-out preference pairs the RM orders correctly; clipped share is the "
     "fraction of PPO rewards cut at |r| > clip.",
+    "Accuracies over pairs (label and RM accuracy): the pairs of one prompt share its responses, so the CI is a "
+    "bootstrap that resamples whole prompts ('(K prompts)'); '(CI not clustered)' marks a file written before "
+    "that, whose CI treats pairs as independent and is too narrow.",
     "'—' marks a benchmark or stage that is missing from the run directory.",
 ]
 
 
-def _definitions(run: RunData) -> list[str]:
+def benchmark_definitions(bench_df: pd.DataFrame) -> list[str]:
     """Benchmark definitions from results.json (first variant that has one), in table order."""
     seen = {}
-    for r in run.benchmarks.itertuples():
+    for r in bench_df.itertuples():
         if r.definition and r.bench not in seen:
             seen[r.bench] = f"{r.label} ({r.metric}): {r.definition}"
     return [seen[b] for b in benchmark_order(seen) if b in seen]
@@ -52,75 +75,62 @@ def _direction_note(run: RunData) -> str:
     return "Higher is better" + (f" except {', '.join(lower)}" if lower else "") + "."
 
 
+def describe_model(res: dict) -> str:
+    """'name (weights sha), evaluated <time>' of one results.json."""
+    m = res.get("model") or {}
+    desc = m.get("name") or m.get("spec") or "?"
+    if m.get("weights_sha"):
+        desc += f" (weights {m['weights_sha']})"
+    return f"{desc}, evaluated {res.get('created', '?')}"
+
+
 def _models(run: RunData) -> list[str]:
-    out = []
-    for v in VARIANTS:
-        res = run.results.get(v)
-        if res is None:
-            out.append(f"{VARIANT_LABELS[v]}: eval_{v}/results.json missing")
-            continue
-        m = res.get("model") or {}
-        desc = m.get("name") or m.get("spec") or "?"
-        if m.get("weights_sha"):
-            desc += f" (weights {m['weights_sha']})"
-        out.append(f"{VARIANT_LABELS[v]}: {desc}, evaluated {res.get('created', '?')}")
-    return out
+    return [f"{VARIANT_LABELS[v]}: " + (describe_model(run.results[v]) if run.results.get(v)
+                                       else f"eval_{v}/results.json missing") for v in VARIANTS]
 
 
-def _blocks(run: RunData, alarms: list[dict], plots: dict[str, Path], title: str) -> list[tuple]:
-    b: list[tuple] = [("h1", title), ("note", f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} "
-                                              f"from {run.run_dir}.")]
+def _eval_dirs(run: RunData) -> dict[str, Path]:
+    return {v: Path(run.run_dir) / f"eval_{v}" for v in VARIANTS}
+
+
+def _blocks(run: RunData, alarms: list[dict], power: list[dict], plots: dict[str, Path], paired: pd.DataFrame,
+            items: dict, report_dir: Path, title: str) -> list[tuple]:
+    b: list[tuple] = [("h1", title)]
+    notice = grading_notice(run)
+    if notice:
+        b.append(("warn", notice))
+    b.append(("note", f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} from {run.run_dir}."))
     b.append(("h2", "Alarms"))
     if alarms:
         b.append(("alarms", [a["message"] for a in alarms]))
     else:
-        b.append(("ok", "No alarm fired (rules in Definitions)."))
+        b.append(("ok", "No alarm fired (rules in Definitions; the Alarm power table says what they could detect)."))
     b += [("h2", "Comparison"), ("ul", _models(run)),
-          ("table", tables.comparison_table(run.benchmarks), "comparison"),
-          ("note", f"{_direction_note(run)} Δ is the difference to SFT; "
+          ("table", tables.comparison_table(run.benchmarks, paired, exclude=(HEAD_TO_HEAD,)), "comparison"),
+          ("note", f"{_direction_note(run)} Δ is the paired difference to SFT on the same items; "
                    "win ratio is measured against SFT, so SFT's own cell is the baseline.")]
+    b += versus_blocks(run, _eval_dirs(run))
     b += [("h2", "Satisfaction rate per category"),
-          ("table", tables.category_table(run.satisfaction_by_cat), "satisfaction_by_category"),
+          ("table", tables.category_table(run.satisfaction_by_cat, paired=paired, bench="satisfaction"),
+           "satisfaction_by_category"),
           ("h2", "Win ratio vs SFT per category"),
           ("table", tables.category_table(run.win_ratio_by_cat, variants=("rlaif", "hrlaif"), delta_vs=None),
            "win_ratio_by_category"),
           ("h2", "Label accuracy: basic vs hybrid AI feedback"),
           ("table", tables.label_accuracy_table(run.label_accuracy), "label_accuracy"),
           ("h2", "Reward-model accuracy per category"),
-          ("table", tables.rm_table(run.rm_per_category, run.rm_summary), "rm_accuracy"),
-          ("h2", "Drift during PPO")]
-    if plots:
-        b.append(("note", "Left: against PPO step; right: against sqrt(KL to the SFT policy). Top: RM reward on "
-                          "training and held-out prompts. Below: each benchmark with its 95% CI band."))
-        for v, p in plots.items():
-            b += [("h3", VARIANT_LABELS.get(v, v)), ("img", p, f"drift {v}")]
-    else:
-        b.append(("note", "No ppo_<variant>/drift.jsonl in this run."))
-    b += [("h2", "Definitions"), ("ul", GENERAL_DEFINITIONS + _definitions(run)),
+          ("table", tables.rm_table(run.rm_per_category, run.rm_summary), "rm_accuracy")]
+    b += drift_blocks(run, items, plots, report_dir)
+    b += [("h2", "Alarm power"),
+          ("table", power_table(power), "alarm_power"),
+          ("note", "The smallest true change each alarm condition detects with 80% probability at the sizes this "
+                   "run used (items per drift benchmark, held-out prompts, evaluated prompts), at the level the "
+                   "rule tests it (drift: 0.01 split over its checkpoint x benchmark tests). Smaller effects "
+                   "can go unnoticed: a quiet report at large MDEs is not evidence of no effect.")]
+    b += [("h2", "Definitions"), ("ul", GENERAL_DEFINITIONS + benchmark_definitions(run.benchmarks)),
           ("h3", "Alarm rules"),
           ("ul", [f"Over-optimisation: {RULES['over_optimisation']}", f"RLAIF failure: {RULES['rlaif_failure']}"])]
     return b
-
-
-def render_markdown(blocks: list[tuple]) -> str:
-    out = []
-    for blk in blocks:
-        kind = blk[0]
-        if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + blk[1] + "\n")
-        elif kind in ("p", "ok"):
-            out.append(blk[1] + "\n")
-        elif kind == "note":
-            out.append(f"_{blk[1]}_\n")
-        elif kind == "alarms":
-            out.append("".join(f"- **ALARM** {m}\n" for m in blk[1]))
-        elif kind == "ul":
-            out.append("".join(f"- {x}\n" for x in blk[1]))
-        elif kind == "table":
-            out.append(tables.to_markdown(blk[1]))
-        elif kind == "img":
-            out.append(f"![{blk[2]}]({Path(blk[1]).name})\n")
-    return "\n".join(out)
 
 
 def _tidy(df: pd.DataFrame) -> str:
@@ -131,7 +141,9 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path
     run = collect(run_dir)
     report_dir = Path(out_dir) if out_dir else Path(run_dir) / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    alarms = compute_alarms(run)
+    items = {v: read_drift_items(Path(run_dir) / f"ppo_{v}") for v in run.drift}
+    alarms, power = assess(run, items)
+    paired = paired_frame(run.results, _eval_dirs(run), baseline="sft", groups=("satisfaction",))
 
     plots = {}
     for v, (rewards, benches) in run.drift.items():
@@ -140,16 +152,16 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path
         plots[v] = save_drift_plot(report_dir / f"drift_{v}.png", v, rewards, benches,
                                    [a for a in alarms if a["variant"] == v])
 
-    write_text(report_dir / "comparison.csv", tables.comparison_table(run.benchmarks).to_csv())
-    write_text(report_dir / "comparison_long.csv", _tidy(tables.comparison_long(run.benchmarks)))
+    main = run.benchmarks[run.benchmarks.bench != HEAD_TO_HEAD]
+    write_text(report_dir / "comparison.csv", tables.comparison_table(main, paired).to_csv())
+    write_text(report_dir / "comparison_long.csv", _tidy(tables.comparison_long(main, paired)))
     write_text(report_dir / "satisfaction_by_category.csv", _tidy(run.satisfaction_by_cat))
     write_text(report_dir / "win_ratio_by_category.csv", _tidy(run.win_ratio_by_cat))
     write_text(report_dir / "label_accuracy.csv", _tidy(run.label_accuracy))
     write_text(report_dir / "rm_accuracy.csv", _tidy(run.rm_per_category))
-    write_json(report_dir / "alarms.json", {"n_alarms": len(alarms), "alarms": alarms, "rules": RULES})
+    write_json(report_dir / "alarms.json", {"n_alarms": len(alarms), "alarms": alarms, "rules": RULES,
+                                            "power": power})
 
     title = f"HRLAIF run report: {Path(run_dir).resolve().name}"
-    blocks = _blocks(run, alarms, plots, title)
-    write_text(report_dir / "report.md", render_markdown(blocks))
-    write_text(report_dir / "report.html", render_html(title, blocks))
+    write_pages(report_dir, "report", title, _blocks(run, alarms, power, plots, paired, items, report_dir, title))
     return report_dir

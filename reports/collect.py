@@ -19,6 +19,8 @@ from evalsets import registry
 VARIANTS = ("sft", "rlaif", "hrlaif")
 VARIANT_LABELS = {"sft": "SFT", "rlaif": "RLAIF", "hrlaif": "HRLAIF"}
 RM_MODES = ("basic", "hybrid")
+# eval_hrlaif's head-to-head against RLAIF (same row format as win_ratio; samples field win_vs_rlaif).
+HEAD_TO_HEAD = "win_ratio_vs_rlaif"
 _NAN = float("nan")
 
 
@@ -63,10 +65,23 @@ def _num(v) -> float:
 
 def _invalid_count(entry: dict):
     extra = entry.get("extra") or {}
-    for key in ("invalid_judgements", "invalid", "invalid_answers", "n_invalid"):
+    # `invalid` counts items left out (INVALID_RULE); older files had only the judge answers' count.
+    for key in ("invalid", "invalid_judgements", "invalid_answers", "n_invalid"):
         if key in extra:
             return extra[key]
     return None
+
+
+def read_results(eval_dir: Path | str) -> dict:
+    """One evaluation dir's results.json (must hold a 'benchmarks' object)."""
+    eval_dir = Path(eval_dir)
+    if not eval_dir.is_dir():
+        raise UserError(f"evaluation directory not found: {eval_dir}")
+    p = eval_dir / "results.json"
+    res = read_json(p)
+    if not isinstance(res, dict) or not isinstance(res.get("benchmarks"), dict):
+        raise UserError(f"{p} has no 'benchmarks' object")
+    return res
 
 
 def load_results(run_dir: Path | str) -> dict[str, dict | None]:
@@ -74,14 +89,8 @@ def load_results(run_dir: Path | str) -> dict[str, dict | None]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory not found: {run_dir}")
-    out = {}
-    for v in VARIANTS:
-        p = run_dir / f"eval_{v}" / "results.json"
-        res = read_json(p) if p.exists() else None
-        if res is not None and not isinstance(res.get("benchmarks"), dict):
-            raise UserError(f"{p} has no 'benchmarks' object")
-        out[v] = res
-    return out
+    return {v: read_results(run_dir / f"eval_{v}") if (run_dir / f"eval_{v}" / "results.json").exists() else None
+            for v in VARIANTS}
 
 
 def benchmark_frame(results: dict[str, dict | None]) -> pd.DataFrame:
@@ -96,7 +105,7 @@ def benchmark_frame(results: dict[str, dict | None]) -> pd.DataFrame:
             continue
         for bench, e in res["benchmarks"].items():
             if not isinstance(e, dict):
-                raise UserError(f"eval_{v}/results.json: benchmark {bench!r} is not an object")
+                raise UserError(f"results.json of {v}: benchmark {bench!r} is not an object")
             scale = display_scale(bench, e)
             lo, hi = _ci(e)
             extra = e.get("extra") or {}
@@ -117,16 +126,19 @@ def benchmark_frame(results: dict[str, dict | None]) -> pd.DataFrame:
 
 
 def breakdown_frame(results: dict[str, dict | None], bench: str) -> pd.DataFrame:
-    """Per-category rows (variant, category, score, lo, hi, n) of one benchmark's `breakdown`."""
+    """Per-category rows (variant, category, score, lo, hi, n) of one benchmark's `breakdown`, in
+    the display scale of benchmark_frame (‰ for ‰ metrics)."""
     rows = []
     for v, res in results.items():
         e = (res or {}).get("benchmarks", {}).get(bench)
         if not e:
             continue
+        permille = registry.info(bench, e)["unit"] == "‰"
         for cat, b in (e.get("breakdown") or {}).items():
             lo, hi = _ci(b)
-            rows.append({"variant": v, "category": cat, "score": _num(b.get("score")),
-                         "lo": lo, "hi": hi, "n": int(b.get("n") or 0)})
+            k = permille_scale(b) if permille else 1.0
+            rows.append({"variant": v, "category": cat, "score": _num(b.get("score")) * k,
+                         "lo": lo * k, "hi": hi * k, "n": int(b.get("n") or 0)})
     return pd.DataFrame(rows, columns=["variant", "category", "score", "lo", "hi", "n"])
 
 
@@ -147,9 +159,17 @@ def label_accuracy_frame(run_dir: Path | str) -> pd.DataFrame:
             for mode, e in (modes or {}).items():
                 if isinstance(e, dict):
                     lo, hi = _ci(e)
-                    rows[(cat, mode)] = {"category": cat, "mode": mode, "score": _num(e.get("score")),
-                                         "lo": lo, "hi": hi, "n": int(e.get("n") or 0)}
-    return pd.DataFrame(list(rows.values()), columns=["category", "mode", "score", "lo", "hi", "n"])
+                    rows[(cat, mode)] = {"category": cat, "mode": mode, **_acc(e, lo, hi)}
+    return pd.DataFrame(list(rows.values()), columns=["category", "mode", *ACC_COLUMNS])
+
+
+# An accuracy over pairs: n pairs, n_clusters prompts when its CI is clustered by prompt (else NaN).
+ACC_COLUMNS = ["score", "lo", "hi", "n", "n_clusters"]
+
+
+def _acc(e: dict, lo: float, hi: float) -> dict:
+    return {"score": _num(e.get("score")), "lo": lo, "hi": hi, "n": int(e.get("n") or 0),
+            "n_clusters": _num(e.get("n_clusters"))}
 
 
 def rm_frames(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -167,16 +187,14 @@ def rm_frames(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
             raise UserError(f"{p} is not a JSON object")
         h = m.get("heldout_acc") or {}
         lo, hi = _ci(h)
-        summary.append({"rm": mode, "score": _num(h.get("score")), "lo": lo, "hi": hi,
-                        "n": int(h.get("n") or 0), "clipped_share": _num(m.get("clipped_share")),
+        summary.append({"rm": mode, **_acc(h, lo, hi), "clipped_share": _num(m.get("clipped_share")),
                         "clip": _num(m.get("clip"))})
         for cat, e in (m.get("per_category") or {}).items():
             if isinstance(e, dict):
                 lo, hi = _ci(e)
-                cats.append({"rm": mode, "category": cat, "score": _num(e.get("score")), "lo": lo,
-                             "hi": hi, "n": int(e.get("n") or 0)})
-    return (pd.DataFrame(cats, columns=["rm", "category", "score", "lo", "hi", "n"]),
-            pd.DataFrame(summary, columns=["rm", "score", "lo", "hi", "n", "clipped_share", "clip"]))
+                cats.append({"rm": mode, "category": cat, **_acc(e, lo, hi)})
+    return (pd.DataFrame(cats, columns=["rm", "category", *ACC_COLUMNS]),
+            pd.DataFrame(summary, columns=["rm", *ACC_COLUMNS, "clipped_share", "clip"]))
 
 
 def drift_frames(path: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -243,9 +261,69 @@ def collect(run_dir: Path | str) -> RunData:
     )
 
 
-def item_scores(eval_dir: Path | str, bench: str) -> dict[str, float] | None:
-    """{doc_id: score} from samples/<bench>.jsonl, or None when the file is absent."""
-    p = Path(eval_dir) / "samples" / f"{bench}.jsonl"
+def sample_source(bench: str) -> tuple[str, str]:
+    """(samples file stem, per-item field) of a benchmark: its own file's `score`, or for a derived
+    metric (the win ratio) its parent's file and the field the spec `requires` (`win`)."""
+    try:
+        sp = registry.metric(bench)
+    except UserError:  # not registered here: results.json alone describes it
+        sp = {}
+    if sp.get("parent"):
+        return sp["parent"], sp.get("requires", "score")
+    if bench == HEAD_TO_HEAD:  # before (or without) a spec for it: the contract's field
+        return "satisfaction", "win_vs_rlaif"
+    return bench, "score"
+
+
+def read_items(eval_dir: Path | str, bench: str, required: bool = False) -> dict[str, dict] | None:
+    """{doc_id: {"score": float | None, "group": str | None}} from samples/<file>.jsonl (sample_source);
+    a None score marks an invalid item (core.stats.INVALID_RULE). An absent file is None, or an error
+    when `required`."""
+    stem, fld = sample_source(bench)
+    p = Path(eval_dir) / "samples" / f"{stem}.jsonl"
+    own = Path(eval_dir) / "samples" / f"{bench}.jsonl"
+    if bench == HEAD_TO_HEAD and own.exists():  # the head-to-head's own file: win ratio rows
+        p, fld = own, "win"
     if not p.exists():
+        if required:
+            raise UserError(f"missing {p}: paired comparisons pair items from samples/<bench>.jsonl")
         return None
-    return {str(r.get("doc_id")): float(r.get("score", 0) or 0) for r in read_jsonl(p)}
+    items = read_item_file(p, fld, key="doc_id")
+    if not items and required:
+        raise UserError(f"{p} has no items")
+    return items
+
+
+def read_item_file(p: Path, fld: str = "score", key: str | tuple = "doc_id") -> dict[str, dict]:
+    """{id: {fld: float | None, "group": str | None, **row}} of one per-item JSONL file. `key` names
+    the id field (a tuple: the first present). Items that cannot be paired (duplicate id, a value
+    that is neither null nor a finite number) are errors; a row without `fld` is skipped when `fld`
+    is not `score` (a satisfaction row judged without a baseline has no `win`)."""
+    keys = (key,) if isinstance(key, str) else key
+    items: dict[str, dict] = {}
+    for i, r in enumerate(read_jsonl(p), 1):
+        kf = next((k for k in keys if k in r), None)
+        if kf is None or fld not in r:
+            if fld != "score" and kf is not None:
+                continue
+            raise UserError(f"{p}:{i} lacks '{keys[0]}' or '{fld}'")
+        k = str(r[kf])
+        if k in items:
+            raise UserError(f"{p}: duplicate {kf} {k!r}; items cannot be paired")
+        v = r[fld]
+        if v is not None:
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                raise UserError(f"{p}:{i} {fld} {v!r} is not a number (null marks an invalid item)")
+            if not math.isfinite(v):
+                raise UserError(f"{p}:{i} {fld} {r[fld]!r} is not a finite number")
+        items[k] = {**r, fld: v, "score": v,
+                    "group": None if r.get("group") is None else str(r["group"])}
+    return items
+
+
+def item_scores(eval_dir: Path | str, bench: str, required: bool = False) -> dict[str, float | None] | None:
+    """{doc_id: score or None (invalid)} of read_items."""
+    items = read_items(eval_dir, bench, required)
+    return None if items is None else {k: v["score"] for k, v in items.items()}

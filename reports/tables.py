@@ -3,14 +3,29 @@
 Scores on a 0-1 scale are shown in percent with CI bounds in percent and deltas in
 percentage points (pt); metrics whose spec unit is ‰ (ToxiGen) in ‰. Column names and order
 come from the benchmark specs (evalsets.registry). A missing value is "—", never an error.
+A Δ is paired (reports.paired): its 95% CI and p, or "inconclusive (MDE x pt)" when the CI
+includes 0 and the items could not have detected an effect of the size seen. Below
+core.stats.MIN_N_CI items no CI is shown and the cell carries FEW (greyed in HTML).
+The run report and `hrlaif compare` both render through `comparison_table` / `category_table`.
 """
 from __future__ import annotations
 
 import pandas as pd
 
 from core.console import DASH, fmt_score, present
+from core.stats import MIN_N_CI
 from evalsets import registry
 from reports.collect import RM_MODES, VARIANT_LABELS, VARIANTS, benchmark_order
+from reports.paired import lookup
+
+FEW = f"(n<{MIN_N_CI}: no CI)"
+
+
+def cell(score, lo=None, hi=None, n=None, permille: bool = False) -> str:
+    """fmt_score, without the CI (and marked FEW) below MIN_N_CI items."""
+    if present(n) and int(n) < MIN_N_CI and present(score):
+        return fmt_score(score, None, None, n, permille=permille) + " " + FEW
+    return fmt_score(score, lo, hi, n, permille=permille)
 
 
 def fmt_delta(delta, permille: bool = False) -> str:
@@ -19,55 +34,100 @@ def fmt_delta(delta, permille: bool = False) -> str:
     return f"Δ {delta:+.1f}‰" if permille else f"Δ {delta * 100:+.1f} pt"
 
 
-def comparison_long(bench_df: pd.DataFrame) -> pd.DataFrame:
-    """Numeric comparison: one row per (variant, bench) with delta vs SFT (machine-readable)."""
+def fmt_paired(r: dict, permille: bool = False) -> str:
+    """'Δ -5.0 pt [-9.1, -0.9] p=0.021', 'Δ +0.0 pt [-8.3, +8.3] inconclusive (MDE 12.1 pt)',
+    'Δ +1.0 pt n=3 (n<5: no CI)'; with 'excl. K invalid' when invalid items left the pairs."""
+    k, unit = (1.0, "‰") if permille else (100.0, " pt")
+    s = f"Δ {r['diff'] * k:+.1f}{unit}"
+    if r["n"] < MIN_N_CI:
+        s += f" n={int(r['n'])} {FEW}"
+    else:
+        s += f" [{r['lo'] * k:+.1f}, {r['hi'] * k:+.1f}]"
+        s += (f" inconclusive (MDE {r['mde'] * k:.1f}{unit})" if r["inconclusive"]
+              else f" p={r['p']:.2g}")
+    if r["excluded"]:
+        s += f" excl. {int(r['excluded'])} invalid"
+    return s
+
+
+def _delta_cell(paired, variant: str, bench: str, unpaired, permille: bool, group=None) -> str:
+    r = lookup(paired, variant, bench, group)
+    if r is not None and r["n"]:
+        return fmt_paired(r, permille)
+    # No item files on one side: the bare difference of the two scores, said to be unpaired.
+    return (fmt_delta(unpaired, permille) + " (unpaired: no samples)") if present(unpaired) else ""
+
+
+def comparison_long(bench_df: pd.DataFrame, paired: pd.DataFrame | None = None,
+                    baseline: str = "sft") -> pd.DataFrame:
+    """Numeric comparison: one row per (variant, bench) with the paired Δ vs the baseline
+    (delta, its CI, p, Holm-adjusted p, MDE, items paired and excluded as invalid)."""
     df = bench_df.copy()
-    sft = df[df.variant == "sft"].set_index("bench")["score"]
-    # A metric measured against a baseline (the win ratio vs SFT) has no delta vs SFT.
-    df["delta_vs_sft"] = [
-        (r.score - sft[r.bench]) if (r.variant != "sft" and r.bench in sft.index and not r.against_baseline)
-        else float("nan") for r in df.itertuples()]
+    base = df[df.variant == baseline].set_index("bench")["score"]
+    cols = {"delta": "diff", "delta_lo": "lo", "delta_hi": "hi", "p": "p", "p_holm": "p_holm", "test": "test",
+            "mde": "mde", "n_paired": "n", "excluded_invalid": "excluded", "inconclusive": "inconclusive"}
+    out = {c: [] for c in cols}
+    for r in df.itertuples():
+        pr = lookup(paired, r.variant, r.bench) if r.variant != baseline else None
+        for c, src in cols.items():
+            out[c].append(pr[src] if pr is not None else None)
+        if pr is None and r.variant != baseline and r.bench in base.index and not r.against_baseline:
+            out["delta"][-1] = r.score - base[r.bench]  # unpaired fallback: no samples
+    for c, vals in out.items():
+        df[c] = vals
+    df["vs"] = [None if v == baseline else baseline for v in df.variant]
     return df.drop(columns=["definition", "label", "against_baseline"])
 
 
-def comparison_table(bench_df: pd.DataFrame) -> pd.DataFrame:
-    """Rows SFT, RLAIF, HRLAIF; one column per benchmark; each cell score, 95% CI, n and Δ vs SFT."""
-    long = comparison_long(bench_df).set_index(["variant", "bench"])
+def comparison_table(bench_df: pd.DataFrame, paired: pd.DataFrame | None = None, rows=VARIANTS,
+                     labels: dict | None = None, baseline: str = "sft", exclude=(),
+                     baseline_cell: str = "(baseline)") -> pd.DataFrame:
+    """One row per entry of `rows` (labelled by `labels`), one column per benchmark; each cell score,
+    95% CI, n and the paired Δ vs `baseline`. `exclude` drops benchmarks (columns). `baseline_cell`
+    fills the baseline row's cell of a metric measured against a baseline model (the win ratio)."""
+    labels = labels or VARIANT_LABELS
+    idx = bench_df.set_index(["variant", "bench"])
     # How each column is shown: from the frame (what the eval recorded), else from its spec.
     meta = {r.bench: {"label": r.label, "unit": r.unit, "against_baseline": r.against_baseline}
             for r in bench_df.itertuples()}
-    benches = benchmark_order(meta)
+    benches = [b for b in benchmark_order(meta) if b not in exclude]
     meta = {b: meta.get(b) or registry.info(b) for b in benches}
+    base = bench_df[bench_df.variant == baseline].set_index("bench")["score"]
     table = {}
-    for v in VARIANTS:
+    for v in rows:
         row = {}
         for b in benches:
             label = meta[b]["label"]
-            if (v, b) not in long.index:
-                # SFT against itself: a ratio against SFT is 50% by definition, not measured.
-                row[label] = "(baseline)" if (v == "sft" and meta[b]["against_baseline"]) else DASH
+            if (v, b) not in idx.index:
+                # The baseline against itself: a ratio against it is 50% by definition, not measured.
+                row[label] = baseline_cell if (v == baseline and meta[b]["against_baseline"]) else DASH
                 continue
-            r = long.loc[(v, b)]
+            r = idx.loc[(v, b)]
             pm = meta[b]["unit"] == "‰"
-            cell = fmt_score(r.score, r.lo, r.hi, r.n, permille=pm)
-            if meta[b]["against_baseline"] and present(r.wins):
-                cell += f" W/T/L {int(r.wins)}/{int(r.ties or 0)}/{int(r.losses or 0)}"
-            elif present(r.delta_vs_sft):
-                cell += " " + fmt_delta(r.delta_vs_sft, permille=pm)
+            text = cell(r.score, r.lo, r.hi, r.n, permille=pm)
             if present(r.invalid):
                 inv = r.invalid
-                cell += f" invalid={int(inv) if float(inv).is_integer() else inv}"
-            row[label] = cell
-        table[VARIANT_LABELS[v]] = row
-    df = pd.DataFrame.from_dict(table, orient="index")
+                text += f" invalid={int(inv) if float(inv).is_integer() else inv}"
+            if meta[b]["against_baseline"] and present(r.wins):
+                text += f" W/T/L {int(r.wins)}/{int(r.ties or 0)}/{int(r.losses or 0)}"
+            elif v != baseline and not meta[b]["against_baseline"]:
+                delta = _delta_cell(paired, v, b, r.score - base[b] if b in base.index else None, pm)
+                text += (" " + delta) if delta else ""
+            row[label] = text
+        table[labels.get(v, v)] = row
+    df = pd.DataFrame.from_dict(table, orient="index", columns=[meta[b]["label"] for b in benches])
     df.index.name = "Model"
     return df
 
 
-def category_table(cat_df: pd.DataFrame, variants=VARIANTS, delta_vs: str | None = "sft") -> pd.DataFrame:
-    """Rows = categories, columns = variants ("score [lo, hi] n=.." plus Δ vs `delta_vs`)."""
+def category_table(cat_df: pd.DataFrame, variants=VARIANTS, delta_vs: str | None = "sft",
+                   paired: pd.DataFrame | None = None, bench: str | None = None,
+                   labels: dict | None = None, permille: bool = False) -> pd.DataFrame:
+    """Rows = categories, columns = variants ("score [lo, hi] n=.." plus the paired Δ vs `delta_vs`
+    of `bench`'s items in that category)."""
     if cat_df.empty:
         return pd.DataFrame()
+    labels = labels or VARIANT_LABELS
     cats = list(dict.fromkeys(cat_df.category))
     idx = cat_df.set_index(["variant", "category"])
     shown = [v for v in variants if v in set(cat_df.variant)]
@@ -76,17 +136,29 @@ def category_table(cat_df: pd.DataFrame, variants=VARIANTS, delta_vs: str | None
         row = {}
         for v in shown:
             if (v, c) not in idx.index:
-                row[VARIANT_LABELS[v]] = DASH
+                row[labels.get(v, v)] = DASH
                 continue
             r = idx.loc[(v, c)]
-            cell = fmt_score(r.score, r.lo, r.hi, r.n)
+            text = cell(r.score, r.lo, r.hi, r.n, permille=permille)
             if delta_vs and v != delta_vs and (delta_vs, c) in idx.index:
-                cell += " " + fmt_delta(r.score - idx.loc[(delta_vs, c)].score)
-            row[VARIANT_LABELS[v]] = cell
+                delta = _delta_cell(paired, v, bench, r.score - idx.loc[(delta_vs, c)].score, permille, group=c)
+                text += (" " + delta) if delta else ""
+            row[labels.get(v, v)] = text
         out[c] = row
     df = pd.DataFrame.from_dict(out, orient="index")
     df.index.name = "Category"
     return df
+
+
+def pair_cell(r) -> str:
+    """An accuracy over pairs: its CI is a bootstrap clustered by prompt when the file says so
+    (n_clusters); otherwise the cell says its CI treats pairs as independent."""
+    text = cell(r["score"], r["lo"], r["hi"], r["n"])
+    if text == DASH:
+        return text
+    if present(r.get("n_clusters")):
+        return text + f" ({int(r['n_clusters'])} prompts)"
+    return text + " (CI not clustered)" if int(r["n"] or 0) >= MIN_N_CI else text
 
 
 def label_accuracy_table(label_df: pd.DataFrame) -> pd.DataFrame:
@@ -98,7 +170,7 @@ def label_accuracy_table(label_df: pd.DataFrame) -> pd.DataFrame:
     for c in dict.fromkeys(label_df.category):
         row = {}
         for mode in ("basic", "hybrid"):
-            row[mode] = fmt_score(*idx.loc[(c, mode)][["score", "lo", "hi", "n"]]) if (c, mode) in idx.index else DASH
+            row[mode] = pair_cell(idx.loc[(c, mode)].to_dict()) if (c, mode) in idx.index else DASH
         if (c, "basic") in idx.index and (c, "hybrid") in idx.index:
             row["hybrid − basic"] = fmt_delta(idx.loc[(c, "hybrid")].score - idx.loc[(c, "basic")].score)
         else:
@@ -118,11 +190,10 @@ def rm_table(rm_cat: pd.DataFrame, rm_summary: pd.DataFrame) -> pd.DataFrame:
     idx = rm_cat.set_index(["rm", "category"])
     out = {}
     for c in dict.fromkeys(rm_cat.category):
-        out[c] = {f"RM {m}": fmt_score(*idx.loc[(m, c)][["score", "lo", "hi", "n"]])
-                  if (m, c) in idx.index else DASH for m in modes}
+        out[c] = {f"RM {m}": pair_cell(idx.loc[(m, c)].to_dict()) if (m, c) in idx.index else DASH for m in modes}
     summ = rm_summary.set_index("rm")
-    out["(held-out, all)"] = {f"RM {m}": fmt_score(*summ.loc[m][["score", "lo", "hi", "n"]])
-                              if m in summ.index else DASH for m in modes}
+    out["(held-out, all)"] = {f"RM {m}": pair_cell(summ.loc[m].to_dict()) if m in summ.index else DASH
+                              for m in modes}
     out["(clipped share)"] = {
         f"RM {m}": (f"{summ.loc[m, 'clipped_share'] * 100:.2f}% at |r|>{summ.loc[m, 'clip']:g}"
                     if m in summ.index and present(summ.loc[m].clipped_share) else DASH) for m in modes}

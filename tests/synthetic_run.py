@@ -1,8 +1,12 @@
-"""Synthetic run directories in the docs/FORMATS.md layout, for report, alarm and gate tests.
+"""Synthetic run directories in the docs/FORMATS.md layout, for report, alarm, compare and gate tests.
 
 Item scores are laid out with exact counts (round(p * n) ones, shuffled), so a variant's score
-is what the test asked for; drift checkpoints draw binomial noise so alarms meet realistic noise.
-Every results.json is computed from its samples with core.stats, as the real eval does.
+is what the test asked for. Satisfaction rows carry invalid verdicts (`score: null`) and, for the
+PPO variants, the win ratio's `win` field (null when invalid), as the real evaluation writes them.
+Drift checkpoints have per-item files (ppo_<v>/drift/step_<N>/<bench>.jsonl, heldout.jsonl): each
+checkpoint re-draws a share of step 0's items at the same rate (sampling noise, paired) and then
+moves exactly as far as the test's rate asks. Every results.json is computed from its samples with
+core.stats, as the real eval does.
 """
 from __future__ import annotations
 
@@ -10,23 +14,25 @@ from pathlib import Path
 
 import numpy as np
 
-from core.stats import mean_ci, wilson, win_ratio
-from core.store import read_jsonl, write_json, write_jsonl
+from core.stats import cluster_bootstrap_mean, mean_ci, wilson, win_ratio
+from core.store import read_json, read_jsonl, write_json, write_jsonl
 
 CATEGORIES = ["math", "multiple_choice", "code", "reading_comprehension", "text_creation", "open_qa",
               "brainstorming", "classification", "extraction", "rewriting", "summarization", "toxic_rejection"]
 SIZES = {"ceval": 120, "mmlu": 150, "gsm8k": 100, "humaneval": 40, "toxigen": 200,
          "satisfaction": 240, "win_ratio": 240}
 METRICS = {"ceval": "acc", "mmlu": "acc", "gsm8k": "exact_match", "humaneval": "pass@1",
-           "toxigen": "toxicity_permille", "satisfaction": "satisfaction_rate", "win_ratio": "win_ratio"}
+           "toxigen": "toxicity_permille", "satisfaction": "satisfaction_rate", "win_ratio": "win_ratio",
+           "win_ratio_vs_rlaif": "win_ratio"}
 DEFINITIONS = {
     "ceval": "accuracy of the option letter with the highest log-likelihood, subjects weighted by size",
     "mmlu": "accuracy of the option letter with the highest log-likelihood",
     "gsm8k": "exact match of the last number in the response (flexible extraction)",
     "humaneval": "unbiased pass@1 from 5 samples per problem at temperature 0.8",
     "toxigen": "share of responses the classifier flags toxic, in per mille; score 1 per toxic item",
-    "satisfaction": "share of prompts the judge rates satisfying; invalid judge answers count as unsatisfied",
-    "win_ratio": "(wins + 0.5 ties) / prompts vs SFT, judged in both orders; invalid answers count as ties",
+    "satisfaction": "share of prompts the judge rates satisfying; invalid judge answers are excluded and counted",
+    "win_ratio": "(wins + 0.5 ties) / prompts vs SFT, judged in both orders; invalid answers are excluded and counted",
+    "win_ratio_vs_rlaif": "(wins + 0.5 ties) / prompts, HRLAIF vs RLAIF head to head; invalid excluded and counted",
 }
 # True rates per variant. RLAIF carries the paper's failure signature (judge prefers it, satisfaction drops).
 RATES = {
@@ -36,6 +42,9 @@ RATES = {
     "hrlaif": {"ceval": .41, "mmlu": .43, "gsm8k": .26, "humaneval": .12, "toxigen": .010, "satisfaction": .64,
                "win_ratio": .60},
 }
+INVALID_SAT = (7, 131)  # satisfaction items whose verdict is invalid (score null) in every variant
+INVALID_WIN = (11, 59, 200)  # items whose win-ratio verdict is invalid
+JUDGE = {"url": "embedded", "model": "embedded"}
 
 
 def exact_scores(p: float, n: int, rng: np.random.Generator) -> list[float]:
@@ -50,41 +59,56 @@ def make_samples(bench: str, p: float, rng: np.random.Generator, n: int | None =
     if bench == "humaneval":
         # pass@1 estimated from 5 samples: fractional scores exercise the bootstrap paths.
         scores = [float(s) for s in rng.binomial(5, p, size=n) / 5]
-    elif bench == "win_ratio":
+    elif bench.startswith("win_ratio"):
         wins = exact_scores(p, n, rng)
-        scores = [1.0 if w else (0.5 if i % 6 == 0 else 0.0) for i, w in enumerate(wins)]
+        scores = [None if i in INVALID_WIN else 1.0 if w else (0.5 if i % 6 == 0 else 0.0) for i, w in enumerate(wins)]
     else:
         scores = exact_scores(p, n, rng)
+        if bench == "satisfaction":
+            scores = [None if i in INVALID_SAT else s for i, s in enumerate(scores)]
     group = (lambda i: CATEGORIES[i % 12]) if bench in ("satisfaction", "win_ratio") else (lambda i: f"g{i % 3}")
     return [{"doc_id": f"{bench}/{i}", "group": group(i), "target": "t", "output": "o", "score": s}
             for i, s in enumerate(scores)]
 
 
-def results_from_samples(samples: dict[str, list[dict]], model_name: str, baseline: str = "sft") -> dict:
+def _entry(bench: str, scores: list, groups: list) -> dict:
+    valid = [s for s in scores if s is not None]
+    stat = win_ratio(valid) if bench.startswith("win_ratio") else mean_ci(valid)
+    by: dict[str, list] = {}
+    for g, s in zip(groups, scores):
+        if s is not None:
+            by.setdefault(g, []).append(s)
+    entry = {"metric": METRICS.get(bench, "acc"), "score": stat["score"], "n": stat["n"], "ci95": stat["ci95"],
+             "higher_is_better": bench != "toxigen", "source": "synthetic", "definition": DEFINITIONS.get(bench, ""),
+             "breakdown": {g: (win_ratio(v) if bench.startswith("win_ratio") else mean_ci(v)) for g, v in by.items()},
+             "metrics": {}, "extra": {}}
+    if bench == "toxigen":
+        entry["score"] *= 1000
+        entry["ci95"] = [c * 1000 for c in entry["ci95"]]
+        entry["breakdown"] = {g: {**b, "score": b["score"] * 1000, "ci95": [c * 1000 for c in b["ci95"]]}
+                              for g, b in entry["breakdown"].items()}
+        entry["extra"]["classifier"] = "synthetic"
+    if bench.startswith("win_ratio"):
+        entry["against_baseline"] = True
+        entry["extra"].update({k: stat[k] for k in ("wins", "ties", "losses")})
+        entry["extra"]["baseline"] = "rlaif" if bench == "win_ratio_vs_rlaif" else "sft"
+        if bench == "win_ratio_vs_rlaif":
+            entry["title"] = "Win ratio vs RLAIF"
+    if bench in ("satisfaction",) or bench.startswith("win_ratio"):
+        entry["extra"]["invalid"] = len(scores) - len(valid)
+        entry["judge"] = JUDGE
+    for g in entry["breakdown"].values():
+        g.pop("wins", None), g.pop("ties", None), g.pop("losses", None)
+    return entry
+
+
+def results_from_samples(samples: dict[str, list[dict]], model_name: str) -> dict:
     benches = {}
     for bench, rows in samples.items():
-        scores = [r["score"] for r in rows]
-        stat = win_ratio(scores) if bench == "win_ratio" else mean_ci(scores)
-        groups = {}
-        for r in rows:
-            groups.setdefault(r["group"], []).append(r["score"])
-        entry = {"metric": METRICS.get(bench, "acc"), "score": stat["score"], "n": stat["n"],
-                 "ci95": stat["ci95"], "higher_is_better": bench != "toxigen", "source": "synthetic",
-                 "definition": DEFINITIONS.get(bench, ""),
-                 "breakdown": {g: (win_ratio(v) if bench == "win_ratio" else mean_ci(v)) for g, v in groups.items()},
-                 "metrics": {}, "extra": {}}
-        if bench == "toxigen":
-            entry["score"] *= 1000
-            entry["ci95"] = [c * 1000 for c in entry["ci95"]]
-            entry["extra"]["classifier"] = "synthetic"
-        if bench == "win_ratio":
-            entry["extra"].update({"wins": stat["wins"], "ties": stat["ties"], "losses": stat["losses"],
-                                   "baseline": baseline, "invalid_judgements": 3})
-        if bench == "satisfaction":
-            entry["extra"]["invalid_judgements"] = 2
-        for g in entry["breakdown"].values():
-            g.pop("wins", None), g.pop("ties", None), g.pop("losses", None)
-        benches[bench] = entry
+        benches[bench] = _entry(bench, [r["score"] for r in rows], [r["group"] for r in rows])
+        if bench == "satisfaction" and any("win" in r for r in rows):  # the derived win ratio, as the eval does
+            won = [r for r in rows if "win" in r]
+            benches["win_ratio"] = _entry("win_ratio", [r["win"] for r in won], [r["group"] for r in won])
     return {"model": {"name": model_name, "kind": "in-memory", "spec": model_name, "path": "",
                       "weights_sha": "0" * 16, "n_params": 1000},
             "created": "2025-01-01T00:00:00", "versions": {"hrlaif": "test"},
@@ -92,8 +116,16 @@ def results_from_samples(samples: dict[str, list[dict]], model_name: str, baseli
 
 
 def write_eval_dir(out: Path, samples: dict[str, list[dict]], model_name: str = "synthetic") -> Path:
+    """samples: {bench: rows}; a "win_ratio" entry becomes the `win` field of the satisfaction rows
+    (the real layout: the win ratio is derived from samples/satisfaction.jsonl)."""
     out = Path(out)
+    samples = dict(samples)
+    wins = samples.pop("win_ratio", None)
+    if wins is not None and "satisfaction" in samples:
+        samples["satisfaction"] = [{**r, "win": w["score"]} for r, w in zip(samples["satisfaction"], wins)]
     for bench, rows in samples.items():
+        if bench == "win_ratio_vs_rlaif":  # the head-to-head's own file: win ratio rows (`win`)
+            rows = [{**{k: v for k, v in r.items() if k != "score"}, "win": r["score"]} for r in rows]
         write_jsonl(out / "samples" / f"{bench}.jsonl", rows)
     write_json(out / "results.json", results_from_samples(samples, model_name))
     return out
@@ -110,49 +142,97 @@ def degrade_eval_dir(src: Path, dst: Path, benches=("gsm8k", "mmlu"), fraction: 
     samples = read_eval_samples(src)
     for b in benches:
         for r in samples[b]:
-            if r["score"] >= 1 and rng.random() < fraction:
+            if r["score"] is not None and r["score"] >= 1 and rng.random() < fraction:
                 r["score"], r["output"] = 0.0, r["output"][:1]
     return write_eval_dir(dst, samples, "degraded")
 
 
-def drift_rows(steps: list[int], reward: list[float], rates: dict[str, list[float]], n: int,
-               rng: np.random.Generator) -> list[dict]:
-    """Drift lines; each benchmark's score is a binomial draw around its true rate at that step."""
-    rows = []
-    for i, step in enumerate(steps):
-        kl = 0.02 * step
-        bench = {}
+def drift_run(rng: np.random.Generator, steps: list[int], rates: dict[str, list[float]], n: int,
+              reward_heldout: list[float], reward_train: list[float] | None = None, gold: list[float] | None = None,
+              churn: float = 0.1, n_heldout: int = 32) -> tuple[list[dict], dict[int, dict[str, list[dict]]]]:
+    """(drift.jsonl rows, {step: {bench: item rows, "heldout": rows}}).
+
+    Items: step 0 has exact counts; each later step re-draws a `churn` share of step 0's items at
+    step 0's rate (paired sampling noise, no change in expectation), then flips the fewest items
+    that move it by the step's planned change (rate[t] - rate[0]). Held-out rewards: a per-prompt
+    level plus the step's mean plus noise; gold: the judge's verdict drawn at gold[t] (one null)."""
+    base = {b: np.array(exact_scores(ps[0], n, rng)) for b, ps in rates.items()}
+    level = rng.normal(0, 0.5, n_heldout)
+    rows, items = [], {}
+    for t, step in enumerate(steps):
+        per: dict[str, list[dict]] = {}
+        bench_rows = {}
         for b, ps in rates.items():
-            k = int(rng.binomial(n, ps[i]))
-            lo, hi = wilson(k, n)
-            scale = 1000.0 if b == "toxigen" else 1.0
-            bench[b] = {"score": k / n * scale, "ci95": [lo * scale, hi * scale], "n": n}
-        rows.append({"step": step, "kl": kl, "reward_train": reward[i],
-                     "reward_heldout": reward[i] * 0.8 - 0.01 * i * i, "benchmarks": bench})
-    return rows
+            x = base[b].copy()
+            if t:
+                redraw = rng.random(n) < churn
+                x[redraw] = (rng.random(int(redraw.sum())) < ps[0]).astype(float)
+                want = int(round(x.sum() + (ps[t] - ps[0]) * n))
+                ones, zeros = np.flatnonzero(x == 1), np.flatnonzero(x == 0)
+                if want < x.sum():
+                    x[rng.choice(ones, int(x.sum()) - want, replace=False)] = 0.0
+                elif want > x.sum():
+                    x[rng.choice(zeros, want - int(x.sum()), replace=False)] = 1.0
+            per[b] = [{"doc_id": f"{b}/{i}", "score": float(s)} for i, s in enumerate(x)]
+            lo, hi = wilson(x.sum(), n)
+            k = 1000.0 if b == "toxigen" else 1.0
+            bench_rows[b] = {"score": x.mean() * k, "ci95": [lo * k, hi * k], "n": n}
+        rewards = level + reward_heldout[t] + rng.normal(0, 0.15, n_heldout)
+        golds = [int(v) for v in rng.random(n_heldout) < (gold[t] if gold else 0.5)]
+        golds[t % n_heldout] = None
+        per["heldout"] = [{"id": f"h{i}", "reward": float(r), "response": "r", "gold": g}
+                          for i, (r, g) in enumerate(zip(rewards, golds))]
+        items[step] = per
+        rows.append({"step": step, "kl": 0.02 * step,
+                     "reward_train": (reward_train or reward_heldout)[t], "reward_heldout": float(rewards.mean()),
+                     "benchmarks": bench_rows})
+    return rows, items
 
 
-def noise_drift(rng: np.random.Generator, n_ckpt: int = 10, n: int = 200) -> list[dict]:
-    """Reward rises steadily, benchmarks stay at their true rate: only sampling noise moves them."""
+def noise_drift(rng: np.random.Generator, n_ckpt: int = 10, n: int = 200):
+    """Held-out reward rises steadily, benchmarks stay at their true rate: only sampling noise moves them."""
     steps = [100 * i for i in range(n_ckpt)]
     reward = [0.1 + 0.15 * i for i in range(n_ckpt)]
     rates = {"gsm8k": [.25] * n_ckpt, "mmlu": [.42] * n_ckpt, "ceval": [.40] * n_ckpt,
              "humaneval": [.10] * n_ckpt, "toxigen": [.03] * n_ckpt}
-    return drift_rows(steps, reward, rates, n, rng)
+    return drift_run(rng, steps, rates, n, reward, gold=[.5 + .02 * i for i in range(n_ckpt)])
 
 
-def overopt_drift(rng: np.random.Generator, n_ckpt: int = 10, n: int = 200) -> list[dict]:
-    """Reward rises while GSM8K collapses from 30% to 8% after the fourth checkpoint."""
+def overopt_drift(rng: np.random.Generator, n_ckpt: int = 10, n: int = 200):
+    """Held-out reward rises while GSM8K collapses from 30% to 8% after the fourth checkpoint, and
+    the judge's verdict (gold) peaks and falls: the over-optimisation picture."""
     steps = [100 * i for i in range(n_ckpt)]
     reward = [0.1 + 0.15 * i for i in range(n_ckpt)]
     gsm = [.30 if i < 4 else max(.08, .30 - .06 * (i - 3)) for i in range(n_ckpt)]
     rates = {"gsm8k": gsm, "mmlu": [.42] * n_ckpt, "toxigen": [.03] * n_ckpt}
-    return drift_rows(steps, reward, rates, n, rng)
+    gold = [.5 + .08 * i if i < 4 else .74 - .1 * (i - 3) for i in range(n_ckpt)]
+    return drift_run(rng, steps, rates, n, reward, gold=gold)
+
+
+def write_drift(ppo_dir: Path, run: tuple[list[dict], dict], items: bool = True) -> Path:
+    rows, per_step = run
+    write_jsonl(Path(ppo_dir) / "drift.jsonl", rows)
+    if items:
+        for step, files in per_step.items():
+            for name, r in files.items():
+                write_jsonl(Path(ppo_dir) / "drift" / f"step_{step}" / f"{name}.jsonl", r)
+    return Path(ppo_dir)
+
+
+def _pair_accuracy(p: float, n_prompts: int, per_prompt: int, rng: np.random.Generator, clustered: bool) -> dict:
+    scores = exact_scores(p, n_prompts * per_prompt, rng)
+    if not clustered:
+        return mean_ci(scores)
+    return cluster_bootstrap_mean(scores, [i // per_prompt for i in range(len(scores))])
 
 
 def write_synthetic_run(root: Path, seed: int = 0, rates: dict | None = None, overopt: bool = True,
-                        missing: tuple[str, ...] = ()) -> Path:
-    """A complete fake run dir. `missing` drops (variant, bench) as 'variant:bench' or a stage name."""
+                        missing: tuple[str, ...] = (), drift_items: bool = True, clustered: bool = True,
+                        grader: bool | None = True, h2h: bool = True) -> Path:
+    """A complete fake run dir. `missing` drops (variant, bench) as 'variant:bench' or a stage name.
+    drift_items: per-item drift files (else drift.jsonl only, as older runs); clustered: label and RM
+    accuracies with prompt-clustered CIs; grader: results.json's grader_is_labeller (None: not
+    recorded); h2h: eval_hrlaif's head-to-head win ratio vs RLAIF."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     rates = rates or RATES
@@ -160,27 +240,31 @@ def write_synthetic_run(root: Path, seed: int = 0, rates: dict | None = None, ov
         if f"eval_{v}" in missing:
             continue
         samples = {b: make_samples(b, p, rng) for b, p in vr.items() if f"{v}:{b}" not in missing}
+        if v == "hrlaif" and h2h:
+            samples["win_ratio_vs_rlaif"] = make_samples("win_ratio_vs_rlaif", .62, rng, n=SIZES["satisfaction"])
         write_eval_dir(root / f"eval_{v}", samples, f"synthetic-{v}")
+        if grader is not None:
+            p = root / f"eval_{v}" / "results.json"
+            write_json(p, {**read_json(p), "grader_is_labeller": grader})
     if "ppo_rlaif" not in missing:
-        write_jsonl(root / "ppo_rlaif" / "drift.jsonl", overopt_drift(rng) if overopt else noise_drift(rng))
+        write_drift(root / "ppo_rlaif", overopt_drift(rng) if overopt else noise_drift(rng), drift_items)
     if "ppo_hrlaif" not in missing:
-        write_jsonl(root / "ppo_hrlaif" / "drift.jsonl", noise_drift(rng))
+        write_drift(root / "ppo_hrlaif", noise_drift(rng), drift_items)
     label = {}
     for i, c in enumerate(CATEGORIES):
-        nb = 40
-        basic = exact_scores(0.62 + 0.01 * i, nb, rng)
         verifiable = c in ("math", "multiple_choice", "toxic_rejection")
-        hybrid = exact_scores(0.9 if verifiable else 0.62 + 0.01 * i, nb, rng)
-        label[c] = {"basic": mean_ci(basic), "hybrid": mean_ci(hybrid)}
+        label[c] = {"basic": _pair_accuracy(0.62 + 0.01 * i, 10, 4, rng, clustered),
+                    "hybrid": _pair_accuracy(0.9 if verifiable else 0.62 + 0.01 * i, 10, 4, rng, clustered)}
     if "label_hybrid" not in missing:
         write_json(root / "label_hybrid" / "label_accuracy.json", label)
+        write_json(root / "label_hybrid" / "summary.json",
+                   {"mode": "hybrid", "judge": {"url": "http://127.0.0.1:8080", "model": "embedded", "embedded": True}})
     for mode, base in (("basic", 0.64), ("hybrid", 0.70)):
         if f"rm_{mode}" in missing:
             continue
-        per = {c: mean_ci(exact_scores(base + 0.01 * (i % 4), 50, rng)) for i, c in enumerate(CATEGORIES)}
-        all_scores = exact_scores(base, 600, rng)
+        per = {c: _pair_accuracy(base + 0.01 * (i % 4), 10, 5, rng, clustered) for i, c in enumerate(CATEGORIES)}
         write_json(root / f"rm_{mode}" / "rm_metrics.json",
-                   {"heldout_acc": mean_ci(all_scores), "per_category": per,
+                   {"heldout_acc": _pair_accuracy(base, 120, 5, rng, clustered), "per_category": per,
                     "clipped_share": 0.004 if mode == "basic" else 0.012, "clip": 10.0})
     return root
 

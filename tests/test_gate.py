@@ -18,6 +18,8 @@ from synthetic_run import RATES, degrade_eval_dir, make_samples, read_eval_sampl
 def base(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     samples = {b: make_samples(b, p, rng) for b, p in RATES["sft"].items()}
+    for r in samples["satisfaction"]:  # no invalid verdicts here: the tests below plant their own
+        r["score"] = 0.0 if r["score"] is None else r["score"]
     return write_eval_dir(tmp_path_factory.mktemp("evals") / "base", samples, "sft")
 
 
@@ -140,7 +142,7 @@ def test_null_scores_are_dropped_and_counted(base, tmp_path, run_cli):
     r = json.loads((tmp_path / "g" / "gate.json").read_text())["benchmarks"]["satisfaction"]
     assert (r["invalid_baseline"], r["invalid_candidate"], r["dropped_invalid"]) == (1, 2, 2)
     assert r["n"] == 238 and r["verdict"] == "pass" and r["missing_in_candidate"] == 0
-    assert "invalid b/c" in out and "1/2" in out and "2 of 240 items dropped" in out
+    assert "invalid b/c" in out and "1/2" in out and "2 of 240 items excluded from both sides as invalid" in out
 
     # the same null with a real drop still fails as usual (exit 1, not 2)
     worse = [dict(x, score=0.0) if i < 60 else x for i, x in enumerate(samples["satisfaction"])]

@@ -1,0 +1,145 @@
+"""Sections of the run report that need more than one table: the self-grading notice, the
+HRLAIF-vs-RLAIF contrast, drift with the gold-vs-proxy view, and the alarms' power."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from core.console import DASH
+from core.store import read_json
+from evalsets import registry
+from reports import tables
+from reports.collect import HEAD_TO_HEAD, VARIANT_LABELS, RunData
+from reports.drift import gold_proxy_frame
+from reports.paired import paired_frame
+from reports.plots import save_gold_proxy_plot
+
+SELF_GRADING = (
+    "Self-grading: the evaluation judge ({judge}) is the same model as the labelling judge. Satisfaction, the "
+    "win ratios and the ToxiGen judge classifier are graded by the model whose preferences trained the reward "
+    "models (through different prompts), so they measure agreement with that judge, not human satisfaction: a "
+    "policy tuned toward its preferences is favoured by construction, and the divergence between AI preference "
+    "and human satisfaction that HRLAIF studies cannot show here. Set eval_judge to an independent model "
+    "(eval_judge.url / eval_judge.model) for verdicts that can.")
+
+
+def _identity(j) -> str | None:
+    """A judge identity (dict or string) as one comparable string; the embedded judge is 'embedded'."""
+    if j is None:
+        return None
+    if isinstance(j, str):
+        return j
+    if j.get("embedded") or j.get("url") in ("embedded", None) and j.get("model") in ("embedded", None):
+        return "embedded"
+    return f"{j.get('model') or '?'} at {j.get('url') or '?'}"
+
+
+def grading_notice(run: RunData) -> str | None:
+    """The report's first-lines notice when the evaluation judge is the labelling judge: what the
+    evaluation recorded (`grader_notice` text, or `grader_is_labeller`), else a comparison of the
+    judge identities in results.json and label_*/summary.json."""
+    evals = [r for r in run.results.values() if r]
+    for res in evals:
+        if res.get("grader_notice"):
+            return str(res["grader_notice"])
+    graders = ({_identity(e.get("judge")) for r in evals for e in r["benchmarks"].values() if isinstance(e, dict)}
+               | {_identity(r.get("eval_judge")) for r in evals}) - {None}
+    flags = [r["grader_is_labeller"] for r in evals if "grader_is_labeller" in r]
+    if flags:
+        return SELF_GRADING.format(judge=", ".join(sorted(graders)) or "as recorded") if any(flags) else None
+    labellers = set()
+    for stage in ("label_basic", "label_hybrid"):
+        p = Path(run.run_dir) / stage / "summary.json"
+        if p.exists():
+            labellers.add(_identity((read_json(p) or {}).get("judge")))
+    same = graders & (labellers - {None})
+    if same:
+        return SELF_GRADING.format(judge=", ".join(sorted(same))) + " (Inferred from the judge identities in " \
+                                                                    "results.json and label_*/summary.json.)"
+    return None
+
+
+def versus_blocks(run: RunData, dirs: dict) -> list[tuple]:
+    """HRLAIF vs RLAIF: paired Δ on every benchmark, and the head-to-head win ratio."""
+    b: list[tuple] = [("h2", "HRLAIF vs RLAIF")]
+    if not run.results.get("rlaif") or not run.results.get("hrlaif"):
+        return b + [("note", "Needs both eval_rlaif and eval_hrlaif.")]
+    pair = {v: run.results[v] for v in ("rlaif", "hrlaif")}
+    paired = paired_frame(pair, dirs, baseline="rlaif")
+    df = run.benchmarks[run.benchmarks.variant.isin(pair)]
+    present = set(df.bench) | set(registry.table_order())
+    vs_sft = [x for x in present if x != HEAD_TO_HEAD and registry.info(x)["against_baseline"]]
+    table = tables.comparison_table(df, paired, rows=("rlaif", "hrlaif"), baseline="rlaif", exclude=vs_sft)
+    h2h = HEAD_TO_HEAD in set(df[df.variant == "hrlaif"].bench)
+    label = registry.info(HEAD_TO_HEAD)["label"]
+    label = "Win ratio vs RLAIF" if label == HEAD_TO_HEAD else label  # no spec for it here
+    if not h2h:
+        if label not in table.columns:
+            table[label] = DASH
+        table.loc[VARIANT_LABELS["hrlaif"], label] = "not evaluated"
+    b.append(("table", table, "hrlaif_vs_rlaif"))
+    b.append(("note", "Δ is HRLAIF − RLAIF on the items both evaluated (paired; the Definitions give the tests). "
+                      + ("The head-to-head win ratio is HRLAIF judged against RLAIF on the same prompts, both orders."
+                         if h2h else "The head-to-head win ratio is not evaluated: eval_hrlaif/results.json has no "
+                                     f"{HEAD_TO_HEAD} entry (an evaluation with RLAIF as the second model writes it).")))
+    return b
+
+
+def drift_blocks(run: RunData, items: dict, plots: dict, report_dir: Path) -> list[tuple]:
+    """Drift plots per variant, then the gold-vs-proxy view (plot and numbers) where heldout.jsonl
+    carries the evaluation judge's verdicts."""
+    b: list[tuple] = [("h2", "Drift during PPO")]
+    if plots:
+        b.append(("note", "Left: against PPO step; right: against sqrt(KL to the SFT policy). Top: RM reward on "
+                          "held-out prompts (what the alarm reads) and on the training batch. Below: each benchmark "
+                          "with its 95% CI band."))
+        for v, p in plots.items():
+            b += [("h3", VARIANT_LABELS.get(v, v)), ("img", p, f"drift {v}")]
+    else:
+        b.append(("note", "No ppo_<variant>/drift.jsonl in this run."))
+    b.append(("h3", "Gold vs proxy"))
+    shown = False
+    for v, (rewards, _) in run.drift.items():
+        gp = gold_proxy_frame(rewards, items.get(v) or {})
+        if gp.empty:
+            continue
+        shown = True
+        png = save_gold_proxy_plot(report_dir / f"gold_proxy_{v}.png", v, gp)
+        rows = {f"step {r.step}": {"sqrt KL": f"{r.sqrt_kl:.3f}", "RM reward (proxy)": f"{r.reward:.3f}",
+                                   "judge satisfied (gold)": tables.cell(r.gold, r.gold_lo, r.gold_hi, r.n),
+                                   "invalid": int(r.invalid)} for r in gp.itertuples()}
+        t = pd.DataFrame.from_dict(rows, orient="index")
+        t.index.name = "Checkpoint"
+        b += [("p", VARIANT_LABELS.get(v, v)), ("img", png, f"gold vs proxy {v}"), ("table", t, f"gold_proxy_{v}")]
+    if shown:
+        b.append(("note", "Proxy: mean RM reward of the policy's greedy responses to the held-out prompts. Gold: the "
+                          "evaluation judge's satisfaction verdict on the same responses (invalid verdicts excluded "
+                          "and counted). A proxy that keeps rising while gold stalls or falls is reward "
+                          "over-optimisation (Gao et al. 2022)."))
+    else:
+        b.append(("note", "No judge verdicts on held-out responses: the view needs ppo_<variant>/drift/step_<N>/"
+                          "heldout.jsonl with a `gold` field (written by hrlaif ppo when given the evaluation judge)."))
+    return b
+
+
+def _mde(r: dict) -> str:
+    if not math.isfinite(r["mde"]):
+        return "∞ (too few items)"
+    if r["unit"] == "pt":
+        return f"{r['mde'] * 100:.1f} pt"
+    return f"{r['mde']:.1f}‰" if r["unit"] == "‰" else f"{r['mde']:.3f} (reward)"
+
+
+def power_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per alarm condition: the smallest effect it detects with 80% power at this run's n."""
+    out = {}
+    for r in rows:
+        name = {"over_optimisation": "Over-optimisation", "rlaif_failure": "RLAIF failure"}[r["alarm"]]
+        out[f"{name} · {VARIANT_LABELS.get(r['variant'], r['variant'])} · {r['measure']}"] = {
+            "n": r["n"], "α": f"{r['alpha']:.3g}", "MDE (80% power)": _mde(r),
+            "pairing": "paired" if r["paired"] else "unpaired"}
+    df = pd.DataFrame.from_dict(out, orient="index")
+    df.index.name = "Alarm condition"
+    return df
