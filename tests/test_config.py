@@ -46,11 +46,11 @@ def test_default_is_quickstart_and_partial_config_keeps_defaults(tmp_path):
     assert quick == load_config(QUICKSTART) != RunConfig()
     assert (quick.ppo.steps, quick.ppo.lr, quick.sft.max_steps, quick.eval.limit) == (8, 1e-5, 3, 12)
     f = tmp_path / "c.yaml"
-    f.write_text("seed: 7\nppo:\n  steps: 3\n  kl_estimator: k3\n")
+    f.write_text("seed: 7\nppo:\n  steps: 3\n  kl_coef: 0.2\n")
     cfg = load_config(f)
-    assert cfg.seed == 7 and cfg.ppo.steps == 3 and cfg.ppo.kl_estimator == "k3"
+    assert cfg.seed == 7 and cfg.ppo.steps == 3 and cfg.ppo.kl_coef == 0.2
     # every other setting has its dataclass default, the same as its `hrlaif <command>` flag
-    assert cfg.ppo == replace(PPOConfig(), steps=3, kl_estimator="k3") and cfg.sft == SFTConfig()
+    assert cfg.ppo == replace(PPOConfig(), steps=3, kl_coef=0.2) and cfg.sft == SFTConfig()
     assert cfg.model is None and cfg.judge.url is None  # embedded model and judge
 
 

@@ -10,7 +10,8 @@ import torch
 
 from core.errors import UserError
 
-METRIC_FIELDS = {"step", "reward_raw", "reward_clipped", "kl", "entropy", "response_len", "policy_loss",
+METRIC_FIELDS = {"step", "reward_raw", "reward_clipped", "kl", "kl_k1", "kl_k3", "entropy", "response_len",
+                 "policy_loss",
                  "value_loss", "policy_clipfrac", "value_clipfrac", "approx_kl", "kl_coef",
                  "time_gen", "time_score", "time_train"}
 
@@ -112,7 +113,8 @@ def _fake_eval_factory(calls):
     def fake_eval(model, tokenizer, benchmarks, limit, data_dir):
         assert hasattr(model, "generate") and callable(tokenizer)
         calls.append((list(benchmarks), limit))
-        return {b: {"score": 0.25, "ci95": [0.1, 0.5], "n": limit} for b in benchmarks}
+        items = [{"doc_id": f"d{i}", "score": float(i == 0)} for i in range(limit)]
+        return {b: {"score": 0.25, "ci95": [0.1, 0.5], "n": limit, "items": items} for b in benchmarks}
     return fake_eval
 
 
@@ -124,7 +126,7 @@ def test_ppo_tiny_end_to_end_with_drift(tiny_model_dir, tiny_rm_dir, prompts_fil
     out = tmp_path / "run"
     cfg = PPOConfig(model=str(tiny_model_dir), reward_model=str(tiny_rm_dir), out=str(out),
                     prompts=str(prompts_file), steps=5, batch_size=4, mini_batch_size=2, ppo_epochs=2,
-                    max_new_tokens=8, lr=1e-3, critic_lr=1e-3, save_every=2, kl_estimator="k3",
+                    max_new_tokens=8, lr=1e-3, critic_lr=1e-3, save_every=2,
                     adaptive_kl=True, target_kl=0.01, seed=5, drift_every=2, drift_benchmarks=["gsm8k", "mmlu"],
                     drift_limit=3, heldout_prompts=str(held))
     rows = train(cfg, evaluate_fn=_fake_eval_factory(calls))
@@ -133,7 +135,7 @@ def test_ppo_tiny_end_to_end_with_drift(tiny_model_dir, tiny_rm_dir, prompts_fil
     for r in logged:
         assert METRIC_FIELDS <= set(r)
         assert all(math.isfinite(r[k]) for k in METRIC_FIELDS)
-        assert r["kl"] >= 0  # k3 is non-negative
+        assert r["kl_k3"] >= 0 and r["kl"] == r["kl_k1"]  # the reward's KL is k1; k3 (never negative) logged
         assert 1 <= r["response_len"] <= 8
         assert 0 <= r["policy_clipfrac"] <= 1 and 0 <= r["value_clipfrac"] <= 1
         assert r["time_gen"] > 0 and r["time_score"] > 0 and r["time_train"] > 0
@@ -156,10 +158,20 @@ def test_ppo_tiny_end_to_end_with_drift(tiny_model_dir, tiny_rm_dir, prompts_fil
     # the baseline pairs the untouched weights with the first rollout's reward (same weights)
     assert drift[0]["kl"] == 0.0 and drift[0]["reward_train"] == pytest.approx(logged[0]["reward_raw"])
     for d in drift:
-        assert set(d) == {"step", "kl", "reward_train", "reward_heldout", "benchmarks"}
-        assert -5.0 <= d["reward_heldout"] <= 5.0
+        assert set(d) == {"step", "kl", "kl_k3", "reward_train", "reward_heldout", "gold_heldout", "gold_invalid",
+                          "benchmarks"}
+        assert -5.0 <= d["reward_heldout"] <= 5.0 and d["gold_heldout"] is None  # no gold_fn
         assert d["benchmarks"]["gsm8k"] == {"score": 0.25, "ci95": [0.1, 0.5], "n": 3}
-    assert d["kl"] == logged[3]["kl"] and d["reward_train"] == logged[3]["reward_raw"]
+        # per-item files pair checkpoints: benchmark items and held-out responses with their rewards
+        items = out / "drift" / f"step_{d['step']}"
+        assert [json.loads(x) for x in (items / "mmlu.jsonl").read_text().splitlines()] == \
+            [{"doc_id": f"d{i}", "score": float(i == 0)} for i in range(3)]
+        held_rows = [json.loads(x) for x in (items / "heldout.jsonl").read_text().splitlines()]
+        assert [h["id"] for h in held_rows] == ["q100", "q101", "q102"]
+        assert all(isinstance(h["response"], str) and h["gold"] is None for h in held_rows)
+        assert sum(h["reward"] for h in held_rows) / 3 == pytest.approx(d["reward_heldout"])
+    assert d["kl"] == logged[3]["kl"] and d["kl_k3"] == logged[3]["kl_k3"]
+    assert d["reward_train"] == logged[3]["reward_raw"]
     # checkpoints 2 and 4 (keep 2), `latest` names step_4, TensorBoard events written
     ck = out / "checkpoints"
     assert (ck / "latest").read_text().strip() == "step_4"

@@ -46,6 +46,7 @@ def _cmd(model, rm, prompts, out, *extra):
             "--prompts", str(prompts), "--out", str(out), "--steps", "6", "--batch-size", "4",
             "--mini-batch-size", "2", "--ppo-epochs", "2", "--max-new-tokens", "6", "--lr", "1e-3",
             "--critic-lr", "1e-3", "--adaptive-kl", "--target-kl", "0.01", "--save-every", "2", "--seed", "7",
+            "--precision", "fp32",  # identical numbers after a resume: fp32 on CPU
             *extra]
 
 

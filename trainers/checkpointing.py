@@ -154,6 +154,9 @@ def resume_run(out: Path, *, actor, critic, config_hash: str) -> tuple[dict, Pat
             f = out / name
             if f.exists():  # a last line cut short by the kill is dropped: it is replayed anyway
                 write_jsonl(f, [r for r in read_jsonl(f, torn_tail_ok=True) if int(r["step"]) <= step])
+        for n, d in _steps(out / "drift"):  # per-item drift files of the steps the resumed run replays
+            if n > step:
+                shutil.rmtree(d, ignore_errors=True)
     return state, path
 
 

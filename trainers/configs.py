@@ -10,12 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.hardware import PRECISIONS, check_device
 from core.settings import SettingError, check_fields, existing_file, greater_than, less_than, setting
 from judges.answers import VERIFIABLE
 
 MODEL_HELP = "HF dir, .gguf file or hub id (none = the embedded SmolLM2-135M-Instruct)"
 ZERO_STAGES = (0, 1, 2, 3)
 SEED_HELP = "seed of every random choice of this stage (`hrlaif run` passes its own seed)"
+AUTO_PRECISION = "auto = bf16 where the device multiplies bf16 natively (CUDA, AMX or AVX512-BF16 CPUs), else fp32"
+DEVICE_HELP = "auto = the first CUDA device when there is one, else cpu; or cpu, cuda, cuda:N"
+
+
+def precision_setting(bf16: str = "mixed precision: fp32 weights and optimizer state, bf16 matmuls, fp32 "
+                                  "log-probs and losses"):
+    return setting("auto", f"{AUTO_PRECISION}; bf16 = {bf16}", choices=PRECISIONS)
+
+
+def device_setting():
+    return setting("auto", DEVICE_HELP, check=check_device)
 
 
 @dataclass
@@ -38,7 +50,8 @@ class SFTConfig:
     grad_accum: int = setting(1, "micro-batches per optimizer step", min=1)
     grad_clip: float = setting(1.0, "global gradient-norm clip (0 = off)", min=0)
     zero_stage: int = setting(0, "DeepSpeed ZeRO stage", choices=ZERO_STAGES)
-    bf16: bool = setting(False, "bf16 mixed precision in DeepSpeed")
+    precision: str = precision_setting()
+    device: str = device_setting()
     seed: int = setting(1234, SEED_HELP, pipeline=True)
     save_every: int = setting(0, "write the checkpoint every N optimizer steps (0 = at the end); "
                                  "the NaN guard falls back to it", min=0)
@@ -67,6 +80,8 @@ class SampleConfig:
     seed: int = setting(1234, SEED_HELP, pipeline=True)
     batch_size: int = setting(4, "prompts per generate call (each expands to k sequences)", min=1)
     limit: int = setting(0, "only N prompts, round-robin over categories (0 = all)", min=0)
+    precision: str = precision_setting(bf16="the model's weights in bf16 (inference only)")
+    device: str = device_setting()
 
     def validate(self) -> None:
         check_fields(self)
@@ -115,8 +130,8 @@ class RMConfig:
     samples: str | None = setting(None, "samples.jsonl to cross-check the labels against", pipeline=True)
     out: str = setting("out/rm", "reward-model directory (backbone, head, rm_metrics.json, metrics.jsonl)",
                        pipeline=True)
-    clip: float = setting(10.0, "rewards are clamped to [-clip, clip] inside the model's forward",
-                          check=greater_than(0))
+    clip: float = setting(10.0, "scores are clamped to [-clip, clip] when the model scores (PPO, evaluation); "
+                                "the training loss reads the raw score", check=greater_than(0))
     epochs: int = setting(1, "passes over the training groups", min=1)
     max_steps: int = setting(0, "stop after this many optimizer steps (0 = all epochs)", min=0)
     lr: float = setting(1e-5, "AdamW learning rate (constant)", check=greater_than(0))
@@ -125,12 +140,17 @@ class RMConfig:
     max_len: int = setting(512, "tokens per prompt+response; longer ones lose tokens on the left (counted)", min=8)
     loss: str = setting("kwise", "kwise (one forward per response) or pairwise (two forwards per pair; "
                                  "for comparison)", choices=("kwise", "pairwise"))
-    heldout_frac: float = setting(0.2, "share of prompt ids held out for accuracy (split by id, seeded)",
-                                  min=0, check=less_than(1))
+    heldout_frac: float = setting(0.2, "share of prompt ids held out for accuracy (split by id, seeded; drawn "
+                                       "from the samples file's ids when given, so every variant holds out "
+                                       "the same prompts)", min=0, check=less_than(1))
+    heldout_pairs: str | None = setting(None, "labels.jsonl-format pairs every reward model of a run is also "
+                                              "scored on (rm_metrics.json `shared_heldout_acc`); their prompt "
+                                              "ids are never trained on", check=existing_file, pipeline=True)
     train_layers: int = setting(0, "train only the top N blocks + head (0 = all): a cheap RM on a CPU", min=0)
     grad_clip: float = setting(1.0, "global gradient-norm clip (0 = off)", min=0)
     zero_stage: int = setting(0, "DeepSpeed ZeRO stage", choices=ZERO_STAGES)
-    bf16: bool = setting(False, "bf16 mixed precision in DeepSpeed")
+    precision: str = precision_setting()
+    device: str = device_setting()
     seed: int = setting(1234, SEED_HELP, pipeline=True)
 
     def validate(self) -> None:
@@ -171,16 +191,16 @@ class PPOConfig:
     lam: float = setting(0.95, "GAE lambda", min=0, max=1)
     cliprange: float = setting(0.2, "policy ratio clip epsilon", check=greater_than(0))
     cliprange_value: float = setting(0.2, "value clip around the rollout-time value", check=greater_than(0))
-    kl_coef: float = setting(0.05, "per-token KL penalty coefficient (the start value when adaptive)", min=0)
-    kl_estimator: str = setting("k1", "KL estimator in the reward: k1 (log-ratio) or k3 (non-negative, "
-                                      "lower variance)", choices=("k1", "k3"))
+    kl_coef: float = setting(0.05, "per-token KL penalty coefficient (the start value when adaptive); the "
+                                   "penalty is k1 = log(pi/ref) of the sampled token, whose policy gradient is "
+                                   "KL's (k3 is logged too, as kl_k3)", min=0)
     adaptive_kl: bool = setting(False, "Ziegler et al. 2019 controller: steer kl_coef so that the sequence KL "
                                        "tracks target_kl")
     target_kl: float = setting(6.0, "target sequence KL (nats) of the adaptive controller", check=greater_than(0))
     kl_horizon: int = setting(10000, "adaptive controller horizon, in samples", min=1)
     reward_clip: float = setting(10.0, "clamp the sequence reward to [-reward_clip, reward_clip] (0 = off)", min=0)
-    missing_eos_reward: float | None = setting(-1.0, "reward of a response cut at max_new_tokens "
-                                                     "(none = keep the reward model's score)")
+    missing_eos_reward: float | None = setting(None, "reward of a response cut at max_new_tokens (none = keep the "
+                                                     "reward model's score; the count is logged as `truncated`)")
     whiten_advantages: bool = setting(True, "normalise advantages over the global batch")
     critic_init: str = setting("actor", "critic backbone: the actor's, or the reward model's backbone and head",
                                choices=("actor", "reward"))
@@ -191,7 +211,8 @@ class PPOConfig:
     share_trunk: bool = setting(True, "with train_layers, run the frozen bottom blocks the four models share once "
                                       "per rollout (trainers/trunk.py; not under ZeRO-3)")
     grad_clip: float = setting(1.0, "gradient-norm clip, applied by the engines", min=0)
-    bf16: bool = setting(False, "bf16 mixed precision (slower on CPUs without bf16 matmul units)")
+    precision: str = precision_setting()
+    device: str = device_setting()
     seed: int = setting(1234, SEED_HELP, pipeline=True)
     save_every: int = setting(10, "checkpoint every N steps (0 = never; --resume continues from the last one)",
                               min=0)

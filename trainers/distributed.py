@@ -3,7 +3,10 @@
 Every trainer (SFT, reward model, PPO) builds its engines through `make_engine`, so the
 ZeRO stage, batch sizes and gradient clipping are configured in exactly one place.
 A plain `python` process gets single-rank env defaults; `torchrun` / the `deepspeed`
-launcher provide RANK/WORLD_SIZE themselves.
+launcher provide RANK/WORLD_SIZE themselves. The resolved `device` (trainers/precision.py)
+picks DeepSpeed's accelerator: `cpu` -> DS_ACCELERATOR=cpu and gloo; `cuda[:N]` -> CUDA and
+NCCL, a single process on device N. Mixed precision is torch.autocast around the forwards,
+not DeepSpeed's bf16 mode (why: trainers/precision.py), so the engines hold fp32 weights.
 """
 from __future__ import annotations
 
@@ -24,26 +27,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def setup_env() -> None:
-    """Defaults that make DeepSpeed usable from a plain single process on a CPU box."""
-    try:
-        import torch
-        has_gpu = torch.cuda.is_available()
-    except Exception:  # pragma: no cover
-        has_gpu = False
-    if not has_gpu:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+def setup_env(device: str | None = None) -> None:
+    """Defaults that make DeepSpeed usable from a plain single process, on `device` (resolved:
+    cpu, cuda or cuda:N; None = CUDA when there is one)."""
+    if device is None:
+        try:
+            import torch
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        except Exception:  # pragma: no cover
+            device = "cpu"
+    if device == "cpu":
+        os.environ["DS_ACCELERATOR"] = "cpu"  # also on a GPU host: the user asked for the CPU
+    else:
+        os.environ.setdefault("DS_ACCELERATOR", "cuda")
     if "RANK" not in os.environ:  # not under torchrun / deepspeed launcher
         os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("LOCAL_RANK", "0")
+        # DeepSpeed puts a rank's engine on device LOCAL_RANK: cuda:N for a single process is rank 0 on N.
+        os.environ.setdefault("LOCAL_RANK", device.split(":")[1] if ":" in device else "0")
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
 
 
-def init_distributed() -> tuple[int, int]:
+def init_distributed(device: str | None = None) -> tuple[int, int]:
     """Initialise torch.distributed through DeepSpeed once; return (rank, world_size)."""
-    setup_env()
+    setup_env(device)
     import deepspeed
     import torch.distributed as dist
 
@@ -65,10 +73,24 @@ def all_reduce(t: torch.Tensor) -> torch.Tensor:
     """Sum of `t` over ranks (a new tensor); `t` itself on one rank."""
     if rank_world()[1] == 1:
         return t
+    import torch
     import torch.distributed as dist
-    t = t.clone()
-    dist.all_reduce(t)
-    return t
+    # NCCL reduces CUDA tensors only; the small CPU tensors of metrics travel through the GPU.
+    dev = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else t.device
+    via = t.to(dev, copy=True)
+    dist.all_reduce(via)
+    return via.to(t.device)
+
+
+def gather_objects(obj) -> list | None:
+    """Every rank's `obj` on rank 0 (in rank order), None elsewhere; [obj] on one rank."""
+    rank, world = rank_world()
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+    out = [None] * world if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
 
 
 def barrier() -> None:
@@ -93,8 +115,8 @@ class EngineConfig:
     """Micro-batches accumulated before each optimizer step."""
     grad_clip: float = 1.0
     """Global gradient-norm clip (0 disables)."""
-    bf16: bool = False
-    """bf16 mixed precision (only worth it on hardware with bf16 matmuls)."""
+    device: str | None = None
+    """Resolved device (cpu, cuda, cuda:N) that picks DeepSpeed's accelerator; None = CUDA if present."""
 
     def validate(self) -> None:
         if self.zero_stage not in (0, 1, 2, 3):
@@ -110,7 +132,6 @@ def ds_config(cfg: EngineConfig, world_size: int) -> dict:
         "gradient_accumulation_steps": cfg.grad_accum,
         "train_batch_size": cfg.micro_batch_size * cfg.grad_accum * world_size,
         "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": cfg.bf16},
         "steps_per_print": 10**9,  # we log ourselves
         "wall_clock_breakdown": False,
     }
@@ -126,7 +147,7 @@ def make_engine(model, cfg: EngineConfig):
 
     from core.allocator import keep_freed_memory
     keep_freed_memory()  # also for library callers that bypass the CLI
-    rank, world = init_distributed()
+    rank, world = init_distributed(cfg.device)
     params = [p for p in model.parameters() if p.requires_grad]
     try:  # the fused kernel (CPU and GPU) is 4x faster than the per-tensor loop on a CPU
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)

@@ -7,12 +7,15 @@ One rollout batch goes through four passes, each batched over every sequence at 
    (`recompute_old_logprobs` runs the actor over the rollout instead).
 2. `score`: the frozen reward model reads prompt + response (EOS stripped, right-padded:
    the same sequence `trainers.data_formats.encode_prompt_response` builds for RM training).
+   A reward model with another tokenizer reads the decoded texts instead (`TextBridge`).
 3. reference log-probs and critic values: one forward each over the whole batch; the
    reference computes its LM head only on response positions (`logits_to_keep`).
    With a `SharedTrunk` (trainers/trunk.py) the frozen bottom blocks that actor, reference,
    critic and reward model have in common run once, and steps 2-3 and every PPO epoch run
    only each model's own top blocks on the cached hidden states (`Rollout.hidden`).
-4. `compute_advantages`: per-token KL penalty + final score, GAE(gamma, lambda), whitening.
+4. advantages: per-token KL penalty (k1 = log pi - log ref of the sampled token: as a reward its
+   policy gradient is exactly KL's; k3 would add a bias, so it is only logged) + final score,
+   GAE(gamma, lambda), whitening. Everything from log-probs on is fp32, also under bf16 autocast.
 
 The batch of a step is `global_batch` (epochs of seeded permutations) and prompt j of it samples
 with the generator seeded by `sample_seed(seed, step, j)`, whatever rank it lands on.
@@ -27,7 +30,7 @@ import torch
 
 from core.tensors import last_token_index, right_pad
 from trainers.generation import Generation, generate
-from trainers.models import logprobs_from_logits, policy_logits, run_model
+from trainers.models import logprobs_from_logits, policy_logits, rm_inputs, run_model
 
 
 # ----------------------------------------------------------------------- batch order
@@ -61,6 +64,26 @@ def reward_inputs(gen: Generation, eos_ids: list[int], pad_id: int):
     return right_pad(seqs, pad_id)
 
 
+class TextBridge:
+    """Rollout tokens -> texts -> a reward model whose tokenizer is not the actor's.
+
+    The response is decoded from the actor's tokens (final EOS dropped, special tokens skipped)
+    and re-encoded with the prompt's text as that reward model reads pairs (`rm_inputs`)."""
+
+    def __init__(self, reward_model, rm_tok, actor_tok, eos_ids: list[int]):
+        self.rm, self.rm_tok, self.actor_tok = reward_model, rm_tok, actor_tok
+        self.eos = set(int(e) for e in eos_ids)
+
+    def __call__(self, prompts: list[str], gen: Generation):
+        seqs = []
+        for prompt, row, keep in zip(prompts, gen.responses.tolist(), gen.response_mask.tolist()):
+            toks = [t for t, k in zip(row, keep) if k]
+            if toks and toks[-1] in self.eos:
+                toks = toks[:-1]
+            seqs.append(rm_inputs(self.rm, self.rm_tok, prompt, self.actor_tok.decode(toks, skip_special_tokens=True)))
+        return right_pad(seqs, self.rm_tok.pad_token_id)
+
+
 def without_final_eos(gen: Generation, eos_ids: list[int]) -> torch.Tensor:
     """The rollout's attention mask with each row's final EOS dropped (left padding kept)."""
     mask = gen.attention_mask.clone()
@@ -72,17 +95,18 @@ def without_final_eos(gen: Generation, eos_ids: list[int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score(reward_model, gen: Generation, eos_ids: list[int], pad_id: int, trunk=None,
-          hidden=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(reward, raw): the RM's clipped reward and its unclipped score, shape (B,) each."""
-    if hidden is not None and trunk is not None and trunk.shares(reward_model):
+def score(reward_model, gen: Generation, eos_ids: list[int], pad_id: int, trunk=None, hidden=None,
+          bridge: TextBridge | None = None, prompts: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reward, raw): the RM's clipped reward and its unclipped score, shape (B,) each.
+    `bridge` (with the prompts' texts): the reward model reads re-tokenised texts."""
+    if bridge is None and hidden is not None and trunk is not None and trunk.shares(reward_model):
         # Same tokens as reward_inputs, left-padded: the RM reads its last unmasked token, and a
         # dropped trailing EOS cannot change what causal attention gave the tokens before it.
         reward, raw = run_model(reward_model, None, without_final_eos(gen, eos_ids), trunk, hidden,
                                 return_raw=True)
         return reward.float().reshape(-1), raw.float().reshape(-1)
     device = next(reward_model.parameters()).device
-    ids, mask = reward_inputs(gen, eos_ids, pad_id)
+    ids, mask = bridge(prompts, gen) if bridge is not None else reward_inputs(gen, eos_ids, pad_id)
     ids, mask = ids.to(device), mask.to(device)
     try:
         reward, raw = reward_model(ids, mask, return_raw=True)
@@ -170,9 +194,9 @@ class Rollout:
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
-    kl: torch.Tensor            # per-token KL estimate
+    kl: torch.Tensor            # per-token k1 KL estimate (the reward's penalty)
     reward_raw: torch.Tensor    # (B,) reward-model score before any clipping
-    reward: torch.Tensor        # (B,) reward used: RM-clipped, missing-EOS rule, reward_clip
+    reward: torch.Tensor        # (B,) reward used: RM-clipped, missing-EOS rule (if set), reward_clip
     finished: torch.Tensor      # (B,) bool
     prompt_width: int
     hidden: torch.Tensor | None = None  # (B, P+R, H) shared-trunk output, when there is a trunk
@@ -202,9 +226,10 @@ class Rollout:
 
 def make_rollout(*, actor, ref, critic, reward_model, prompts: list[list[int]], seeds: list[int],
                  cfg, kl_coef: float, eos_ids: list[int], pad_id: int, all_reduce=None,
-                 timer=None, trunk=None) -> Rollout:
+                 timer=None, trunk=None, bridge=None, prompt_texts=None) -> Rollout:
     """Generate + score one batch. `cfg` is a PPOConfig; `timer(name)` is a context manager;
-    `trunk` an optional `SharedTrunk` whose hidden states the rollout keeps for the update."""
+    `trunk` an optional `SharedTrunk` whose hidden states the rollout keeps for the update;
+    `bridge` + `prompt_texts`: a reward model with another tokenizer (`TextBridge`)."""
     timer = timer or (lambda name: contextlib.nullcontext())
     with timer("gen"):
         was_training = actor.training
@@ -224,7 +249,7 @@ def make_rollout(*, actor, ref, critic, reward_model, prompts: list[list[int]], 
         hidden = gen.hidden
         if trunk is not None and hidden is None:
             hidden = trunk(gen.sequences, gen.attention_mask)
-        reward, raw = score(reward_model, gen, eos_ids, pad_id, trunk, hidden)
+        reward, raw = score(reward_model, gen, eos_ids, pad_id, trunk, hidden, bridge, prompt_texts)
         if cfg.missing_eos_reward is not None:
             reward = torch.where(gen.finished, reward, torch.full_like(reward, cfg.missing_eos_reward))
         if cfg.reward_clip:
@@ -235,7 +260,7 @@ def make_rollout(*, actor, ref, critic, reward_model, prompts: list[list[int]], 
         values = critic_values(critic, gen, trunk, hidden)
         critic.train(critic_was_training)
         mask = gen.response_mask
-        kl = kl_penalty(gen.logprobs, ref_lp, cfg.kl_estimator) * mask
+        kl = kl_penalty(gen.logprobs, ref_lp, "k1") * mask
         rewards = token_rewards(reward, kl, kl_coef, mask)
         adv, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:

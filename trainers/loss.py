@@ -4,7 +4,8 @@ Reward model (the O(K) trick): a prompt's K responses go through the backbone in
 forward; the loss is the mean over every ordered pair (i, j) of the partial order ("i preferred
 to j") of -log sigmoid(r_i - r_j) (`kwise_group_loss`). The naive pair expansion forwards both
 responses of every pair, 2 * n_pairs = K(K-1) sequences for a full order (`pairwise_group_loss`,
-kept for bench/rm_forwards.py and the equality test).
+kept for bench/rm_forwards.py and the equality test). Both read the RAW score: clipping is for
+scoring (PPO, evaluation); inside the loss it would take the gradient from every outlier.
 
 PPO: token losses summed over the response mask and divided by `n_tok`, the caller's token
 count (trainers/ppo.py passes the global count over ranks / W, which makes the engines' gradient
@@ -24,9 +25,9 @@ def pair_loss(rewards: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
 
 
 def kwise_group_loss(rm, ids, mask, pairs):
-    """ONE forward over the K responses, loss over all pairs. -> (loss, rewards)."""
-    rewards = rm(input_ids=ids, attention_mask=mask)
-    return pair_loss(rewards, pairs), rewards
+    """ONE forward over the K responses, loss over all pairs. -> (loss, raw rewards)."""
+    _, raw = rm(input_ids=ids, attention_mask=mask, return_raw=True)
+    return pair_loss(raw, pairs), raw
 
 
 def pairwise_group_loss(rm, ids, mask, pairs):
@@ -35,7 +36,7 @@ def pairwise_group_loss(rm, ids, mask, pairs):
     for i, j in pairs.tolist():
         sub_mask = mask[[i, j]]
         n = int(sub_mask.sum(1).max())  # right padding: trim to this pair's own length
-        r = rm(input_ids=ids[[i, j], :n], attention_mask=sub_mask[:, :n])
+        _, r = rm(input_ids=ids[[i, j], :n], attention_mask=sub_mask[:, :n], return_raw=True)
         losses.append(-F.logsigmoid(r[0] - r[1]))
     return torch.stack(losses).mean()
 

@@ -3,11 +3,17 @@
 (The layout of OpenRLHF's `models/`: the models here, their losses in trainers/loss.py.)
 
 - `RewardModel`: a causal-LM backbone without its LM head + Linear(hidden, 1) read at the LAST
-  real token, clipped to [-clip, clip] inside `forward` (clipping in the graph means PPO never
-  sees an outlier; the price is no gradient from a raw score already outside the range, which
-  rm_metrics.json's `clipped_share` reports).
+  real token. `forward` returns the score clipped to [-clip, clip] (what PPO and evaluation
+  read: no outlier reaches them) and, with `return_raw`, the raw score, which the training
+  losses use so that an outlier keeps its gradient (rm_metrics.json's `clipped_share` reports
+  how many scores the clip changes).
+- `SequenceClassifierRM`: an HF `AutoModelForSequenceClassification` (one label, as TRL, OpenRLHF
+  and RewardBench use) as a reward model: its logit is the score, unclipped (PPO's reward_clip
+  applies).
 - `ValueModel`: PPO's critic, a backbone + Linear(hidden, 1) at every position.
-- `load_reward_model(dir)`: a trained reward model and its tokenizer.
+- `load_reward_model(spec)`: either kind and its tokenizer; `rm_inputs` encodes (prompt,
+  response) texts the way that model reads them, for a reward model whose tokenizer is not the
+  policy's (its ids cannot go through as they are) and for `hrlaif eval-rm`.
 - `run_model`, `policy_logits`, `logprobs_from_logits`, `entropy_from_logits`: the forwards and
   per-token quantities experience making and the PPO update share.
 
@@ -62,7 +68,7 @@ class RewardModel(nn.Module):
                                position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
         last = hidden[torch.arange(hidden.size(0), device=hidden.device), last_token_index(attention_mask)]
         raw = self.head(last).squeeze(-1).float()
-        reward = raw.clamp(-self.clip, self.clip)  # in the graph: d reward / d raw = 0 outside the range
+        reward = raw.clamp(-self.clip, self.clip)  # d reward / d raw = 0 outside: train on `raw`
         return (reward, raw) if return_raw else reward
 
     # -- persistence: backbone as an HF checkpoint, head + rm config beside it
@@ -105,14 +111,92 @@ class RewardModel(nn.Module):
         return cls(backbone, clip=clip), tok, identity
 
 
-def load_reward_model(path) -> tuple[RewardModel, object | None]:
-    """A reward-model directory -> (RewardModel in eval mode, its tokenizer or None if it has none)."""
-    p = Path(path)
-    if not p.is_dir():
-        raise UserError(f"reward model directory not found: {path}")
-    rm = RewardModel.from_pretrained(p)
-    tok = load_tokenizer(p) if (p / "tokenizer_config.json").exists() else None
-    return rm, tok
+class SequenceClassifierRM(nn.Module):
+    """An HF sequence classifier with one label as a reward model: reward = its logit.
+
+    The classifier reads the last token that is not its pad token (HF's rule), so batches are
+    right-padded with `config.pad_token_id`."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if getattr(model.config, "num_labels", 1) != 1:
+            raise UserError(f"a reward model has one output; this sequence classifier has "
+                            f"{model.config.num_labels} labels")
+        self.model = model
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def backbone(self):  # what ValueModel.from_reward_model copies (critic_init=reward)
+        return self.model.base_model
+
+    @property
+    def head(self):
+        return getattr(self.model, "score", None)
+
+    def forward(self, input_ids=None, attention_mask=None, return_raw: bool = False, inputs_embeds=None):
+        score = self.model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                           use_cache=False).logits[:, 0].float()
+        return (score, score) if return_raw else score
+
+
+def load_reward_model(spec) -> tuple[nn.Module, object | None]:
+    """A harness reward-model directory, or an HF sequence-classification model (directory or hub
+    id) -> (model in eval mode, its tokenizer or None if a harness directory has none)."""
+    from core.models import HUB_ID_RE, resolve
+
+    p = Path(spec)
+    if (p / RM_CONFIG_FILE).exists() or (p.is_dir() and not (p / "config.json").exists()):
+        rm = RewardModel.from_pretrained(p)  # names what is missing
+        return rm, load_tokenizer(p) if (p / "tokenizer_config.json").exists() else None
+    if not p.exists() and not HUB_ID_RE.match(str(spec)):
+        raise UserError(f"reward model directory not found: {spec}")
+    ref = resolve(str(spec))
+    arch = _architectures(ref)
+    if not any(a.endswith("ForSequenceClassification") for a in arch):
+        # from_pretrained would put a random score head on it: random rewards, silently
+        raise UserError(f"{spec} is neither a harness reward-model directory nor a sequence classifier "
+                        f"(its architecture: {', '.join(arch) or 'unknown'})")
+    tok = load_tokenizer(ref.path, ref.spec)
+    model = load_weights(ref.path, "sequence_classification", name=ref.spec)
+    if model.config.pad_token_id is None:  # it finds the last real token by the pad id
+        model.config.pad_token_id = tok.pad_token_id
+    return SequenceClassifierRM(model).eval(), tok
+
+
+def _architectures(ref) -> list[str]:
+    from transformers import AutoConfig
+
+    try:
+        return list(AutoConfig.from_pretrained(ref.path).architectures or [])
+    except (OSError, ValueError) as e:
+        raise cannot_load(ref.spec, e)
+
+
+def same_vocabulary(tok_a, tok_b) -> bool:
+    """True when token ids mean the same text in both tokenizers (they can pass through unchanged)."""
+    return tok_a is None or tok_b is None or tok_a.get_vocab() == tok_b.get_vocab()
+
+
+def rm_inputs(rm, tok, prompt: str, response: str, max_len: int = 2048) -> list[int]:
+    """Token ids of a (prompt, response) pair as `rm` reads them, the last max_len kept.
+
+    Harness reward model: its training layout (trainers.data_formats.encode_prompt_response).
+    HF classifier: the conversation in its tokenizer's chat template when it has one, else the
+    two texts as a tokenizer pair (the convention of classifier RMs such as DeBERTa ones)."""
+    from trainers.data_formats import encode_prompt_response
+
+    if isinstance(rm, RewardModel):
+        return encode_prompt_response(tok, prompt, response, max_len)[0]
+    if getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template([{"role": "user", "content": prompt},
+                                        {"role": "assistant", "content": response}], tokenize=False)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tok(prompt, response)["input_ids"]
+    return ids[-max_len:]
 
 
 class ValueModel(nn.Module):

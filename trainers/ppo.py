@@ -12,8 +12,11 @@ ranks compute the same update as one rank on the whole batch.
 
 With `train_layers`, the frozen bottom blocks that all four models share run once per rollout
 (`trainers/trunk.py`): collected while the actor decodes, then only each model's top blocks run.
-Drift (held-out reward, optional benchmarks through a passed-in `evaluate_fn`) is
-trainers/drift.py; checkpoints and resume are trainers/checkpointing.py.
+Drift (held-out reward and gold verdicts, optional benchmarks through a passed-in `evaluate_fn`)
+is trainers/drift.py; checkpoints and resume are trainers/checkpointing.py. `device` and
+`precision` resolve per host (trainers/precision.py): in bf16 the forwards run under autocast
+over fp32 weights, and log-probs, KL, advantages and losses are fp32. The reward model is the
+harness's own or an HF sequence classifier; one with another tokenizer reads decoded texts.
 
 Usage: `hrlaif ppo --model ACTOR --reward-model RM --out DIR` (harness/commands/ppo.py),
 or `train(PPOConfig(...), evaluate_fn=...)` from Python; `torchrun --nproc_per_node 2 -m
@@ -45,12 +48,14 @@ from trainers import checkpointing as ckpt
 from trainers import drift
 from trainers.configs import PPOConfig
 from trainers.data_formats import ensure_chat_template, load_prompts, tokenize_prompts
-from trainers.distributed import EngineConfig, all_reduce, barrier, init_distributed, make_engine
-from trainers.experience import Rollout, global_batch, make_rollout, sample_seed
+from trainers.distributed import (EngineConfig, all_reduce, barrier, gather_objects, init_distributed,
+                                  make_engine)
+from trainers.experience import Rollout, TextBridge, global_batch, kl_penalty, make_rollout, sample_seed
 from trainers.freezing import train_top_layers
 from trainers.loss import policy_loss, value_loss
-from trainers.models import (ValueModel, entropy_from_logits, load_reward_model, logprobs_from_logits,
-                             policy_logits, run_model)
+from trainers.models import (RewardModel, ValueModel, entropy_from_logits, load_reward_model, logprobs_from_logits,
+                             policy_logits, run_model, same_vocabulary)
+from trainers.precision import cast_frozen, resolve
 from trainers.trunk import SharedTrunk, decoder_of
 
 log = logging.getLogger(__name__)
@@ -74,14 +79,16 @@ class KLController:
 
 class PPOTrainer:
     def __init__(self, cfg: PPOConfig, reward_model: nn.Module | None = None,
-                 evaluate_fn: Callable | None = None):
-        """`reward_model`: an in-memory RM instead of loading cfg.reward_model; `evaluate_fn`: the
-        drift benchmarks' evaluator (trainers/drift.py; None = held-out reward only)."""
+                 evaluate_fn: Callable | None = None, gold_fn: Callable | None = None):
+        """`reward_model`: an in-memory RM instead of loading cfg.reward_model; `evaluate_fn` and
+        `gold_fn`: the drift benchmarks' evaluator and the held-out responses' gold verdicts
+        (trainers/drift.py; None = without them)."""
         cfg.validate()
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.evaluate_fn = evaluate_fn
-        self.rank, self.world = init_distributed()
+        self.evaluate_fn, self.gold_fn = evaluate_fn, gold_fn
+        self.place = resolve(cfg)
+        self.rank, self.world = init_distributed(self.place.device)
         if cfg.batch_size % self.world or cfg.mini_batch_size % self.world:
             raise UserError(f"batch_size and mini_batch_size must be multiples of the {self.world} ranks")
         ckpt.check_run_dir(self.out, cfg.resume)
@@ -103,11 +110,12 @@ class PPOTrainer:
                         cut, len(self.prompts), cfg.max_prompt_len)
 
         # Models. The reference is a frozen copy of the initial actor (no second disk read).
+        self.bridge = None
         if reward_model is None:
             reward_model, rm_tok = load_reward_model(cfg.reward_model)
-            # The rollout token ids go to the RM as they are: its vocabulary must be the actor's.
-            if rm_tok is not None and rm_tok.get_vocab() != self.tok.get_vocab():
-                raise UserError(f"the reward model in {cfg.reward_model} uses a different tokenizer from the actor")
+            # Same vocabulary: the rollout's token ids go to the RM as they are; else it reads texts.
+            if not same_vocabulary(rm_tok, self.tok):
+                self.bridge = TextBridge(reward_model, rm_tok, self.tok, self.eos_ids)
         self.reward_model = reward_model.eval().requires_grad_(False)
         self.ref = copy.deepcopy(actor).eval().requires_grad_(False)
         critic = (ValueModel.from_checkpoint(actor_id["path"], actor_id["spec"]) if cfg.critic_init == "actor"
@@ -123,13 +131,15 @@ class PPOTrainer:
                 head.register_forward_pre_hook(_contiguous_args)
         mb = cfg.mini_batch_size // self.world
         ec = dict(zero_stage=cfg.zero_stage, micro_batch_size=mb, grad_accum=1, grad_clip=cfg.grad_clip,
-                  bf16=cfg.bf16)
+                  device=self.place.device)
         self.actor = make_engine(actor, EngineConfig(lr=cfg.lr, **ec))
         self.critic = make_engine(critic, EngineConfig(lr=cfg.critic_lr, **ec))
         dev = self.actor.device
         self.ref.to(dev)
         self.reward_model.to(dev)
         self.trunk = self._build_trunk() if cfg.share_trunk and cfg.train_layers and cfg.zero_stage < 3 else None
+        for m in (self.ref, self.reward_model):  # never trained or saved: bf16 matmul weights once
+            cast_frozen(m, self.place)
 
         self.kl = KLController(cfg)
         self.start_step = 0
@@ -150,8 +160,10 @@ class PPOTrainer:
         reward = lambda m, ids, mask, h: m(ids, mask, inputs_embeds=h)  # noqa: E731
         return SharedTrunk.build(self.ref, len(dec.layers) - self.cfg.train_layers,
                                  {"reference": (self.ref, lm), "actor": (self.actor.module, lm),
-                                  "critic": (self.critic.module, value), "reward model": (self.reward_model, reward)},
-                                 vocab_size=min(len(self.tok), self.ref.config.vocab_size))
+                                  "critic": (self.critic.module, value),
+                                  **({"reward model": (self.reward_model, reward)}
+                                     if isinstance(self.reward_model, RewardModel) and self.bridge is None else {})},
+                                 vocab_size=min(len(self.tok), self.ref.config.vocab_size), autocast=self.place.autocast)
 
     # ------------------------------------------------------------------- run directory
     @property
@@ -174,7 +186,7 @@ class PPOTrainer:
         append_jsonl(self.out / "sessions.jsonl", {
             "session": self.session, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(),
             "world_size": self.world, "resumed_from_step": self.start_step if self.resumed_from else None,
-            "checkpoint": str(self.resumed_from) if self.resumed_from else None})
+            "checkpoint": str(self.resumed_from) if self.resumed_from else None, **self.place.record()})
 
     def save(self, step: int) -> None:
         state = {"data_position": (step) * self.cfg.batch_size, "kl_coef": self.kl.value,
@@ -188,11 +200,13 @@ class PPOTrainer:
         cfg = self.cfg
         gidx = global_batch(step, cfg.batch_size, len(self.prompt_ids), cfg.seed)
         mine = list(range(self.rank, cfg.batch_size, self.world))  # DistributedSampler-style shard
-        return make_rollout(actor=self.actor.module, ref=self.ref, critic=self.critic.module,
-                            reward_model=self.reward_model, prompts=[self.prompt_ids[gidx[j]] for j in mine],
-                            seeds=[sample_seed(cfg.seed, step, j) for j in mine], cfg=cfg,
-                            kl_coef=self.kl.value, eos_ids=self.eos_ids, pad_id=self.pad_id,
-                            all_reduce=all_reduce, timer=timer, trunk=self.trunk)
+        with self.place.autocast():
+            return make_rollout(actor=self.actor.module, ref=self.ref, critic=self.critic.module,
+                                reward_model=self.reward_model, prompts=[self.prompt_ids[gidx[j]] for j in mine],
+                                seeds=[sample_seed(cfg.seed, step, j) for j in mine], cfg=cfg,
+                                kl_coef=self.kl.value, eos_ids=self.eos_ids, pad_id=self.pad_id,
+                                all_reduce=all_reduce, timer=timer, trunk=self.trunk, bridge=self.bridge,
+                                prompt_texts=[self.prompts[gidx[j]]["prompt"] for j in mine])
 
     def ppo_update(self, ro: Rollout, step: int) -> dict:
         """Clipped PPO on one rollout; returns per-minibatch means of the losses and diagnostics."""
@@ -211,12 +225,13 @@ class PPOTrainer:
                 # over W ranks, which makes the update the global token-mean.
                 n_tok = all_reduce(mask.sum().double()).item() / self.world
                 P = b.prompt_width
-                logits = policy_logits(self.actor, b.sequences, b.attention_mask, P, cfg.temperature,
-                                       self.trunk, b.hidden)
+                with self.place.autocast():  # forwards only: backward and step run outside
+                    logits = policy_logits(self.actor, b.sequences, b.attention_mask, P, cfg.temperature,
+                                           self.trunk, b.hidden).float()
+                    v = run_model(self.critic, b.sequences, b.attention_mask, self.trunk, b.hidden)[:, P - 1:-1]
                 logp = logprobs_from_logits(logits, b.sequences[:, P:])
                 pg_loss, pg_stats = policy_loss(logp, b.logprobs, b.advantages, mask, cfg.cliprange, n_tok)
-                v = run_model(self.critic, b.sequences, b.attention_mask, self.trunk, b.hidden)[:, P - 1:-1]
-                vf_loss, vf_stats = value_loss(v, b.values, b.returns, mask, cfg.cliprange_value, n_tok)
+                vf_loss, vf_stats = value_loss(v.float(), b.values, b.returns, mask, cfg.cliprange_value, n_tok)
 
                 finite = torch.tensor([float(torch.isfinite(pg_loss) and torch.isfinite(vf_loss))])
                 if all_reduce(finite).item() < self.world:
@@ -234,23 +249,24 @@ class PPOTrainer:
                     stats[k2].append(v2)
                 if epoch == 0:  # entropy of the rollout policy, not of the updated one
                     with torch.no_grad():
-                        ent = entropy_from_logits(logits.detach().float())
+                        ent = entropy_from_logits(logits.detach())
                         stats["entropy"].append((ent * mask).sum().item() / n_tok)
         return {k: float(np.mean(v)) for k, v in stats.items()}
 
     def step_metrics(self, step: int, ro: Rollout, upd: dict, times: dict) -> dict:
         mask = ro.response_mask
-        seq_kl = ro.kl.sum(1)
-        local = torch.tensor([ro.reward_raw.sum().item(), ro.reward.sum().item(), seq_kl.sum().item(),
-                              mask.sum().item(), float(len(ro)), float((~ro.finished).sum().item()),
+        k3 = (kl_penalty(ro.logprobs, ro.ref_logprobs, "k3") * mask).sum()  # logged only: >= 0 per token
+        local = torch.tensor([ro.reward_raw.sum().item(), ro.reward.sum().item(), ro.kl.sum().item(),
+                              mask.sum().item(), float(len(ro)), float((~ro.finished).sum().item()), k3.item(),
                               *[upd[k] for k in _UPD_KEYS]], dtype=torch.float64)
         s = all_reduce(local).tolist()
-        n = s[4]
+        n, u = s[4], 7
         row = {"step": step + 1, "reward_raw": s[0] / n, "reward_clipped": s[1] / n, "kl": s[2] / n,
-               "entropy": s[6 + _UPD_KEYS.index("entropy")] / self.world, "response_len": s[3] / n}
+               "kl_k1": s[2] / n, "kl_k3": s[6] / n,
+               "entropy": s[u + _UPD_KEYS.index("entropy")] / self.world, "response_len": s[3] / n}
         for i, k in enumerate(_UPD_KEYS):
             if k != "entropy":
-                row[k] = s[6 + i] / self.world
+                row[k] = s[u + i] / self.world
         row["kl_coef"] = self.kl.value
         row.update({f"time_{k}": round(times.get(k, 0.0), 4) for k in ("gen", "score", "train")})
         row["truncated"] = int(s[5])
@@ -258,18 +274,22 @@ class PPOTrainer:
         return row
 
     def drift(self, step: int, row: dict) -> dict | None:
-        """Held-out reward on every rank, benchmarks on rank 0; rank 0 logs and returns the record."""
+        """Held-out responses on every rank, benchmarks and gold verdicts on rank 0; rank 0 writes."""
         model = self.actor.module
         model.eval()
-        total = all_reduce(drift.heldout_reward_sum(
-            model, self.reward_model, self.heldout_ids[self.rank::self.world],
-            batch_size=max(1, self.cfg.batch_size // self.world), max_new_tokens=self.cfg.max_new_tokens,
-            eos_ids=self.eos_ids, pad_id=self.pad_id))
-        with torch.no_grad():
+        with self.place.autocast(), torch.no_grad():
+            mine = drift.heldout_rows(
+                model, self.reward_model, self.tok, self.heldout[self.rank::self.world],
+                self.heldout_ids[self.rank::self.world], batch_size=max(1, self.cfg.batch_size // self.world),
+                max_new_tokens=self.cfg.max_new_tokens, eos_ids=self.eos_ids, pad_id=self.pad_id, bridge=self.bridge)
             benchmarks = drift.benchmark_scores(self.evaluate_fn, model, self.tok, self.cfg) if self.rank == 0 else {}
+        shares = gather_objects(mine)  # rank r scored prompts r, r + W, ...: interleave back
         model.train()
         barrier()
-        return drift.log_drift(self.out, step, row, total, benchmarks) if self.rank == 0 else None
+        if self.rank != 0:
+            return None
+        heldout = [shares[i % self.world][i // self.world] for i in range(sum(len(x) for x in shares))]
+        return drift.log_drift(self.out, step, row, heldout, benchmarks, self.gold_fn)
 
     # -------------------------------------------------------------------------- loop
     def run(self) -> list[dict]:
@@ -298,7 +318,7 @@ class PPOTrainer:
                 # Drift baseline at step 0: the weights before any update, with the training
                 # reward of this first rollout (which those same weights generated).
                 tot = all_reduce(torch.tensor([ro.reward_raw.sum().item(), float(len(ro))], dtype=torch.float64))
-                self.drift(-1, {"kl": 0.0, "reward_raw": tot[0].item() / tot[1].item()})
+                self.drift(-1, {"kl": 0.0, "kl_k3": 0.0, "reward_raw": tot[0].item() / tot[1].item()})
             with timer("train"):
                 upd = self.ppo_update(ro, step)         # optimisation
             row = self.step_metrics(step, ro, upd, times)
@@ -333,9 +353,11 @@ def _contiguous_args(_module, args):
 _UPD_KEYS = ["policy_loss", "value_loss", "policy_clipfrac", "value_clipfrac", "approx_kl", "entropy"]
 
 
-def train(cfg: PPOConfig, reward_model: nn.Module | None = None, evaluate_fn: Callable | None = None) -> list[dict]:
+def train(cfg: PPOConfig, reward_model: nn.Module | None = None, evaluate_fn: Callable | None = None,
+          gold_fn: Callable | None = None) -> list[dict]:
     """Run PPO; returns this process's per-step metric rows (also in OUT/metrics.jsonl).
 
-    `evaluate_fn(model, tokenizer, benchmarks, limit, data_dir) -> {bench: {score, ci95, n}}` scores
-    the drift benchmarks (trainers/drift.py); None = no benchmark drift, held-out reward only."""
-    return PPOTrainer(cfg, reward_model=reward_model, evaluate_fn=evaluate_fn).run()
+    `evaluate_fn(model, tokenizer, benchmarks, limit, data_dir) -> {bench: {score, ci95, n, items}}`
+    scores the drift benchmarks; `gold_fn(prompts, responses) -> [1 | 0 | None]` grades the held-out
+    responses (trainers/drift.py); None = without them."""
+    return PPOTrainer(cfg, reward_model=reward_model, evaluate_fn=evaluate_fn, gold_fn=gold_fn).run()

@@ -14,6 +14,7 @@ response tokens, no EOS appended (trainers.data_formats.encode_prompt_response).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -25,7 +26,7 @@ import torch
 
 from core.errors import UserError
 from core.seeding import seed_everything
-from core.store import append_jsonl, read_jsonl, write_json
+from core.store import append_jsonl, file_hash, read_jsonl, write_json, write_jsonl
 from core.tensors import right_pad
 from trainers.configs import RMConfig
 from trainers.data_formats import encode_prompt_response
@@ -33,6 +34,7 @@ from trainers.loss import kwise_group_loss, pairwise_group_loss
 from trainers.models import RewardModel
 
 log = logging.getLogger(__name__)
+HELDOUT_PAIRS = "heldout_pairs.jsonl"  # the held-out groups, labels.jsonl format: `hrlaif eval-rm` reads it
 
 
 # ------------------------------------------------------------------ encoding
@@ -146,34 +148,45 @@ def load_labels(path, samples_path=None) -> list[dict]:
     return groups
 
 
-def split_heldout(groups: list[dict], frac: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Split by prompt id (all rows of an id on one side), seeded."""
-    ids = sorted({g["id"] for g in groups})
+def split_heldout(groups: list[dict], frac: float, seed: int, universe=None, keep_out=()) -> tuple[list, list]:
+    """Split by prompt id (all rows of an id on one side), seeded.
+
+    `universe`: the ids to draw from (the samples file's, which both variants label: their reward
+    models then hold out the same prompts); `keep_out`: ids never trained on besides the draw."""
+    ids = sorted({str(i) for i in universe} if universe else {g["id"] for g in groups})
     random.Random(seed).shuffle(ids)
     n_held = 0 if frac <= 0 or len(ids) < 2 else min(len(ids) - 1, max(1, round(frac * len(ids))))
-    held = set(ids[:n_held])
+    held = set(ids[:n_held]) | set(keep_out)
     return [g for g in groups if g["id"] not in held], [g for g in groups if g["id"] in held]
 
 
 # ------------------------------------------------------------------ training
 
 @torch.no_grad()
-def evaluate(model, tok, groups: list[dict], max_len: int, clip: float) -> dict:
-    """Pairwise accuracy (r_i > r_j strictly; a tie counts as wrong) per category, clipped share."""
-    from core.stats import mean_ci
-
-    per_cat, every, raws = defaultdict(list), [], []
+def evaluate(model, tok, groups: list[dict], max_len: int, clip: float, autocast=contextlib.nullcontext) -> dict:
+    """Pairwise accuracy of the clipped scores (r_i > r_j strictly; a tie counts as wrong), overall and
+    per category, with a bootstrap CI over prompts (a prompt's pairs share its responses: they are
+    resampled together); clipped share = scores the clip changed."""
+    per_cat, every, ids, raws = defaultdict(list), [], [], []
+    device = next(model.parameters()).device
     for g in groups:
-        ids, mask, _ = encode_group(tok, g["prompt"], g["responses"], max_len)
-        reward, raw = model(input_ids=ids, attention_mask=mask, return_raw=True)
-        raws.extend(raw.tolist())
+        gids, mask, _ = encode_group(tok, g["prompt"], g["responses"], max_len)
+        with autocast():
+            reward, raw = model(input_ids=gids.to(device), attention_mask=mask.to(device), return_raw=True)
+        raws.extend(raw.float().tolist())
         for i, j in g["pairs"]:
             ok = float(reward[i] > reward[j])
-            per_cat[g["category"]].append(ok)
-            every.append(ok)
-    return {"acc": mean_ci(every), "per_category": {c: mean_ci(v) for c, v in sorted(per_cat.items())},
+            per_cat[g["category"]].append((ok, g["id"]))
+            every.append((ok, g["id"]))
+    return {"acc": pair_accuracy(every), "per_category": {c: pair_accuracy(v) for c, v in sorted(per_cat.items())},
             "clipped_share": (sum(abs(x) > clip for x in raws) / len(raws)) if raws else 0.0,
             "n_rewards": len(raws)}
+
+
+def pair_accuracy(outcomes: list[tuple[float, str]]) -> dict:
+    """[(1 or 0, prompt id)] -> {score, n, n_clusters, ci95, ci_method}: the CI resamples prompts."""
+    from core.stats import cluster_bootstrap_mean
+    return cluster_bootstrap_mean([o for o, _ in outcomes], [c for _, c in outcomes])
 
 
 def train_reward_model(cfg: RMConfig) -> Path:
@@ -181,11 +194,15 @@ def train_reward_model(cfg: RMConfig) -> Path:
 
     from trainers.checkpointing import full_params, save_hf_checkpoint
     from trainers.distributed import EngineConfig, make_engine
+    from trainers.precision import resolve
 
     cfg.validate()
+    place = resolve(cfg)
     t0 = time.time()
     groups = load_labels(cfg.labels, cfg.samples)
-    train, held = split_heldout(groups, cfg.heldout_frac, cfg.seed)
+    shared = load_labels(cfg.heldout_pairs) if cfg.heldout_pairs else []
+    universe = [r.get("id") for r in read_jsonl(cfg.samples)] if cfg.samples else None
+    train, held = split_heldout(groups, cfg.heldout_frac, cfg.seed, universe, keep_out={g["id"] for g in shared})
     trainable = [g for g in train if g["pairs"]]
     if not trainable:
         raise UserError(f"{cfg.labels}: no training group has a preference pair")
@@ -213,17 +230,18 @@ def train_reward_model(cfg: RMConfig) -> Path:
                  cfg.train_layers)
     engine = make_engine(rm, EngineConfig(
         lr=cfg.lr, weight_decay=cfg.weight_decay, zero_stage=cfg.zero_stage, micro_batch_size=1,
-        grad_accum=cfg.groups_per_step, grad_clip=cfg.grad_clip, bf16=cfg.bf16))
+        grad_accum=cfg.groups_per_step, grad_clip=cfg.grad_clip, device=place.device))
     module = engine.module
 
-    engine.eval()
-    with full_params(module):
-        init_eval = evaluate(engine, tok, held, cfg.max_len, cfg.clip) if held else None
+    def scored(on: list[dict]) -> dict | None:
+        engine.eval()
+        with full_params(module):
+            return evaluate(engine, tok, on, cfg.max_len, cfg.clip, place.autocast) if on else None
 
+    init_eval = scored(held)
     total = max(1, cfg.epochs * len(trainable) // cfg.groups_per_step)
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    group_loss = kwise_group_loss if cfg.loss == "kwise" else pairwise_group_loss
 
     def stream():
         rng = random.Random(cfg.seed)
@@ -242,14 +260,16 @@ def train_reward_model(cfg: RMConfig) -> Path:
         losses, correct, n_pairs, rewards_seen = [], 0, 0, []
         for _ in range(cfg.groups_per_step):
             g = next(batches)
+            ids, mask, p = (t.to(engine.device) for t in (g["ids"], g["mask"], g["pairs_t"]))
+            with place.autocast():
+                if cfg.loss == "kwise":
+                    loss, rewards = kwise_group_loss(engine, ids, mask, p)
+                else:
+                    loss = pairwise_group_loss(engine, ids, mask, p)
             if cfg.loss == "kwise":
-                loss, rewards = kwise_group_loss(engine, g["ids"], g["mask"], g["pairs_t"])
-                p = g["pairs_t"]
                 correct += int((rewards[p[:, 0]] > rewards[p[:, 1]]).sum())
                 n_pairs += len(p)
-                rewards_seen.extend(rewards.detach().tolist())
-            else:
-                loss = group_loss(engine, g["ids"], g["mask"], g["pairs_t"])
+                rewards_seen.extend(rewards.detach().float().tolist())
             if not torch.isfinite(loss):
                 raise UserError(f"reward-model loss became {loss.item()} at step {step + 1}; stopped "
                                 f"(nothing saved); try a lower --lr")
@@ -268,10 +288,11 @@ def train_reward_model(cfg: RMConfig) -> Path:
                      "sequences": module.sequences_forwarded,
                      "sequences_per_group": module.sequences_forwarded / max(1, n_groups_seen)}
 
-    engine.eval()
-    with full_params(module):
-        final = evaluate(engine, tok, held if held else trainable, cfg.max_len, cfg.clip)
+    final = scored(held if held else trainable)
+    shared_eval = scored(shared)
     save_hf_checkpoint(module, tok, out, save_fn=lambda m, d: m.save_pretrained(d))
+    write_jsonl(out / HELDOUT_PAIRS, [{k: g[k] for k in ("id", "prompt", "category", "responses", "pairs")}
+                                      for g in held])
 
     nan = {"score": float("nan"), "n": 0, "ci95": [float("nan"), float("nan")]}
     metrics = {
@@ -281,16 +302,24 @@ def train_reward_model(cfg: RMConfig) -> Path:
         "clip": cfg.clip,
         "heldout_acc_init": init_eval["acc"] if init_eval else nan,
         "definition": "held-out pairwise accuracy: share of labelled pairs (i preferred to j) of held-out "
-                      "prompt ids with r_i > r_j (ties count as wrong); Wilson 95% CI; clipped_share = share "
-                      "of scored responses whose raw reward lies outside [-clip, clip]"
+                      "prompt ids with r_i > r_j for the clipped scores (ties count as wrong); 95% CI: "
+                      "bootstrap over prompts (a prompt's pairs are resampled together); clipped_share = "
+                      "share of scored responses whose raw reward lies outside [-clip, clip] (training "
+                      "uses the raw reward)"
                       + ("" if held else " (no held-out ids: clipped_share measured on training groups)"),
         "split": {"train_ids": len({g['id'] for g in train}), "heldout_ids": len({g['id'] for g in held}),
                   "train_pairs": sum(len(g["pairs"]) for g in train),
                   "heldout_pairs": sum(len(g["pairs"]) for g in held),
+                  "heldout_ids_from": "samples" if universe else "labels",
                   "groups_without_pairs": sum(1 for g in train if not g["pairs"]), "truncated": truncated},
         "train_forward": train_forward,
         "loss": cfg.loss, "last_train_loss": last_loss, "steps": total,
-        "base_model": identity, "config": asdict(cfg), "wall_time_s": round(time.time() - t0, 2),
+        "base_model": identity, "config": asdict(cfg), "placement": place.record(),
+        "wall_time_s": round(time.time() - t0, 2),
     }
+    if shared_eval:
+        metrics["shared_heldout_acc"] = {**shared_eval["acc"], "file": str(cfg.heldout_pairs),
+                                         "sha256_12": file_hash(cfg.heldout_pairs, 12),
+                                         "per_category": shared_eval["per_category"]}
     write_json(out / "rm_metrics.json", metrics)
     return out

@@ -7,7 +7,8 @@ left-padded into batches of `batch_size` prompts, and each prompt gets K continu
 from one `generate(..., num_return_sequences=K, do_sample=True)` call. The global RNGs
 are seeded once (core.seeding), so a fixed (seed, batch_size, prompts, model) gives identical output.
 `finished[i]` says whether response i reached an end-of-sequence token before
-`max_new_tokens` ran out.
+`max_new_tokens` ran out. The model runs on the resolved `device` with bf16 weights when
+`precision` resolves to bf16 (trainers/precision.py); samples.meta.json records both.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def generate_k(model, tok, prompts: list[str], cfg: SampleConfig) -> list[tuple[
     out = []
     for b in tqdm(range(0, len(prompts), cfg.batch_size), desc="sample", unit="batch", dynamic_ncols=True):
         texts = [render_prompt(tok, p) for p in prompts[b:b + cfg.batch_size]]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.no_grad():
             gen = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
                                  top_k=0, max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.k,
@@ -66,13 +67,15 @@ def sample_responses(cfg: SampleConfig) -> Path:
     from core.seeding import seed_everything
     from core.store import write_json, write_jsonl
     from trainers.data_formats import load_prompts
+    from trainers.precision import resolve
 
     cfg.validate()
+    place = resolve(cfg)
     prompts = load_prompts(cfg.prompts)
     if cfg.limit:
         prompts = stratified(prompts, cfg.limit)
-    model, tok, identity = load_causal_lm(cfg.model)
-    model.eval()
+    model, tok, identity = load_causal_lm(cfg.model, dtype="bfloat16" if place.bf16 else "float32")
+    model.to(place.device).eval()
     seed_everything(cfg.seed)
     t0 = time.time()
     results = generate_k(model, tok, [p["prompt"] for p in prompts], cfg)
@@ -82,6 +85,7 @@ def sample_responses(cfg: SampleConfig) -> Path:
     n = sum(len(r["finished"]) for r in rows)
     write_json(out.with_name(out.stem + ".meta.json"), {
         "model": identity, "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "placement": place.record(),
         "n_prompts": len(rows), "n_responses": n,
         "finished_share": sum(sum(r["finished"]) for r in rows) / max(1, n),
         "wall_time_s": round(time.time() - t0, 2)})

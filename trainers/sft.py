@@ -4,12 +4,14 @@
     out = train_sft(cfg)          # -> HF checkpoint dir, loadable by load_causal_lm(out)
 
 The loop is deliberately plain (nanoGPT style): tokenise everything up front, shuffle
-per epoch with a seeded generator, pad each micro-batch on the right, forward, masked
+per epoch with a seeded generator, pad each micro-batch on the right, forward (under bf16
+autocast when `precision` resolves to bf16: trainers/precision.py), masked fp32
 cross-entropy, `engine.backward`, `engine.step`. LR is set by hand each step
 (linear warmup, cosine decay to `min_lr_ratio * lr`).
 
 Outputs in out: the HF checkpoint (config, weights, tokenizer), `metrics.jsonl`
-(one line per optimizer step) and `sft_config.json` (config, data stats, summary).
+(one line per optimizer step) and `sft_config.json` (config, data stats, summary, and
+`placement`: the device and precision that ran).
 """
 from __future__ import annotations
 
@@ -81,8 +83,10 @@ def train_sft(cfg: SFTConfig) -> Path:
     from trainers.checkpointing import save_hf_checkpoint
     from trainers.data_formats import load_instruction_data
     from trainers.distributed import EngineConfig, make_engine
+    from trainers.precision import resolve
 
     cfg.validate()
+    place = resolve(cfg)
     t0 = time.time()
     seed_everything(cfg.seed)
     examples = load_instruction_data(cfg.data)
@@ -107,7 +111,7 @@ def train_sft(cfg: SFTConfig) -> Path:
     model.train()
     engine = make_engine(model, EngineConfig(
         lr=cfg.lr, weight_decay=cfg.weight_decay, zero_stage=cfg.zero_stage, micro_batch_size=cfg.batch_size,
-        grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, bf16=cfg.bf16))
+        grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, device=place.device))
     engine.train()
 
     n_batches = math.ceil(len(rows) / cfg.batch_size)
@@ -136,9 +140,10 @@ def train_sft(cfg: SFTConfig) -> Path:
         losses, n_tok = [], 0
         for _ in range(cfg.grad_accum):
             epoch, batch = next(batches)
-            ids, mask, labels = collate(batch, pad_id)
-            logits = engine(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            loss = response_loss(logits, labels)
+            ids, mask, labels = (t.to(engine.device) for t in collate(batch, pad_id))
+            with place.autocast():
+                logits = engine(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                loss = response_loss(logits, labels)
             if not torch.isfinite(loss):
                 # Stop before the bad gradient touches the weights; the checkpoint on disk stays good.
                 where = (f"last good checkpoint (step {summary['last_saved_step']}) kept in {out}"
@@ -165,5 +170,5 @@ def train_sft(cfg: SFTConfig) -> Path:
     summary["last_saved_step"] = summary["steps"]
     summary["wall_time_s"] = round(time.time() - t0, 2)
     write_json(out / "sft_config.json", {"config": asdict(cfg), "base_model": identity, "data": stats,
-                                         "summary": summary})
+                                         "summary": summary, "placement": place.record()})
     return out

@@ -99,12 +99,13 @@ class SharedTrunk:
     # ------------------------------------------------------------------------ building
     @classmethod
     def build(cls, reference: nn.Module, depth: int, candidates: dict[str, tuple[nn.Module, callable]],
-              vocab_size: int) -> "SharedTrunk | None":
+              vocab_size: int, autocast=contextlib.nullcontext) -> "SharedTrunk | None":
         """A trunk of `depth` blocks shared with every candidate whose bottom matches the reference's.
 
         `candidates` maps a name to (model, call) where `call(model, input_ids, attention_mask,
         inputs_embeds)` returns the model's output tensor; it is run once with ids and once from
-        the trunk on a probe batch, and the model joins only if both agree.
+        the trunk on a probe batch (under `autocast`: the run's precision), and the model joins
+        only if both agree.
         """
         dec = decoder_of(reference)
         if depth < 1 or dec is None or depth >= len(dec.layers):
@@ -120,7 +121,7 @@ class SharedTrunk:
             other = decoder_of(model)
             if other is None or not _same_bottom(dec, other, depth):
                 continue
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 full = call(model, ids, mask, None)
                 h = trunk(ids, mask)
                 with only_blocks(other, other.layers[depth:]):
