@@ -41,7 +41,7 @@ PIPELINE = [c for c in CASES if c.values[5].metadata["pipeline"]]
 # Values with a meaning beyond their type (and the cross-field rule batch_size % mini_batch_size).
 SPECIAL = {"url": "http://127.0.0.1:1/v1", "toxicity_classifier": "hf:some/classifier", "mode": "hybrid",
            "batch_size": 16, "mini_batch_size": 2, "benchmarks": ["mmlu"], "drift_benchmarks": ["mmlu"],
-           "verifiable": ["math"], "max_gen_toks": {"gsm8k": 7}}
+           "verifiable": ["math"], "max_gen_toks": {"gsm8k": 7}, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
