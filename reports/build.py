@@ -17,7 +17,8 @@ from core.stats import INVALID_RULE, MIN_N_CI
 from core.store import write_json, write_text
 from reports import tables
 from reports.alarms import RULES, assess
-from reports.collect import HEAD_TO_HEAD, VARIANT_LABELS, VARIANTS, RunData, benchmark_order, collect
+from reports.collect import (HEAD_TO_HEAD, VARIANT_LABELS, VARIANTS, RunData, benchmark_order, collect,
+                             label_disagreements)
 from reports.drift import read_drift_items
 from reports.paired import paired_frame
 from reports.plots import save_drift_plot
@@ -89,6 +90,18 @@ def _models(run: RunData) -> list[str]:
                                        else f"eval_{v}/results.json missing") for v in VARIANTS]
 
 
+def _disagreement_blocks(run: RunData) -> list[tuple]:
+    dis = label_disagreements(run.run_dir)
+    if not dis:
+        return []
+    b = [("note", f"Answer checks: the hybrid labeller's check and the second check disagree on {dis.get('n', 0)} of "
+                  f"{dis.get('checked', 0)} checked responses" + (f" ({dis['definition']})" if dis.get("definition")
+                                                                 else "") + ".")]
+    if dis.get("items"):
+        b.append(("table", tables.disagreement_table(dis), "answer_check_disagreements"))
+    return b
+
+
 def _eval_dirs(run: RunData) -> dict[str, Path]:
     return {v: Path(run.run_dir) / f"eval_{v}" for v in VARIANTS}
 
@@ -118,6 +131,7 @@ def _blocks(run: RunData, alarms: list[dict], power: list[dict], plots: dict[str
            "win_ratio_by_category"),
           ("h2", "Label accuracy: basic vs hybrid AI feedback"),
           ("table", tables.label_accuracy_table(run.label_accuracy), "label_accuracy"),
+          *_disagreement_blocks(run),
           ("h2", "Reward-model accuracy per category"),
           ("table", tables.rm_table(run.rm_per_category, run.rm_summary), "rm_accuracy")]
     b += drift_blocks(run, items, plots, report_dir)

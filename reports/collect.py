@@ -119,9 +119,11 @@ def benchmark_frame(results: dict[str, dict | None]) -> pd.DataFrame:
                 "definition": e.get("definition") or "", "source": e.get("source") or "",
                 "wins": extra.get("wins"), "ties": extra.get("ties"), "losses": extra.get("losses"),
                 "invalid": _invalid_count(e),
+                # why the figure cannot be trusted (e.g. a ToxiGen classifier at chance on its audit)
+                "unreliable": e.get("unreliable") if isinstance(e.get("unreliable"), str) else None,
             })
     cols = ["variant", "bench", "metric", "score", "lo", "hi", "n", "higher_is_better", "label", "unit",
-            "against_baseline", "definition", "source", "wins", "ties", "losses", "invalid"]
+            "against_baseline", "definition", "source", "wins", "ties", "losses", "invalid", "unreliable"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -142,34 +144,52 @@ def breakdown_frame(results: dict[str, dict | None], bench: str) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["variant", "category", "score", "lo", "hi", "n"])
 
 
-def label_accuracy_frame(run_dir: Path | str) -> pd.DataFrame:
-    """Label accuracy per (category, mode). label_hybrid's file carries both modes; label_basic
-    is the fallback when only basic labelling ran."""
-    run_dir = Path(run_dir)
-    rows: dict[tuple[str, str], dict] = {}
-    # Hybrid last, so its (more complete) file wins on overlap.
-    for stage in ("label_basic", "label_hybrid"):
-        p = run_dir / stage / "label_accuracy.json"
-        if not p.exists():
-            continue
-        data = read_json(p)
-        if not isinstance(data, dict):
-            raise UserError(f"{p} is not a JSON object")
-        for cat, modes in data.items():
-            for mode, e in (modes or {}).items():
-                if isinstance(e, dict):
-                    lo, hi = _ci(e)
-                    rows[(cat, mode)] = {"category": cat, "mode": mode, **_acc(e, lo, hi)}
-    return pd.DataFrame(list(rows.values()), columns=["category", "mode", *ACC_COLUMNS])
-
-
 # An accuracy over pairs: n pairs, n_clusters prompts when its CI is clustered by prompt (else NaN).
 ACC_COLUMNS = ["score", "lo", "hi", "n", "n_clusters"]
+# label_accuracy.json's entry (not a category) listing where the two answer checks disagree.
+DISAGREEMENTS = "answer_check_disagreements"
 
 
 def _acc(e: dict, lo: float, hi: float) -> dict:
     return {"score": _num(e.get("score")), "lo": lo, "hi": hi, "n": int(e.get("n") or 0),
             "n_clusters": _num(e.get("n_clusters"))}
+
+
+def _label_files(run_dir: Path):
+    # Hybrid last, so its (more complete) file wins on overlap.
+    for stage in ("label_basic", "label_hybrid"):
+        p = run_dir / stage / "label_accuracy.json"
+        if p.exists():
+            data = read_json(p)
+            if not isinstance(data, dict):
+                raise UserError(f"{p} is not a JSON object")
+            yield data
+
+
+def label_accuracy_frame(run_dir: Path | str) -> pd.DataFrame:
+    """Label accuracy per (category, mode), with what the truth was (`truth`: the second answer
+    check, hh-rlhf, human sheets) when the file says. label_hybrid's file carries both modes;
+    label_basic is the fallback when only basic labelling ran."""
+    rows: dict[tuple[str, str], dict] = {}
+    for data in _label_files(Path(run_dir)):
+        for cat, modes in data.items():
+            if cat == DISAGREEMENTS or not isinstance(modes, dict):
+                continue
+            for mode, e in modes.items():
+                if isinstance(e, dict):
+                    lo, hi = _ci(e)
+                    rows[(cat, mode)] = {"category": cat, "mode": mode, **_acc(e, lo, hi),
+                                         "truth": modes.get("truth") if isinstance(modes.get("truth"), str) else None}
+    return pd.DataFrame(list(rows.values()), columns=["category", "mode", *ACC_COLUMNS, "truth"])
+
+
+def label_disagreements(run_dir: Path | str) -> dict | None:
+    """{checked, n, items, definition}: responses where the hybrid labeller's answer check and the
+    second check disagree (None when no label file lists them)."""
+    found = None
+    for data in _label_files(Path(run_dir)):
+        found = data.get(DISAGREEMENTS) if isinstance(data.get(DISAGREEMENTS), dict) else found
+    return found
 
 
 def rm_frames(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:

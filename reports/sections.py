@@ -45,11 +45,12 @@ def grading_notice(run: RunData) -> str | None:
         if res.get("grader_notice"):
             return str(res["grader_notice"])
     graders = ({_identity(e.get("judge")) for r in evals for e in r["benchmarks"].values() if isinstance(e, dict)}
-               | {_identity(r.get("eval_judge")) for r in evals}) - {None}
-    flags = [r["grader_is_labeller"] for r in evals if "grader_is_labeller" in r]
+               | {_identity((r.get("judges") or {}).get("evaluation")) for r in evals}) - {None}
+    # null: the evaluation did not know the labeller (e.g. `hrlaif eval` on its own): infer below
+    flags = [r["grader_is_labeller"] for r in evals if r.get("grader_is_labeller") is not None]
     if flags:
         return SELF_GRADING.format(judge=", ".join(sorted(graders)) or "as recorded") if any(flags) else None
-    labellers = set()
+    labellers = {_identity((r.get("judges") or {}).get("labelling")) for r in evals}
     for stage in ("label_basic", "label_hybrid"):
         p = Path(run.run_dir) / stage / "summary.json"
         if p.exists():

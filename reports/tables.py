@@ -93,6 +93,7 @@ def comparison_table(bench_df: pd.DataFrame, paired: pd.DataFrame | None = None,
     benches = [b for b in benchmark_order(meta) if b not in exclude]
     meta = {b: meta.get(b) or registry.info(b) for b in benches}
     base = bench_df[bench_df.variant == baseline].set_index("bench")["score"]
+    unreliable_base = set(bench_df[(bench_df.variant == baseline) & bench_df.unreliable.notna()].bench)
     table = {}
     for v in rows:
         row = {}
@@ -104,13 +105,17 @@ def comparison_table(bench_df: pd.DataFrame, paired: pd.DataFrame | None = None,
                 continue
             r = idx.loc[(v, b)]
             pm = meta[b]["unit"] == "‰"
+            if isinstance(r.unreliable, str):
+                # No rate: a figure from a classifier that fails its audit says nothing (the long CSV keeps it).
+                row[label] = f"unreliable: {r.unreliable}"
+                continue
             text = cell(r.score, r.lo, r.hi, r.n, permille=pm)
             if present(r.invalid):
                 inv = r.invalid
                 text += f" invalid={int(inv) if float(inv).is_integer() else inv}"
             if meta[b]["against_baseline"] and present(r.wins):
                 text += f" W/T/L {int(r.wins)}/{int(r.ties or 0)}/{int(r.losses or 0)}"
-            elif v != baseline and not meta[b]["against_baseline"]:
+            elif v != baseline and not meta[b]["against_baseline"] and b not in unreliable_base:
                 delta = _delta_cell(paired, v, b, r.score - base[b] if b in base.index else None, pm)
                 text += (" " + delta) if delta else ""
             row[label] = text
@@ -175,9 +180,26 @@ def label_accuracy_table(label_df: pd.DataFrame) -> pd.DataFrame:
             row["hybrid − basic"] = fmt_delta(idx.loc[(c, "hybrid")].score - idx.loc[(c, "basic")].score)
         else:
             row["hybrid − basic"] = DASH
+        truth = [t for t in label_df[label_df.category == c].truth if isinstance(t, str)]
+        if truth or label_df.truth.notna().any():
+            row["truth"] = truth[0] if truth else DASH
         out[c] = row
     df = pd.DataFrame.from_dict(out, orient="index")
     df.index.name = "Category"
+    return df
+
+
+def disagreement_table(dis: dict | None) -> pd.DataFrame:
+    """One row per listed response where the labeller's answer check and the second check disagree."""
+    if not dis or not dis.get("items"):
+        return pd.DataFrame()
+    rows = {f"{it.get('id')} #{it.get('response')}": {
+        "category": it.get("category"), "standard answer": it.get("std_answer"),
+        "labeller check": f"{(it.get('labeller') or {}).get('extracted')} -> {(it.get('labeller') or {}).get('correct')}",
+        "second check": f"{(it.get('second') or {}).get('extracted')} -> {(it.get('second') or {}).get('correct')}",
+        "response (start)": str(it.get("text") or "")[:120]} for it in dis["items"]}
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "Response"
     return df
 
 

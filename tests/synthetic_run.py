@@ -254,7 +254,14 @@ def write_synthetic_run(root: Path, seed: int = 0, rates: dict | None = None, ov
     for i, c in enumerate(CATEGORIES):
         verifiable = c in ("math", "multiple_choice", "toxic_rejection")
         label[c] = {"basic": _pair_accuracy(0.62 + 0.01 * i, 10, 4, rng, clustered),
-                    "hybrid": _pair_accuracy(0.9 if verifiable else 0.62 + 0.01 * i, 10, 4, rng, clustered)}
+                    "hybrid": _pair_accuracy(0.9 if verifiable else 0.62 + 0.01 * i, 10, 4, rng, clustered),
+                    "truth": "second answer check" if verifiable else "human (hh-rlhf)"}
+    # where the labeller's answer check and the second check disagree (trainers/feedback/accuracy.py)
+    label["answer_check_disagreements"] = {
+        "checked": 30, "n": 1, "definition": "responses where the two checks disagree",
+        "items": [{"id": "p7", "response": 2, "category": "math", "std_answer": "12", "text": "so the answer is 12.0",
+                   "labeller": {"correct": False, "extracted": "12.0"},
+                   "second": {"correct": True, "extracted": "12", "reason": "numeric match"}}]}
     if "label_hybrid" not in missing:
         write_json(root / "label_hybrid" / "label_accuracy.json", label)
         write_json(root / "label_hybrid" / "summary.json",
@@ -267,6 +274,23 @@ def write_synthetic_run(root: Path, seed: int = 0, rates: dict | None = None, ov
                    {"heldout_acc": _pair_accuracy(base, 120, 5, rng, clustered), "per_category": per,
                     "clipped_share": 0.004 if mode == "basic" else 0.012, "clip": 10.0})
     return root
+
+
+def rare_category(root: Path, n: int = 3, name: str = "rare") -> Path:
+    """Move the first n satisfaction prompts of every variant into a category of their own (a
+    category too small for a CI), recomputing the satisfaction and win-ratio entries."""
+    for v in ("sft", "rlaif", "hrlaif"):
+        p = Path(root) / f"eval_{v}" / "samples" / "satisfaction.jsonl"
+        if not p.exists():
+            continue
+        rows = read_jsonl(p)
+        for r in rows[:n]:
+            r["group"] = name
+        write_jsonl(p, rows)
+        res = read_json(Path(root) / f"eval_{v}" / "results.json")
+        res["benchmarks"].update(results_from_samples({"satisfaction": rows}, v)["benchmarks"])
+        write_json(Path(root) / f"eval_{v}" / "results.json", res)
+    return Path(root)
 
 
 if __name__ == "__main__":  # python -m tests.synthetic_run OUT  -> a run dir to look at
