@@ -94,3 +94,17 @@ def gold_verdicts(judge, prompts: list[str], responses: list[str]) -> list[int |
     decisions = judge.choose_many([eval_satisfaction_messages(p, r) for p, r in zip(prompts, responses)],
                                   options=["Yes", "No"])
     return [None if label == INVALID else int(label == "Yes") for label, _ in decisions]
+
+
+def head_to_head_summary(rows: list[dict], judge_fingerprint: dict | None = None) -> dict:
+    """The `win_ratio_vs_rlaif` results.json entry from head-to-head rows (like the win ratio's)."""
+    from evalsets import scoring
+
+    sp = {"title": "Win ratio HRLAIF vs RLAIF", "label": "Win ratio HRLAIF vs RLAIF", "metric": "win_ratio",
+          "higher_is_better": True, "unit": "%", "against_baseline": True, "requires": "win",
+          "definition": H2H_DEFINITION}
+    out = scoring.win_ratio_summary(sp, rows)
+    out["extra"]["baseline"] = "rlaif"
+    if judge_fingerprint:
+        out["judge"] = judge_fingerprint
+    return out

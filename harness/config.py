@@ -8,6 +8,12 @@ gets an error saying so. Loading is strict: an unknown key, a wrong type, a valu
 or a missing file is a one-line error naming the key (`ppo.kl_coef: expected a number, got
 'high'`), before any work starts.
 
+Judges: `judge` labels the training data; `eval_judge` grades the trained models (satisfaction,
+the win ratios, the ToxiGen judge classifier, PPO's gold verdicts) with the evaluation prompts;
+`harm_judge` flags and rewrites in red teaming. The two others inherit every key they do not set
+from `judge` (so one endpoint serves all three unless told otherwise); the run records when the
+grader is the labeller, which the report says in its first lines.
+
 `RunConfig()` holds the defaults for real use. With no config file, `hrlaif run` loads
 harness/configs/quickstart.yaml: the embedded model, data and judge, sized to finish on a
 2-core CPU in minutes.
@@ -23,6 +29,7 @@ from core.settings import SettingError, existing_dir, from_mapping, setting
 from evalsets.config import EvalConfig
 from judges.config import JudgeConfig
 from trainers.configs import LabelConfig, PPOConfig, RMConfig, SampleConfig, SFTConfig
+from trainers.feedback.redteam_stage import RedteamConfig
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
 
@@ -38,10 +45,16 @@ class RunConfig:
     data_dir: str | None = setting(None, "benchmark and red-team data in the official layouts "
                                          "(none = the embedded sets)", check=existing_dir)
     seed: int = setting(1234, "one seed for every stage; both variants share it")
-    judge: JudgeConfig = setting(default_factory=JudgeConfig, help="the AI judge of labelling and evaluation")
+    judge: JudgeConfig = setting(default_factory=JudgeConfig, help="the AI judge that labels the training data")
+    eval_judge: JudgeConfig = setting(default_factory=JudgeConfig,
+                                      help="the judge that grades the trained models (unset keys: judge's)")
+    harm_judge: JudgeConfig = setting(default_factory=JudgeConfig,
+                                      help="the harmlessness judge of red teaming (unset keys: judge's)")
     sft: SFTConfig = setting(default_factory=SFTConfig, help="supervised fine-tuning")
     sample: SampleConfig = setting(default_factory=SampleConfig, help="K responses per prompt from the SFT model")
     label: LabelConfig = setting(default_factory=LabelConfig, help="basic and hybrid labelling")
+    redteam: RedteamConfig = setting(default_factory=RedteamConfig,
+                                     help="red teaming: SFT answers to harmful prompts, flagged, rewritten, re-judged")
     reward_model: RMConfig = setting(default_factory=RMConfig, help="the K-wise reward models")
     ppo: PPOConfig = setting(default_factory=PPOConfig, help="PPO of RLAIF and HRLAIF")
     eval: EvalConfig = setting(default_factory=EvalConfig, help="evaluation of SFT, RLAIF and HRLAIF")
@@ -80,21 +93,40 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+INHERITING_JUDGES = ("eval_judge", "harm_judge")
+
+
+def inherit_judges(data: dict) -> dict:
+    """eval_judge / harm_judge = the `judge` section, overridden by their own keys."""
+    base = data.get("judge")
+    if not isinstance(base, dict):
+        return data
+    out = {"judge": base} | data  # `judge` first: its own errors are reported under its name
+    for name in INHERITING_JUDGES:
+        own = data.get(name)
+        out[name] = base | own if isinstance(own, dict) else base if own is None else own
+    return out
+
+
 def load_config(path: str | Path | None) -> RunConfig:
     """The run config at `path` over the defaults; None = the quickstart."""
-    return from_mapping(RunConfig, read_yaml(QUICKSTART if path is None else path))
+    return from_mapping(RunConfig, inherit_judges(read_yaml(QUICKSTART if path is None else path)))
 
 
 def check_judge(cfg: RunConfig) -> None:
     """An unreachable judge is a config error: fail before hours of training, not after."""
-    if cfg.judge.url is None:
-        return  # the embedded judge is started (and checked) by each stage that needs it
     from judges.client import Judge
 
-    try:
-        Judge(dataclasses.replace(cfg.judge, retries=1, timeout=10.0)).check()
-    except UserError as e:
-        raise UserError(f"judge.url: {e}")
+    seen: list[JudgeConfig] = []
+    for name in ("judge", *INHERITING_JUDGES):
+        jc = getattr(cfg, name)
+        if jc.url is None or any(jc.same_judge(s) for s in seen):
+            continue  # the embedded judge is started (and checked) by each stage that needs it
+        seen.append(jc)
+        try:
+            Judge(dataclasses.replace(jc, retries=1, timeout=10.0)).check()
+        except UserError as e:
+            raise UserError(f"{name}.url: {e}")
 
 
 def to_dict(cfg: RunConfig) -> dict:

@@ -1,10 +1,13 @@
 """The HRLAIF experiment, stage by stage (read this file top to bottom):
 
-    sft -> sample -> label (basic | hybrid + red teaming) -> reward model (basic | hybrid)
-        -> PPO (RLAIF | HRLAIF) -> evaluate (SFT, RLAIF, HRLAIF) -> report
+    sft -> sample -> red teaming -> shared held-out pairs -> label (basic | hybrid + red teaming)
+        -> reward model (basic | hybrid) -> PPO (RLAIF | HRLAIF) -> evaluate (SFT, RLAIF, HRLAIF)
+        -> report
 
-Both variants share the SFT model, the sampled responses, the seeds and the evaluation
-sets; they differ only in the labels. Each stage is a function with typed inputs and its
+Both variants share the SFT model, the sampled responses, the seeds, the held-out pairs their
+reward models are scored on, and the evaluation sets; they differ only in the labels (hybrid's
+include the red-team pairs). Three judges: `judge` labels, `harm_judge` red-teams, `eval_judge`
+grades (harness/judging.py; by default all three are the same model, which results.json records). Each stage is a function with typed inputs and its
 artifacts in RUN/<stage>/, next to a manifest (status, fingerprint, inputs, wall time, versions).
 
 Re-running on the same RUN directory (the manifest's fingerprint = the stage's config and
@@ -30,10 +33,11 @@ from pathlib import Path
 from typing import Callable
 
 from harness.config import RunConfig, to_dict
+from harness.judging import heldout_stage, redteam_stage
 from core.errors import UserError
 from core.store import read_json, stable_hash, write_json
 
-STAGES = ["sft", "sample", "label_basic", "label_hybrid", "rm_basic", "rm_hybrid",
+STAGES = ["sft", "sample", "redteam", "heldout", "label_basic", "label_hybrid", "rm_basic", "rm_hybrid",
           "ppo_rlaif", "ppo_hrlaif", "eval_sft", "eval_rlaif", "eval_hrlaif", "report"]
 VARIANTS = {"rlaif": "basic", "hrlaif": "hybrid"}  # PPO variant -> label mode
 
@@ -63,22 +67,27 @@ def label(cfg: RunConfig, samples: Path, mode: str, out: Path) -> Path:
     from trainers.feedback.label_stage import HH_FILE, label_samples
 
     hh = cfg.data_dir if cfg.data_dir and (Path(cfg.data_dir) / HH_FILE).exists() else None
-    label_samples(replace(cfg.label, samples=str(samples), mode=mode, out=str(out), data_dir=hh), cfg.judge)
+    label_samples(replace(cfg.label, samples=str(samples), mode=mode, out=str(out), data_dir=hh), cfg.judge,
+                  cfg.harm_judge)
     return out / "labels.jsonl"
 
 
-def reward_model(cfg: RunConfig, sft_model: Path, labels: Path, samples: Path, out: Path) -> Path:
-    """K-wise reward model on the partial orders: one forward per response, clipped reward."""
+def reward_model(cfg: RunConfig, sft_model: Path, labels: Path, samples: Path, out: Path,
+                 heldout: Path | None = None, redteam: Path | None = None) -> Path:
+    """K-wise reward model on the partial orders: one forward per response, clipped reward. Both
+    hold out the shared ids and are scored on their truth pairs; hybrid's data adds the red-team pairs."""
+    from harness.judging import rm_config, rm_training_data
     from trainers.reward_model import train_reward_model
 
-    return Path(train_reward_model(replace(cfg.reward_model, model=str(sft_model), labels=str(labels),
-                                           samples=str(samples), out=str(out / "model"), seed=cfg.seed)))
+    labels, samples = rm_training_data(labels, samples, redteam, out)
+    return Path(train_reward_model(rm_config(cfg, sft_model, labels, samples, heldout, out / "model")))
 
 
 def ppo(cfg: RunConfig, sft_model: Path, rm: Path, out: Path) -> Path:
     """PPO of the SFT model against one reward model, logging reward-vs-benchmark drift.
     Continues from OUT/checkpoints/latest when the runner kept this stage's partial state."""
     from evalsets.runner import evaluate_in_process
+    from harness.judging import gold_judge
     from trainers.ppo import train
 
     pcfg = replace(cfg.ppo, model=str(sft_model), reward_model=str(rm), out=str(out), seed=cfg.seed,
@@ -86,23 +95,32 @@ def ppo(cfg: RunConfig, sft_model: Path, rm: Path, out: Path) -> Path:
     pcfg = replace(pcfg, resume=_ppo_can_continue(pcfg, out))
     if not pcfg.resume:
         _clear_stage_dir(out)  # a partial run without a usable checkpoint: start at step 0
-    # The drift log's generation lengths are the eval stage's.
-    train(pcfg, evaluate_fn=functools.partial(evaluate_in_process, max_gen_toks=dict(cfg.eval.max_gen_toks)))
+    # The drift log's generation lengths are the eval stage's; gold verdicts are the evaluation judge's.
+    with gold_judge(cfg, out) as gold_fn:
+        train(pcfg, evaluate_fn=functools.partial(evaluate_in_process, max_gen_toks=dict(cfg.eval.max_gen_toks)),
+              gold_fn=gold_fn)
     return out / "final"
 
 
-def evaluate(cfg: RunConfig, model: Path, out: Path, baseline: Path | None) -> Path:
-    """Every benchmark on one variant; the win ratio is against the SFT model."""
+def evaluate(cfg: RunConfig, model: Path, out: Path, baseline: Path | None, versus: Path | None = None) -> Path:
+    """Every benchmark on one variant, graded by the evaluation judge; the win ratio is against the
+    SFT model; with `versus` (RLAIF's eval dir) also the HRLAIF-vs-RLAIF head-to-head."""
     from evalsets.runner import evaluate_to_dir
+    from harness.judging import head_to_head
 
     ecfg = replace(cfg.eval, model=str(model), out=str(out), data_dir=cfg.data_dir, seed=cfg.seed,
                    baseline_model=str(baseline) if baseline else None)
-    evaluate_to_dir(ecfg.model, ecfg.out, ecfg, judge=cfg.judge)
+    evaluate_to_dir(ecfg.model, ecfg.out, ecfg, judge=cfg.eval_judge, labeller=cfg.judge)
+    if versus is not None:
+        head_to_head(cfg, out, versus)
     return out / "results.json"
 
 
 def report(run_dir: Path) -> Path:
+    from harness.judging import write_judge_usage
     from reports.build import build_report
+
+    write_judge_usage(run_dir)  # the real judge counts of this run, for the report
     return Path(build_report(run_dir))
 
 
@@ -127,24 +145,36 @@ def _stages(cfg: RunConfig, run_dir: Path, runner: StageRunner) -> Path:
     seed, data = {"seed": cfg.seed}, {"data_dir": cfg.data_dir}
     sft_model = runner.stage("sft", lambda: sft(cfg, d("sft")), (cfg.sft, seed), cfg.model)
     samples = runner.stage("sample", lambda: sample(cfg, sft_model, d("sample")), (cfg.sample, seed), sft_model)
+    redteam = None
+    if cfg.label.redteam:  # red teaming feeds the hybrid RM (label.redteam false: no red teaming at all)
+        redteam = runner.stage("redteam", lambda: redteam_stage(cfg, sft_model, d("redteam")),
+                               (cfg.redteam, cfg.harm_judge, seed, data, {"hh_limit": cfg.label.hh_limit}), sft_model)
+    held = {"heldout_frac": cfg.reward_model.heldout_frac, "hh_limit": cfg.label.hh_limit,
+            "human_pairs": cfg.label.human_pairs}
+    heldout = runner.stage("heldout", lambda: heldout_stage(cfg, samples, d("heldout")), (held, seed, data), samples)
     labels, rms, actors = {}, {}, {}
     for variant, mode in VARIANTS.items():  # labelling continues from its appended labels.jsonl rows
         labels[mode] = runner.stage(f"label_{mode}", lambda m=mode: label(cfg, samples, m, d(f"label_{m}")),
-                                    (cfg.label, cfg.judge, data), samples, resumable=True)
+                                    (cfg.label, cfg.judge, cfg.harm_judge, data), samples, resumable=True)
     for variant, mode in VARIANTS.items():
-        rms[mode] = runner.stage(f"rm_{mode}", lambda m=mode: reward_model(cfg, sft_model, labels[m], samples,
-                                                                           d(f"rm_{m}")),
-                                 (cfg.reward_model, seed), sft_model, labels[mode])
+        extra = redteam if mode == "hybrid" else None
+        rms[mode] = runner.stage(f"rm_{mode}", lambda m=mode, x=extra: reward_model(
+            cfg, sft_model, labels[m], samples, d(f"rm_{m}"), heldout, x),
+            (cfg.reward_model, seed), sft_model, labels[mode], heldout, extra)
     ppo_prompts = {"prompts": cfg.ppo.prompts or cfg.sample.prompts}
     for variant, mode in VARIANTS.items():  # PPO continues from its last checkpoint
         actors[variant] = runner.stage(f"ppo_{variant}", lambda v=variant, m=mode: ppo(
-            cfg, sft_model, rms[m], d(f"ppo_{v}")), (cfg.ppo, seed, data, ppo_prompts), sft_model, rms[mode],
-            resumable=True)
-    runner.stage("eval_sft", lambda: evaluate(cfg, sft_model, d("eval_sft"), None),
-                 (cfg.eval, cfg.judge, seed, data), sft_model)
-    for variant in VARIANTS:
-        runner.stage(f"eval_{variant}", lambda v=variant: evaluate(cfg, actors[v], d(f"eval_{v}"), sft_model),
-                     (cfg.eval, cfg.judge, seed, data), actors[variant], sft_model)
+            cfg, sft_model, rms[m], d(f"ppo_{v}")), (cfg.ppo, cfg.eval_judge, seed, data, ppo_prompts), sft_model,
+            rms[mode], resumable=True)
+    # The labeller's identity is recorded in results.json (is the grader the labeller?).
+    graders = (cfg.eval, cfg.eval_judge, {"labeller": cfg.judge.identity()}, seed, data)
+    runner.stage("eval_sft", lambda: evaluate(cfg, sft_model, d("eval_sft"), None), graders, sft_model)
+    evals = {}
+    for variant in VARIANTS:  # HRLAIF's stage also judges it head to head against RLAIF
+        versus = d("eval_rlaif") if variant == "hrlaif" else None
+        evals[variant] = runner.stage(
+            f"eval_{variant}", lambda v=variant, vs=versus: evaluate(cfg, actors[v], d(f"eval_{v}"), sft_model, vs),
+            graders, actors[variant], sft_model, evals.get("rlaif") if variant == "hrlaif" else None)
     return runner.stage("report", lambda: report(run_dir), None, *[d(f"eval_{v}") for v in ("sft", *VARIANTS)],
                         always=True)
 

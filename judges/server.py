@@ -272,3 +272,29 @@ def session_for(cfg: JudgeConfig | None, log_path: str | None = None) -> context
     if cfg.url is not None:
         return judge_session(cfg)
     return judge_session(None, ServerConfig(concurrency=cfg.workers, cache_dir=cfg.cache_dir, log_path=log_path))
+
+
+class LazyJudge:
+    """A judge session opened on first use and closed on exit, so a stage that never needs its
+    judge (PPO without a drift checkpoint) starts no server and sends no request.
+
+        with LazyJudge(cfg, log_path) as lazy: ... lazy.get().choose(...) ...; lazy.usage()"""
+
+    def __init__(self, cfg: JudgeConfig | None, log_path: str | None = None):
+        self.cfg, self.log_path = cfg, log_path
+        self._stack = contextlib.ExitStack()
+        self._judge: Judge | None = None
+
+    def get(self) -> Judge:
+        if self._judge is None:
+            self._judge = self._stack.enter_context(session_for(self.cfg, self.log_path))
+        return self._judge
+
+    def usage(self) -> dict | None:
+        return self._judge.usage() if self._judge is not None else None
+
+    def __enter__(self) -> "LazyJudge":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()

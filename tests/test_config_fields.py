@@ -19,6 +19,7 @@ from harness.cli import COMMANDS, parse_args
 from harness.config import load_config
 from judges.config import JudgeConfig
 from trainers.configs import LabelConfig, PPOConfig, RMConfig, SampleConfig, SFTConfig
+from trainers.feedback.redteam_stage import RedteamConfig
 
 # (run-config section, command, its required flags, dataclass, flag prefix)
 LABEL_ARGS = ["--samples", "s.jsonl", "--mode", "basic", "--out", "o"]
@@ -30,9 +31,11 @@ SECTIONS = [
     ("reward_model", "train-rm", ["--labels", "l.jsonl", "--out", "o"], RMConfig, ""),
     ("ppo", "ppo", ["--model", "m", "--reward-model", "r", "--out", "o"], PPOConfig, ""),
     ("eval", "eval", [], EvalConfig, ""),
-    ("judge", "eval", [], JudgeConfig, "judge"),
+    ("eval_judge", "eval", [], JudgeConfig, "judge"),  # `hrlaif eval`'s one judge is the evaluation judge
+    ("redteam", "redteam", ["--out", "o"], RedteamConfig, ""),
+    ("harm_judge", "redteam", ["--out", "o"], JudgeConfig, "judge"),
 ]
-REQUIRED = {"sft": {"out"}, "sample": {"out"}, "label": {"samples", "mode", "out"}, "reward_model": {"labels", "out"},
+REQUIRED = {"sft": {"out"}, "sample": {"out"}, "redteam": {"out"}, "label": {"samples", "mode", "out"}, "reward_model": {"labels", "out"},
             "ppo": {"model", "reward_model", "out"}}
 CASES = [pytest.param(s, cmd, req, cls, pre, f, id=f"{cmd}:{s}.{f.name}")
          for s, cmd, req, cls, pre in SECTIONS for f in fields_of(cls)]

@@ -1,10 +1,16 @@
-"""`hrlaif annotate export|import`: the human round trip for satisfaction and win ratio.
+"""`hrlaif annotate export|import`: the human round trips.
 
+With --eval (satisfaction and win ratio):
 export: a CSV sheet from an eval dir's satisfaction samples, one row per prompt, with the
         model's response, the baseline's (if judged), and empty verdict columns. The A/B
         order is shuffled per row (seeded) so raters cannot learn which side is the model.
 import: reads the filled sheet, reports the human satisfaction rate and win ratio with
         95% CIs, and their agreement with the AI judge (Cohen's kappa).
+With --samples (human truth for the label-accuracy table, Table 1):
+export: one row per pair of a prompt's sampled responses (A/B order shuffled, seeded), with an
+        empty preference column.
+import: reads the filled sheet into human_pairs.jsonl ({id, pairs: [[better, worse]], ties}),
+        which `label.human_pairs` (or `hrlaif label --human-pairs`) scores both labellers against.
 """
 from __future__ import annotations
 
@@ -24,13 +30,19 @@ YES, NO = {"yes", "y", "1", "true", "是"}, {"no", "n", "0", "false", "否"}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True)
     e = sub.add_parser("export", help="write a CSV sheet for human raters")
-    e.add_argument("--eval", required=True, help="eval output dir with samples/satisfaction.jsonl")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--eval", help="eval output dir with samples/satisfaction.jsonl")
+    src.add_argument("--samples", help="samples.jsonl whose response pairs raters compare (Table 1 truth)")
     e.add_argument("--out", required=True, help="CSV file to write")
     e.add_argument("--seed", type=int, default=0, help="seed of the A/B shuffle")
+    e.add_argument("--limit", type=int, default=None, help="with --samples: only the first N prompts")
     i = sub.add_parser("import", help="read a filled sheet and compare with the AI judge")
     i.add_argument("--sheet", required=True)
-    i.add_argument("--eval", required=True, help="the eval dir the sheet was exported from")
-    i.add_argument("--out", default=None, help="JSON report (default: <eval>/human_agreement.json)")
+    src = i.add_mutually_exclusive_group(required=True)
+    src.add_argument("--eval", help="the eval dir the sheet was exported from")
+    src.add_argument("--samples", help="the samples.jsonl a pairs sheet was exported from")
+    i.add_argument("--out", default=None, help="JSON report (default: <eval>/human_agreement.json); with --samples: "
+                                               "human_pairs.jsonl (default: beside the sheet)")
 
 
 def _samples(eval_dir: str) -> list[dict]:
@@ -57,18 +69,13 @@ def export(args) -> int:
                                                       else (r["baseline_output"], r["output"]))
             line[PREF_COL], line["_a_is_model"] = "", int(a_is_model)
         lines.append(line)
-    import io
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols)
-    w.writeheader()
-    w.writerows(lines)
-    write_text(args.out, buf.getvalue())
+    _write_csv(args.out, cols, lines)
     print(f"wrote {len(lines)} rows to {args.out}: fill '{SAT_COL}' with yes/no"
           + (f" and '{PREF_COL}' with A/B/tie" if pairwise else ""))
     return 0
 
 
-def _read_sheet(path: str) -> list[dict]:
+def _read_sheet(path: str, required: tuple[str, ...] = ("doc_id", SAT_COL)) -> list[dict]:
     p = Path(path)
     if not p.exists():
         raise UserError(f"sheet not found: {path}")
@@ -81,7 +88,7 @@ def _read_sheet(path: str) -> list[dict]:
         raise UserError(f"{path} is not UTF-8 text")
     except csv.Error as e:
         raise UserError(f"{path} is not a valid CSV: {e}")
-    missing = [c for c in ("doc_id", SAT_COL) if c not in fields]
+    missing = [c for c in required if c not in fields]
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
     return rows
@@ -165,5 +172,85 @@ def import_(args) -> int:
     return 0
 
 
+# -- Table 1: human preferences between sampled responses ---------------------------------
+PAIR_COLS = ["id", "category", "prompt", "response_A", "response_B", PREF_COL, "_a_index", "_b_index"]
+
+
+def _samples_by_id(path: str) -> dict[str, dict]:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"samples file not found: {path}")
+    rows = read_jsonl(p)
+    if not rows:
+        raise UserError(f"{path} has no samples")
+    return {str(r["id"]): r for r in rows}
+
+
+def export_pairs(args) -> int:
+    import itertools
+
+    samples = list(_samples_by_id(args.samples).values())[:args.limit]
+    rng = random.Random(args.seed)
+    lines = []
+    for s in samples:
+        for i, j in itertools.combinations(range(len(s["responses"])), 2):
+            a, b = (i, j) if rng.random() < 0.5 else (j, i)
+            lines.append({"id": s["id"], "category": s.get("category", ""), "prompt": s["prompt"],
+                          "response_A": s["responses"][a], "response_B": s["responses"][b], PREF_COL: "",
+                          "_a_index": a, "_b_index": b})
+    _write_csv(args.out, PAIR_COLS, lines)
+    print(f"wrote {len(lines)} pairs of {len(samples)} prompts to {args.out}: fill '{PREF_COL}' with A/B/tie")
+    return 0
+
+
+def import_pairs(args) -> int:
+    from core.store import write_jsonl
+
+    samples = _samples_by_id(args.samples)
+    out: dict[str, dict] = {}
+    filled = 0
+    for n, row in enumerate(_read_sheet(args.sheet, ("id", PREF_COL, "_a_index", "_b_index")), start=2):
+        where = f"{args.sheet}:{n}"
+        sid = row["id"]
+        if sid not in samples:
+            raise UserError(f"{where}: id {sid!r} is not in {args.samples}")
+        try:
+            a, b = int(row["_a_index"]), int(row["_b_index"])
+        except ValueError:
+            raise UserError(f"{where}: _a_index/_b_index must be response indices (re-export the sheet)")
+        if not (0 <= a < len(samples[sid]["responses"]) and 0 <= b < len(samples[sid]["responses"])):
+            raise UserError(f"{where}: response index out of range for id {sid!r} (a sheet from another run?)")
+        v = (row.get(PREF_COL) or "").strip().lower()
+        if not v:
+            continue
+        if v not in ("a", "b", "tie"):
+            raise UserError(f"{where}: '{row[PREF_COL]}' is not a preference (use A, B or tie)")
+        filled += 1
+        rec = out.setdefault(sid, {"id": sid, "pairs": [], "ties": []})
+        if v == "tie":
+            rec["ties"].append([a, b])
+        else:
+            rec["pairs"].append([a, b] if v == "a" else [b, a])
+    if not filled:
+        raise UserError(f"{args.sheet}: no preferences filled in")
+    dest = args.out or str(Path(args.sheet).with_name("human_pairs.jsonl"))
+    write_jsonl(dest, list(out.values()))
+    n_pairs = sum(len(r["pairs"]) for r in out.values())
+    print(f"{filled} preferences ({n_pairs} pairs, {filled - n_pairs} ties) over {len(out)} prompts -> {dest}; "
+          f"set label.human_pairs: {dest} (or hrlaif label --human-pairs) to score the labels against them")
+    return 0
+
+
+def _write_csv(path: str, cols: list[str], lines: list[dict]) -> None:
+    import io
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(lines)
+    write_text(path, buf.getvalue())
+
+
 def run(args) -> int:
+    if getattr(args, "samples", None):
+        return export_pairs(args) if args.action == "export" else import_pairs(args)
     return export(args) if args.action == "export" else import_(args)

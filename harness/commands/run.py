@@ -1,4 +1,5 @@
-"""`hrlaif run [CONFIG] --out DIR [--resume]`: the whole experiment; the rerun rules are in harness/pipeline.py."""
+"""`hrlaif run [CONFIG] --out DIR [--resume] [--dry-run]`: the whole experiment; the rerun rules are in
+harness/pipeline.py, the dry run (plan, judge requests, tokens, cost) in harness/dryrun.py."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "a stage whose config or inputs changed always restarts")
     p.add_argument("--from", dest="from_stage", default=None, help="re-run this stage and every later one")
     p.add_argument("--only", default=None, help="run only this stage (earlier ones must have finished)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the stage plan and each judge-using stage's requests, tokens and (with prices in "
+                        "the config) cost; loads no model and calls no judge")
 
 
 def run(args) -> int:
@@ -24,6 +28,11 @@ def run(args) -> int:
     from harness.pipeline import run_pipeline
 
     cfg = load_config(args.config)  # unknown keys, wrong types, missing files: exit 2 before any work
+    if args.dry_run:
+        from harness.dryrun import dry_run
+
+        dry_run(cfg, args.config or "the quickstart")
+        return 0
     check_judge(cfg)
     run_pipeline(cfg, args.out, resume=args.resume, from_stage=args.from_stage, only=args.only)
     return 0

@@ -70,7 +70,7 @@ def validate_samples(samples: Sequence[dict], where: str = "samples") -> None:
             raise UserError(f"{where}: sample {sid!r} has K={len(rs)} responses; labelling needs K >= 2")
 
 
-def _new_meta() -> dict:
+def new_meta() -> dict:
     return {"judgements": 0, "valid": 0, "first_slot_wins": 0, "invalid": 0, "cut_unverifiable": 0,
             "harm_judgements": 0, "harm_invalid": 0, "flagged": 0, "rewrites": 0, "rewrites_kept": 0,
             "rewrites_dropped": 0, "judge_pairs_dropped": 0}
@@ -165,7 +165,7 @@ def judge_order(judge: Judge, idx: Sequence[int], make_messages, meta: dict) -> 
     return [[i, j] for i in idx for j in idx if score[i] > score[j]]
 
 
-def _base_row(sample: dict, mode: str) -> dict:
+def base_row(sample: dict, mode: str) -> dict:
     row = dict(sample)
     k = len(sample["responses"])
     row["mode"] = mode
@@ -188,8 +188,8 @@ def label_one(sample: dict, judge: Judge | None, mode: str = "basic",
     if mode not in ("basic", "hybrid"):
         raise UserError(f"unknown labelling mode {mode!r} (basic | hybrid)")
     verifiable = {c.lower() for c in verifiable}
-    row = _base_row(sample, mode)
-    meta = _new_meta()
+    row = base_row(sample, mode)
+    meta = new_meta()
     k = len(row["responses"])
     constraints: list[Pair] = []
     judged: list[Pair] = []
@@ -261,7 +261,7 @@ def pair_rows(labels: Iterable[dict]) -> list[dict]:
 
 def summarize(labels: Sequence[dict]) -> dict:
     """Counts behind summary.json: invalid judgements, position bias, fallbacks."""
-    tot = _new_meta() | {"std_unparseable": 0}
+    tot = new_meta() | {"std_unparseable": 0}
     for row in labels:
         for key, v in (row.get("judge_meta") or {}).items():
             tot[key] = tot.get(key, 0) + v
