@@ -29,6 +29,7 @@ def test_the_gate_and_pipeline_use_public_names_of_evaluation():
 NAMED_ON_PURPOSE = {
     "evalsets.humaneval": {"humaneval"},            # HumanEval's own execution code and file layout
     "evalsets.scoring": {"win_ratio"},              # the name of a statistic a spec can aggregate with
+    "evalsets.satisfaction": {"win_ratio"},         # the statistic of the HRLAIF-vs-RLAIF head-to-head entry
     "reports.alarms": {"satisfaction", "win_ratio"},   # the paper's RLAIF failure rule
     "reports.collect": {"satisfaction", "win_ratio"},  # the paper's per-category sections
 }
