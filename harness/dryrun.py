@@ -271,7 +271,7 @@ def dry_run(cfg: RunConfig, source: str) -> dict:
     from harness.pipeline import STAGES
 
     cfg.validate()
-    rows = count(cfg, plan(cfg))
+    rows = sorted(count(cfg, plan(cfg)), key=lambda r: STAGES.index(r["stage"]))  # stable: stage order
     print(f"hrlaif run --dry-run ({source}): nothing is loaded, trained, or sent to a judge")
     print("stages:")
     for n, stage in enumerate(STAGES, 1):
@@ -280,9 +280,12 @@ def dry_run(cfg: RunConfig, source: str) -> dict:
     print("judges:")
     for role in ROLES:
         print(_judge_line(cfg, role))
-    hows = sorted({f"{r['role']}: {r['tokens_by']}" for r in rows})
-    print("judge requests (upper bounds; responses counted at their length limit; tokens by "
-          + "; ".join(hows) + "):")
+    hows: dict[str, list[str]] = {}
+    for r in rows:
+        if r["role"] not in hows.setdefault(r["tokens_by"], []):
+            hows[r["tokens_by"]].append(r["role"])
+    print("judge requests (upper bounds: responses counted at their length limit; tokens by "
+          + "; ".join(f"{how} ({', '.join(roles)})" for how, roles in hows.items()) + "):")
     head = f"  {'stage':<13} {'judge':<13} {'requests':>9} {'cached':>7} {'prompt tok':>12} {'compl. tok':>11} {'cost':>11}  what"
     print(head)
     totals: dict[str, dict] = {}

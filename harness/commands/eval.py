@@ -13,7 +13,8 @@ from judges.config import JudgeConfig
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     settings.add_arguments(p, EvalConfig)
-    settings.add_arguments(p, JudgeConfig, prefix="judge", group_title="judge (default: the embedded llama.cpp judge)")
+    settings.add_arguments(p, JudgeConfig, prefix="judge", group_title="evaluation judge: grades satisfaction, the win "
+                           "ratio and ToxiGen's judge classifier (default: the embedded llama.cpp judge)")
 
 
 def configs(args) -> tuple[EvalConfig, JudgeConfig]:
