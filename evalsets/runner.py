@@ -79,11 +79,13 @@ def settings_for(sp: dict, cfg: EvalConfig, lm: LazyModel, ctx: Context) -> dict
 
 
 def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
-             progress: bool = True, judge: JudgeConfig | None = None, labeller: JudgeConfig | None = None) -> dict:
+             progress: bool = True, judge: JudgeConfig | None = None, labeller: JudgeConfig | None = None,
+             on_samples=None) -> dict:
     """Run every benchmark of `cfg` on `lm`; write results.json + samples/ when out_dir is set.
     `judge` (the evaluation judge) serves the benchmarks that need one (none: the embedded judge);
     `labeller`, when known, is the judge that labelled the training data (results.json records
-    whether the grader is the labeller)."""
+    whether the grader is the labeller); `on_samples(name, rows)` receives each benchmark's per-item
+    rows (PPO's drift files pair checkpoints by item)."""
     cfg.validate()
     specs = {n: registry.spec(n, cfg.spec_dirs) for n in cfg.benchmarks}
     for sp in specs.values():
@@ -125,6 +127,8 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
                 if task_name(sp, chat):
                     summary["extra"]["lm_eval_task"] = task_name(sp, chat)
             results["benchmarks"][name] = summary
+            if on_samples is not None:
+                on_samples(name, samples)
             if judged:
                 summary["judge"] = ctx.judge_fingerprint()
                 results.update(grader_record(ctx.judge_config, labeller))
@@ -175,15 +179,23 @@ def evaluate_to_dir(model_spec: str | None, out_dir: str | Path, cfg: EvalConfig
 
 
 def evaluate_in_process(model, tokenizer, benchmarks: list[str], limit: int | None = None,
-                        data_dir: str | None = None, **kw) -> dict:
-    """For the PPO drift hook: score an in-memory model; returns {bench: {score, ci95, n}}."""
+                        data_dir: str | None = None, judge: JudgeConfig | None = None, **kw) -> dict:
+    """For the PPO drift hook: score an in-memory model; returns {bench: {score, ci95, n, items}},
+    items = [{doc_id, score}] (score None for an invalid judge answer): checkpoints pair by item.
+    `judge`: the evaluation judge of judged benchmarks (none: the embedded one)."""
     from core.models import model_identity
     was_training = model.training
     model.eval()
+    items: dict[str, list[dict]] = {}
+
+    def keep(bench: str, rows: list[dict]) -> None:
+        items[bench] = [{"doc_id": r["doc_id"], "score": r.get("score")} for r in rows]
+
     try:
         lm = LazyModel(model=model, tokenizer=tokenizer, identity=model_identity(model, tokenizer))
         res = evaluate(lm, EvalConfig(benchmarks=list(benchmarks), limit=limit, data_dir=data_dir, **kw),
-                       out_dir=None, progress=False)
+                       out_dir=None, progress=False, judge=judge, on_samples=keep)
     finally:
         model.train(was_training)
-    return {b: {"score": r["score"], "ci95": r["ci95"], "n": r["n"]} for b, r in res["benchmarks"].items()}
+    return {b: {"score": r["score"], "ci95": r["ci95"], "n": r["n"], "items": items.get(b, [])}
+            for b, r in res["benchmarks"].items()}

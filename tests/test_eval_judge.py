@@ -118,3 +118,17 @@ def test_judge_usage_counts_tokens_of_sent_requests_only(tmp_path):
     assert (u["requests"], u["http_calls"], u["cache_hits"]) == (2, 1, 1)
     assert (u["prompt_tokens"], u["completion_tokens"]) == (1, 1)
     assert u["judge"]["model"] == "fake" and json.dumps(u)
+
+
+def test_drift_benchmarks_are_graded_by_the_evaluation_judge(tmp_path, tiny_model_dir, monkeypatch):
+    from core.models import load_causal_lm
+    from evalsets.runner import evaluate_in_process
+
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "hc"))
+    model, tok, _ = load_causal_lm(str(tiny_model_dir))
+    with FakeJudge(answers=[("Does the response satisfy the request?", "Yes")]) as fj:
+        res = evaluate_in_process(model, tok, ["satisfaction"], limit=2, max_gen_toks={"satisfaction": 4},
+                                  judge=JudgeConfig(url=fj.url, model="grader", key_env=None, cache_dir=""))
+        asked = [c[2] for c in fj.calls if c[0] == "POST"]
+    assert asked and all(b["model"] == "grader" for b in asked)
+    assert res["satisfaction"]["n"] + sum(i["score"] is None for i in res["satisfaction"]["items"]) == 2
