@@ -67,20 +67,32 @@ def _fmt(score: float, lo: float, hi: float, bench: str) -> str:
     return f"{score * 100:.1f}% [{lo * 100:.1f}, {hi * 100:.1f}]"
 
 
+def satisfaction_drop(base: dict, cand: dict) -> dict | None:
+    """{p, diff (candidate − baseline), test, n, excluded, sd}: exact McNemar over the prompts both
+    judged validly ({doc_id: 1 | 0 | None}; INVALID_RULE); None when no prompt pairs."""
+    common, counts = pair_scores(base, cand)
+    if not common:
+        return None
+    xa, xb = [base[k] for k in common], [cand[k] for k in common]
+    excl = counts["dropped_invalid"]
+    return {"p": mcnemar_p(xa, xb), "diff": (sum(xb) - sum(xa)) / len(common), "n": len(common),
+            "excluded": excl, "sd": paired_sd(xa, xb),
+            "test": f"McNemar on {len(common)} paired prompts" + (f", {excl} with an invalid verdict excluded"
+                                                                  if excl else "")}
+
+
+def failure_fires(win_lo: float, drop: dict | None, alpha: float = 0.05) -> bool:
+    """Rule (b): the win ratio's CI lower bound above 50% and satisfaction significantly lower."""
+    return _finite(win_lo) and win_lo > 0.5 and drop is not None and drop["diff"] < 0 and drop["p"] < alpha
+
+
 def _satisfaction_test(run_dir: Path | None, variant: str, sft: dict, cand: dict) -> dict:
-    """{p, diff (candidate − SFT), test, n, excluded, sd}: paired on the prompts both judged validly
-    when both item files exist (INVALID_RULE), else a z test from the reported CIs."""
+    """satisfaction_drop on the item files when both exist, else a z test from the reported CIs."""
     if run_dir is not None:
-        a = item_scores(run_dir / "eval_sft", "satisfaction")
-        b = item_scores(run_dir / f"eval_{variant}", "satisfaction")
-        common, counts = pair_scores(a or {}, b or {})
-        if common:
-            xa, xb = [a[k] for k in common], [b[k] for k in common]
-            excl = counts["dropped_invalid"]
-            return {"p": mcnemar_p(xa, xb), "diff": (sum(xb) - sum(xa)) / len(common), "n": len(common),
-                    "excluded": excl, "sd": paired_sd(xa, xb),
-                    "test": f"McNemar on {len(common)} paired prompts"
-                            + (f", {excl} with an invalid verdict excluded" if excl else "")}
+        t = satisfaction_drop(item_scores(run_dir / "eval_sft", "satisfaction") or {},
+                              item_scores(run_dir / f"eval_{variant}", "satisfaction") or {})
+        if t is not None:
+            return t
     se = math.hypot(_se(sft["lo"], sft["hi"]), _se(cand["lo"], cand["hi"]))
     diff = cand["score"] - sft["score"]
     out = {"diff": diff, "n": _int(cand.get("n")), "excluded": None,
@@ -104,7 +116,7 @@ def rlaif_failure_alarms(bench_df: pd.DataFrame, run_dir: Path | str | None = No
         if wr is None or sat is None or not _finite(wr["lo"]) or not wr["lo"] > 0.5:
             continue
         t = _satisfaction_test(run_dir, v, sft, sat)
-        if not (t["diff"] < 0 and t["p"] < alpha):
+        if not failure_fires(wr["lo"], t, alpha):
             continue
         wtl = ""
         if _finite(wr.get("wins")):

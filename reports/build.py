@@ -17,8 +17,8 @@ from core.stats import INVALID_RULE, MIN_N_CI
 from core.store import write_json, write_text
 from reports import tables
 from reports.alarms import RULES, assess
-from reports.collect import (HEAD_TO_HEAD, VARIANT_LABELS, VARIANTS, RunData, benchmark_order, collect,
-                             label_disagreements)
+from reports.collect import (HEAD_TO_HEAD, SATISFACTION, VARIANT_LABELS, VARIANTS, RunData, benchmark_order,
+                             collect, label_disagreements)
 from reports.drift import read_drift_items
 from reports.paired import paired_frame
 from reports.plots import save_drift_plot
@@ -124,7 +124,7 @@ def _blocks(run: RunData, alarms: list[dict], power: list[dict], plots: dict[str
                    "win ratio is measured against SFT, so SFT's own cell is the baseline.")]
     b += versus_blocks(run, _eval_dirs(run))
     b += [("h2", "Satisfaction rate per category"),
-          ("table", tables.category_table(run.satisfaction_by_cat, paired=paired, bench="satisfaction"),
+          ("table", tables.category_table(run.satisfaction_by_cat, paired=paired, bench=SATISFACTION),
            "satisfaction_by_category"),
           ("h2", "Win ratio vs SFT per category"),
           ("table", tables.category_table(run.win_ratio_by_cat, variants=("rlaif", "hrlaif"), delta_vs=None),
@@ -157,7 +157,7 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path
     report_dir.mkdir(parents=True, exist_ok=True)
     items = {v: read_drift_items(Path(run_dir) / f"ppo_{v}") for v in run.drift}
     alarms, power = assess(run, items)
-    paired = paired_frame(run.results, _eval_dirs(run), baseline="sft", groups=("satisfaction",))
+    paired = paired_frame(run.results, _eval_dirs(run), baseline="sft", groups=(SATISFACTION,))
 
     plots = {}
     for v, (rewards, benches) in run.drift.items():

@@ -19,6 +19,8 @@ from evalsets import registry
 VARIANTS = ("sft", "rlaif", "hrlaif")
 VARIANT_LABELS = {"sft": "SFT", "rlaif": "RLAIF", "hrlaif": "HRLAIF"}
 RM_MODES = ("basic", "hybrid")
+# The paper's headline metrics, with sections of their own (per-category tables, the failure alarm).
+SATISFACTION, WIN_RATIO = "satisfaction", "win_ratio"
 # eval_hrlaif's head-to-head against RLAIF (same row format as win_ratio; samples field win_vs_rlaif).
 HEAD_TO_HEAD = "win_ratio_vs_rlaif"
 _NAN = float("nan")
@@ -230,7 +232,9 @@ def drift_frames(path: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
             raise UserError(f"{path}:{i + 1} has no 'step'")
         step = int(r["step"])
         kl = _num(r.get("kl"))
-        sq = math.sqrt(max(kl, 0.0)) if not math.isnan(kl) else _NAN
+        # The sqrt(KL) axis uses k3 when logged: never negative, unlike the k1 sample mean the reward uses.
+        kl_axis = _num(r["kl_k3"]) if r.get("kl_k3") is not None else kl
+        sq = math.sqrt(max(kl_axis, 0.0)) if not math.isnan(kl_axis) else _NAN
         rew.append({"step": step, "kl": kl, "sqrt_kl": sq, "reward_train": _num(r.get("reward_train")),
                     "reward_heldout": _num(r.get("reward_heldout"))})
         for bench, e in (r.get("benchmarks") or {}).items():
@@ -274,8 +278,8 @@ def collect(run_dir: Path | str) -> RunData:
     rm_cat, rm_sum = rm_frames(run_dir)
     return RunData(
         run_dir=run_dir, results=results, benchmarks=benchmark_frame(results),
-        satisfaction_by_cat=breakdown_frame(results, "satisfaction"),
-        win_ratio_by_cat=breakdown_frame(results, "win_ratio"),
+        satisfaction_by_cat=breakdown_frame(results, SATISFACTION),
+        win_ratio_by_cat=breakdown_frame(results, WIN_RATIO),
         label_accuracy=label_accuracy_frame(run_dir), rm_per_category=rm_cat, rm_summary=rm_sum,
         drift=drift,
     )
@@ -291,7 +295,7 @@ def sample_source(bench: str) -> tuple[str, str]:
     if sp.get("parent"):
         return sp["parent"], sp.get("requires", "score")
     if bench == HEAD_TO_HEAD:  # before (or without) a spec for it: the contract's field
-        return "satisfaction", "win_vs_rlaif"
+        return SATISFACTION, "win_vs_rlaif"
     return bench, "score"
 
 

@@ -109,8 +109,9 @@ def build_compare(dirs: list[Path | str], out: Path | str, names: list[str] | No
         cats = breakdown_frame(results, bench)
         if not cats.empty:
             breakdowns.append(cats.assign(model=[labels[k] for k in cats.variant], bench=bench))
-            b.append(("table", tables.category_table(cats, variants=keys, delta_vs=keys[0], paired=paired, bench=bench,
-                                                     labels=labels, permille=info["unit"] == "‰"), f"breakdown_{bench}"))
+            t = tables.category_table(cats, variants=keys, delta_vs=keys[0], paired=paired, bench=bench,
+                                      labels=labels, permille=info["unit"] == "‰")
+            b.append(("table", t, f"breakdown_{bench}"))
     if breakdowns:
         write_text(out / "breakdown.csv", pd.concat(breakdowns).drop(columns=["variant"]).to_csv(index=False))
     b += [("h2", "Definitions"), ("ul", STAT_DEFINITIONS + benchmark_definitions(bench_df))]

@@ -144,7 +144,8 @@ def drift_tests(rewards: pd.DataFrame, benches: pd.DataFrame, items: dict) -> li
 
 
 def overoptimisation_alarms(variant: str, rewards: pd.DataFrame, benches: pd.DataFrame, items: dict | None = None,
-                            alpha: float = 0.01, reward_alpha: float = 0.05, tests: list[dict] | None = None) -> list[dict]:
+                            alpha: float = 0.01, reward_alpha: float = 0.05,
+                            tests: list[dict] | None = None) -> list[dict]:
     """Alarms of the over-optimisation rule (reports.alarms.RULES) for one PPO run (`tests`: drift_tests'
     result when already computed)."""
     tests = drift_tests(rewards, benches, items or {}) if tests is None else tests
@@ -165,7 +166,8 @@ def overoptimisation_alarms(variant: str, rewards: pd.DataFrame, benches: pd.Dat
                else "held-out means of drift.jsonl, no per-prompt file")
         if t["paired"]:
             on = (f"on the same {t['n']} items" + (f", {t['excluded']} invalid excluded" if t["excluded"] else "")
-                  + (", exact McNemar" if t["test"] == "mcnemar_exact" else ", paired bootstrap") + f" p = {t['p']:.2g}")
+                  + (", exact McNemar" if t["test"] == "mcnemar_exact" else ", paired bootstrap")
+                  + f" p = {t['p']:.2g}")
         else:
             on = f"unpaired z test from drift.jsonl CIs, p = {t['p']:.2g}"
         msg = (f"{VARIANT_LABELS.get(variant, variant)} over-optimisation: at PPO step {t['step_to']} (sqrt KL "

@@ -13,10 +13,10 @@ from core.errors import UserError
 from core.store import read_json
 from evalsets import registry
 from reports import tables
-from reports.collect import VARIANT_LABELS, VARIANTS, load_results
+from reports.collect import SATISFACTION, VARIANT_LABELS, VARIANTS, WIN_RATIO, load_results
 from reports.render import write_pages
 
-HEADLINE = ("satisfaction", "win_ratio")
+HEADLINE = (SATISFACTION, WIN_RATIO)
 
 
 def find_runs(runs_dir: Path) -> list[Path]:
@@ -71,7 +71,7 @@ def build_index(runs_dir: Path | str, out_dir: Path | str | None = None) -> Path
                "stages": _stages(run)}
         for bench in HEADLINE:
             for v in VARIANTS:
-                if bench == "win_ratio" and v == "sft":
+                if v == "sft" and registry.info(bench)["against_baseline"]:  # SFT is the win ratio's baseline
                     continue
                 row[f"{VARIANT_LABELS[v]} {registry.info(bench)['label'].lower()}"] = _headline(results, v, bench)
         row["alarms"] = _alarms(run)

@@ -83,8 +83,9 @@ def versus_blocks(run: RunData, dirs: dict) -> list[tuple]:
     b.append(("table", table, "hrlaif_vs_rlaif"))
     b.append(("note", "Δ is HRLAIF − RLAIF on the items both evaluated (paired; the Definitions give the tests). "
                       + ("The head-to-head win ratio is HRLAIF judged against RLAIF on the same prompts, both orders."
-                         if h2h else "The head-to-head win ratio is not evaluated: eval_hrlaif/results.json has no "
-                                     f"{HEAD_TO_HEAD} entry (an evaluation with RLAIF as the second model writes it).")))
+                         if h2h else "The head-to-head win ratio is not evaluated: eval_hrlaif/results.json has "
+                                     f"no {HEAD_TO_HEAD} entry (an evaluation with RLAIF as the second model writes "
+                                     "it).")))
     return b
 
 

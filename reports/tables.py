@@ -189,14 +189,18 @@ def label_accuracy_table(label_df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _verdict(check: dict | None) -> str:
+    check = check or {}
+    return f"{check.get('extracted')} -> {check.get('correct')}"
+
+
 def disagreement_table(dis: dict | None) -> pd.DataFrame:
     """One row per listed response where the labeller's answer check and the second check disagree."""
     if not dis or not dis.get("items"):
         return pd.DataFrame()
     rows = {f"{it.get('id')} #{it.get('response')}": {
         "category": it.get("category"), "standard answer": it.get("std_answer"),
-        "labeller check": f"{(it.get('labeller') or {}).get('extracted')} -> {(it.get('labeller') or {}).get('correct')}",
-        "second check": f"{(it.get('second') or {}).get('extracted')} -> {(it.get('second') or {}).get('correct')}",
+        "labeller check": _verdict(it.get("labeller")), "second check": _verdict(it.get("second")),
         "response (start)": str(it.get("text") or "")[:120]} for it in dis["items"]}
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "Response"

@@ -276,6 +276,29 @@ def write_synthetic_run(root: Path, seed: int = 0, rates: dict | None = None, ov
     return root
 
 
+def fake_checkpoint(monkeypatch, ckpt: Path, outputs: Path) -> list[tuple]:
+    """Make `ckpt` a checkpoint dir (config.json) and replace evalsets.runner.evaluate_to_dir with one
+    that writes `outputs`' samples for the benchmarks it is asked for; returns the calls made
+    (model spec, output dir name, benchmarks)."""
+    import sys
+    import types
+
+    from evalsets.runner import EvalConfig  # our own package: never a reason to skip
+    calls: list[tuple] = []
+
+    def evaluate_to_dir(model_spec, out_dir, cfg=None, **kw):  # signature of evalsets.runner's
+        benchmarks = EvalConfig(**kw).benchmarks  # the keywords must be valid EvalConfig fields
+        calls.append((model_spec, Path(out_dir).name, list(benchmarks)))
+        write_eval_dir(out_dir, {b: s for b, s in read_eval_samples(outputs).items() if b in benchmarks})
+
+    fake = types.ModuleType("evalsets.runner")
+    fake.evaluate_to_dir = evaluate_to_dir
+    monkeypatch.setitem(sys.modules, "evalsets.runner", fake)
+    Path(ckpt).mkdir(parents=True, exist_ok=True)
+    (Path(ckpt) / "config.json").write_text("{}")
+    return calls
+
+
 def rare_category(root: Path, n: int = 3, name: str = "rare") -> Path:
     """Move the first n satisfaction prompts of every variant into a category of their own (a
     category too small for a CI), recomputing the satisfaction and win-ratio entries."""

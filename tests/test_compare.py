@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +10,7 @@ from scipy import stats as sps
 
 from core.store import read_jsonl, write_jsonl
 from reports.build import build_report
-from synthetic_run import read_eval_samples, write_eval_dir, write_synthetic_run
+from synthetic_run import fake_checkpoint, read_eval_samples, write_eval_dir, write_synthetic_run
 
 
 @pytest.fixture(scope="module")
@@ -74,23 +72,11 @@ def test_mismatched_item_sets_exit_2_with_one_line(run, tmp_path, run_cli):
 
 def test_checkpoints_are_evaluated_on_the_first_dirs_items(run, tmp_path, run_cli, monkeypatch):
     """A dir with config.json is a checkpoint: evaluated (evalsets.runner) on the first entry's benchmarks."""
-    from evalsets.runner import EvalConfig  # our own package: never a reason to skip
-    calls = []
-
-    def evaluate_to_dir(model_spec, out_dir, cfg=None, **kw):  # signature of evalsets.runner's
-        benchmarks = EvalConfig(**kw).benchmarks
-        calls.append((Path(model_spec).name, Path(out_dir).name, list(benchmarks)))
-        write_eval_dir(out_dir, {b: s for b, s in read_eval_samples(run / "eval_hrlaif").items() if b in benchmarks})
-
-    fake = types.ModuleType("evalsets.runner")
-    fake.evaluate_to_dir = evaluate_to_dir
-    monkeypatch.setitem(sys.modules, "evalsets.runner", fake)
     ckpt = tmp_path / "step_40"
-    ckpt.mkdir()
-    (ckpt / "config.json").write_text("{}")
+    calls = fake_checkpoint(monkeypatch, ckpt, run / "eval_hrlaif")
     code, _, err = run_cli("compare", run / "eval_sft", ckpt, "--out", tmp_path / "o")
     assert code == 0, err
-    assert calls == [("step_40", "1_step_40_eval", ["ceval", "mmlu", "gsm8k", "humaneval", "toxigen", "satisfaction"])]
+    assert calls == [(str(ckpt), "1_step_40_eval", ["ceval", "mmlu", "gsm8k", "humaneval", "toxigen", "satisfaction"])]
     df = pd.read_csv(tmp_path / "o" / "comparison.csv", index_col=0)
     assert list(df.index) == ["eval_sft", "step_40"] and "Δ" in df.loc["step_40", "GSM8K"]
 

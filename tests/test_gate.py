@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +9,8 @@ import pytest
 
 from harness.gate import compare
 from core.store import read_jsonl, write_json, write_jsonl
-from synthetic_run import RATES, degrade_eval_dir, make_samples, read_eval_samples, write_eval_dir
+from synthetic_run import (RATES, degrade_eval_dir, fake_checkpoint, make_samples, read_eval_samples,
+                           write_eval_dir)
 
 
 @pytest.fixture(scope="module")
@@ -223,21 +222,8 @@ def test_bad_inputs_exit_2(base, tmp_path, run_cli):
 def test_checkpoint_dirs_are_evaluated_first(base, tmp_path, run_cli, monkeypatch):
     """A dir with config.json is a checkpoint: the gate asks evalsets.runner for an eval dir,
     with the benchmarks of the other side so that both sides have the same items."""
-    from evalsets.runner import EvalConfig  # our own package: never a reason to skip
-    calls = []
-
-    def evaluate_to_dir(model_spec, out_dir, cfg=None, **kw):  # signature of evalsets.runner's
-        benchmarks = EvalConfig(**kw).benchmarks  # the keywords must be valid EvalConfig fields
-        calls.append((model_spec, Path(out_dir).name, list(benchmarks)))
-        samples = {b: s for b, s in read_eval_samples(base).items() if b in benchmarks}
-        write_eval_dir(out_dir, samples)
-
-    fake = types.ModuleType("evalsets.runner")
-    fake.evaluate_to_dir = evaluate_to_dir
-    monkeypatch.setitem(sys.modules, "evalsets.runner", fake)
     ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    (ckpt / "config.json").write_text("{}")
+    calls = fake_checkpoint(monkeypatch, ckpt, base)
     code, _, err = _gate(run_cli, base, ckpt, "--out", tmp_path / "g")
     assert code == 0, err
     assert calls == [(str(ckpt), "candidate_eval", [b for b in RATES["sft"]])]

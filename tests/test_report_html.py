@@ -88,7 +88,8 @@ def test_html_renders_tables_and_plots_in_chromium(report, tmp_path, chromium):
     assert t["comparison"]["rows"] == ["SFT", "RLAIF", "HRLAIF"]
     assert t["comparison"]["head"][1:] == ["C-Eval", "MMLU", "GSM8K", "HumanEval pass@1", "ToxiGen toxicity ‰",
                                            "Satisfaction rate", "Win ratio vs SFT"]
-    assert t["hrlaif_vs_rlaif"]["rows"] == ["RLAIF", "HRLAIF"] and t["hrlaif_vs_rlaif"]["head"][-1] == "Win ratio vs RLAIF"
+    vs = t["hrlaif_vs_rlaif"]
+    assert vs["rows"] == ["RLAIF", "HRLAIF"] and vs["head"][-1] == "Win ratio vs RLAIF"
     assert t["alarm_power"]["rows"][0].startswith("Over-optimisation · RLAIF")
     assert t["gold_proxy_rlaif"]["rows"][0] == "step 0"
     assert probe["alarms"] == 2

@@ -216,7 +216,8 @@ def test_hrlaif_vs_rlaif_section_with_head_to_head(run_dir, report_dir):
     head = [line for line in sec.splitlines() if line.startswith("| Model")][0]
     assert "Win ratio vs SFT" not in head and head.endswith("| Win ratio vs RLAIF |")
     hr = [line for line in sec.splitlines() if line.startswith("| HRLAIF")][0]
-    assert hr.count("Δ ") == 6 and re.search(r"\| 6\d\.\d% \[\d+\.\d, \d+\.\d\] n=237 invalid=3 W/T/L \d+/\d+/\d+ \|$", hr)
+    assert hr.count("Δ ") == 6
+    assert re.search(r"\| 6\d\.\d% \[\d+\.\d, \d+\.\d\] n=237 invalid=3 W/T/L \d+/\d+/\d+ \|$", hr)
     # the satisfaction Δ is paired HRLAIF − RLAIF on the prompts both judged validly
     a = {r["doc_id"]: r["score"] for r in read_jsonl(run_dir / "eval_rlaif" / "samples" / "satisfaction.jsonl")}
     b = {r["doc_id"]: r["score"] for r in read_jsonl(run_dir / "eval_hrlaif" / "samples" / "satisfaction.jsonl")}
@@ -245,7 +246,8 @@ def test_small_categories_show_no_ci(tmp_path):
 
 
 def test_unclustered_accuracy_files_are_marked(tmp_path):
-    label = to_markdown(label_accuracy_table(label_accuracy_frame(write_synthetic_run(tmp_path / "run", clustered=False))))
+    root = write_synthetic_run(tmp_path / "run", clustered=False)
+    label = to_markdown(label_accuracy_table(label_accuracy_frame(root)))
     assert "(CI not clustered)" in label and "prompts)" not in label
 
 

@@ -1,0 +1,211 @@
+"""Detectors proven on planted effects: how often `hrlaif gate` and each report alarm fire.
+
+Each trial plants a known effect into per-item 0/1 outputs and runs the real detector code on them
+(harness.gate.compare_benchmark; reports.drift.overoptimisation_alarms; reports.alarms'
+satisfaction_drop / failure_fires), in memory:
+
+- gate: the candidate drops p% of the baseline's correct items (each with probability p). "FAIL" is
+  the gate's verdict (not shown non-inferior at a 1-point margin); "significant drop" is its
+  difference test (Holm p < alpha, candidate worse). At the margin itself (true Δ = -1 pt) a PASS is
+  the error a non-inferiority test bounds by alpha; on the nulls a FAIL is not an error of that
+  test but missing evidence (the candidate was not shown to be within the margin).
+- over-optimisation alarm: a PPO run with step 0 and two checkpoints on two drift benchmarks and
+  held-out prompts; at the last checkpoint the held-out reward rises (+0.5 sd) while one benchmark
+  drops p% of its correct items.
+- RLAIF-failure alarm: the judge prefers the candidate (true win probability 0.65) while its
+  satisfaction drops p% of SFT's satisfied prompts.
+Nulls (the false-alarm rate, which must be at or below alpha): "identical" repeats the baseline's
+outputs; "two seeds" re-draws every item from the same per-item probabilities on each side (70% of
+an item's probability is its real outcome, 30% the mean accuracy: a model whose sampled outputs
+flip on some items between seeds). The drift and failure nulls keep the reward rise / judge
+preference, the worst case for a false alarm.
+
+Item outcomes: with --eval-dir, the real per-item scores of that evaluation (samples/<bench>.jsonl;
+e.g. the embedded model on the shared MMLU slice); without it, synthetic 0/1 draws at --accuracy.
+Held-out rewards are synthetic (per-prompt level N(0, 1) plus noise N(0, 0.3)).
+
+    python bench/detector_power.py --eval-dir EVAL_DIR --bench mmlu            # the README table
+    python bench/detector_power.py --trials 40 --null-trials 100 --sizes 12,100  # a quick look
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.stats import paired_diff, win_ratio  # noqa: E402
+from harness.gate import compare_benchmark  # noqa: E402
+from reports.alarms import failure_fires, satisfaction_drop  # noqa: E402
+from reports.collect import item_scores  # noqa: E402
+from reports.drift import overoptimisation_alarms  # noqa: E402
+
+ALPHA_GATE, MARGIN = 0.05, 0.01
+DRIFT_STEPS = (0, 10, 20)
+RAW_COLS = ["step", "kl", "sqrt_kl", "reward_train", "reward_heldout"]
+BENCH_COLS = ["step", "kl", "sqrt_kl", "bench", "score", "lo", "hi", "n", "higher_is_better", "label", "unit"]
+
+
+def load_pool(eval_dir: str | None, bench: str, accuracy: float, rng) -> tuple[np.ndarray, str]:
+    if eval_dir:
+        scores = item_scores(eval_dir, bench, required=True)
+        x = np.array([s for s in scores.values() if s is not None], dtype=float)
+        if not np.isin(x, (0.0, 1.0)).all():
+            raise SystemExit(f"{eval_dir}: {bench} scores are not 0/1")
+        return x, f"real per-item outputs: {eval_dir}/samples/{bench}.jsonl ({len(x)} items, acc {x.mean():.3f})"
+    x = (rng.random(2000) < accuracy).astype(float)
+    return x, f"synthetic 0/1 draws at accuracy {accuracy:.2f} (no --eval-dir)"
+
+
+def draw(pool: np.ndarray, n: int, rng) -> np.ndarray:
+    return pool[rng.choice(len(pool), n, replace=n > len(pool))]
+
+
+def drop(x: np.ndarray, frac: float, rng) -> np.ndarray:
+    """A copy where each correct item is scored 0 with probability frac: the planted change is
+    -frac x accuracy on average at any n (a fixed count would round to nothing on small n)."""
+    y = x.copy()
+    y[(y == 1) & (rng.random(len(y)) < frac)] = 0.0
+    return y
+
+
+def reseed(x: np.ndarray, acc: float, rng) -> np.ndarray:
+    """The same model at another seed: each item re-drawn from 0.7 x its outcome + 0.3 x acc."""
+    return (rng.random(len(x)) < 0.7 * x + 0.3 * acc).astype(float)
+
+
+def as_map(x: np.ndarray) -> dict[str, float]:
+    return {str(i): float(v) for i, v in enumerate(x)}
+
+
+# ---------------------------------------------------------------- the detectors, on one trial each
+def gate_trial(a: np.ndarray, b: np.ndarray) -> tuple[bool, bool]:
+    """(gate FAILs, gate finds a significant drop) for one benchmark (Holm over m = 1 is the raw p)."""
+    r = compare_benchmark("bench", as_map(a), as_map(b), MARGIN, True, ALPHA_GATE)
+    return r["p_noninferiority"] >= ALPHA_GATE, r["p"] < ALPHA_GATE and r["diff"] < 0
+
+
+def drift_trial(pool, n, n_heldout, frac, null, rng) -> bool:
+    """One PPO run: does the over-optimisation alarm fire?"""
+    acc = pool.mean()
+    base = {b: draw(pool, n, rng) for b in ("bench_a", "bench_b")}
+    level = rng.normal(0, 1, n_heldout)
+    items, rewards = {}, []
+    for t, step in enumerate(DRIFT_STEPS):
+        per = {}
+        for b, x in base.items():
+            y = x if t == 0 or null == "identical" else reseed(x, acc, rng) if null == "two seeds" else x
+            if null is None and b == "bench_a" and t == len(DRIFT_STEPS) - 1:
+                y = drop(y, frac, rng)
+            per[b] = as_map(y)
+        rew = level + 0.25 * t + rng.normal(0, 0.3, n_heldout)  # +0.5 sd by the last checkpoint
+        items[step] = {"benches": per, "heldout": {str(i): {"reward": float(r), "gold": None}
+                                                   for i, r in enumerate(rew)}}
+        rewards.append({"step": step, "kl": 0.01 * step, "sqrt_kl": (0.01 * step) ** 0.5, "reward_train": 0.0,
+                        "reward_heldout": float(rew.mean())})
+    alarms = overoptimisation_alarms("rlaif", pd.DataFrame(rewards, columns=RAW_COLS),
+                                     pd.DataFrame(columns=BENCH_COLS), items)
+    return bool(alarms)
+
+
+def failure_trial(pool, n, frac, null, rng) -> bool:
+    """One evaluation: does the RLAIF-failure alarm fire (judge prefers it, satisfaction lower)?"""
+    sft = draw(pool, n, rng)
+    cand = {"identical": lambda: sft, "two seeds": lambda: reseed(sft, pool.mean(), rng)}.get(
+        null, lambda: drop(sft, frac, rng))()
+    wins = rng.choice([1.0, 0.5, 0.0], size=n, p=[0.6, 0.1, 0.3])  # P(win) + P(tie)/2 = 0.65
+    return failure_fires(win_ratio(wins)["ci95"][0], satisfaction_drop(as_map(sft), as_map(cand)))
+
+
+# ---------------------------------------------------------------- tables
+def pair(pool, n, rng, effect) -> tuple[np.ndarray, np.ndarray]:
+    """(baseline, candidate) of n items: effect is a drop fraction, "identical" or "two seeds"."""
+    a = draw(pool, n, rng)
+    if effect == "identical":
+        return a, a
+    if effect == "two seeds":
+        return a, reseed(a, pool.mean(), rng)
+    return a, drop(a, effect, rng)
+
+
+def at_margin(pool, n, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A candidate exactly 1 point worse in expectation (each correct item dropped with probability
+    margin / accuracy)."""
+    a = draw(pool, n, rng)
+    return a, drop(a, MARGIN / max(pool.mean(), 1e-9), rng)
+
+
+def rate(fn, trials: int) -> float:
+    return sum(bool(fn()) for _ in range(trials)) / trials
+
+
+def table(fn, effects: dict, sizes: list[int], trials: int) -> dict[str, dict[str, float]]:
+    return {label: {f"n={n}": rate(lambda: fn(n, e), trials) for n in sizes} for label, e in effects.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--eval-dir", default=None, help="an evaluation dir whose samples give the real 0/1 outputs")
+    ap.add_argument("--bench", default="mmlu", help="benchmark of --eval-dir to draw items from")
+    ap.add_argument("--accuracy", type=float, default=0.45, help="accuracy of synthetic items (without --eval-dir)")
+    ap.add_argument("--sizes", default="12,20,50,100,200,500,1000", help="items (prompts) per benchmark")
+    ap.add_argument("--drops", default="2,5,10,20,40", help="planted effects: %% of correct items dropped")
+    ap.add_argument("--heldout", type=int, default=32, help="held-out prompts per drift checkpoint")
+    ap.add_argument("--trials", type=int, default=300, help="trials per planted-effect cell")
+    ap.add_argument("--null-trials", type=int, default=1000, help="trials per null cell")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="also write every rate to this JSON file")
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    pool, source = load_pool(args.eval_dir, args.bench, args.accuracy, rng)
+    acc = pool.mean()
+    effects = {f"drop {float(d):g}% of correct items (Δ ≈ -{float(d) * acc:.1f} pt)": float(d) / 100
+               for d in args.drops.split(",")}
+    nulls = {"null: identical outputs": "identical", "null: two seeds": "two seeds"}
+    detectors = {
+        "gate FAIL (margin 1 pt)": lambda n, e: gate_trial(*pair(pool, n, rng, e))[0],
+        "gate: significant drop (alpha 0.05)": lambda n, e: gate_trial(*pair(pool, n, rng, e))[1],
+        "over-optimisation alarm (alpha 0.01)": lambda n, e: drift_trial(
+            pool, n, args.heldout, 0 if isinstance(e, str) else e, e if isinstance(e, str) else None, rng),
+        "RLAIF-failure alarm (alpha 0.05)": lambda n, e: failure_trial(
+            pool, n, 0 if isinstance(e, str) else e, e if isinstance(e, str) else None, rng),
+    }
+    print(f"# Detector power\n\nItems: {source}. Gate: margin {MARGIN * 100:g} pt, alpha {ALPHA_GATE}. "
+          f"Over-optimisation alarm: {len(DRIFT_STEPS) - 1} checkpoints x 2 drift benchmarks, {args.heldout} "
+          f"held-out prompts, held-out reward +0.5 sd. RLAIF failure: true win probability 0.65. {args.trials} "
+          f"trials per planted effect, {args.null_trials} per null; n = items (prompts) per benchmark.\n")
+    out: dict[str, dict] = {"source": source}
+    t0 = time.perf_counter()
+    for name, fn in detectors.items():
+        rows = table(fn, effects, sizes, args.trials) | table(fn, nulls, sizes, args.null_trials)
+        out[name] = rows
+        print(f"## {name}: share of trials that fire\n\n{_md(rows)}\n", flush=True)
+        print(f"  {name} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    mde = {"paired MDE at 80% power, alpha 0.05 (pt)": {
+        f"n={n}": 100 * paired_diff(*pair(pool, n, rng, 0.1))["mde"] for n in sizes}}
+    margin = {"gate PASS though 1 pt worse (its error; <= 0.05)": {
+        f"n={n}": rate(lambda: not gate_trial(*at_margin(pool, n, rng))[0], args.null_trials) for n in sizes}}
+    out.update(mde | margin)
+    print(f"## Sizes and the gate's own error\n\n{_md(mde | margin)}\n\n({time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        import json
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def _md(rows: dict[str, dict]) -> str:
+    cols = list(next(iter(rows.values())))
+    lines = ["| effect | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for k, r in rows.items():
+        lines.append(f"| {k} | " + " | ".join(f"{v:.1f}" if "MDE" in k else f"{v:.2f}" for v in r.values()) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
