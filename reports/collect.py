@@ -209,14 +209,18 @@ def rm_frames(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
             raise UserError(f"{p} is not a JSON object")
         h = m.get("heldout_acc") or {}
         lo, hi = _ci(h)
+        sh = m.get("shared_heldout_acc") or {}
+        slo, shi = _ci(sh)
         summary.append({"rm": mode, **_acc(h, lo, hi), "clipped_share": _num(m.get("clipped_share")),
-                        "clip": _num(m.get("clip"))})
+                        "clip": _num(m.get("clip")),
+                        "shared": _acc(sh, slo, shi) | {"file": sh.get("file"), "sha": sh.get("sha256_12")}
+                        if sh else None})
         for cat, e in (m.get("per_category") or {}).items():
             if isinstance(e, dict):
                 lo, hi = _ci(e)
                 cats.append({"rm": mode, "category": cat, **_acc(e, lo, hi)})
     return (pd.DataFrame(cats, columns=["rm", "category", *ACC_COLUMNS]),
-            pd.DataFrame(summary, columns=["rm", *ACC_COLUMNS, "clipped_share", "clip"]))
+            pd.DataFrame(summary, columns=["rm", *ACC_COLUMNS, "clipped_share", "clip", "shared"]))
 
 
 def drift_frames(path: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:

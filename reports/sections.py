@@ -126,6 +126,31 @@ def drift_blocks(run: RunData, items: dict, plots: dict, report_dir: Path) -> li
     return b
 
 
+USAGE_COLUMNS = {"requests": "requests", "cache_hits": "cache hits", "http_calls": "HTTP calls",
+                 "prompt_tokens": "prompt tokens", "completion_tokens": "completion tokens", "invalid": "invalid"}
+
+
+def judge_usage_blocks(run_dir: Path) -> list[tuple]:
+    """What the run actually asked of its judges (RUN/judge_usage.json, written by `hrlaif run`)."""
+    p = Path(run_dir) / "judge_usage.json"
+    if not p.exists():
+        return []
+    data = read_json(p) or {}
+    rows = {}
+    for stage, roles in (data.get("stages") or {}).items():
+        for role, u in (roles or {}).items():
+            if isinstance(u, dict):
+                rows[f"{stage} · {role}"] = {c: int(u.get(k) or 0) for k, c in USAGE_COLUMNS.items()} | {
+                    "judge": _identity(u.get("judge")) or DASH}
+    if data.get("total"):
+        rows["total"] = {c: int(data["total"].get(k) or 0) for k, c in USAGE_COLUMNS.items()} | {"judge": ""}
+    t = pd.DataFrame.from_dict(rows, orient="index")
+    t.index.name = "Stage · role"
+    return [("h2", "Judge usage"), ("table", t, "judge_usage"),
+            ("note", "Requests each stage made of its judges in this run (cache hits cost nothing; tokens as the "
+                     "endpoint reported them for the requests sent). `hrlaif run --dry-run` gives the plan.")]
+
+
 def _mde(r: dict) -> str:
     if not math.isfinite(r["mde"]):
         return "∞ (too few items)"

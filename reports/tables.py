@@ -220,6 +220,11 @@ def rm_table(rm_cat: pd.DataFrame, rm_summary: pd.DataFrame) -> pd.DataFrame:
     summ = rm_summary.set_index("rm")
     out["(held-out, all)"] = {f"RM {m}": pair_cell(summ.loc[m].to_dict()) if m in summ.index else DASH
                               for m in modes}
+    if summ.shared.notna().any():
+        # One pair set with independent truth scored by both RMs: the comparable accuracy.
+        out["(shared held-out pairs)"] = {f"RM {m}": pair_cell(summ.loc[m, "shared"])
+                                          if m in summ.index and isinstance(summ.loc[m, "shared"], dict) else DASH
+                                          for m in modes}
     out["(clipped share)"] = {
         f"RM {m}": (f"{summ.loc[m, 'clipped_share'] * 100:.2f}% at |r|>{summ.loc[m, 'clip']:g}"
                     if m in summ.index and present(summ.loc[m].clipped_share) else DASH) for m in modes}

@@ -272,7 +272,15 @@ def write_synthetic_run(root: Path, seed: int = 0, rates: dict | None = None, ov
         per = {c: _pair_accuracy(base + 0.01 * (i % 4), 10, 5, rng, clustered) for i, c in enumerate(CATEGORIES)}
         write_json(root / f"rm_{mode}" / "rm_metrics.json",
                    {"heldout_acc": _pair_accuracy(base, 120, 5, rng, clustered), "per_category": per,
-                    "clipped_share": 0.004 if mode == "basic" else 0.012, "clip": 10.0})
+                    "clipped_share": 0.004 if mode == "basic" else 0.012, "clip": 10.0,
+                    # both reward models scored on one held-out pair set with independent truth
+                    "shared_heldout_acc": {**_pair_accuracy(base - 0.02, 40, 3, rng, clustered),
+                                           "file": "heldout/pairs.jsonl", "sha256_12": "abc123abc123"}})
+    usage = {"requests": 120, "http_calls": 80, "cache_hits": 40, "prompt_tokens": 30000, "completion_tokens": 120,
+             "invalid": 2, "judge": JUDGE}
+    write_json(root / "judge_usage.json", {"stages": {"label_basic": {"labelling": usage},
+                                                      "eval_rlaif": {"evaluation": usage}},
+                                           "total": {k: 2 * v for k, v in usage.items() if k != "judge"}})
     return root
 
 

@@ -114,6 +114,10 @@ def test_report_md_sections_in_order_with_all_tables(report_dir):
     rm = md.split("## Reward-model accuracy per category")[1].split("## ")[0]
     assert "(clipped share)" in rm and "0.40% at \\|r\\|>10" in rm and "(held-out, all)" in rm
     assert "n=600 (120 prompts)" in rm
+    assert re.search(r"\| \(shared held-out pairs\) \| 6\d\.\d% \[\d+\.\d, \d+\.\d\] n=120 \(40 prompts\) \|", rm)
+    usage = md.split("## Judge usage")[1].split("## ")[0]
+    assert "| label_basic · labelling | 120 | 40 | 80 | 30000 | 120 | 2 | embedded |" in usage
+    assert "| total | 240 | 80 | 160 | 60000 | 240 | 4 |" in usage
     defs = md.split("## Definitions")[1]
     assert "Wilson" in defs and "bootstrap" in defs and "tie counts as half" in defs and "McNemar" in defs
     assert md.count(INVALID_RULE) == 1  # the invalid-item rule, stated once
