@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import hardware
 from core.errors import UserError
 from core.settings import SettingError, check_fields, existing_file, setting
 from evalsets import registry
+from evalsets.engine import BACKENDS
 
 
 def _positive_lengths(lengths: dict) -> str | None:
@@ -37,6 +39,17 @@ class EvalConfig:
     hub: bool = setting(False, "load datasets from the Hugging Face hub instead of the embedded sets")
     limit: int | None = setting(None, "items per benchmark, round-robin over subjects (none = all)", min=1)
     batch_size: int = setting(8, "batch size of log-likelihood scoring and generation", min=1)
+    precision: str = setting("auto", "auto (bf16 on CUDA and on CPUs with native bf16 matmul: AMX or "
+                                     "AVX512-BF16; fp32 elsewhere), fp32 or bf16 (bf16 matmuls, fp32 log-probs); "
+                                     "recorded in results.json and part of the output cache key",
+                             choices=hardware.PRECISIONS)
+    device: str = setting("auto", "auto (the first GPU when there is one, else the CPU), cpu, cuda or cuda:N; "
+                                  "under `accelerate launch` each process takes its own GPU",
+                          check=hardware.check_device)
+    backend: str = setting("hf", "generation engine: hf (transformers through lm-eval) or vllm (lm-eval's vLLM "
+                                 "model: pip install 'hrlaif-harness[vllm]', a GPU, a model on disk); "
+                                 "log-likelihood benchmarks and PPO's drift evaluation always run on hf",
+                           choices=BACKENDS)
     chat_template: bool | None = setting(None, "apply the tokenizer's chat template: on, off, or auto "
                                                "(none: per benchmark spec, when the tokenizer has one)")
     max_gen_toks: dict[str, int] = setting(default_factory=dict, help="generation length per benchmark, e.g. "

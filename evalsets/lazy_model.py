@@ -1,11 +1,14 @@
 """`LazyModel`: the model under evaluation, loaded on first use only.
 
 A fully cached evaluation asks only for the model's identity (weights hash from the files)
-and whether its tokenizer has a chat template, so it never loads torch weights.
+and whether its tokenizer has a chat template, so it never loads torch weights. How the model
+runs (device, precision, backend, processes) is its `engine` (evalsets.engine), set by the runner.
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+from evalsets import engine as engines
 
 
 class LazyModel:
@@ -15,7 +18,13 @@ class LazyModel:
         self.spec = spec
         self._model, self._tok = model, tokenizer
         self._identity = identity
-        self._hflm = None
+        self.engine = engines.Engine()
+        self._lms: dict[str, object] = {}  # lm-eval model per backend
+
+    @property
+    def in_memory(self) -> bool:
+        """A model object handed in (the PPO actor): never moved, re-typed or reloaded."""
+        return self._model is not None and self.spec is None
 
     @property
     def identity(self) -> dict:
@@ -33,7 +42,8 @@ class LazyModel:
     def load(self):
         if self._model is None:
             from core.models import load_causal_lm
-            self._model, tok, ident = load_causal_lm(self.spec)
+            self._model, tok, ident = load_causal_lm(self.spec, dtype=engines.load_dtype(self.engine))
+            engines.place(self._model, self.engine)
             self._tok = self._tok or tok
             self._identity = {**(self._identity or {}), **ident}
         return self._model, self._tok
@@ -62,9 +72,17 @@ class LazyModel:
             prepare_tokenizer(self._tok)
         return self._tok
 
-    def hflm(self, batch_size: int):
-        if self._hflm is None:
-            from lm_eval.models.huggingface import HFLM
-            model, tok = self.load()
-            self._hflm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device="cpu")
-        return self._hflm
+    def lm_eval_model(self, batch_size: int, generation: bool = False, seed: int = 1234):
+        """The lm-eval model object: vLLM for generation when the engine says so, else the HF model
+        with the shared-prefix KV cache (which serves generation as lm-eval's HFLM does)."""
+        backend = "vllm" if generation and self.engine.backend == "vllm" and not self.in_memory else "hf"
+        if backend not in self._lms:
+            path = None if self.in_memory else self.identity.get("path")
+            if backend == "vllm":
+                self._lms[backend] = engines.vllm_model(self.engine, batch_size, path, seed)
+            elif self.engine.world_size > 1 and not self.in_memory:
+                self._lms[backend] = engines.hf_model(self.engine, batch_size, tokenizer=self.tokenizer, path=path)
+            else:
+                model, tok = self.load()
+                self._lms[backend] = engines.hf_model(self.engine, batch_size, model, tok)
+        return self._lms[backend]

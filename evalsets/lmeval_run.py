@@ -20,21 +20,25 @@ def gen_len(cfg, sp: dict) -> int | None:
 
 
 def simple_evaluate(configs: list[dict], lm, cfg, sp: dict, chat: bool, predict_only: bool = False) -> dict:
-    """lm-eval's per-sample records {task: [sample, ...]} for in-memory task configs."""
+    """lm-eval's per-sample records {task: [sample, ...]} for in-memory task configs.
+
+    With several processes every rank scores its share and rank 0 gets all the records; the
+    other ranks get {} (their kinds return no rows and the runner writes nothing there)."""
     import lm_eval
 
-    hflm = lm.hflm(cfg.batch_size)
+    generation = any(c.get("output_type") == "generate_until" for c in configs)
+    model = lm.lm_eval_model(cfg.batch_size, generation=generation, seed=cfg.seed)
     # lm-eval logs a lot at INFO; our own progress lines are enough.
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     out = lm_eval.simple_evaluate(
-        model=hflm, tasks=configs, num_fewshot=sp.get("num_fewshot") or None,
-        batch_size=cfg.batch_size, device="cpu", use_cache=None, limit=None,
+        model=model, tasks=configs, num_fewshot=sp.get("num_fewshot") or None,
+        batch_size=cfg.batch_size, use_cache=None, limit=None,
         log_samples=True, apply_chat_template=chat, fewshot_as_multiturn=chat,
         predict_only=predict_only, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
         torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed, bootstrap_iters=0,
         task_manager=task_index(spec_dirs(sp)),
     )
-    return out["samples"]
+    return out["samples"] if out is not None else {}
 
 
 def generate(configs: list[dict], lm, cfg, sp: dict, chat: bool) -> dict[str, str]:

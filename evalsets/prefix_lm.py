@@ -60,12 +60,16 @@ def prefix_groups(rows: list[tuple[int, ...]], limits: list[int], min_shared: in
 class PrefixCachingHFLM(HFLM):
     """`HFLM` whose log-likelihood requests reuse the KV cache of shared prompt prefixes.
 
-    `autocast_dtype=torch.bfloat16` runs the forward passes in bf16 over fp32 weights (log-probs
-    stay fp32); None keeps the weights' own precision."""
+    lm-eval's own `mixed_precision_dtype=torch.bfloat16` runs the forward passes (here and in
+    generation) under bf16 autocast over fp32 weights: matmuls in bf16, norms, residual stream and
+    log-probs in fp32; None keeps the weights' own precision."""
 
-    def __init__(self, *args, autocast_dtype: torch.dtype | None = None, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.autocast_dtype = autocast_dtype
+        if getattr(self, "accelerator", None) is not None:
+            # lm-eval takes the node-local index as the rank; across nodes it must be the global one,
+            # or two nodes would score the same shard and none the other.
+            self._rank = self.accelerator.process_index
         # Tokens run through the model: shared prefixes once, suffixes per row (bench/tests read it).
         self.token_counts = {"prefix": 0, "suffix": 0, "requested": 0}
 
@@ -125,8 +129,8 @@ class PrefixCachingHFLM(HFLM):
 
     def _autocast(self):
         device = torch.device(self.device).type
-        return torch.autocast(device_type=device, dtype=self.autocast_dtype or torch.float32,
-                              enabled=self.autocast_dtype is not None)
+        dtype = self.mixed_precision_dtype
+        return torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     @torch.no_grad()
     def _suffix_logprobs(self, batch: list[tuple[int, ...]], prefix_len: int, past, n_scored: dict

@@ -16,9 +16,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from core import hardware
 from core.errors import UserError
 from core.store import stable_hash, write_json, write_jsonl
-from evalsets import cache, kinds, registry
+from evalsets import cache, engine, kinds, registry
 from evalsets.config import EvalConfig
 from evalsets.lazy_model import LazyModel
 from evalsets.lmeval_run import use_chat
@@ -73,9 +74,19 @@ class Context:
 
 
 def settings_for(sp: dict, cfg: EvalConfig, lm: LazyModel, ctx: Context) -> dict:
-    """Everything besides weights and items that changes a benchmark's outputs."""
+    """Everything besides weights and items that changes a benchmark's outputs (precision and
+    device type included: bf16 and fp32 outputs are never mixed up)."""
     return {"spec": registry.cache_fields(sp), "seed": cfg.seed, "batch_independent": True,
-            **kinds.settings(sp, cfg, lm, ctx)}
+            "engine": lm.engine.cache_fields(kinds.generates(sp)), **kinds.settings(sp, cfg, lm, ctx)}
+
+
+def engine_for(lm: LazyModel, cfg: EvalConfig) -> engine.Engine:
+    """The engine of this evaluation. A model handed in (PPO's drift evaluation) stays where it is,
+    in its own process: only the precision of its forward passes is chosen."""
+    if lm.in_memory:
+        device = str(lm.load()[0].device)
+        return engine.Engine(device, hardware.resolve_precision(cfg.precision, device))
+    return engine.resolve(cfg.device, cfg.precision, cfg.backend)
 
 
 def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
@@ -90,8 +101,11 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
     specs = {n: registry.spec(n, cfg.spec_dirs) for n in cfg.benchmarks}
     for sp in specs.values():
         kinds.check(sp, completions=bool(cfg.completions))  # before any data is read
+    lm.engine = eng = engine_for(lm, cfg)
+    # Several processes: no cache reads (another node's cache could disagree and stall the others).
+    use_cache = cfg.use_cache and eng.world_size == 1
     ctx = Context(cfg, out_dir, judge)
-    results = {"model": None, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    results = {"model": None, "host": hardware.describe(), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                "versions": versions(), "config": {k: v for k, v in asdict(cfg).items()}, "benchmarks": {}}
     if cfg.completions:
         results["config"]["completions"] = str(cfg.completions)
@@ -108,14 +122,16 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
                 cached, judged = False, False
             else:
                 ident = lm.identity
-                results["model"] = ident
+                results["model"] = {**ident, **eng.describe()}
                 sett = settings_for(sp, cfg, lm, ctx)
                 judged = "judge" in sett  # graded by the evaluation judge: recorded below
                 k = cache.key(weights=ident["weights_sha"], bench=name,
                               items=stable_hash([data.docs, data.fewshot]), settings=sett)
-                hit = cache.get(k) if cfg.use_cache else None
+                hit = cache.get(k) if use_cache else None
                 cached = hit is not None
                 samples = hit["samples"] if hit else kinds.run(data, sp, lm, cfg, ctx)
+                if not eng.main:  # rank 0 gathered this process's share: it summarizes and writes
+                    continue
                 if not hit:
                     cache.put(k, {"samples": samples})
             summary = kinds.summarize(name, samples, sp)

@@ -31,6 +31,11 @@ def settings(sp: dict, cfg, lm, ctx) -> dict:
     return module(sp).settings(sp, cfg, lm, ctx)
 
 
+def generates(sp: dict) -> bool:
+    """Does the kind generate text (so a generation backend such as vLLM would serve it)?"""
+    return getattr(module(sp), "GENERATES", True)
+
+
 def summarize(name: str, samples: list[dict], sp: dict | None = None) -> dict:
     """The results.json entry of a benchmark or derived metric, from its sample rows only."""
     sp = sp or registry.metric(name)

@@ -18,6 +18,8 @@ def settings(sp: dict, cfg, lm, ctx) -> dict:
 
 def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
     gens = generate(generation_configs(data, sp, gen_len(cfg, sp)), lm, cfg, sp, use_chat(cfg, sp, lm))
+    if not gens:  # another process's share of the work: rank 0 classifies
+        return []
     clf = make_classifier(cfg.toxicity_classifier, ctx.judge() if cfg.toxicity_classifier == "judge" else None)
     docs = data.docs
     outputs = [gens[d["doc_id"]].strip() for d in docs]

@@ -41,6 +41,8 @@ def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
     completions = []
     if cfg.humaneval_samples == 1:
         gens = generate(configs_for(data, sp, {"max_gen_toks": gl} if gl else None, chat), lm, cfg, sp, chat)
+        if not gens:  # another process's share of the work: rank 0 executes
+            return []
         completions = [{"task_id": d["task_id"], "completion": completion(gens[d["doc_id"]])} for d in data.docs]
     else:
         over = {"max_gen_toks": gl, "do_sample": True, "temperature": cfg.humaneval_temperature}
@@ -52,6 +54,8 @@ def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
             for s in items:
                 for r in s["resps"][0] if isinstance(s["resps"][0], list) else s["resps"]:
                     completions.append({"task_id": s["doc"]["task_id"], "completion": completion(r)})
+    if not completions:
+        return []
     _, rows = score_completions({d["task_id"]: d for d in data.docs}, completions)
     return rows
 

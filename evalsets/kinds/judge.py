@@ -22,29 +22,36 @@ def responses(data, sp: dict, lm, cfg) -> dict[str, str]:
     return {k: v.strip() for k, v in gens.items()}
 
 
-def baseline_responses(data, sp: dict, cfg) -> dict[str, str]:
-    """Baseline responses, cached by the baseline's weights like any model output."""
+def baseline_responses(data, sp: dict, cfg, engine) -> dict[str, str]:
+    """Baseline responses, cached by the baseline's weights like any model output; the baseline
+    runs on the same engine (device, precision, backend) as the model under evaluation."""
     base = LazyModel(cfg.baseline_model)
+    base.engine = engine
     k = cache.key(weights=base.identity["weights_sha"], bench=f"{sp['name']}_responses",
-                  items=stable_hash(data.docs), gen=gen_len(cfg, sp), chat=cfg.chat_template)
+                  items=stable_hash(data.docs), gen=gen_len(cfg, sp), chat=cfg.chat_template,
+                  engine=engine.cache_fields(generates=True))
     hit = cache.get(k) if cfg.use_cache else None
     if hit:
         return hit["responses"]
     out = responses(data, sp, base, cfg)
-    cache.put(k, {"responses": out})
+    if out and engine.main:
+        cache.put(k, {"responses": out})
     return out
 
 
 def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
     docs = data.docs
     gens = responses(data, sp, lm, cfg)
+    # Both models generate before any judging: with several processes both are collective steps.
+    base = baseline_responses(data, sp, cfg, lm.engine) if cfg.baseline_model else None
+    if not gens:  # another process's share of the work: rank 0 judges
+        return []
     ours = [gens[d["doc_id"]] for d in docs]
     judge = ctx.judge()
     sat = judge_satisfaction(docs, ours, judge)
     rows = [{"doc_id": d["doc_id"], "group": d["category"], "lang": d.get("lang"), "prompt": d["prompt"],
              "target": d.get("std_answer") or "", "output": r, **s} for d, r, s in zip(docs, ours, sat)]
-    if cfg.baseline_model:
-        base = baseline_responses(data, sp, cfg)
+    if base is not None:
         theirs = [base[d["doc_id"]] for d in docs]
         for row, pw, b in zip(rows, judge_pairwise(docs, ours, theirs, judge), theirs):
             row.update(pw)

@@ -9,6 +9,8 @@ from evalsets import scoring
 from evalsets.lmeval_run import gen_len, simple_evaluate, use_chat
 from evalsets.lmeval_tasks import task_configs
 
+GENERATES = False  # log-likelihoods only: always the HF model with the shared-prefix KV cache
+
 
 def settings(sp: dict, cfg, lm, ctx) -> dict:
     return {"chat": use_chat(cfg, sp, lm), "max_gen_toks": gen_len(cfg, sp)}
