@@ -95,10 +95,12 @@ def ppo(cfg: RunConfig, sft_model: Path, rm: Path, out: Path) -> Path:
     pcfg = replace(pcfg, resume=_ppo_can_continue(pcfg, out))
     if not pcfg.resume:
         _clear_stage_dir(out)  # a partial run without a usable checkpoint: start at step 0
-    # The drift log's generation lengths are the eval stage's; gold verdicts are the evaluation judge's.
+    # The drift log's generation lengths and precision are the eval stage's; gold verdicts are the
+    # evaluation judge's.
     with gold_judge(cfg, out) as gold_fn:
         train(pcfg, evaluate_fn=functools.partial(evaluate_in_process, max_gen_toks=dict(cfg.eval.max_gen_toks),
-                                                  judge=cfg.eval_judge), gold_fn=gold_fn)
+                                                  precision=cfg.eval.precision, judge=cfg.eval_judge),
+              gold_fn=gold_fn)
     return out / "final"
 
 
