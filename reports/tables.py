@@ -36,7 +36,8 @@ def fmt_delta(delta, permille: bool = False) -> str:
 
 def fmt_paired(r: dict, permille: bool = False) -> str:
     """'Δ -5.0 pt [-9.1, -0.9] p=0.021', 'Δ +0.0 pt [-8.3, +8.3] inconclusive (MDE 12.1 pt)',
-    'Δ +1.0 pt n=3 (n<5: no CI)'; with 'excl. K invalid' when invalid items left the pairs."""
+    'Δ +1.0 pt n=3 (n<5: no CI)'; with 'excl. K invalid' when invalid items left the pairs and
+    'on N common items' when one side lacks items the other has."""
     k, unit = (1.0, "‰") if permille else (100.0, " pt")
     s = f"Δ {r['diff'] * k:+.1f}{unit}"
     if r["n"] < MIN_N_CI:
@@ -47,6 +48,8 @@ def fmt_paired(r: dict, permille: bool = False) -> str:
               else f" p={r['p']:.2g}")
     if r["excluded"]:
         s += f" excl. {int(r['excluded'])} invalid"
+    if r.get("missing"):  # items one side lacks: the Δ covers only the common ones
+        s += f" on {int(r['n'])} common items"
     return s
 
 

@@ -275,3 +275,13 @@ def test_gold_vs_proxy_view(report_dir):
     assert "![gold vs proxy rlaif](gold_proxy_rlaif.png)" in sec and "| step 900 | 4.243 |" in sec
     h, w = mpimg.imread(report_dir / "gold_proxy_rlaif.png").shape[:2]
     assert w > 600 and h > 250
+
+
+def test_delta_on_partly_shared_items_says_so(tmp_path):
+    root = write_synthetic_run(tmp_path / "run")
+    p = root / "eval_rlaif" / "samples" / "mmlu.jsonl"
+    write_text(p, "".join(json.dumps(r) + "\n" for r in read_jsonl(p)[:100]))
+    run = collect(root)
+    paired = paired_frame(run.results, {v: root / f"eval_{v}" for v in run.results}, "sft")
+    cell = comparison_table(run.benchmarks, paired).loc["RLAIF", "MMLU"]
+    assert cell.endswith(" on 100 common items") and "Δ " in cell
