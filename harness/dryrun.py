@@ -163,12 +163,19 @@ def _gold_calls(cfg: RunConfig) -> list[Calls]:
         return []
     held = load_prompts(path)[:ppo.heldout_limit]
     checkpoints = 1 + ppo.steps // ppo.drift_every
-    return [Calls(f"ppo_{v}", "evaluation", f"gold verdicts, {checkpoints} checkpoints x {len(held)} held-out",
-                  [P.eval_satisfaction_messages(p["prompt"], "") for _ in range(checkpoints) for p in held], 1,
-                  ppo.max_new_tokens, choice(cfg.eval_judge)) for v in ("rlaif", "hrlaif")]
+    out = [Calls(f"ppo_{v}", "evaluation", f"gold verdicts, {checkpoints} checkpoints x {len(held)} held-out",
+                 [P.eval_satisfaction_messages(p["prompt"], "") for _ in range(checkpoints) for p in held], 1,
+                 ppo.max_new_tokens, choice(cfg.eval_judge)) for v in ("rlaif", "hrlaif")]
+    # drift benchmarks that need the judge: every checkpoint grades them (the evaluation's calls per item)
+    drift_eval = replace(cfg, eval=replace(cfg.eval, benchmarks=list(ppo.drift_benchmarks), limit=ppo.drift_limit))
+    for c in _eval_calls(drift_eval, stages=("eval_sft",)):
+        for v in ("rlaif", "hrlaif"):
+            out.append(replace(c, stage=f"ppo_{v}", what=f"drift {c.what}, {checkpoints} checkpoints",
+                               messages=c.messages * checkpoints))
+    return out
 
 
-def _eval_calls(cfg: RunConfig) -> list[Calls]:
+def _eval_calls(cfg: RunConfig, stages=("eval_sft", "eval_rlaif", "eval_hrlaif")) -> list[Calls]:
     from evalsets import registry
     from evalsets.loaders import load
     from evalsets.toxicity import audit_set
@@ -181,13 +188,18 @@ def _eval_calls(cfg: RunConfig) -> list[Calls]:
         judged = sp["kind"] == "judge" or (sp["kind"] == "classify" and ecfg.toxicity_classifier == "judge")
         if not judged:
             continue
-        if ecfg.hub and sp.get("hub") and not cfg.data_dir:
-            raise UserError(f"--dry-run cannot count {name}'s items: eval.hub reads them from the hub (give "
-                            f"data_dir, or eval.limit and run without hub to estimate)")
-        docs = load(sp, cfg.data_dir, False, ecfg.category_mapping()).limited(ecfg.limit).docs
+        if ecfg.hub and sp.get("hub") and not cfg.data_dir:  # the dry run downloads nothing
+            if not ecfg.limit:
+                raise UserError(f"--dry-run cannot count {name}'s items: eval.hub reads them from the hub and "
+                                f"eval.limit is not set (set it, or give data_dir)")
+            # prompts of the embedded copy stand in for the hub's; the count is the limit
+            docs = load(sp, None, False, ecfg.category_mapping()).docs
+            docs = [docs[i % len(docs)] for i in range(ecfg.limit)]
+        else:
+            docs = load(sp, cfg.data_dir, False, ecfg.category_mapping()).limited(ecfg.limit).docs
         length = ecfg.max_gen_toks.get(name) or sp.get("max_gen_toks") or 256
         n = f"{len(docs)} items"
-        for stage in ("eval_sft", "eval_rlaif", "eval_hrlaif"):
+        for stage in stages:
             if sp["kind"] == "classify":
                 out.append(Calls(stage, "evaluation", f"{name} classifier, {n}",
                                  [P.eval_toxicity_messages("") for _ in docs], 1, length, choice(ev)))
