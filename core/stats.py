@@ -233,12 +233,19 @@ def min_detectable_diff(sd: float, n: int, alpha: float = 0.05, power: float = 0
 def paired_sd(a: Sequence[float], b: Sequence[float]) -> float:
     """sd of the paired differences; when the two sides agree on every item (sd 0), the sd of the
     baseline items stands in as a planning value (identical outputs still leave the question of
-    how large a change the items could have shown)."""
+    how large a change the items could have shown), and for 0/1 items that are all alike, that of
+    a Laplace-smoothed rate (k + 1) / (n + 2): 0 of 8 right cannot rule out a change either."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(a) < 2:
         return 0.0
     sd = float(np.std(b - a, ddof=1))
-    return sd if sd > 0 else float(np.std(a, ddof=1))
+    if sd > 0:
+        return sd
+    sd = float(np.std(a, ddof=1))
+    if sd > 0 or not is_binary(a):
+        return sd
+    p = (a.sum() + 1) / (len(a) + 2)
+    return math.sqrt(p * (1 - p))
 
 
 def paired_diff(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, power: float = 0.8,

@@ -165,7 +165,8 @@ def pair_cell(r) -> str:
     if text == DASH:
         return text
     if present(r.get("n_clusters")):
-        return text + f" ({int(r['n_clusters'])} prompts)"
+        k = int(r["n_clusters"])
+        return text + f" ({k} prompt{'s' if k != 1 else ''})"
     return text + " (CI not clustered)" if int(r["n"] or 0) >= MIN_N_CI else text
 
 

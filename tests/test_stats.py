@@ -114,6 +114,10 @@ def test_identical_outputs_are_inconclusive_with_a_planning_mde():
     # n = 12 cannot detect anything under ~40 points (issue 12's quickstart cell)
     assert r["mde"] > 0.4 and inconclusive(r["diff"], r["ci95"], r["mde"])
     assert not inconclusive(-0.2, [-0.3, -0.1], 0.5)
+    # every item wrong on both sides (a 135M model on GSM8K): still no evidence of no change
+    zeros = paired_diff([0] * 8, [0] * 8)
+    assert zeros["mde"] == pytest.approx((sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * math.sqrt(0.1 * 0.9) / math.sqrt(8))
+    assert inconclusive(zeros["diff"], zeros["ci95"], zeros["mde"])
 
 
 def test_min_detectable_diff_matches_scipy_normal():
