@@ -1,22 +1,21 @@
-"""PPO step time: hrlaif's trainer vs TRL's PPOTrainer (trl==0.19.1, `pip install .[bench]`).
+"""PPO step time: hrlaif's trainer vs TRL's PPOTrainer (trl==0.19.1, `pip install '.[bench]'`).
 
-Both run the same model (default: the embedded SmolLM2-135M; `--tiny` for a 0.4M random
-Llama), batch size, prompts, response length, PPO epochs and minibatches, fp32 on CPU.
-Each repetition launches one subprocess per implementation, alternating ours/TRL so
-background load hits both alike; the first step of every run is warm-up and not timed.
+Equal settings (issue 13): SmolLM2-135M (the embedded model; `--tiny` for a 0.4M random Llama),
+batch 8, one mini-batch, 1 PPO epoch, 64 response tokens, GSM8K prompts of at most 96 tokens
+(chat template included; /work/shared/data/gsm8k or `--data-dir`, else the embedded set), every
+block trained, 3 timed steps after one warm-up step. Four arms, each in its own subprocess,
+alternated per repetition so background load hits them alike:
 
-Also printed: the share of measured matmul peak reached in our PPO update phase, i.e. the
-FLOPs the update executes (forward and backward of the blocks it runs, see `main`) divided by
-the update time and by the peak FLOP/s of a timed 2048^3 fp32 torch.matmul.
+  trl:fp32   TRL PPOTrainer, fp32          trl:bf16   TRL PPOTrainer, bf16=True (accelerate autocast)
+  ours:auto  hrlaif ppo, precision auto    ours:fp32  hrlaif ppo, precision fp32
 
-`--train-layers N` trains only the top N blocks of policy and value model in BOTH trainers
-(the quickstart's setting is 8). Ours then computes the frozen blocks once per rollout for
-all four models (trainers/trunk.py); TRL recomputes them in every forward.
+Printed side by side: s/step (median), ours' split generate / score / train, the speed-up of
+ours:auto over TRL's faster arm and of ours:fp32 over trl:fp32 (equal precision), and for each of
+our phases the share of the measured matmul peak at the precision in use (a timed N^2 matmul at
+that dtype and thread count; FLOPs counted from the model's shapes and the tokens each phase runs).
 
-Ours keeps freed memory in the process (harness/allocator.py). `--trl-allocator` adds a third
-arm, TRL with that same glibc setting, to show how much of the gap the allocator is.
-
-    python bench/ppo_throughput.py --reps 2 --steps 3 --batch-size 4 --response-length 24
+    python bench/ppo_throughput.py                    # the issue's settings, 2 repetitions
+    python bench/ppo_throughput.py --tiny --steps 1 --reps 1 --response-length 8   # a smoke run
 """
 from __future__ import annotations
 
@@ -32,26 +31,32 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+ARMS = ("trl:fp32", "trl:bf16", "ours:auto", "ours:fp32")
+SHARED_GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+EMBEDDED_GSM8K = ROOT / "evalsets" / "data" / "gsm8k" / "test.jsonl"
 
-PROMPTS = ["Explain why the sky is blue.", "Write a haiku about autumn.", "What is 17 times 3?",
-           "Give me three tips for learning Python.", "Summarise the plot of Hamlet in two sentences.",
-           "How do vaccines work?", "Translate 'good morning' into French.", "Name a prime number above 50."]
 
-
-def peak_flops(n: int = 2048, reps: int = 5) -> float:
+def peak_flops(dtype: str, n: int = 1024, seconds: float = 1.0) -> float:
+    """FLOP/s of a timed n x n matmul at `dtype` on the current thread count."""
     import torch
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+    for _ in range(3):
         a @ b
+    reps, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        a @ b
+        reps += 1
     return 2 * n ** 3 * reps / (time.perf_counter() - t)
 
 
-def prepare(args, work: Path) -> tuple[str, str]:
-    """Actor dir and an RM dir (RewardModel on the actor backbone, random head) + prompts."""
+def prepare(args, work: Path) -> tuple[str, str, list[str]]:
+    """Actor dir, an RM dir (RewardModel on the actor backbone, random head), the prompt texts."""
     import torch
-    from core.models import build_tiny_model, resolve
+
+    from core.models import build_tiny_model, load_tokenizer, resolve
+    from core.store import read_jsonl
+    from trainers.data_formats import render_prompt
     from trainers.models import RewardModel
     actor = str(build_tiny_model(work / "tiny")) if args.tiny else resolve(args.model).path
     rm_dir = work / "rm"
@@ -60,44 +65,49 @@ def prepare(args, work: Path) -> tuple[str, str]:
         rm, tok, _ = RewardModel.from_backbone(actor)
         rm.save_pretrained(rm_dir)
         tok.save_pretrained(rm_dir)
-    n = args.batch_size * (args.steps + 1)
+    src = Path(args.data_dir) / "gsm8k" / "test.jsonl" if args.data_dir else \
+        SHARED_GSM8K if SHARED_GSM8K.exists() else EMBEDDED_GSM8K
+    tok = load_tokenizer(actor)
+    need = args.batch_size * (args.steps + 1)
+    prompts = [r["question"] for r in read_jsonl(src)
+               if len(tok(render_prompt(tok, r["question"]), add_special_tokens=False)["input_ids"])
+               <= args.max_prompt_tokens][:need]
+    if len(prompts) < need:
+        sys.exit(f"{src}: only {len(prompts)} prompts of <= {args.max_prompt_tokens} tokens (need {need})")
     with open(work / "prompts.jsonl", "w") as f:
-        for i in range(n):
-            f.write(json.dumps({"id": str(i), "prompt": PROMPTS[i % len(PROMPTS)]}) + "\n")
-    return actor, str(rm_dir)
+        for i, p in enumerate(prompts):
+            f.write(json.dumps({"id": str(i), "prompt": p}) + "\n")
+    return actor, str(rm_dir), prompts
 
 
 # --------------------------------------------------------------------------- workers
 
-def run_ours(args, work: Path, actor: str, rm_dir: str) -> dict:
+def run_ours(args, work: Path, actor: str, rm_dir: str, precision: str) -> dict:
     import shutil
+
     from trainers.configs import PPOConfig
     from trainers.ppo import train
-    out = work / "ours_out"
+    out = work / f"ours_{precision}"
     shutil.rmtree(out, ignore_errors=True)
     rows = train(PPOConfig(model=actor, reward_model=rm_dir, out=str(out), prompts=str(work / "prompts.jsonl"),
+                           drift_every=0,
                            steps=args.steps + 1, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
-                           ppo_epochs=args.ppo_epochs, max_new_tokens=args.response_length,
-                           max_prompt_len=512, missing_eos_reward=None, seed=1, train_layers=args.train_layers,
-                           share_trunk=not args.no_share_trunk))
+                           ppo_epochs=args.ppo_epochs, max_new_tokens=args.response_length, max_prompt_len=512,
+                           seed=1, save_every=0, precision=precision))
+    placement = json.loads((out / "sessions.jsonl").read_text().splitlines()[0])["precision"]
     rows = rows[1:]  # warm-up
-    return {"step_s": [r["time_gen"] + r["time_score"] + r["time_train"] for r in rows],
-            "train_s": [r["time_train"] for r in rows], "gen_s": [r["time_gen"] for r in rows],
-            "score_s": [r["time_score"] for r in rows], "response_len": [r["response_len"] for r in rows]}
+    return {"precision": placement, "step_s": [r["time_gen"] + r["time_score"] + r["time_train"] for r in rows],
+            "gen_s": [r["time_gen"] for r in rows], "score_s": [r["time_score"] for r in rows],
+            "train_s": [r["time_train"] for r in rows], "response_len": [r["response_len"] for r in rows]}
 
 
-def run_trl(args, work: Path, actor: str, rm_dir: str, same_allocator: bool = False) -> dict:
+def run_trl(args, work: Path, actor: str, bf16: bool) -> dict:
     import torch
-    if same_allocator:
-        from core.allocator import keep_freed_memory
-        if not keep_freed_memory():
-            sys.exit("--trl-allocator: glibc refused the setting (or HRLAIF_MALLOC_DEFAULTS=1 is set)")
     from datasets import Dataset
-    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
-                              TrainerCallback)
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl import PPOConfig, PPOTrainer
-    from trainers.data_formats import render_prompt
 
+    from trainers.data_formats import render_prompt
     tok = AutoTokenizer.from_pretrained(actor, padding_side="left")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -110,10 +120,6 @@ def run_trl(args, work: Path, actor: str, rm_dir: str, same_allocator: bool = Fa
     reward = AutoModelForSequenceClassification.from_pretrained(actor, num_labels=1, dtype=torch.float32)
     for m in (value, reward):
         m.config.pad_token_id = tok.pad_token_id
-    if args.train_layers:  # the same trainable blocks as ours
-        from trainers.freezing import train_top_layers
-        train_top_layers(policy, args.train_layers)
-        train_top_layers(value, args.train_layers)
     times = []
 
     class Timer(TrainerCallback):
@@ -125,37 +131,61 @@ def run_trl(args, work: Path, actor: str, rm_dir: str, same_allocator: bool = Fa
                     num_ppo_epochs=args.ppo_epochs, response_length=args.response_length,
                     total_episodes=args.batch_size * (args.steps + 1), local_rollout_forward_batch_size=args.batch_size,
                     learning_rate=1e-6, report_to=[], save_strategy="no", num_sample_generations=0,
-                    stop_token="eos", bf16=False, fp16=False, use_cpu=True, logging_steps=10**6,
+                    stop_token="eos", bf16=bf16, fp16=False, use_cpu=True, logging_steps=10**6,
                     seed=1, dataloader_num_workers=0, disable_tqdm=True)
     trainer = PPOTrainer(args=cfg, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
                          value_model=value, train_dataset=ds, callbacks=[Timer()])
+    t0 = time.perf_counter()
     trainer.train()
-    steps = [b - a for a, b in zip(times, times[1:])]  # first step = warm-up
-    return {"step_s": steps}
+    steps = [b - a for a, b in zip([t0] + times, times)][1:]  # the first step is warm-up
+    return {"precision": "bf16" if bf16 else "fp32", "step_s": steps}
+
+
+# ---------------------------------------------------------------------------- FLOPs
+
+def phase_flops(actor: str, args, prompt_len: float, resp_len: float) -> dict:
+    """FLOPs each of our phases executes per step (2 per multiply-add; backward = 2x forward)."""
+    from transformers import AutoConfig
+    c = AutoConfig.from_pretrained(actor)
+    h, i, L = c.hidden_size, c.intermediate_size, c.num_hidden_layers
+    kv = h // c.num_attention_heads * c.num_key_value_heads
+    block = h * (2 * h + 2 * kv) + 3 * h * i           # q, o, k, v and the gated MLP
+    head = h * c.vocab_size
+    B, P, R = args.batch_size, prompt_len, resp_len
+    T = P + R
+    attn = lambda q, k: 4 * q * k * h * L  # noqa: E731 - scores and weighted sum, every block
+    gen = 2 * B * (P * L * block + R * (L * block + head)) + B * (attn(P, P / 2) + attn(R, P + R / 2))
+    fwd_seq = 2 * B * T * L * block + B * attn(T, T / 2)  # one full forward of the blocks
+    score = 3 * fwd_seq + 2 * B * R * head                 # reward model, reference (+ its head), critic
+    train = args.ppo_epochs * (3 * 2 * fwd_seq + 6 * B * R * head)  # actor and critic, fwd + bwd
+    return {"gen": gen, "score": score, "train": train}
 
 
 # ---------------------------------------------------------------------------- driver
+
+def _med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="actor (default: embedded SmolLM2-135M)")
     ap.add_argument("--tiny", action="store_true", help="tiny random Llama instead")
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--mini-batch-size", type=int, default=2)
-    ap.add_argument("--ppo-epochs", type=int, default=2)
-    ap.add_argument("--response-length", type=int, default=24)
+    ap.add_argument("--data-dir", default=None, help="directory with gsm8k/test.jsonl (default: the shared data)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--mini-batch-size", type=int, default=8)
+    ap.add_argument("--ppo-epochs", type=int, default=1)
+    ap.add_argument("--response-length", type=int, default=64)
+    ap.add_argument("--max-prompt-tokens", type=int, default=96)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per run (plus one warm-up)")
-    ap.add_argument("--train-layers", type=int, default=0,
-                    help="train only the top N blocks of policy and value model, in both trainers (0 = all)")
-    ap.add_argument("--no-share-trunk", action="store_true", help="ours: recompute the frozen blocks per model")
-    ap.add_argument("--reps", type=int, default=2, help="alternating ours/TRL repetitions")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch/OpenMP threads per worker (on a shared box more threads than free cores "
-                         "makes every op wait for a descheduled thread: 15-30x slower)")
-    ap.add_argument("--trl-allocator", action="store_true",
-                    help="add an arm: TRL with ours' glibc allocator setting (harness/allocator.py)")
+    ap.add_argument("--reps", type=int, default=2, help="alternating repetitions of every arm")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch/OpenMP threads per worker (more threads than free cores makes every op wait "
+                         "for a descheduled thread: measure on a quiet machine)")
+    ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--work", default=None)
-    ap.add_argument("--worker", choices=["ours", "trl", "trl_allocator"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -164,61 +194,63 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="ppo_bench_"))
     work.mkdir(parents=True, exist_ok=True)
-    actor, rm_dir = prepare(args, work)
+    actor, rm_dir, prompts = prepare(args, work)
 
     if args.worker:
-        if args.worker == "ours":
-            res = run_ours(args, work, actor, rm_dir)
-        else:
-            res = run_trl(args, work, actor, rm_dir, same_allocator=args.worker == "trl_allocator")
+        impl, prec = args.worker.split(":")
+        res = run_ours(args, work, actor, rm_dir, prec) if impl == "ours" else run_trl(args, work, actor, prec == "bf16")
         print("RESULT " + json.dumps(res))
         return
 
-    arms = ("ours", "trl", "trl_allocator") if args.trl_allocator else ("ours", "trl")
-    results = {k: [] for k in arms}
-    argv = [a for a in sys.argv[1:]] + ["--work", str(work)]
+    arms = [a for a in args.arms.split(",") if a]
+    if unknown := [a for a in arms if a not in ARMS]:
+        sys.exit(f"unknown arm(s) {', '.join(unknown)} (arms: {', '.join(ARMS)})")
+    results = {a: [] for a in arms}
+    argv = [a for a in sys.argv[1:] if not a.startswith("--work")] + ["--work", str(work)]
     for rep in range(args.reps):
-        for impl in arms:
-            p = subprocess.run([sys.executable, __file__, *argv, "--worker", impl], capture_output=True, text=True)
+        for arm in arms:
+            p = subprocess.run([sys.executable, __file__, *argv, "--worker", arm], capture_output=True, text=True)
             line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
-                sys.exit(f"{impl} worker failed:\n{p.stderr[-3000:]}")
-            results[impl].append(json.loads(line[7:]))
-            print(f"rep {rep} {impl}: step {statistics.median(results[impl][-1]['step_s']):.2f}s", flush=True)
+                sys.exit(f"{arm} worker failed:\n{p.stderr[-3000:]}")
+            results[arm].append(json.loads(line[7:]))
+            print(f"rep {rep} {arm:<9}: {_med(results[arm][-1]['step_s']):.2f} s/step", flush=True)
 
-    med = {k: statistics.median([s for r in v for s in r["step_s"]]) for k, v in results.items()}
-    ours = results["ours"]
-    train_s = statistics.median([s for r in ours for s in r["train_s"]])
-    resp = statistics.mean([s for r in ours for s in r["response_len"]])
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    summary = {a: {"precision": r[0]["precision"], "step_s": _med([s for x in r for s in x["step_s"]]),
+                   **{k: _med([s for x in r for s in x[k]]) for k in ("gen_s", "score_s", "train_s", "response_len")
+                      if k in r[0]}} for a, r in results.items()}
+    from core.models import load_tokenizer
     from trainers.data_formats import render_prompt
-    from trainers.trunk import decoder_of
-    m = AutoModelForCausalLM.from_pretrained(actor)
-    dec = decoder_of(m)
-    n_blocks = len(dec.layers)
-    per_block = sum(p.numel() for p in dec.layers[0].parameters())
-    head = m.get_output_embeddings().weight.numel()
-    tok = AutoTokenizer.from_pretrained(actor)
+    tok = load_tokenizer(actor)
     prompt_len = statistics.mean(len(tok(render_prompt(tok, p), add_special_tokens=False)["input_ids"])
-                                 for p in PROMPTS)
-    tokens, resp_tokens = args.batch_size * (prompt_len + resp), args.batch_size * resp
-    # FLOPs our update executes: per model and token 2x the forwarded block params + 4x the
-    # trained ones (backward: activation and weight grads), plus the actor's LM head on response
-    # tokens (forward + backward, 6x). Frozen blocks are forwarded only without the shared trunk.
-    trained = args.train_layers or n_blocks
-    forwarded = trained if args.train_layers and not args.no_share_trunk else n_blocks
-    flops = args.ppo_epochs * (2 * tokens * (2 * forwarded + 4 * trained) * per_block + 6 * head * resp_tokens)
-    peak = peak_flops()  # same thread count as the workers
-    print(json.dumps({"config": {k: v for k, v in vars(args).items() if k not in ("worker", "work")},
-                      "median_step_s": med, "speedup_ours_vs_trl": med["trl"] / med["ours"],
-                      **({"speedup_ours_vs_trl_same_allocator": med["trl_allocator"] / med["ours"]}
-                         if args.trl_allocator else {}),
-                      "ours_split_s": {k: statistics.median([s for r in ours for s in r[k]])
-                                       for k in ("gen_s", "score_s", "train_s")},
-                      "ours_mean_response_len": resp, "mean_prompt_len": prompt_len,
-                      "update_flops": flops, "update_flops_per_s": flops / train_s,
-                      "matmul_peak_flops_per_s": peak, "update_share_of_peak": flops / train_s / peak},
-                     indent=2))
+                                 for p in prompts)
+    peaks = {prec: peak_flops(prec) for prec in sorted({s["precision"] for s in summary.values()})}
+    for a, s in summary.items():
+        if a.startswith("ours"):
+            fl = phase_flops(actor, args, prompt_len, s["response_len"])
+            s["share_of_peak"] = {k: fl[k] / s[f"{k}_s"] / peaks[s["precision"]] for k in fl}
+            s["share_of_peak"]["step"] = sum(fl.values()) / s["step_s"] / peaks[s["precision"]]
+    trl = [summary[a]["step_s"] for a in ("trl:fp32", "trl:bf16") if a in summary]
+    speedups = {}
+    if trl and "ours:auto" in summary:
+        speedups["ours:auto vs TRL's faster arm"] = min(trl) / summary["ours:auto"]["step_s"]
+    if "trl:fp32" in summary and "ours:fp32" in summary:
+        speedups["ours:fp32 vs trl:fp32 (equal precision)"] = summary["trl:fp32"]["step_s"] / summary["ours:fp32"]["step_s"]
+
+    from core.hardware import describe
+    print(f"\nhost: {describe()}; torch threads {args.threads}; mean prompt {prompt_len:.0f} tokens; "
+          f"matmul peak " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
+    print(f"{'arm':<10} {'prec':<5} {'s/step':>7} {'gen':>6} {'score':>6} {'train':>6}   share of peak gen/score/train/step")
+    for a, s in summary.items():
+        split = " ".join(f"{s[k]:6.2f}" if k in s else f"{'-':>6}" for k in ("gen_s", "score_s", "train_s"))
+        share = " / ".join(f"{v:.0%}" for v in s["share_of_peak"].values()) if "share_of_peak" in s else ""
+        print(f"{a:<10} {s['precision']:<5} {s['step_s']:7.2f} {split}   {share}")
+    for k, v in speedups.items():
+        print(f"{k}: {v:.2f}x")
+    out = {"config": {k: v for k, v in vars(args).items() if k not in ("worker", "work")}, "host": describe(),
+           "mean_prompt_len": prompt_len, "matmul_peak_flops_per_s": peaks, "arms": summary, "speedups": speedups}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

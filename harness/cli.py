@@ -25,6 +25,7 @@ COMMANDS = {
     "ppo": ("harness.commands.ppo", "DeepSpeed PPO against a reward model, with drift evaluation"),
     "report": ("harness.commands.report", "regenerate the comparison report of a run directory"),
     "gate": ("harness.commands.gate", "paired non-inferiority gate: may the candidate ship?"),
+    "eval-rm": ("harness.commands.eval_rm", "accuracy of any reward model on preference pairs (clustered CI)"),
     "compare": ("harness.commands.compare", "evaluation dirs or checkpoints side by side: paired Δ with CIs"),
 }
 

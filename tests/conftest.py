@@ -117,3 +117,37 @@ def chromium() -> str:
         pytest.fail("no chromium for the HTML report tests: install Debian's `chromium` package "
                     "(.ci/run does); the tests do not skip without it")
     return found
+
+
+CHAR_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                      "{% if add_generation_prompt %}assistant: {% endif %}")
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer():
+    """A character-level tokenizer (printable ASCII, <pad>/<unk>/<eos>) with a plain chat template:
+    a vocabulary unlike SmolLM2's, small enough that a tiny policy learns within a few PPO steps."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", "<eos>", *[chr(c) for c in range(32, 127)], "\n"])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+    tok.chat_template = CHAR_CHAT_TEMPLATE
+    return tok
+
+
+@pytest.fixture(scope="session")
+def char_lm_dir(tmp_path_factory, char_tokenizer) -> Path:
+    """A tiny random Llama on the character tokenizer (PPO learning tests)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    out = tmp_path_factory.mktemp("charlm") / "model"
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(char_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True, bos_token_id=None,
+                      eos_token_id=char_tokenizer.eos_token_id, pad_token_id=char_tokenizer.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    char_tokenizer.save_pretrained(out)
+    return out

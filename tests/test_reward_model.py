@@ -238,3 +238,72 @@ def test_cli_train_rm_errors(tiny_model_dir, tmp_path, run_cli):
     p.write_text("".join(json.dumps(_label_row(id=f"i{n}", pairs=[])) + "\n" for n in range(4)), encoding="utf-8")
     code, _, err = run_cli("train-rm", "--model", tiny_model_dir, "--labels", p, "--out", tmp_path / "rm")
     assert code == 2 and "no training group has a preference pair" in err
+
+
+# ------------------------------------------------------------------ issue 12: clipping, clustered CI, shared pairs
+
+def test_training_loss_reads_the_raw_score_so_an_outlier_keeps_its_gradient(rm_tok):
+    """Clipping is for scoring: a pair whose scores both lie beyond the clip still teaches the model."""
+    rm, tok = rm_tok
+    ids, mask, _ = encode_group(tok, "Q", RESPONSES[:2], 256)
+    with torch.no_grad():
+        rm.head.bias.fill_(50.0)  # every raw score far above clip = 10
+    reward, raw = rm(ids, mask, return_raw=True)
+    assert (raw > 10).all() and (reward == 10).all()
+    rm.zero_grad()
+    loss, scores = kwise_group_loss(rm, ids, mask, torch.tensor([[0, 1]]))
+    loss.backward()
+    assert torch.equal(scores, raw)  # the loss saw the raw scores
+    assert rm.head.weight.grad.abs().max() > 0
+    assert loss.item() == pytest.approx(-torch.nn.functional.logsigmoid(raw[0] - raw[1]).item(), rel=1e-5)
+
+
+def test_heldout_accuracy_ci_resamples_prompts(tiny_model_dir, tmp_path):
+    """Pairs of one prompt share its responses: the CI is a bootstrap over prompt ids."""
+    from core.stats import cluster_bootstrap_mean
+    from trainers.reward_model import evaluate
+    labels = tmp_path / "labels.jsonl"
+    _synthetic_labels(labels, n_prompts=6, k=4)
+    groups = load_labels(labels)
+    torch.manual_seed(0)
+    rm, tok, _ = RewardModel.from_backbone(str(tiny_model_dir), clip=10.0)
+    res = evaluate(rm.eval(), tok, groups, 64, 10.0)
+    acc = res["acc"]
+    outcomes, ids = [], []
+    with torch.no_grad():
+        for g in groups:
+            ids_, mask, _ = encode_group(tok, g["prompt"], g["responses"], 64)
+            r = rm(ids_, mask)
+            outcomes += [float(r[i] > r[j]) for i, j in g["pairs"]]
+            ids += [g["id"]] * len(g["pairs"])
+    assert acc["n"] == len(outcomes) == 6 * 3 and acc["n_clusters"] == 6
+    assert acc == cluster_bootstrap_mean(outcomes, ids)
+
+
+def test_variants_hold_out_the_same_prompts_and_score_a_shared_pair_set(tiny_model_dir, tmp_path):
+    """Two label sets of one sample file (ids missing from one of them) get the same held-out ids;
+    the shared pair file is scored for both and never trained on."""
+    from core.store import read_jsonl
+    labels = tmp_path / "labels.jsonl"
+    rows = _synthetic_labels(labels, n_prompts=20)
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"id": r["id"], "prompt": r["prompt"], "responses": r["responses"]}) + "\n"
+                               for r in rows))
+    other = tmp_path / "other_labels.jsonl"  # another variant: the same samples, some prompts unlabelled
+    other.write_text("".join(json.dumps(r) + "\n" for r in rows if int(r["id"][1:]) % 3))
+    shared = tmp_path / "shared.jsonl"
+    shared.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    held = {}
+    for name, lab in (("a", labels), ("b", other)):
+        out = train_reward_model(RMConfig(model=str(tiny_model_dir), labels=str(lab), samples=str(samples),
+                                          out=str(tmp_path / name), max_steps=1, heldout_frac=0.25, seed=5,
+                                          max_len=64, heldout_pairs=str(shared), precision="fp32"))
+        m = json.loads((out / "rm_metrics.json").read_text())
+        held[name] = {json.loads(x)["id"] for x in (out / "heldout_pairs.jsonl").read_text().splitlines()}
+        assert m["split"]["heldout_ids_from"] == "samples" and m["placement"]["precision"] == "fp32"
+        s = m["shared_heldout_acc"]
+        assert s["n"] == 6 and s["n_clusters"] == 3 and s["file"] == str(shared)
+        labelled = {r["id"] for r in read_jsonl(lab)}
+        assert {"q0", "q1", "q2"} & labelled <= held[name]  # the shared prompts are never trained on
+    # the random part of the split is the same draw for both (b lacks the labels of some of its ids)
+    assert held["b"] <= held["a"] and held["a"] - held["b"] == {i for i in held["a"] if int(i[1:]) % 3 == 0}

@@ -168,7 +168,9 @@ class PPOConfig:
     """Every PPO knob (trainers/ppo.py). Batch sizes are global (summed over ranks)."""
 
     model: str | None = setting(None, f"actor checkpoint, also the frozen reference: {MODEL_HELP}", pipeline=True)
-    reward_model: str = setting("", "reward-model directory", pipeline=True)
+    reward_model: str = setting("", "reward model: a harness reward-model directory, or an HF sequence-classification "
+                                    "model (directory or hub id); one with another tokenizer reads decoded texts",
+                                pipeline=True)
     out: str = setting("out/ppo", "output directory: metrics.jsonl, drift.jsonl, tb/, checkpoints/, final/",
                        pipeline=True)
     prompts: str | None = setting(None, "training prompts.jsonl (none = the embedded feedback prompts; "
@@ -240,3 +242,23 @@ class PPOConfig:
         from core.store import stable_hash
         return stable_hash({k: v for k, v in asdict(self).items() if k not in PPO_NOT_TRAJECTORY})
 
+
+
+@dataclass
+class RMEvalConfig:
+    """Every knob of `hrlaif eval-rm` (trainers/reward_eval.py)."""
+
+    reward_model: str = setting("", "the reward model: a harness reward-model directory, or an HF "
+                                    "sequence-classification model (directory or hub id)")
+    pairs: str = setting("", "preference pairs: hh-rlhf {chosen, rejected} transcripts, {prompt, chosen, rejected} "
+                             "rows, or labels.jsonl-format groups (a run's RUN/rm_<mode>/model/heldout_pairs.jsonl)",
+                         check=existing_file)
+    out: str | None = setting(None, "also write the result here (JSON)")
+    limit: int = setting(0, "score only the first N pairs (0 = all)", min=0)
+    max_len: int = setting(1024, "tokens per prompt+response; longer ones lose tokens on the left", min=8)
+    batch_size: int = setting(8, "sequences per forward", min=1)
+    precision: str = precision_setting(bf16="bf16 matmuls under autocast (the model stays fp32)")
+    device: str = device_setting()
+
+    def validate(self) -> None:
+        check_fields(self)

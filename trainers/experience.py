@@ -23,7 +23,7 @@ with the generator seeded by `sample_seed(seed, step, j)`, whatever rank it land
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -185,16 +185,20 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, all_reduce=None) -> torch.Tensor
 
 @dataclass
 class Rollout:
-    """Everything the optimisation step needs, one row per sequence (this rank's shard)."""
+    """Everything the optimisation step needs, one row per sequence (this rank's shard).
+
+    A deferred rollout (`make_rollout(defer=True)`) has no old log-probs, values, KL or
+    advantages yet: the update's first forward, which covers the whole batch, supplies the
+    log-probs and values, and `finish_rollout` the rest (trainers/ppo.py)."""
     sequences: torch.Tensor
     attention_mask: torch.Tensor
     response_mask: torch.Tensor
-    logprobs: torch.Tensor
+    logprobs: torch.Tensor | None       # old (behaviour) log-probs of the response tokens
     ref_logprobs: torch.Tensor
-    values: torch.Tensor
-    advantages: torch.Tensor
-    returns: torch.Tensor
-    kl: torch.Tensor            # per-token k1 KL estimate (the reward's penalty)
+    values: torch.Tensor | None
+    advantages: torch.Tensor | None
+    returns: torch.Tensor | None
+    kl: torch.Tensor | None     # per-token k1 KL estimate (the reward's penalty)
     reward_raw: torch.Tensor    # (B,) reward-model score before any clipping
     reward: torch.Tensor        # (B,) reward used: RM-clipped, missing-EOS rule (if set), reward_clip
     finished: torch.Tensor      # (B,) bool
@@ -203,6 +207,10 @@ class Rollout:
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
+
+    @property
+    def deferred(self) -> bool:
+        return self.advantages is None
 
     def select(self, idx: torch.Tensor) -> "Rollout":
         """A minibatch, trimmed of columns that are padding in every selected row."""
@@ -214,6 +222,8 @@ class Rollout:
         for f in fields(self):
             v = getattr(self, f.name)
             if not isinstance(v, torch.Tensor):
+                if v is None:
+                    kw[f.name] = None
                 continue
             v = v[idx]
             if v.dim() >= 2 and v.shape[1] == self.sequences.shape[1]:  # token-aligned (and hidden)
@@ -224,12 +234,29 @@ class Rollout:
         return Rollout(**kw, prompt_width=self.prompt_width - lead)
 
 
+def finish_rollout(ro: Rollout, logprobs: torch.Tensor, values: torch.Tensor, kl_coef: float, cfg,
+                   all_reduce=None) -> Rollout:
+    """The rest of the experience from old log-probs and values (B, R): KL penalty, GAE, whitening."""
+    mask = ro.response_mask
+    logprobs, values = logprobs.float() * mask, values.float() * mask
+    kl = kl_penalty(logprobs, ro.ref_logprobs, "k1") * mask
+    adv, returns = gae(token_rewards(ro.reward, kl, kl_coef, mask), values, mask, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+        adv = whiten(adv, mask, all_reduce)
+    return replace(ro, logprobs=logprobs, values=values, advantages=adv, returns=returns, kl=kl)
+
+
 def make_rollout(*, actor, ref, critic, reward_model, prompts: list[list[int]], seeds: list[int],
                  cfg, kl_coef: float, eos_ids: list[int], pad_id: int, all_reduce=None,
-                 timer=None, trunk=None, bridge=None, prompt_texts=None) -> Rollout:
+                 timer=None, trunk=None, bridge=None, prompt_texts=None, recompute: bool = False,
+                 defer: bool = False) -> Rollout:
     """Generate + score one batch. `cfg` is a PPOConfig; `timer(name)` is a context manager;
     `trunk` an optional `SharedTrunk` whose hidden states the rollout keeps for the update;
-    `bridge` + `prompt_texts`: a reward model with another tokenizer (`TextBridge`)."""
+    `bridge` + `prompt_texts`: a reward model with another tokenizer (`TextBridge`).
+
+    Old log-probs are the sampler's, or with `recompute` a full forward's (in bf16 the decoding
+    kernels round differently from the forward the update runs). `defer`: leave old log-probs,
+    values and advantages to the update's first forward (one minibatch holds the whole batch)."""
     timer = timer or (lambda name: contextlib.nullcontext())
     with timer("gen"):
         was_training = actor.training
@@ -239,31 +266,30 @@ def make_rollout(*, actor, ref, critic, reward_model, prompts: list[list[int]], 
         gen = generate(actor, prompts, max_new_tokens=cfg.max_new_tokens, eos_ids=eos_ids,
                        pad_id=pad_id, temperature=cfg.temperature, top_k=cfg.top_k,
                        greedy=cfg.greedy, seeds=seeds, trunk_depth=depth)
-        if cfg.recompute_old_logprobs:
-            with torch.no_grad():
-                logits = policy_logits(actor, gen.sequences, gen.attention_mask, gen.prompt_width,
-                                       cfg.temperature)
-                gen.logprobs = logprobs_from_logits(logits.float(), gen.responses) * gen.response_mask
         actor.train(was_training)
     with timer("score"):
         hidden = gen.hidden
         if trunk is not None and hidden is None:
             hidden = trunk(gen.sequences, gen.attention_mask)
+        if recompute and not defer:
+            with torch.no_grad():
+                actor.eval()
+                logits = policy_logits(actor, gen.sequences, gen.attention_mask, gen.prompt_width,
+                                       cfg.temperature, trunk, hidden)
+                gen.logprobs = logprobs_from_logits(logits.float(), gen.responses) * gen.response_mask
+                actor.train(was_training)
         reward, raw = score(reward_model, gen, eos_ids, pad_id, trunk, hidden, bridge, prompt_texts)
         if cfg.missing_eos_reward is not None:
             reward = torch.where(gen.finished, reward, torch.full_like(reward, cfg.missing_eos_reward))
         if cfg.reward_clip:
             reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
         ref_lp = ref_logprobs(ref, gen, cfg.temperature, trunk, hidden)
+        ro = Rollout(gen.sequences, gen.attention_mask, gen.response_mask, None, ref_lp, None, None, None, None,
+                     raw, reward, gen.finished, gen.prompt_width, hidden)
+        if defer:
+            return ro
         critic_was_training = critic.training
         critic.eval()
         values = critic_values(critic, gen, trunk, hidden)
         critic.train(critic_was_training)
-        mask = gen.response_mask
-        kl = kl_penalty(gen.logprobs, ref_lp, "k1") * mask
-        rewards = token_rewards(reward, kl, kl_coef, mask)
-        adv, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            adv = whiten(adv, mask, all_reduce)
-    return Rollout(gen.sequences, gen.attention_mask, mask, gen.logprobs, ref_lp, values, adv, returns,
-                   kl, raw, reward, gen.finished, gen.prompt_width, hidden)
+        return finish_rollout(ro, gen.logprobs, values, kl_coef, cfg, all_reduce)

@@ -50,7 +50,8 @@ from trainers.configs import PPOConfig
 from trainers.data_formats import ensure_chat_template, load_prompts, tokenize_prompts
 from trainers.distributed import (EngineConfig, all_reduce, barrier, gather_objects, init_distributed,
                                   make_engine)
-from trainers.experience import Rollout, TextBridge, global_batch, kl_penalty, make_rollout, sample_seed
+from trainers.experience import (Rollout, TextBridge, finish_rollout, global_batch, kl_penalty, make_rollout,
+                                 sample_seed)
 from trainers.freezing import train_top_layers
 from trainers.loss import policy_loss, value_loss
 from trainers.models import (RewardModel, ValueModel, entropy_from_logits, load_reward_model, logprobs_from_logits,
@@ -206,10 +207,18 @@ class PPOTrainer:
                                 seeds=[sample_seed(cfg.seed, step, j) for j in mine], cfg=cfg,
                                 kl_coef=self.kl.value, eos_ids=self.eos_ids, pad_id=self.pad_id,
                                 all_reduce=all_reduce, timer=timer, trunk=self.trunk, bridge=self.bridge,
-                                prompt_texts=[self.prompts[gidx[j]]["prompt"] for j in mine])
+                                prompt_texts=[self.prompts[gidx[j]]["prompt"] for j in mine],
+                                recompute=cfg.recompute_old_logprobs or self.place.bf16, defer=self.fused)
 
-    def ppo_update(self, ro: Rollout, step: int) -> dict:
-        """Clipped PPO on one rollout; returns per-minibatch means of the losses and diagnostics."""
+    @property
+    def fused(self) -> bool:
+        """One minibatch holds this rank's whole batch: the update's first forward (with grad) also
+        gives the old log-probs and values, so experience making skips those two forwards."""
+        return self.cfg.mini_batch_size == self.cfg.batch_size
+
+    def ppo_update(self, ro: Rollout, step: int) -> tuple[Rollout, dict]:
+        """Clipped PPO on one rollout -> (the rollout, finished if it was deferred; per-minibatch
+        means of the losses and diagnostics)."""
         cfg = self.cfg
         mb = cfg.mini_batch_size // self.world
         g = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, step, 11]).integers(0, 2**62)))
@@ -230,6 +239,10 @@ class PPOTrainer:
                                            self.trunk, b.hidden).float()
                     v = run_model(self.critic, b.sequences, b.attention_mask, self.trunk, b.hidden)[:, P - 1:-1]
                 logp = logprobs_from_logits(logits, b.sequences[:, P:])
+                if ro.deferred:  # the first forward covers the batch: finish its experience
+                    inv = torch.argsort(perm)
+                    ro = finish_rollout(ro, logp.detach()[inv], v.detach()[inv], self.kl.value, cfg, all_reduce)
+                    b = ro.select(perm)
                 pg_loss, pg_stats = policy_loss(logp, b.logprobs, b.advantages, mask, cfg.cliprange, n_tok)
                 vf_loss, vf_stats = value_loss(v.float(), b.values, b.returns, mask, cfg.cliprange_value, n_tok)
 
@@ -251,7 +264,7 @@ class PPOTrainer:
                     with torch.no_grad():
                         ent = entropy_from_logits(logits.detach())
                         stats["entropy"].append((ent * mask).sum().item() / n_tok)
-        return {k: float(np.mean(v)) for k, v in stats.items()}
+        return ro, {k: float(np.mean(v)) for k, v in stats.items()}
 
     def step_metrics(self, step: int, ro: Rollout, upd: dict, times: dict) -> dict:
         mask = ro.response_mask
@@ -320,7 +333,7 @@ class PPOTrainer:
                 tot = all_reduce(torch.tensor([ro.reward_raw.sum().item(), float(len(ro))], dtype=torch.float64))
                 self.drift(-1, {"kl": 0.0, "kl_k3": 0.0, "reward_raw": tot[0].item() / tot[1].item()})
             with timer("train"):
-                upd = self.ppo_update(ro, step)         # optimisation
+                ro, upd = self.ppo_update(ro, step)     # optimisation
             row = self.step_metrics(step, ro, upd, times)
             self.kl.update(row["kl"], cfg.batch_size)
             self.truncated_total += row["truncated"]

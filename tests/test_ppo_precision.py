@@ -1,0 +1,117 @@
+"""PPO on the reward it was given, in the precision it was given (issues 12 and 13):
+k1 in the reward, no missing-EOS penalty by default, the fused first forward, a bf16 run that
+learns, and the drift log's gold verdicts."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainers.configs import PPOConfig
+
+
+def _prompts(path: Path, n: int = 12, text: str = "Q{i}: tell me about {i} cats.") -> Path:
+    path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": text.format(i=i)}) + "\n" for i in range(n)))
+    return path
+
+
+class VowelRM(torch.nn.Module):
+    """Reward = 10 x the share of vowels among the last `n` characters (the response's length cap)."""
+
+    def __init__(self, tok, n: int):
+        super().__init__()
+        good = torch.zeros(len(tok))
+        good[[tok.convert_tokens_to_ids(c) for c in "aeiou"]] = 1.0
+        self.w = torch.nn.Parameter(good)
+        self.n = n
+
+    def forward(self, input_ids, attention_mask):
+        last = attention_mask.sum(1, keepdim=True) - 1 - torch.arange(self.n)[None]  # last n real positions
+        return 10 * (self.w[input_ids.gather(1, last.clamp(min=0))] * (last >= 0)).sum(1) / self.n
+
+
+def test_the_reward_kl_is_k1_and_truncation_keeps_the_rm_score(tiny_model_dir, tiny_rm_dir, tmp_path):
+    from trainers.ppo import PPOTrainer
+    assert PPOConfig().missing_eos_reward is None
+    t = PPOTrainer(PPOConfig(model=str(tiny_model_dir), reward_model=str(tiny_rm_dir), out=str(tmp_path / "o"),
+                             prompts=str(_prompts(tmp_path / "p.jsonl")), steps=1, batch_size=4, mini_batch_size=2,
+                             max_new_tokens=4, drift_every=0, precision="fp32", kl_coef=0.3))
+    ro = t.rollout(0, lambda name: contextlib.nullcontext())
+    assert not ro.finished.any()  # 4 tokens of a random model: every response is cut
+    assert torch.equal(ro.reward, ro.reward_raw.clamp(-5, 5))  # no penalty replaced the RM's score
+    mask = ro.response_mask
+    assert torch.equal(ro.kl, (ro.logprobs - ro.ref_logprobs) * mask)  # k1, which may be negative per token
+    row = t.step_metrics(0, ro, {k: 0.0 for k in ("policy_loss", "value_loss", "policy_clipfrac", "value_clipfrac",
+                                                  "approx_kl", "entropy")}, {})
+    lr = ro.ref_logprobs - ro.logprobs
+    k3 = ((lr.exp() - 1 - lr) * mask).sum().item() / len(ro)
+    assert row["kl"] == row["kl_k1"] == pytest.approx(ro.kl.sum().item() / len(ro))
+    assert row["kl_k3"] == pytest.approx(k3) and row["kl_k3"] >= 0
+
+
+def test_fused_first_forward_equals_separate_experience_passes(tiny_model_dir, tiny_rm_dir, tmp_path, monkeypatch):
+    """One minibatch per step: old log-probs and values come from the update's own forward
+    (two forwards fewer per step) and the step computes what the separate passes compute."""
+    from trainers.ppo import PPOTrainer
+    rows = {}
+    for fused in (True, False):
+        monkeypatch.setattr(PPOTrainer, "fused", property(lambda self, f=fused: f))
+        cfg = PPOConfig(model=str(tiny_model_dir), reward_model=str(tiny_rm_dir), out=str(tmp_path / f"f{fused}"),
+                        prompts=str(_prompts(tmp_path / "p.jsonl")), steps=2, batch_size=4, mini_batch_size=4,
+                        ppo_epochs=2, max_new_tokens=6, lr=1e-3, critic_lr=1e-3, drift_every=0, precision="fp32",
+                        seed=4)
+        calls = {"n": 0}
+        t = PPOTrainer(cfg)
+        t.critic.module.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+        rows[fused] = t.run()
+        rows[fused, "critic_calls"] = calls["n"]
+    for a, b in zip(rows[True], rows[False]):
+        for k in ("reward_raw", "kl", "kl_k3", "policy_loss", "value_loss", "approx_kl", "entropy"):
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-5), k
+    assert rows[False, "critic_calls"] - rows[True, "critic_calls"] == 2  # one values pass saved per step
+
+
+def test_short_bf16_ppo_run_stays_finite_and_raises_reward(char_lm_dir, char_tokenizer, tmp_path):
+    """A tiny character-level policy learns to say more vowels in bf16 (autocast over fp32 master
+    weights; log-probs, KL, advantages and losses in fp32), as it does in fp32."""
+    precision = "bf16"
+    from trainers.ppo import train
+    rows = train(PPOConfig(model=str(char_lm_dir), reward_model="in-memory", out=str(tmp_path / precision),
+                           prompts=str(_prompts(tmp_path / "p.jsonl", 16, "Q{i}")), steps=10, batch_size=8,
+                           mini_batch_size=8, ppo_epochs=4, max_new_tokens=12, lr=2e-2, critic_lr=2e-2, drift_every=0,
+                           save_every=0, seed=1, precision=precision), reward_model=VowelRM(char_tokenizer, 12))
+    assert all(math.isfinite(r[k]) for r in rows for k in ("reward_raw", "kl", "kl_k3", "policy_loss", "value_loss"))
+    first, last = [sum(r["reward_raw"] for r in rows[i:j]) / 3 for i, j in ((0, 3), (-3, None))]
+    # about 0.7 -> 3 to 5 in either precision over seeds 1-3; the response's 12 characters are 7-50% vowels
+    assert last > first + 1.0, [round(r["reward_raw"], 2) for r in rows]
+    session = json.loads((tmp_path / precision / "sessions.jsonl").read_text().splitlines()[0])
+    assert session["precision"] == precision and session["device"] == "cpu"
+
+
+def test_drift_heldout_file_carries_gold_verdicts(tiny_model_dir, tiny_rm_dir, tmp_path):
+    from trainers.ppo import train
+    held = _prompts(tmp_path / "held.jsonl", 3)
+    seen = []
+
+    def gold_fn(prompts, responses):
+        seen.append((list(prompts), list(responses)))
+        return [None if i == 2 else int(len(r) % 2 == 0) for i, r in enumerate(responses)]
+
+    train(PPOConfig(model=str(tiny_model_dir), reward_model=str(tiny_rm_dir), out=str(tmp_path / "o"),
+                    prompts=str(_prompts(tmp_path / "p.jsonl", 20)), heldout_prompts=str(held), steps=1, batch_size=2,
+                    mini_batch_size=2, max_new_tokens=4, drift_every=1, drift_benchmarks=[], save_every=0),
+          gold_fn=gold_fn)
+    drift = [json.loads(x) for x in (tmp_path / "o" / "drift.jsonl").read_text().splitlines()]
+    assert [d["step"] for d in drift] == [0, 1] and len(seen) == 2
+    for d, (prompts, responses) in zip(drift, seen):
+        assert prompts == [f"Q{i}: tell me about {i} cats." for i in range(3)]
+        rows = [json.loads(x) for x in (tmp_path / "o" / "drift" / f"step_{d['step']}" / "heldout.jsonl")
+                .read_text().splitlines()]
+        assert [r["response"] for r in rows] == responses
+        gold = [int(len(r) % 2 == 0) for r in responses[:2]]
+        assert [r["gold"] for r in rows] == gold + [None]
+        assert d["gold_heldout"] == pytest.approx(sum(gold) / 2) and d["gold_invalid"] == 1
