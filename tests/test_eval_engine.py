@@ -1,0 +1,157 @@
+"""How evaluation runs (evalsets.engine): device, precision, backend and process layout chosen per
+host, recorded in results.json and in the cache key. GPUs, vLLM and several processes are not
+available here: their selection logic runs with the host faked; the numbers run on the CPU."""
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+import torch
+
+from core import hardware
+from core.errors import UserError
+from evalsets import engine
+from evalsets.config import EvalConfig
+from evalsets.lazy_model import LazyModel
+from evalsets.prefix_lm import PrefixCachingHFLM
+from evalsets.runner import evaluate, evaluate_in_process
+
+
+@pytest.fixture()
+def host(monkeypatch):
+    """host(cuda=..., n_gpus=..., bf16_cpu=..., vllm=..., rank=..., world=...) fakes this machine."""
+    def fake(cuda=False, n_gpus=1, bf16_cpu=False, vllm=False, rank=None, world=None):
+        monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: bf16_cpu)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n_gpus if cuda else 0)
+        monkeypatch.setattr(engine, "vllm_available", lambda: vllm)
+        for k, v in (("RANK", rank), ("LOCAL_RANK", rank), ("WORLD_SIZE", world)):
+            if v is None:
+                monkeypatch.delenv(k, raising=False)
+            else:
+                monkeypatch.setenv(k, str(v))
+    return fake
+
+
+def test_engine_follows_the_host(host):
+    host(bf16_cpu=False)
+    e = engine.resolve()
+    assert (e.device, e.precision, e.backend, e.main) == ("cpu", "fp32", "hf", True)
+    assert engine.weights_layout(e) == "fp32"
+    host(bf16_cpu=True)  # AMX / AVX512-BF16: bf16 matmuls over fp32 weights
+    e = engine.resolve()
+    assert e.precision == "bf16" and engine.load_dtype(e) == "float32"
+    assert engine.weights_layout(e) == "fp32, decoder matmul weights bf16"
+    host(cuda=True, n_gpus=4)  # a GPU: bf16 weights
+    e = engine.resolve()
+    assert (e.device, e.precision, engine.load_dtype(e)) == ("cuda", "bf16", "bfloat16")
+    assert engine.resolve("cpu", "fp32").cache_fields(True) == {"precision": "fp32", "device": "cpu"}
+
+
+def test_accelerate_launch_gives_each_process_its_gpu_and_rank_0_writes(host):
+    host(cuda=True, n_gpus=4, rank=3, world=4)
+    e = engine.resolve("auto")
+    assert (e.device, e.rank, e.world_size, e.main) == ("cuda:3", 3, 4, False)
+    host(cuda=True, n_gpus=4, rank=0, world=4)
+    assert engine.resolve("cuda").main
+
+
+def test_vllm_backend_selection(host, monkeypatch, tiny_model_dir):
+    host(vllm=False)
+    with pytest.raises(UserError, match=r"vllm package is not installed \(pip install 'hrlaif-harness\[vllm\]'\)"):
+        engine.resolve(backend="vllm")
+    host(vllm=True, cuda=True)
+    e = engine.resolve(backend="vllm")
+    assert e.cache_fields(generates=True)["backend"] == "vllm" and "backend" not in e.cache_fields(False)
+    # lm-eval's VLLM class, faked: generation goes to it, log-likelihoods stay on the prefix-cache HF model.
+    made = []
+    fake = types.ModuleType("lm_eval.models.vllm_causallms")
+    fake.VLLM = lambda **kw: made.append(kw) or "vllm-model"
+    monkeypatch.setitem(sys.modules, "lm_eval.models.vllm_causallms", fake)
+    lm = LazyModel(str(tiny_model_dir))
+    lm.engine = engine.Engine("cpu", "bf16", "vllm")  # the HF side on the CPU, so it can really load
+    assert lm.lm_eval_model(4, generation=True, seed=7) == "vllm-model"
+    assert made == [{"pretrained": str(tiny_model_dir), "dtype": "bfloat16", "batch_size": 4, "seed": 7}]
+    assert isinstance(lm.lm_eval_model(4, generation=False), PrefixCachingHFLM)
+    # An in-memory model (PPO's drift evaluation) never goes to vLLM.
+    model, tok = lm.load()
+    mem = LazyModel(model=model, tokenizer=tok, identity={"weights_sha": "x"})
+    mem.engine = lm.engine
+    assert isinstance(mem.lm_eval_model(4, generation=True), PrefixCachingHFLM)
+
+
+def test_bad_engine_settings_are_one_line_errors(run_cli, host):
+    host(cuda=False)
+    for args, needle in ((["--device", "cuda"], "no CUDA device is visible"),
+                         (["--device", "gpu"], "must be auto, cpu, cuda or cuda:N"),
+                         (["--precision", "fp16"], "--precision: must be one of auto, fp32, bf16"),
+                         (["--backend", "vllm"], "vllm package is not installed")):
+        code, out, err = run_cli("eval", "--benchmarks", "mmlu", "--limit", "1", *args)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and needle in lines[0], (args, err)
+
+
+def test_non_main_rank_scores_its_share_and_writes_nothing(host, monkeypatch, tiny_model_dir, tmp_path):
+    """Under `accelerate launch`, lm-eval returns None on ranks > 0 (rank 0 gathers): those ranks
+    judge, classify, execute and write nothing, and never read the cache."""
+    host(rank=1, world=2)
+    monkeypatch.setattr(engine, "hf_model", lambda *a, **k: "hf-model")  # no process group here
+    calls = []
+    monkeypatch.setattr("lm_eval.simple_evaluate", lambda **kw: calls.append(kw["model"]))
+    monkeypatch.setattr("evalsets.cache.get", lambda k: pytest.fail("a rank > 0 read the cache"))
+    monkeypatch.setattr("evalsets.kinds.classify.make_classifier", lambda *a: pytest.fail("classified"))
+    monkeypatch.setattr("evalsets.kinds.execute.score_completions", lambda *a: pytest.fail("executed"))
+    cfg = EvalConfig(benchmarks=["mmlu", "gsm8k", "humaneval", "toxigen"], limit=2)
+    res = evaluate(LazyModel(str(tiny_model_dir)), cfg, tmp_path / "out", progress=False)
+    assert calls == ["hf-model"] * 4 and res["benchmarks"] == {}
+    assert not (tmp_path / "out").exists()
+
+
+def test_precision_is_recorded_and_keys_the_cache(tiny_model_dir, tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "cache"))
+    args = ["eval", "--model", tiny_model_dir, "--benchmarks", "mmlu", "--limit", "2", "--device", "cpu"]
+    assert run_cli(*args, "--precision", "fp32", "--out", tmp_path / "a")[0] == 0
+    code, stdout, err = run_cli(*args, "--precision", "bf16", "--out", tmp_path / "b")
+    assert code == 0 and "(cached)" not in stdout, err
+    code, stdout, _ = run_cli(*args, "--precision", "bf16", "--out", tmp_path / "c")
+    assert code == 0 and "(cached)" in stdout
+    for d, precision in (("a", "fp32"), ("b", "bf16")):
+        res = json.loads((tmp_path / d / "results.json").read_text())
+        assert (res["model"]["precision"], res["model"]["device"]) == (precision, "cpu")
+        assert res["config"]["precision"] == precision and "cpu_flags" in res["host"]
+
+
+def test_drift_evaluation_in_bf16_leaves_the_actor_alone(tiny_model_dir):
+    from core.models import load_causal_lm
+
+    model, tok, _ = load_causal_lm(str(tiny_model_dir))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = evaluate_in_process(model, tok, ["mmlu"], limit=2, precision="bf16")
+    assert res["mmlu"]["n"] == 2 and model.training
+    after = model.state_dict()
+    assert all(after[k].dtype == torch.float32 and torch.equal(after[k], v) for k, v in before.items())
+
+
+@pytest.mark.slow
+def test_bf16_and_fp32_pick_the_same_mmlu_letters(shared_data, tmp_path, monkeypatch):
+    """The embedded SmolLM2-135M on 48 shared MMLU items (6 per subject, 5-shot): bf16 (matmuls
+    under autocast) picks the fp32 letter on all but at most 2. A 135M model is near chance on
+    MMLU, so its letters sit close together: a stricter test of bf16 than a larger model."""
+    from core.models import resolve
+
+    model = resolve(None).path  # the converted checkpoint in the user's cache, made once
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "cache"))  # no outputs left behind
+    letters = {}
+    for precision in ("fp32", "bf16"):
+        cfg = EvalConfig(benchmarks=["mmlu"], data_dir=str(shared_data), limit=48, precision=precision,
+                         device="cpu", use_cache=False)
+        evaluate(LazyModel(model), cfg, tmp_path / precision, progress=False)
+        rows = [json.loads(line) for line in (tmp_path / precision / "samples" / "mmlu.jsonl").open()]
+        letters[precision] = {r["doc_id"]: r["output"] for r in rows}
+    assert len(letters["fp32"]) == 48 and letters["fp32"].keys() == letters["bf16"].keys()
+    differ = [d for d in letters["fp32"] if letters["fp32"][d] != letters["bf16"][d]]
+    assert len(differ) <= 2, differ
