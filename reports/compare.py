@@ -86,8 +86,11 @@ def build_compare(dirs: list[Path | str], out: Path | str, names: list[str] | No
     out.mkdir(parents=True, exist_ok=True)
     plots = _bars(out, bench_df, keys, labels)
 
-    # A win ratio's own baseline model need not be the first entry: its cell there is a dash.
-    table = tables.comparison_table(bench_df, paired, rows=keys, labels=labels, baseline=keys[0], baseline_cell="—")
+    # Only the benchmarks some entry evaluated; a win ratio's own baseline model need not be the first
+    # entry, so its cell there is a dash.
+    absent = [b for b in benchmark_order(set(bench_df.bench)) if b not in set(bench_df.bench)]
+    table = tables.comparison_table(bench_df, paired, rows=keys, labels=labels, baseline=keys[0], exclude=absent,
+                                    baseline_cell="—")
     write_text(out / "comparison.csv", table.to_csv())
     long = tables.comparison_long(bench_df, paired, baseline=keys[0])
     long.insert(0, "model", [labels[k] for k in long.variant])

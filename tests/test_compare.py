@@ -61,6 +61,8 @@ def test_mismatched_item_sets_exit_2_with_one_line(run, tmp_path, run_cli):
     assert "mmlu: fewer evaluated different items than eval_sft (50 of its 150 missing, 0 extra)" in err
     code, _, err = run_cli("compare", run / "eval_sft", "--out", tmp_path / "o")
     assert code == 2 and "at least two" in err
+    code, _, err = run_cli("compare", run / "eval_sft", run / "eval_rlaif", "--names", "a", "--out", tmp_path / "o")
+    assert code == 2 and "--names gives 1 labels for 2 dirs" in err
     code, _, err = run_cli("compare", run / "eval_sft", tmp_path / "nope", "--out", tmp_path / "o")
     assert code == 2 and "not found" in err
     rows = read_jsonl(run / "eval_sft" / "samples" / "mmlu.jsonl")
@@ -74,11 +76,18 @@ def test_checkpoints_are_evaluated_on_the_first_dirs_items(run, tmp_path, run_cl
     """A dir with config.json is a checkpoint: evaluated (evalsets.runner) on the first entry's benchmarks."""
     ckpt = tmp_path / "step_40"
     calls = fake_checkpoint(monkeypatch, ckpt, run / "eval_hrlaif")
-    code, _, err = run_cli("compare", run / "eval_sft", ckpt, "--out", tmp_path / "o")
+    code, _, err = run_cli("compare", run / "eval_sft", ckpt, "--names", "sft,ppo step 40", "--out", tmp_path / "o")
     assert code == 0, err
     assert calls == [(str(ckpt), "1_step_40_eval", ["ceval", "mmlu", "gsm8k", "humaneval", "toxigen", "satisfaction"])]
     df = pd.read_csv(tmp_path / "o" / "comparison.csv", index_col=0)
-    assert list(df.index) == ["eval_sft", "step_40"] and "Δ" in df.loc["step_40", "GSM8K"]
+    assert list(df.index) == ["sft", "ppo step 40"] and "Δ" in df.loc["ppo step 40", "GSM8K"]
+
+
+def test_only_evaluated_benchmarks_get_columns(run, tmp_path, run_cli):
+    a = write_eval_dir(tmp_path / "a", {"mmlu": read_eval_samples(run / "eval_sft")["mmlu"]})
+    b = write_eval_dir(tmp_path / "b", {"mmlu": read_eval_samples(run / "eval_rlaif")["mmlu"]})
+    assert run_cli("compare", a, b, "--out", tmp_path / "o")[0] == 0
+    assert list(pd.read_csv(tmp_path / "o" / "comparison.csv", index_col=0).columns) == ["MMLU"]
 
 
 def test_report_index_lists_runs_with_headlines_and_links(run, tmp_path, run_cli):

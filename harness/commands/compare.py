@@ -12,6 +12,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("dirs", type=Path, nargs="+", metavar="DIR",
                         help="evaluation dirs (results.json + samples/) or checkpoint dirs; the first is the baseline")
     parser.add_argument("--out", type=Path, required=True, help="output dir (tables, html, plots, evaluations)")
+    parser.add_argument("--names", default=None, help="comma list of row labels, one per DIR (default: the dir names)")
     parser.add_argument("--benchmarks", default=None,
                         help="comma list for evaluating checkpoints (default: the first evaluation dir's)")
     parser.add_argument("--limit", type=int, default=None, help="items per benchmark when evaluating checkpoints")
@@ -26,6 +27,9 @@ def run(args) -> int:
 
     if len(args.dirs) < 2:
         raise UserError("compare needs at least two evaluation dirs (or checkpoints)")
+    names = [n.strip() for n in args.names.split(",")] if args.names else [d.name for d in args.dirs]
+    if len(names) != len(args.dirs) or not all(names):
+        raise UserError(f"--names gives {len(names)} labels for {len(args.dirs)} dirs")
     for d in args.dirs:
         if not d.exists():
             raise UserError(f"not found: {d}")
@@ -40,7 +44,7 @@ def run(args) -> int:
             ref = evals[0]  # the baseline's items are the ones every later entry must match
     from reports.compare import build_compare  # lazy: pandas and matplotlib
 
-    out = build_compare(evals, args.out, names=[d.name for d in args.dirs])
+    out = build_compare(evals, args.out, names=names)
     print((out / "comparison.md").read_text(encoding="utf-8").split("\n## Per benchmark")[0].rstrip())
     print(f"\ncomparison written to {out} ({time.perf_counter() - t0:.1f} s): {out / 'comparison.md'}, "
           f"{out / 'comparison.html'}, {out / 'comparison.csv'}")
