@@ -73,7 +73,7 @@ def build_index(runs_dir: Path | str, out_dir: Path | str | None = None) -> Path
             for v in VARIANTS:
                 if v == "sft" and registry.info(bench)["against_baseline"]:  # SFT is the win ratio's baseline
                     continue
-                row[f"{VARIANT_LABELS[v]} {registry.info(bench)['label'].lower()}"] = _headline(results, v, bench)
+                row[f"{registry.info(bench)['label']} ({VARIANT_LABELS[v]})"] = _headline(results, v, bench)
         row["alarms"] = _alarms(run)
         page = run / "report" / "report.html"
         row["report"] = "report" if page.exists() else "not built (hrlaif report RUN)"
