@@ -184,3 +184,19 @@ def test_human_pairs_sheet_round_trip(tmp_path, run_cli):
         w.writerows(rows)
     code, _, err = run_cli("annotate", "import", "--sheet", sheet, "--samples", s)
     assert code == 2 and "'maybe' is not a preference" in err
+
+
+def test_red_team_prompts_hold_apart_the_audited_hh_pairs(shared_data):
+    from harness.judging import hh_audit_items
+    from trainers.feedback.redteam_stage import RedteamConfig, harmful_prompts
+
+    cfg = RunConfig(data_dir=str(shared_data))
+    audited = {h["id"] for h in hh_audit_items(cfg)}
+    assert len(audited) == cfg.label.hh_limit
+    rows = harmful_prompts(RedteamConfig(data_dir=str(shared_data), limit=4), audited)
+    by_source = {}
+    for r in rows:
+        by_source.setdefault(r["source"], []).append(r["id"])
+    assert {s: len(v) for s, v in by_source.items()} == {"harmbench": 4, "advbench": 4, "hh-rlhf": 4}
+    assert not {r["id"].removeprefix("redteam:") for r in rows} & audited  # never trained on, then audited
+    assert len(harmful_prompts(RedteamConfig(limit=5))) == 5  # the embedded set by default

@@ -102,6 +102,7 @@ judge: {{url: "{fj.url}", model: fake, key_env: null, workers: 1}}
 sft: {{max_steps: 2, batch_size: 2, max_len: 64}}
 sample: {{limit: 6, k: 2, max_new_tokens: 8, batch_size: 6}}
 label: {{hh_limit: 0}}
+redteam: {{limit: 2, max_new_tokens: 8}}
 reward_model: {{epochs: 1, max_len: 64, heldout_frac: 0.34, groups_per_step: 2}}
 ppo: {{steps: 5, batch_size: 2, mini_batch_size: 2, max_new_tokens: 8, save_every: 1, drift_every: 0,
        train_layers: 0}}

@@ -60,12 +60,17 @@ def harmful_prompts(cfg: RedteamConfig, exclude_ids: set[str] = frozenset()) -> 
     from trainers.data_formats import load_prompts
     from trainers.feedback.redteam import HARMLESS, load_harmful_prompts
 
-    if cfg.prompts:
-        rows = [r | {"category": HARMLESS} for r in load_prompts(cfg.prompts)]
-        rows = rows[:cfg.limit] if cfg.limit else rows
-    else:
-        rows = load_harmful_prompts(cfg.data_dir, cfg.limit or None)
+    rows = load_prompts(cfg.prompts) if cfg.prompts else load_harmful_prompts(cfg.data_dir)
     rows = [r for r in rows if str(r["id"]) not in exclude_ids]
+    if cfg.limit:  # per source, after the held-apart items are out
+        taken: dict[str, int] = {}
+        kept = []
+        for r in rows:
+            src = r.get("source") or "embedded"
+            if taken.get(src, 0) < cfg.limit:
+                taken[src] = taken.get(src, 0) + 1
+                kept.append(r)
+        rows = kept
     if not rows:
         raise UserError("red teaming has no harmful prompts left (all held apart for the label-accuracy audit?)")
     return [{**r, "id": ID_PREFIX + str(r["id"]), "category": HARMLESS} for r in rows]
