@@ -46,10 +46,10 @@ class RedteamConfig:
                                         "sets", check=existing_file)
     limit: int = setting(0, "prompts per source file (0 = all)", min=0)
     k: int = setting(2, "SFT responses per harmful prompt", min=2)
+    rewrite: bool = setting(True, "rewrite flagged responses (each rewrite is judged again; kept only if harmless)")
     max_new_tokens: int = setting(128, "tokens per response", min=1)
     temperature: float = setting(1.0, "sampling temperature", check=greater_than(0))
     batch_size: int = setting(4, "prompts per generate call", min=1)
-    rewrite: bool = setting(True, "rewrite flagged responses (each rewrite is judged again; kept only if harmless)")
 
     def validate(self) -> None:
         check_fields(self)
