@@ -112,18 +112,18 @@ class PrefixCachingHFLM(HFLM):
         return results
 
     # ------------------------------------------------------------------ model passes
-    def _forward(self, **kw):
-        model = self.model
-        if "cache" in kw and "cache" not in _forward_params(model):
+    @staticmethod
+    def _forward(module, **kw):
+        if "cache" in kw and "cache" not in _forward_params(module):
             kw["past_key_values"] = kw.pop("cache")  # transformers < 5.20 names it so
-        return model(**kw)
+        return module(**kw)
 
     @torch.no_grad()
     def _prefix_cache(self, prefix: tuple[int, ...]):
         ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
         self.token_counts["prefix"] += len(prefix)
-        with self._autocast():
-            out = self._forward(input_ids=ids, use_cache=True)
+        with self._autocast():  # the decoder only: no prefix position is scored, so no LM head
+            out = self._forward(self.model.get_decoder(), input_ids=ids, use_cache=True)
         cache = out.past_key_values
         return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -154,12 +154,8 @@ class PrefixCachingHFLM(HFLM):
         if past is not None:
             kw["cache"] = DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1))
                                                        for k, v in past], config=self.model.config)
-        decoder = self.model.get_decoder()
-        kw_dec = {k: v for k, v in kw.items()}
-        if "cache" in kw_dec and "cache" not in _forward_params(decoder):
-            kw_dec["past_key_values"] = kw_dec.pop("cache")
         with self._autocast():
-            hidden = decoder(**kw_dec).last_hidden_state
+            hidden = self._forward(self.model.get_decoder(), **kw).last_hidden_state
         head = self.model.get_output_embeddings()
         out = {}
         for r, k in enumerate(batch):
