@@ -151,9 +151,12 @@ def test_dry_run_count_matches_what_labelling_sends(tmp_path, run_cli, monkeypat
         assert fj.chat_calls == sum(r["requests"] for r in rows) == 8 * 2
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in QUICKSTART.parent.glob("*.yaml")))
+SHIPPED = sorted({*QUICKSTART.parent.glob("*.yaml"), *(QUICKSTART.parents[2] / "configs").glob("*.yaml")})
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_every_shipped_config_passes_the_dry_run(config, run_cli, no_models_no_judges):
-    code, out, err = run_cli("run", QUICKSTART.parent / config, "--dry-run")
+    code, out, err = run_cli("run", config, "--dry-run")
     assert code == 0, err
     assert "total" in out and "judge requests" in out
 
