@@ -1,6 +1,8 @@
-"""`BenchData`: one benchmark's loaded items, the currency between loaders, kinds and the runner."""
+"""`BenchData`: one benchmark's loaded items, the currency between loaders, kinds and the runner;
+and the doc shapes every source (local files, the hub, the embedded sets) builds."""
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 
 
@@ -28,3 +30,17 @@ class BenchData:
     @property
     def docs(self) -> list[dict]:
         return [d for g in sorted(self.groups) for d in self.groups[g]]
+
+
+def mc_doc(raw: dict, question: str, choices: list[str], answer, ident, group: str, sp: dict) -> dict:
+    """A multiple-choice doc: the source fields plus question, choices and the answer (letter or index)."""
+    letters = string.ascii_uppercase[:len(choices)]
+    letter = letters[answer] if isinstance(answer, int) else answer
+    as_index = (sp.get("csv") or {}).get("answer_as") == "index"
+    return {**raw, "question": question, "choices": list(choices),
+            "answer": letters.index(letter) if as_index else letter, "doc_id": f"{group}/{ident}", "group": group}
+
+
+def humaneval_docs(probs) -> dict[str, list[dict]]:
+    from evalsets.humaneval import GROUP
+    return {GROUP: [{**p, "doc_id": p["task_id"], "group": GROUP} for p in probs.values()]}

