@@ -31,7 +31,8 @@ from judges.config import JudgeConfig
 from trainers.configs import LabelConfig, PPOConfig, RMConfig, SampleConfig, SFTConfig
 from trainers.feedback.redteam_stage import RedteamConfig
 
-QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
+SHIPPED = Path(__file__).resolve().parent / "configs"  # package data: a pip-installed wheel has them too
+QUICKSTART = SHIPPED / "quickstart.yaml"
 
 
 def _model_path(spec: str) -> str | None:
@@ -108,9 +109,28 @@ def inherit_judges(data: dict) -> dict:
     return out
 
 
+def shipped_configs() -> list[str]:
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def config_path(name: str | Path | None) -> Path:
+    """A config file, or the name of a shipped one (`quickstart`, `paper-7b`); None = the quickstart."""
+    if name is None:
+        return QUICKSTART
+    p = Path(name).expanduser()
+    if p.exists() or p.suffix in (".yaml", ".yml") or "/" in str(name):
+        if not p.exists():
+            raise UserError(f"config file not found: {name} (shipped configs: {', '.join(shipped_configs())})")
+        return p
+    if (SHIPPED / f"{name}.yaml").exists():
+        return SHIPPED / f"{name}.yaml"
+    raise UserError(f"config not found: {name} is neither a file nor a shipped config "
+                    f"({', '.join(shipped_configs())})")
+
+
 def load_config(path: str | Path | None) -> RunConfig:
-    """The run config at `path` over the defaults; None = the quickstart."""
-    return from_mapping(RunConfig, inherit_judges(read_yaml(QUICKSTART if path is None else path)))
+    """The run config at `path` (or a shipped config's name) over the defaults; None = the quickstart."""
+    return from_mapping(RunConfig, inherit_judges(read_yaml(config_path(path))))
 
 
 def check_judge(cfg: RunConfig) -> None:

@@ -8,8 +8,9 @@ import os
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", default=None,
-                   help="YAML config (default: the quickstart on the embedded model, data and judge)")
-    p.add_argument("--out", default="runs/quickstart", help="run directory")
+                   help="YAML config file, or the name of a shipped one: quickstart (the default: the embedded "
+                        "model, data and judge), paper-7b (a 7B instruct model, an API judge, 8 GPUs)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<config name>, e.g. runs/quickstart)")
     p.add_argument("--resume", action="store_true",
                    help="continue a stage that was interrupted (crash, kill -9) from its partial state: labelling "
                         "from its labels.jsonl rows, PPO from its last checkpoint; without it that stage restarts "
@@ -24,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from harness.config import check_judge, load_config
+    from harness.config import check_judge, config_path, load_config
     from harness.pipeline import run_pipeline
 
     cfg = load_config(args.config)  # unknown keys, wrong types, missing files: exit 2 before any work
@@ -34,5 +35,6 @@ def run(args) -> int:
         dry_run(cfg, args.config or "the quickstart")
         return 0
     check_judge(cfg)
-    run_pipeline(cfg, args.out, resume=args.resume, from_stage=args.from_stage, only=args.only)
+    out = args.out or f"runs/{config_path(args.config).stem}"
+    run_pipeline(cfg, out, resume=args.resume, from_stage=args.from_stage, only=args.only)
     return 0
