@@ -12,6 +12,10 @@ Conventions (also printed in reports):
   conditional on the discordant items (it excludes 0 exactly when p < alpha); otherwise a paired
   bootstrap over items (percentile CI and p).
 - Invalid items (`score: null`) follow INVALID_RULE.
+- Non-inferiority (the gate, `paired_noninferiority`): for 0/1 scores Tango's score interval of
+  the difference of paired proportions (Tango 1998), which does not collapse when few items
+  differ; otherwise a paired t interval whose half-width is at least what n items can show
+  (`min_margin`).
 """
 from __future__ import annotations
 
@@ -275,3 +279,106 @@ def inconclusive(diff: float, ci95: Sequence[float], mde: float) -> bool:
     neither show an effect nor rule out one of the size that matters."""
     lo, hi = ci95
     return not (lo > 0 or hi < 0) and mde > abs(diff)
+
+
+# ---------------------------------------------------------------- non-inferiority (the gate)
+def _z(alpha: float) -> float:
+    return _NORM.inv_cdf(1 - alpha / 2)
+
+
+def min_margin(n: int, alpha: float = 0.05, scale: float = 1.0) -> float:
+    """Half-width of the two-sided 1 - alpha interval when the two sides agree on all n items:
+    z^2 / (n + z^2) x scale. It is Tango's bound with no discordant pair, and for any score in a
+    range of width `scale` the share of items that n agreeing items cannot rule out differing
+    (each by up to `scale`), so no margin below it can be shown without items that improved."""
+    if n <= 0:
+        return float("inf")
+    z2 = _z(alpha) ** 2
+    return scale * z2 / (n + z2)
+
+
+def tango_z(worse, better, n: int, delta0):
+    """Tango's (1998) score statistic for H0: delta = delta0, delta = (better - worse) / n the
+    difference of two paired proportions (candidate - baseline) on n items, `worse` items 1 -> 0
+    and `better` items 0 -> 1. The variance is taken at the maximum-likelihood cell probabilities
+    restricted to delta0 (closed form: the larger root of 2n q^2 + W q - worse d0 (1 - d0) = 0 for
+    q = P(1 -> 0)), which keeps it positive when no item differs. Accepts arrays (elementwise)."""
+    worse, better, d0 = (np.asarray(x, dtype=float) for x in (worse, better, delta0))
+    w = (2 * n + worse - better) * d0 - (worse + better)
+    q = (-w + np.sqrt(np.maximum(0.0, w * w + 8 * n * worse * d0 * (1 - d0)))) / (4 * n)
+    var = n * (2 * q + d0 * (1 - d0))
+    num = better - worse - n * d0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(var > 0, num / np.sqrt(np.where(var > 0, var, 1.0)), np.sign(num) * np.inf)
+    z = np.where((var <= 0) & (num == 0), 0.0, z)
+    return float(z) if z.ndim == 0 else z
+
+
+def tango_ci(worse: int, better: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Two-sided 1 - alpha Tango score interval of (better - worse) / n: the delta0 whose score test
+    does not reject. With no discordant item it is +-min_margin(n, alpha), never [0, 0]."""
+    from scipy.optimize import brentq
+
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    est, z = (better - worse) / n, _z(alpha)
+    f = lambda d0: tango_z(worse, better, n, d0) - z  # noqa: E731  (decreasing in d0)
+    g = lambda d0: tango_z(worse, better, n, d0) + z  # noqa: E731
+    eps = 1e-12
+    lo = -1.0 if est <= -1 + eps else brentq(f, -1 + eps, est, xtol=1e-12)
+    hi = 1.0 if est >= 1 - eps else brentq(g, est, 1 - eps, xtol=1e-12)
+    return (lo, hi)
+
+
+def paired_noninferiority(a: Sequence[float], b: Sequence[float], margin: float,
+                          alpha: float = 0.05, ci: bool = True) -> dict:
+    """Is b (candidate) no worse than a (baseline) by `margin` or more, higher being better?
+
+    {method, n, diff, ci, p, min_margin}: `ci` is the two-sided 1 - alpha interval of mean(b - a)
+    (None with ci=False: p alone needs no root finding);
+    non-inferiority is ci[0] > -margin, equivalently p < alpha, where p (on the two-sided scale
+    of the interval, so twice the one-sided test's p) is the smallest alpha at which the lower
+    bound clears -margin. `min_margin` is the margin that identical outputs on these n items
+    would just fail to clear at this alpha.
+    - 0/1 scores: Tango's score interval and its score test at delta0 = -margin.
+    - Other scores: a paired t interval with half-width at least min_margin(n, alpha, range)
+      (range = the scores' spread, at least 1): a sample variance near 0 (few items differ) would
+      otherwise shrink the interval to nothing, and n agreeing items only bound the share of
+      items that differ at about z^2 / (n + z^2), as for 0/1 scores. p is the larger of the t
+      test's and this floor's.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n = len(a)
+    if n == 0:
+        return {"method": None, "n": 0, "diff": float("nan"), "ci": [float("nan")] * 2, "p": 1.0,
+                "min_margin": float("inf")}
+    d = b - a
+    diff = float(d.mean())
+    if is_binary(a) and is_binary(b):
+        worse, better = int(np.sum(d < 0)), int(np.sum(d > 0))
+        if margin >= 1:
+            p = 0.0 if worse < n else 1.0
+        else:
+            p = min(1.0, 2 * _NORM.cdf(-tango_z(worse, better, n, -margin)))
+        return {"method": "tango_score", "n": n, "diff": diff,
+                "ci": list(tango_ci(worse, better, n, alpha)) if ci else None, "p": p,
+                "min_margin": min_margin(n, alpha)}
+    from scipy import stats as sps
+
+    scale = max(1.0, float(np.ptp(np.concatenate([a, b]))))
+    sd = float(np.std(d, ddof=1)) if n > 1 else math.inf
+    se = sd / math.sqrt(n)
+    floor = min_margin(n, alpha, scale)
+    t = sps.t.ppf(1 - alpha / 2, n - 1) if n > 1 else math.inf
+    half = max(t * se if se > 0 else 0.0, floor)
+    g = diff + margin  # how far the estimate clears the margin
+    if g <= 0:
+        p = 1.0
+    else:
+        p_t = 0.0 if se == 0 else 1.0 if not math.isfinite(se) else float(2 * sps.t.sf(g / se, n - 1))
+        # floor < g  <=>  z^2 (scale - g) < g n  <=>  z < sqrt(g n / (scale - g))
+        p_floor = 0.0 if g >= scale else 2 * _NORM.cdf(-math.sqrt(g * n / (scale - g)))
+        p = min(1.0, max(p_t, p_floor))
+    return {"method": "paired_t_floor", "n": n, "diff": diff,
+            "ci": [max(-scale, diff - half), min(scale, diff + half)] if ci else None, "p": p,
+            "min_margin": floor}

@@ -11,14 +11,29 @@ Method (also stored in gate.json under "method"):
   not gated on the whole benchmark, and a baseline that lacks the candidate's items gives those
   items no reference. With --allow-partial the benchmark is gated on the common items instead.
 - Difference test (reported as p / p_holm): exact McNemar for 0/1 scores, paired bootstrap
-  otherwise; Holm-adjusted across the benchmarks.
+  otherwise; Holm-adjusted across the benchmarks. It does not decide the verdict.
 - Non-inferiority (decides the verdict): d = candidate − baseline oriented so that positive is
   better (a lower-is-better benchmark such as ToxiGen is negated; the direction is the results.json
   entry's `higher_is_better`, else its spec's). The candidate is non-inferior on a benchmark when
-  the lower bound of the paired bootstrap CI of mean(d) lies above −margin. The CI level is Holm-
-  adjusted: the benchmark with the k-th smallest non-inferiority p-value (k = 0..m-1) uses a
-  two-sided 1 − alpha/(m − k) interval (95% for alpha = 0.05 when m = 1), so that all m decisions
-  hold jointly at family-wise level alpha. Equivalently p_noninferiority_holm < alpha.
+  the lower bound of a two-sided CI of mean(d) lies above −margin:
+  - 0/1 scores: Tango's score interval for the difference of paired proportions (Tango 1998,
+    Stat Med 17:891), the inversion of the score test whose variance is estimated under each
+    tested difference. A bootstrap or Wald interval collapses to [0, 0] when no item differs and
+    would pass a candidate that is worse by the margin far more often than alpha.
+  - Other scores: a paired t interval whose half-width is at least z²/(n + z²) × the score range:
+    n items that agree only bound the share of items that could differ at about that much (Tango's
+    bound with no discordant pair), so a near-zero sample variance cannot make the interval
+    narrower than the items can show.
+  The CI level is Holm-adjusted: the benchmark with the k-th smallest non-inferiority p-value
+  (k = 0..m-1) uses a two-sided 1 − alpha/(m − k) interval (95% for alpha = 0.05 when m = 1), so
+  that all m decisions hold jointly at family-wise level alpha; a benchmark passes when
+  p_noninferiority_holm < alpha. A candidate exactly at −margin should pass at most alpha/2 of the time
+  (the score test is asymptotic: tests/test_stats.py computes its exact pass rate, and
+  bench/detector_power.py measures the gate's).
+- Small n: even identical outputs have a CI of ±z²/(n + z²), so n items can show non-inferiority
+  only at a margin above that (min_margin in gate.json; 8.8 pt at n = 40, 1.9 pt at n = 200,
+  1 pt needs n >= 381 at 95%). Below it the benchmark fails, and the reason says which margin n
+  supports.
 - The gate passes only when every benchmark is non-inferior and complete (or --allow-partial).
 Margins are in points on a 0-100 scale (1 point = 0.01), the same for ToxiGen (1 point = 10 ‰).
 """
@@ -31,14 +46,14 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UserError
-from core.stats import holm, min_detectable_diff, pair_scores, paired_bootstrap, paired_sd
+from core.stats import holm, is_binary, mcnemar_p, pair_scores, paired_bootstrap, paired_noninferiority
 from evalsets import registry
 from reports.collect import item_scores, read_results
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MARGIN_PTS = 1.0
-BINARY_ITERS = 10000
+BOOT_ITERS = 10000
 SEED = 0
 METHOD = __doc__.split("Method (also stored in gate.json under \"method\"):\n", 1)[1].strip()
 
@@ -99,25 +114,37 @@ def compare_benchmark(bench: str, base: dict[str, float | None], cand: dict[str,
                         "invalid)")
     a = np.array([base[k] for k in common])
     b = np.array([cand[k] for k in common])
-    sign = 1.0 if higher_is_better else -1.0
-    boot, p, test = paired_bootstrap(a, b, iters=BINARY_ITERS, seed=SEED)
-    boot = sign * boot
-    # Share of resampled mean differences at or below -margin; x2 puts it on the two-sided scale of the CI.
-    p_ni = max(min(1.0, 2 * float(np.mean(boot <= -margin))), 1.0 / len(boot))
-    mdd = min_detectable_diff(paired_sd(a, b), len(common), alpha=alpha / 2)
-    if mdd > margin:
-        warnings.append(f"n={len(common)} is too small to detect a {margin * 100:g}-point margin "
-                        f"(min detectable difference {mdd * 100:.1f} points at 80% power)")
+    if is_binary(a) and is_binary(b):
+        p, test = mcnemar_p(a, b), "mcnemar_exact"
+    else:
+        _, p, test = paired_bootstrap(a, b, iters=BOOT_ITERS, seed=SEED)
+    # Non-inferiority on the oriented difference: swapping the sides negates candidate − baseline.
+    x, y = (a, b) if higher_is_better else (b, a)
+    ni = paired_noninferiority(x, y, margin, alpha, ci=False)
     return {
         "n": len(common), "n_baseline": len(base), "n_candidate": len(cand), **counts,
         # Set when items are missing and --allow-partial was not given: the benchmark fails on it.
         "incomplete": None if allow_partial or not missing else "; ".join(missing),
         "baseline": float(a.mean()), "candidate": float(b.mean()), "diff": float((b - a).mean()),
         "higher_is_better": higher_is_better, "margin": margin,
-        "test": test,
-        "p": float(p), "p_noninferiority": p_ni, "min_detectable_diff": mdd,
-        "_boot": boot, "_warnings": warnings,
+        "test": test, "ci_method": ni["method"],
+        "p": float(p), "p_noninferiority": ni["p"],
+        "_oriented": (x, y), "_warnings": warnings,
     }
+
+
+def _not_shown(r: dict, lo: float) -> str:
+    """Why a benchmark is not shown non-inferior, in points of the oriented difference."""
+    margin, n, y = r["margin"] * 100, r["n"], r["min_margin"] * 100
+    text = f"not shown non-inferior: {r['ci_level'] * 100:.4g}% CI lower bound {lo * 100:+.2f} pt"
+    if lo > -r["margin"]:
+        text += f" > -{margin:g} pt, but a benchmark with stronger evidence already failed (Holm step-down)"
+    else:
+        text += f" < -{margin:g} pt"
+    y_up = (math.floor(y * 10) + 1) / 10  # the next 0.1 pt above: a margin identical outputs do clear
+    if y >= margin:
+        return text + f"; n={n} can show non-inferiority only at a margin >= {y_up:.1f} pt"
+    return text + f"; n={n} would support margins down to {y_up:.1f} pt if the two agreed on every item"
 
 
 def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, float] | None = None,
@@ -149,26 +176,24 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
     for rank, b in enumerate(order):
         r = rows[b]
         level_alpha = alpha / (m - rank)
-        lo, hi = np.quantile(r.pop("_boot"), [level_alpha / 2, 1 - level_alpha / 2])
+        ni = paired_noninferiority(*r.pop("_oriented"), r["margin"], level_alpha)
+        lo, hi = ni["ci"]
         sign = 1.0 if r["higher_is_better"] else -1.0
-        # The bootstrap is of the oriented diff; report the CI of the raw candidate − baseline.
-        r["ci"] = sorted([float(sign * lo) + 0.0, float(sign * hi) + 0.0])  # + 0.0 drops "-0.0"
+        # The interval is of the oriented diff; report the CI of the raw candidate − baseline.
+        r["ci"] = sorted([sign * lo + 0.0, sign * hi + 0.0])  # + 0.0 drops "-0.0"
         r["ci_level"] = 1 - level_alpha
         r["bound_vs_margin"] = float(lo)  # worst plausible oriented diff; non-inferior if > -margin
+        r["min_margin"] = ni["min_margin"]  # identical outputs on these n items clear only larger margins
         r["p_holm"] = p_holm[names.index(b)]
         r["p_noninferiority_holm"] = p_ni_holm[names.index(b)]
         ok = r["p_noninferiority_holm"] < alpha
         warnings = r.pop("_warnings")
-        if not ok and lo > -r["margin"]:
-            warnings.append("fails by Holm step-down: a benchmark with stronger evidence already failed")
         reasons = []
         if r["incomplete"]:
             reasons.append(f"missing items: {r['incomplete']} (rerun the evaluation on every item, or pass "
                            f"--allow-partial to gate on the {r['n'] + r['dropped_invalid']} common items)")
         if not ok:
-            # lo is the CI bound at this benchmark's Holm level, in points of the oriented difference
-            reasons.append(f"not shown non-inferior: CI bound {lo * 100:+.1f} points vs margin -{r['margin'] * 100:g}"
-                           + (" (Holm step-down)" if lo > -r["margin"] else ""))
+            reasons.append(_not_shown(r, lo))
         r["verdict"] = "fail" if reasons else "pass"
         r["reason"] = "; ".join(reasons) or None
         r["warning"] = "; ".join(warnings) or None
@@ -203,7 +228,9 @@ def format_table(report: dict) -> str:
         row["verdict"] = verdict + (" (missing items)" if r.get("incomplete") else "")
         rows.append(row)
     table = pd.DataFrame(rows).to_string(index=False)
-    lines = [table, "", "scores, diffs and margins in points (0-100); CI of candidate − baseline, Holm-adjusted level"]
+    lines = [table, "", "scores, diffs and margins in points (0-100); CI of candidate − baseline at a Holm-adjusted "
+             "level (Tango score interval for 0/1 scores, paired t with a small-n floor otherwise); a benchmark "
+             "passes when the CI's bound on the worse side clears the margin"]
     if show_invalid:
         lines.append("invalid b/c: items with a null (invalid) score in baseline/candidate; excluded from both sides")
     if show_missing:

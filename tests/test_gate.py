@@ -4,8 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import math
+
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from harness.gate import compare
 from core.store import read_jsonl, write_json, write_jsonl
@@ -27,25 +30,44 @@ def _gate(run_cli, a, b, *extra):
     return code, out, err
 
 
-def test_eval_dir_against_itself_passes(base, tmp_path, run_cli):
+def _min_margin_text(r: dict) -> str:
+    """The fail reason for identical outputs, computed here from the CI level with scipy: the Tango
+    interval with no discordant item is +-z^2 / (n + z^2)."""
+    z = sps.norm.ppf(1 - (1 - r["ci_level"]) / 2)
+    y = z * z / (r["n"] + z * z)
+    return (f"not shown non-inferior: {r['ci_level'] * 100:.4g}% CI lower bound {-y * 100:+.2f} pt < -1 pt; "
+            f"n={r['n']} can show non-inferiority only at a margin >= {(math.floor(y * 1000) + 1) / 10:.1f} pt")
+
+
+def test_eval_dir_against_itself_needs_a_margin_its_n_supports(base, tmp_path, run_cli):
+    """Identical outputs on 40-240 items cannot rule out a 1-point deficit (the bootstrap CI used to be
+    [0, 0] and passed); with a margin the items can support they pass."""
     code, out, err = _gate(run_cli, base, base, "--out", tmp_path)
-    assert code == 0, err
-    assert "gate: PASS" in out and "ceval" in out and "toxigen (lower better)" in out
+    assert code == 1, err
     g = json.loads((tmp_path / "gate.json").read_text())
-    assert g["passed"] is True and set(g["benchmarks"]) == set(RATES["sft"])
-    for r in g["benchmarks"].values():
-        assert r["verdict"] == "pass" and r["diff"] == 0 and r["ci"] == [0.0, 0.0] and r["p"] == 1.0
+    assert g["passed"] is False and set(g["benchmarks"]) == set(RATES["sft"])
+    for b, r in g["benchmarks"].items():
+        assert r["verdict"] == "fail" and r["diff"] == 0 and r["p"] == 1.0, b
+        assert r["reason"] == _min_margin_text(r), b
+        assert r["ci"][0] == pytest.approx(-r["min_margin"]) and r["ci"][1] == pytest.approx(r["min_margin"])
+        assert r["ci_method"] == ("paired_t_floor" if b == "humaneval" else "tango_score")
         assert set(r) >= {"n", "baseline", "candidate", "diff", "ci", "p", "p_holm", "margin", "verdict", "warning"}
         assert r["dropped_invalid"] == r["missing_in_candidate"] == r["missing_in_baseline"] == 0
-        assert r["incomplete"] is None and r["reason"] is None
+        assert r["incomplete"] is None
+    assert "FAIL: humaneval: " + g["benchmarks"]["humaneval"]["reason"] in out and "gate: FAIL" in out
+    # humaneval has 40 items: 8.8 points at 95%; the Holm levels ask a little more of the rest
+    code, out, err = _gate(run_cli, base, base, "--out", tmp_path, "--margin", "default=10")
+    assert code == 0, out + err
+    g = json.loads((tmp_path / "gate.json").read_text())
+    assert g["passed"] and "ceval" in out and "toxigen (lower better)" in out
+    for r in g["benchmarks"].values():
+        assert r["verdict"] == "pass" and r["reason"] is None and r["min_margin"] < r["margin"]
     assert "invalid b/c" not in out and "missing b/c" not in out
-    # small n: the gate says the 1-point margin is beyond what it can detect
-    assert "too small to detect a 1-point margin" in g["benchmarks"]["ceval"]["warning"]
 
 
 def test_degraded_candidate_fails(base, tmp_path, run_cli):
     bad = degrade_eval_dir(base, tmp_path / "bad", benches=("gsm8k", "mmlu"), fraction=0.5)
-    code, out, err = _gate(run_cli, base, bad, "--out", tmp_path / "g")
+    code, out, err = _gate(run_cli, base, bad, "--out", tmp_path / "g", "--margin", "default=10")
     assert code == 1, err
     g = json.loads((tmp_path / "g" / "gate.json").read_text())
     v = {b: r["verdict"] for b, r in g["benchmarks"].items()}
@@ -65,7 +87,8 @@ def test_fractional_scores_use_paired_bootstrap(base, tmp_path, run_cli):
     g = json.loads((tmp_path / "gate.json").read_text())
     he = g["benchmarks"]["humaneval"]
     assert code == 1 and he["test"] == "paired_bootstrap" and he["verdict"] == "fail"
-    assert he["ci"][0] <= he["diff"] <= he["ci"][1] < 0
+    assert he["ci_method"] == "paired_t_floor" and he["ci"][0] <= he["diff"] <= he["ci"][1]
+    assert he["ci"][0] < -he["margin"] and "not shown non-inferior" in he["reason"]
 
 
 def test_toxigen_more_toxic_fails_less_toxic_passes(base, tmp_path):
@@ -112,7 +135,7 @@ def test_holm_levels_differ_per_benchmark(base, tmp_path):
 def test_partial_overlap_compares_intersection_only_when_allowed(base, tmp_path):
     samples = read_eval_samples(base)
     cand = write_eval_dir(tmp_path / "cand", {"mmlu": samples["mmlu"][:100]})
-    r = compare(base, cand, benchmarks=["mmlu"], allow_partial=True)["benchmarks"]["mmlu"]
+    r = compare(base, cand, {"mmlu": 0.05}, benchmarks=["mmlu"], allow_partial=True)["benchmarks"]["mmlu"]
     assert r["n"] == 100 and r["n_baseline"] == 150 and r["missing_in_candidate"] == 50
     assert r["verdict"] == "pass" and r["incomplete"] is None
     assert "--allow-partial: gated on the 100 items both evaluated" in r["warning"]
@@ -136,7 +159,7 @@ def test_null_scores_are_dropped_and_counted(base, tmp_path, run_cli):
     samples = {"satisfaction": read_eval_samples(base)["satisfaction"]}
     b = _with_scores(write_eval_dir(tmp_path / "b", samples), "satisfaction", {3: None})
     c = _with_scores(write_eval_dir(tmp_path / "c", samples), "satisfaction", {0: None, 3: None})
-    code, out, err = _gate(run_cli, b, c, "--out", tmp_path / "g")
+    code, out, err = _gate(run_cli, b, c, "--out", tmp_path / "g", "--margin", "satisfaction=5")
     assert code == 0, out + err
     r = json.loads((tmp_path / "g" / "gate.json").read_text())["benchmarks"]["satisfaction"]
     assert (r["invalid_baseline"], r["invalid_candidate"], r["dropped_invalid"]) == (1, 2, 2)
@@ -146,7 +169,7 @@ def test_null_scores_are_dropped_and_counted(base, tmp_path, run_cli):
     # the same null with a real drop still fails as usual (exit 1, not 2)
     worse = [dict(x, score=0.0) if i < 60 else x for i, x in enumerate(samples["satisfaction"])]
     c2 = _with_scores(write_eval_dir(tmp_path / "c2", {"satisfaction": worse}), "satisfaction", {100: None})
-    code, out, err = _gate(run_cli, b, c2, "--out", tmp_path / "g2")
+    code, out, err = _gate(run_cli, b, c2, "--out", tmp_path / "g2", "--margin", "satisfaction=5")
     assert code == 1, out + err
     r = json.loads((tmp_path / "g2" / "gate.json").read_text())["benchmarks"]["satisfaction"]
     assert r["verdict"] == "fail" and r["invalid_candidate"] == 1 and r["dropped_invalid"] == 2
@@ -167,7 +190,8 @@ def test_missing_items_fail_unless_allow_partial(base, tmp_path, run_cli):
     assert r["incomplete"] == "candidate lacks 30 of the baseline's 40 mmlu items"
     assert "FAIL (missing items)" in out and "--allow-partial" in r["reason"]
 
-    code, out, err = _gate(run_cli, full, part, "--out", tmp_path / "g", "--allow-partial")
+    # 10 identical items support only margins above 27.8 points
+    code, out, err = _gate(run_cli, full, part, "--out", tmp_path / "g", "--allow-partial", "--margin", "mmlu=30")
     assert code == 0, out + err
     g = json.loads((tmp_path / "g" / "gate.json").read_text())
     r = g["benchmarks"]["mmlu"]
@@ -224,7 +248,7 @@ def test_checkpoint_dirs_are_evaluated_first(base, tmp_path, run_cli, monkeypatc
     with the benchmarks of the other side so that both sides have the same items."""
     ckpt = tmp_path / "ckpt"
     calls = fake_checkpoint(monkeypatch, ckpt, base)
-    code, _, err = _gate(run_cli, base, ckpt, "--out", tmp_path / "g")
+    code, _, err = _gate(run_cli, base, ckpt, "--out", tmp_path / "g", "--margin", "default=20")
     assert code == 0, err
     assert calls == [(str(ckpt), "candidate_eval", [b for b in RATES["sft"]])]
     assert (tmp_path / "g" / "gate.json").exists()

@@ -28,21 +28,35 @@ def eval_dirs(tmp_path_factory, run_cli):
     return root
 
 
-def _gate(run_cli, base, cand, out) -> tuple[int, str, dict]:
-    code, stdout, err = run_cli("gate", "--baseline", base, "--candidate", cand, "--out", out)
+def _gate(run_cli, base, cand, out, *extra) -> tuple[int, str, dict]:
+    code, stdout, err = run_cli("gate", "--baseline", base, "--candidate", cand, "--out", out, *extra)
     assert code in (0, 1), stdout + err
     return code, stdout, json.loads((out / "gate.json").read_text())
 
 
-def test_gate_passes_against_itself(eval_dirs, run_cli):
-    code, _, g = _gate(run_cli, eval_dirs / "base", eval_dirs / "same", eval_dirs / "g1")
-    assert code == 0 and g["passed"] is True
+def test_gate_against_itself_passes_only_at_a_margin_40_items_support(eval_dirs, run_cli):
+    """40 identical items cannot rule out a deficit of 8.8 points (95% Tango interval +-1.96^2 / (40 + 1.96^2)):
+    at the default 1-point margin the checkpoint is not shown non-inferior to itself, at 10 points it is."""
+    code, out, g = _gate(run_cli, eval_dirs / "base", eval_dirs / "same", eval_dirs / "g1")
+    r = g["benchmarks"]["humaneval"]
+    assert code == 1 and g["passed"] is False and r["verdict"] == "fail"
+    assert r["n"] == 40 and r["diff"] == 0 and r["ci_method"] == "tango_score"
+    assert r["reason"] == ("not shown non-inferior: 95% CI lower bound -8.76 pt < -1 pt; "
+                           "n=40 can show non-inferiority only at a margin >= 8.8 pt")
+    assert "FAIL: humaneval: not shown non-inferior" in out
+    code, out, g = _gate(run_cli, eval_dirs / "base", eval_dirs / "same", eval_dirs / "g1b",
+                         "--margin", "humaneval=8.8")
+    assert code == 0 and g["passed"] is True and g["benchmarks"]["humaneval"]["reason"] is None
+    assert g["benchmarks"]["humaneval"]["min_margin"] == pytest.approx(1.959964 ** 2 / (40 + 1.959964 ** 2))
 
 
 def test_gate_fails_truncated_responses(eval_dirs, run_cli):
-    code, out, g = _gate(run_cli, eval_dirs / "base", eval_dirs / "degraded", eval_dirs / "g2")
-    assert code == 1 and g["passed"] is False
-    assert "humaneval" in json.dumps(g) and "humaneval" in out
+    # at the margin that passes the checkpoint against itself: the truncation, not n, fails it
+    code, out, g = _gate(run_cli, eval_dirs / "base", eval_dirs / "degraded", eval_dirs / "g2",
+                         "--margin", "humaneval=10")
+    r = g["benchmarks"]["humaneval"]
+    assert code == 1 and g["passed"] is False and r["diff"] < -0.5 and r["ci"][1] < 0
+    assert "< -10 pt" in r["reason"] and "FAIL: humaneval" in out
 
 
 def test_gate_bad_input_exit_2(eval_dirs, run_cli, tmp_path):
@@ -79,7 +93,8 @@ def test_gate_drops_an_invalid_judge_answer_from_real_eval_output(satisfaction_d
     cand = [json.loads(x) for x in (root / "cand" / "samples" / "satisfaction.jsonl").read_text().splitlines()]
     assert sum(r["score"] is None for r in cand) == 1  # what the evaluation writes for an invalid answer
     for base, other, side in (("base", "cand", "candidate"), ("cand", "base", "baseline")):
-        code, out, g = _gate(run_cli, root / base, root / other, root / f"g_{base}")
+        # 3 valid pairs: identical outputs clear only margins above 56 points
+        code, out, g = _gate(run_cli, root / base, root / other, root / f"g_{base}", "--margin", "satisfaction=60")
         assert code == 0, out
         r = g["benchmarks"]["satisfaction"]
         assert r[f"invalid_{side}"] == 1 and r["dropped_invalid"] == 1 and r["n"] == len(cand) - 1

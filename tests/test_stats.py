@@ -10,7 +10,8 @@ import pytest
 from scipy import stats as sps
 
 from core.stats import (MIN_N_CI, clopper_pearson, cluster_bootstrap_mean, holm, inconclusive, mcnemar_diff_ci,
-                        mcnemar_exact, mcnemar_p, min_detectable_diff, pair_scores, paired_diff, wilson)
+                        mcnemar_exact, mcnemar_p, min_detectable_diff, pair_scores, paired_diff,
+                        paired_noninferiority, tango_ci, tango_z, wilson)
 
 
 @pytest.mark.parametrize("b,c", [(0, 5), (3, 12), (10, 10), (25, 40), (1, 0), (130, 100), (0, 0), (7, 0)])
@@ -133,3 +134,121 @@ def test_pair_scores_counts_invalid_and_missing():
     assert common == ["a"]
     assert counts == {"invalid_baseline": 1, "invalid_candidate": 1, "dropped_invalid": 2,
                       "missing_in_candidate": 1, "missing_in_baseline": 1}
+
+
+# ---------------------------------------------------------------- non-inferiority (the gate)
+def _tango_by_hand(worse: int, better: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Tango's score interval computed independently: the restricted MLE of P(1 -> 0) by maximising
+    the multinomial likelihood numerically (no closed form), then the score equation solved for
+    each bound."""
+    from scipy.optimize import brentq, minimize_scalar
+
+    def z(d0):
+        def nll(q):  # cells 1 -> 0: q, 0 -> 1: q + d0, concordant: 1 - 2q - d0
+            return -(worse * np.log(q) + better * np.log(q + d0) + (n - worse - better) * np.log(1 - 2 * q - d0))
+        lo_q, hi_q = max(0.0, -d0), (1 - d0) / 2
+        q = minimize_scalar(nll, bounds=(lo_q + 1e-13, hi_q - 1e-13), method="bounded",
+                            options={"xatol": 1e-14}).x
+        return (better - worse - n * d0) / math.sqrt(n * (2 * q + d0 - d0 * d0))
+
+    crit = sps.norm.ppf(1 - alpha / 2)
+    est = (better - worse) / n
+    lo = -1.0 if worse == n else brentq(lambda d: z(d) - crit, -1 + 1e-9, est - 1e-12)
+    hi = 1.0 if better == n else brentq(lambda d: z(d) + crit, est + 1e-12, 1 - 1e-9)
+    return lo, hi
+
+
+def test_tango_interval_matches_the_published_example():
+    """Cavo et al. (2012) complete response before/after consolidation, [[59, 6], [16, 80]]: Tango's
+    asymptotic score interval of (6 - 16) / 161 is -0.1240 to -0.0054 (Fagerland, Lydersen & Laake,
+    Statistical Analysis of Contingency Tables, ch. 8; R contingencytables)."""
+    lo, hi = tango_ci(worse=16, better=6, n=161)
+    assert (round(lo, 4), round(hi, 4)) == (-0.1240, -0.0054)
+    assert (lo, hi) == pytest.approx(_tango_by_hand(16, 6, 161), abs=1e-6)
+
+
+@pytest.mark.parametrize("worse,better,n,alpha", [
+    (2, 12, 50, 0.05), (2, 12, 32, 0.05), (0, 0, 54, 0.05), (0, 30, 30, 0.05), (1, 0, 40, 0.05),
+    (7, 1, 21, 0.05), (10, 0, 1000, 0.01), (3, 5, 200, 0.0125), (0, 0, 12, 0.05)])
+def test_tango_interval_matches_an_independent_computation(worse, better, n, alpha):
+    # Newcombe's (1998) paired examples among them: (e, f, g, h) = (36, 12, 2, 0), (18, 12, 2, 18), (53, 0, 0, 1),
+    # (0, 30, 0, 0)
+    assert tango_ci(worse, better, n, alpha) == pytest.approx(_tango_by_hand(worse, better, n, alpha), abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [5, 12, 40, 200, 381, 1000])
+def test_identical_outputs_give_a_nonzero_interval(n):
+    """No discordant item: the interval is +-z^2 / (n + z^2), not [0, 0] (the bootstrap's collapse)."""
+    z2 = sps.norm.ppf(0.975) ** 2
+    x = [1.0] * (n // 3) + [0.0] * (n - n // 3)
+    r = paired_noninferiority(x, x, margin=0.01)
+    assert r["method"] == "tango_score" and r["ci"] == pytest.approx([-z2 / (n + z2), z2 / (n + z2)], abs=1e-9)
+    assert r["min_margin"] == pytest.approx(z2 / (n + z2))
+    # a 1-point margin is first shown at n = 381
+    assert (r["p"] < 0.05) == (n >= 381) == (r["ci"][0] > -0.01)
+    # fractional scores get the same floor
+    f = np.linspace(0, 1, n)
+    assert paired_noninferiority(f, f, 0.01)["ci"] == pytest.approx(r["ci"], abs=1e-9)
+
+
+def _exact_false_pass(n: int, p10: float, p01: float, margin: float, alpha: float = 0.05) -> float:
+    """P(the gate passes) for paired 0/1 items with cell probabilities P(1 -> 0) = p10, P(0 -> 1) = p01,
+    summed exactly over the multinomial (worse, better) counts."""
+    crit = sps.norm.ppf(1 - alpha / 2)
+    total = 0.0
+    for worse in range(n + 1):
+        pw = sps.binom.pmf(worse, n, p10)
+        if pw < 1e-15:
+            continue
+        better = np.arange(n - worse + 1)
+        pb = sps.binom.pmf(better, n - worse, p01 / (1 - p10))
+        total += pw * pb[tango_z(worse, better, n, -margin) > crit].sum()
+    return total
+
+
+@pytest.mark.parametrize("n", [12, 50, 200, 1000])
+def test_a_candidate_worse_by_the_margin_passes_at_most_alpha(n):
+    """The gate's type-I error, computed exactly: a candidate whose true deficit is the margin
+    (p10 - p01 = margin) passes with probability <= alpha at every n, whether it only loses items
+    (p01 = 0, the bench's planted drop) or also flips others both ways. The bootstrap CI it
+    replaced passed 0.89 / 0.56 / 0.12 / 0.04 of such candidates at these n."""
+    rates = [_exact_false_pass(n, p01 + m, p01, m) for m in (0.01, 0.05) for p01 in (0.0, 0.01, 0.1, 0.3)]
+    assert max(rates) <= 0.05
+    # and the test is not trivially conservative once n can resolve the margin
+    if n >= 200:
+        assert max(rates) > 0.015
+
+
+def test_noninferiority_p_and_interval_agree():
+    """p is the smallest alpha at which the lower bound clears -margin, for both methods."""
+    rng = np.random.default_rng(1)
+    a = (rng.random(300) < 0.5).astype(float)
+    b = a.copy()
+    flip = rng.choice(300, 12, replace=False)
+    b[flip] = 1 - b[flip]
+    cases = [(a, b), (rng.random(80), rng.random(80)), (a[:60], np.clip(a[:60] - 0.2 * rng.random(60), 0, 1))]
+    for x, y in cases:
+        for margin in (0.01, 0.05, 0.2):
+            r = paired_noninferiority(x, y, margin)
+            assert (r["ci"][0] > -margin) == (r["p"] < 0.05)
+            if 1e-9 < r["p"] < 1:
+                assert paired_noninferiority(x, y, margin, alpha=r["p"])["ci"][0] == pytest.approx(-margin, abs=1e-7)
+    # Tango's p is the score test at delta0 = -margin, on the scale of a two-sided interval
+    worse, better = int(np.sum(b < a)), int(np.sum(b > a))
+    assert paired_noninferiority(a, b, 0.05)["p"] == pytest.approx(2 * sps.norm.sf(tango_z(worse, better, 300, -0.05)))
+
+
+def test_fractional_scores_use_a_t_interval_with_a_floor():
+    rng = np.random.default_rng(2)
+    a = rng.random(400)
+    b = np.clip(a + rng.normal(-0.02, 0.3, 400), 0, 1)
+    r = paired_noninferiority(a, b, 0.05)
+    ref = sps.ttest_rel(b, a).confidence_interval(0.95)  # plenty of variance: the floor does not bind
+    assert r["method"] == "paired_t_floor" and r["ci"] == pytest.approx([ref.low, ref.high])
+    assert r["p"] == pytest.approx(2 * sps.ttest_1samp(b - a, -0.05, alternative="greater").pvalue)
+    # one item of 40 moves by 0.1: the sample sd is tiny, the interval is not
+    c = a[:40].copy()
+    c[0] -= 0.1
+    r = paired_noninferiority(a[:40], c, 0.01)
+    z2 = sps.norm.ppf(0.975) ** 2
+    assert r["ci"][0] == pytest.approx(-0.1 / 40 - z2 / (40 + z2)) and r["p"] > 0.05
