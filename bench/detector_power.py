@@ -5,10 +5,13 @@ Each trial plants a known effect into per-item 0/1 outputs and runs the real det
 satisfaction_drop / failure_fires), in memory:
 
 - gate: the candidate drops p% of the baseline's correct items (each with probability p). "FAIL" is
-  the gate's verdict (not shown non-inferior at a 1-point margin); "significant drop" is its
-  difference test (Holm p < alpha, candidate worse). At the margin itself (true Δ = -1 pt) a PASS is
-  the error a non-inferiority test bounds by alpha; on the nulls a FAIL is not an error of that
-  test but missing evidence (the candidate was not shown to be within the margin).
+  the gate's verdict (not shown non-inferior at the margin, 1 point by default); "significant drop"
+  is its difference test (Holm p < alpha, candidate worse). At the margin itself (true Δ = -margin)
+  a PASS is the error a non-inferiority test bounds by alpha ("false PASS" below; it must stay at or
+  below alpha at every n); on the nulls a FAIL is not an error of that test but missing evidence,
+  so the gate's verdict table reports their PASS rate: its power to pass a truly equal candidate.
+  Identical outputs pass once n exceeds what the margin needs (z^2 (1 - m) / m items: 381 for 1
+  point at 95%); two seeds of one model differ on ~15% of items and need far more.
 - over-optimisation alarm: a PPO run with step 0 and two checkpoints on two drift benchmarks and
   held-out prompts; at the last checkpoint the held-out reward rises (+0.5 sd) while one benchmark
   drops p% of its correct items.
@@ -26,6 +29,7 @@ Held-out rewards are synthetic (per-prompt level N(0, 1) plus noise N(0, 0.3)).
 
     python bench/detector_power.py --eval-dir EVAL_DIR --bench mmlu            # the README table
     python bench/detector_power.py --trials 40 --null-trials 100 --sizes 12,100  # a quick look
+    python bench/detector_power.py --eval-dir EVAL_DIR --gate-only --null-trials 2000  # the gate's errors
 """
 from __future__ import annotations
 
@@ -39,13 +43,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.stats import win_ratio  # noqa: E402
+from core.stats import min_margin, win_ratio  # noqa: E402
 from harness.gate import compare_benchmark  # noqa: E402
 from reports.alarms import failure_fires, satisfaction_drop  # noqa: E402
 from reports.collect import item_scores  # noqa: E402
 from reports.drift import overoptimisation_alarms  # noqa: E402
 
-ALPHA_GATE, MARGIN = 0.05, 0.01
+ALPHA_GATE = 0.05
+MARGIN = 0.01  # --margin (points / 100)
 DRIFT_STEPS = (0, 10, 20)
 RAW_COLS = ["step", "kl", "sqrt_kl", "reward_train", "reward_heldout"]
 BENCH_COLS = ["step", "kl", "sqrt_kl", "bench", "score", "lo", "hi", "n", "higher_is_better", "label", "unit"]
@@ -85,7 +90,8 @@ def as_map(x: np.ndarray) -> dict[str, float]:
 
 # ---------------------------------------------------------------- the detectors, on one trial each
 def gate_trial(a: np.ndarray, b: np.ndarray) -> tuple[bool, bool]:
-    """(gate FAILs, gate finds a significant drop) for one benchmark (Holm over m = 1 is the raw p)."""
+    """(gate FAILs, gate finds a significant drop) for one benchmark (Holm over m = 1 is the raw p:
+    FAIL exactly when `hrlaif gate` on these two eval dirs exits 1)."""
     r = compare_benchmark("bench", as_map(a), as_map(b), MARGIN, True, ALPHA_GATE)
     return r["p_noninferiority"] >= ALPHA_GATE, r["p"] < ALPHA_GATE and r["diff"] < 0
 
@@ -134,8 +140,8 @@ def pair(pool, n, rng, effect) -> tuple[np.ndarray, np.ndarray]:
 
 
 def at_margin(pool, n, rng) -> tuple[np.ndarray, np.ndarray]:
-    """A candidate exactly 1 point worse in expectation (each correct item dropped with probability
-    margin / accuracy)."""
+    """A candidate exactly the margin worse in expectation (each correct item dropped with
+    probability margin / accuracy)."""
     a = draw(pool, n, rng)
     return a, drop(a, MARGIN / max(pool.mean(), 1e-9), rng)
 
@@ -160,7 +166,12 @@ def main(argv=None) -> int:
     ap.add_argument("--null-trials", type=int, default=1000, help="trials per null cell")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write every rate to this JSON file")
+    ap.add_argument("--margin", type=float, default=1.0, help="the gate's non-inferiority margin, in points")
+    ap.add_argument("--gate-only", action="store_true",
+                    help="only the gate's verdict table (false PASS at the margin, PASS power on equal candidates)")
     args = ap.parse_args(argv)
+    global MARGIN
+    MARGIN = args.margin / 100
     rng = np.random.default_rng(args.seed)
     sizes = [int(s) for s in args.sizes.split(",")]
     pool, source = load_pool(args.eval_dir, args.bench, args.accuracy, rng)
@@ -169,40 +180,69 @@ def main(argv=None) -> int:
                for d in args.drops.split(",")}
     nulls = {"null: identical outputs": "identical", "null: two seeds": "two seeds"}
     detectors = {
-        "gate FAIL (margin 1 pt)": lambda n, e: gate_trial(*pair(pool, n, rng, e))[0],
+        f"gate FAIL (margin {args.margin:g} pt)": lambda n, e: gate_trial(*pair(pool, n, rng, e))[0],
         "gate: significant drop (alpha 0.05)": lambda n, e: gate_trial(*pair(pool, n, rng, e))[1],
         "over-optimisation alarm (alpha 0.01)": lambda n, e: drift_trial(
             pool, n, args.heldout, 0 if isinstance(e, str) else e, e if isinstance(e, str) else None, rng),
         "RLAIF-failure alarm (alpha 0.05)": lambda n, e: failure_trial(
             pool, n, 0 if isinstance(e, str) else e, e if isinstance(e, str) else None, rng),
     }
-    print(f"# Detector power\n\nItems: {source}. Gate: margin {MARGIN * 100:g} pt, alpha {ALPHA_GATE}. "
+    print(f"# Detector power\n\nItems: {source}. Gate: margin {args.margin:g} pt, alpha {ALPHA_GATE}. "
           f"Over-optimisation alarm: {len(DRIFT_STEPS) - 1} checkpoints x 2 drift benchmarks, {args.heldout} "
           f"held-out prompts, held-out reward +0.5 sd. RLAIF failure: true win probability 0.65. {args.trials} "
-          f"trials per planted effect, {args.null_trials} per null; n = items (prompts) per benchmark.\n")
-    out: dict[str, dict] = {"source": source}
+          f"trials per planted effect, {args.null_trials} per null and per cell of the gate's verdict table; "
+          f"n = items (prompts) per benchmark.\n")
+    out: dict[str, dict] = {"source": source, "margin_pts": args.margin, "null_trials": args.null_trials}
     t0 = time.perf_counter()
-    for name, fn in detectors.items():
+    for name, fn in ({} if args.gate_only else detectors).items():
         rows = table(fn, effects, sizes, args.trials) | table(fn, nulls, sizes, args.null_trials)
         out[name] = rows
         print(f"## {name}: share of trials that fire\n\n{_md(rows)}\n", flush=True)
         print(f"  {name} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    # The error a non-inferiority test bounds by alpha: PASS for a candidate 1 point worse on average.
-    margin = {"gate PASS though 1 pt worse (its error; <= 0.05)": {
-        f"n={n}": rate(lambda: not gate_trial(*at_margin(pool, n, rng))[0], args.null_trials) for n in sizes}}
-    out.update(margin)
-    print(f"## The gate's own error\n\n{_md(margin)}\n\n({time.perf_counter() - t0:.0f} s)")
+    verdict = gate_verdicts(pool, sizes, args.null_trials, args.margin, rng)
+    out["gate verdict"] = verdict
+    print(f"## The gate's verdict: errors and power (margin {args.margin:g} pt, alpha {ALPHA_GATE})\n\n"
+          f"{_md(verdict, '{:.3f}')}\n\n({time.perf_counter() - t0:.0f} s)")
+    worst = max(verdict[FALSE_PASS].values())
+    print(f"false PASS at the margin: at most {worst:.3f} over n = {', '.join(map(str, sizes))} "
+          f"({'<=' if worst <= ALPHA_GATE else 'ABOVE'} alpha {ALPHA_GATE})")
     if args.json:
         import json
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 
 
-def _md(rows: dict[str, dict]) -> str:
+FALSE_PASS = "false PASS: candidate truly worse by the margin (must be <= alpha)"
+
+
+def gate_verdicts(pool, sizes: list[int], trials: int, margin_pts: float, rng) -> dict[str, dict[str, float]]:
+    """The gate's verdict table: its error (PASS at a true deficit equal to the margin, with the 95%
+    Clopper-Pearson upper bound of that rate over the trials), its power to pass a truly equal
+    candidate (identical outputs; the same model at two seeds), and the smallest margin identical
+    outputs clear at each n (points)."""
+    from core.stats import clopper_pearson
+
+    rows: dict[str, dict[str, float]] = {FALSE_PASS: {}, "  95% upper bound of that rate": {},
+                                         "PASS power, truly equal: identical outputs": {},
+                                         "PASS power, truly equal: two seeds": {},
+                                         "smallest margin identical outputs pass (pt)": {}}
+    names = list(rows)
+    for n in sizes:
+        col = f"n={n}"
+        k = sum(not gate_trial(*at_margin(pool, n, rng))[0] for _ in range(trials))
+        rows[names[0]][col] = k / trials
+        rows[names[1]][col] = clopper_pearson(k, trials)[1]
+        rows[names[2]][col] = rate(lambda: not gate_trial(*pair(pool, n, rng, "identical"))[0], trials)
+        rows[names[3]][col] = rate(lambda: not gate_trial(*pair(pool, n, rng, "two seeds"))[0], trials)
+        rows[names[4]][col] = 100 * min_margin(n, ALPHA_GATE)
+    return rows
+
+
+def _md(rows: dict[str, dict], fmt: str = "{:.2f}") -> str:
     cols = list(next(iter(rows.values())))
     lines = ["| effect | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for k, r in rows.items():
-        lines.append(f"| {k} | " + " | ".join(f"{v:.2f}" for v in r.values()) + " |")
+        lines.append(f"| {k} | " + " | ".join(fmt.format(v) for v in r.values()) + " |")
     return "\n".join(lines)
 
 

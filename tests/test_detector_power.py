@@ -23,7 +23,8 @@ def test_tables_detect_large_effects_and_stay_quiet_on_identical_outputs(bench, 
                           "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     for title in ("gate FAIL (margin 1 pt)", "gate: significant drop", "over-optimisation alarm",
-                  "RLAIF-failure alarm", "gate PASS though 1 pt worse"):
+                  "RLAIF-failure alarm", "The gate's verdict: errors and power", "false PASS: candidate truly worse",
+                  "PASS power, truly equal: identical outputs", "PASS power, truly equal: two seeds"):
         assert title in printed
     assert re.search(r"\| drop 40% of correct items \(Δ ≈ -1[78]\.\d pt\) \| ", printed)  # 40% of ~45%
     rates = json.loads(out.read_text())
@@ -33,8 +34,21 @@ def test_tables_detect_large_effects_and_stay_quiet_on_identical_outputs(bench, 
         planted = next(v for k, v in rows.items() if k.startswith("drop 40%"))
         assert planted["n=400"] == 1.0  # an ~18-point drop on 400 items
         assert rows["null: identical outputs"] == {"n=12": 0.0, "n=400": 0.0}
-    assert rates["gate FAIL (margin 1 pt)"]["null: identical outputs"] == {"n=12": 0.0, "n=400": 0.0}
-    assert set(rates["gate PASS though 1 pt worse (its error; <= 0.05)"]) == {"n=12", "n=400"}
+    # identical outputs: 12 items cannot show a 1-point margin (24 points at most), 400 can (>= 381 needed)
+    assert rates["gate FAIL (margin 1 pt)"]["null: identical outputs"] == {"n=12": 1.0, "n=400": 0.0}
+    verdict = rates["gate verdict"]
+    assert verdict["PASS power, truly equal: identical outputs"] == {"n=12": 0.0, "n=400": 1.0}
+    assert verdict["smallest margin identical outputs pass (pt)"] == pytest.approx(
+        {"n=12": 100 * 1.959964 ** 2 / (12 + 1.959964 ** 2), "n=400": 100 * 1.959964 ** 2 / (400 + 1.959964 ** 2)})
+    false_pass = verdict["false PASS: candidate truly worse by the margin (must be <= alpha)"]
+    assert false_pass["n=12"] == 0.0 and set(false_pass) == {"n=12", "n=400"}
+
+
+def test_gate_only_prints_the_false_pass_rate_against_alpha(bench, capsys):
+    assert bench["main"](["--gate-only", "--null-trials", "20", "--sizes", "20,500", "--margin", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "over-optimisation alarm" not in printed and "margin 2 pt, alpha 0.05" in printed
+    assert re.search(r"false PASS at the margin: at most 0\.\d{3} over n = 20, 500 \(<= alpha 0\.05\)", printed)
 
 
 def test_real_outputs_from_an_eval_dir(bench, tmp_path, capsys):
