@@ -27,9 +27,9 @@ Method (also stored in gate.json under "method"):
   The CI level is Holm-adjusted: the benchmark with the k-th smallest non-inferiority p-value
   (k = 0..m-1) uses a two-sided 1 − alpha/(m − k) interval (95% for alpha = 0.05 when m = 1), so
   that all m decisions hold jointly at family-wise level alpha; a benchmark passes when
-  p_noninferiority_holm < alpha. A candidate exactly at −margin should pass at most alpha/2 of the time
-  (the score test is asymptotic: tests/test_stats.py computes its exact pass rate, and
-  bench/detector_power.py measures the gate's).
+  p_noninferiority_holm < alpha. A candidate exactly at −margin passes about alpha/2 of the time
+  and never more than alpha (the score test is asymptotic; tests/test_stats.py computes its exact
+  pass rate, bench/detector_power.py measures the gate's).
 - Small n: even identical outputs have a CI of ±z²/(n + z²), so n items can show non-inferiority
   only at a margin above that (min_margin in gate.json; 8.8 pt at n = 40, 1.9 pt at n = 200,
   1 pt needs n >= 381 at 95%). Below it the benchmark fails, and the reason says which margin n
@@ -136,7 +136,9 @@ def compare_benchmark(bench: str, base: dict[str, float | None], cand: dict[str,
 def _not_shown(r: dict, lo: float) -> str:
     """Why a benchmark is not shown non-inferior, in points of the oriented difference."""
     margin, n, y = r["margin"] * 100, r["n"], r["min_margin"] * 100
-    text = f"not shown non-inferior: {r['ci_level'] * 100:.4g}% CI lower bound {lo * 100:+.2f} pt"
+    # two decimals, more when they would print the bound as the margin itself
+    digits = next((d for d in (2, 3, 4) if round(lo * 100, d) != -margin), 6)
+    text = f"not shown non-inferior: {r['ci_level'] * 100:.4g}% CI lower bound {lo * 100:+.{digits}f} pt"
     if lo > -r["margin"]:
         text += f" > -{margin:g} pt, but a benchmark with stronger evidence already failed (Holm step-down)"
     else:
