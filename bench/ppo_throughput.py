@@ -206,7 +206,12 @@ def main() -> None:
     if unknown := [a for a in arms if a not in ARMS]:
         sys.exit(f"unknown arm(s) {', '.join(unknown)} (arms: {', '.join(ARMS)})")
     results = {a: [] for a in arms}
-    argv = [a for a in sys.argv[1:] if not a.startswith("--work")] + ["--work", str(work)]
+    argv, skip = [], False
+    for a in sys.argv[1:]:  # the workers get the same flags, with the resolved --work
+        if not skip and not a.startswith("--work"):
+            argv.append(a)
+        skip = a == "--work"
+    argv += ["--work", str(work)]
     for rep in range(args.reps):
         for arm in arms:
             p = subprocess.run([sys.executable, __file__, *argv, "--worker", arm], capture_output=True, text=True)

@@ -115,3 +115,30 @@ def test_drift_heldout_file_carries_gold_verdicts(tiny_model_dir, tiny_rm_dir, t
         gold = [int(len(r) % 2 == 0) for r in responses[:2]]
         assert [r["gold"] for r in rows] == gold + [None]
         assert d["gold_heldout"] == pytest.approx(sum(gold) / 2) and d["gold_invalid"] == 1
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_decoding_on_packed_weights_matches_the_plain_forward(tiny_model_dir, precision):
+    """Decoding packs each Linear's weight once per generate call; in bf16 that is bit for bit
+    what autocast computes, in fp32 equal to the last bits."""
+    from transformers import AutoModelForCausalLM
+    from trainers import generation
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13]]
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+    runs = {}
+    for packed in (True, False):
+        original = generation._packing_dtype
+        generation._packing_dtype = original if packed else (lambda: None)
+        try:
+            with ctx():
+                runs[packed] = generation.generate(model, prompts, max_new_tokens=8, eos_ids=[0], pad_id=1,
+                                                   seeds=[3, 4])
+        finally:
+            generation._packing_dtype = original
+    a, b = runs[True], runs[False]
+    assert torch.equal(a.sequences, b.sequences)
+    if precision == "bf16":
+        assert torch.equal(a.logprobs, b.logprobs)
+    else:
+        assert torch.allclose(a.logprobs, b.logprobs, atol=1e-5)
