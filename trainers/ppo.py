@@ -55,7 +55,7 @@ from trainers.experience import (Rollout, TextBridge, finish_rollout, global_bat
 from trainers.freezing import train_top_layers
 from trainers.loss import policy_loss, value_loss
 from trainers.models import (RewardModel, ValueModel, entropy_from_logits, load_reward_model, logprobs_from_logits,
-                             policy_logits, run_model, same_vocabulary)
+                             policy_logits, prefer_eager_attention, run_model, same_vocabulary)
 from trainers.precision import cast_frozen, resolve
 from trainers.trunk import SharedTrunk, decoder_of
 
@@ -126,6 +126,9 @@ class PPOTrainer:
             train_top_layers(actor, cfg.train_layers)
             train_top_layers(critic, cfg.train_layers)
         actor.config.use_cache = False
+        longest = max(len(p) for p in self.prompt_ids + self.heldout_ids) + cfg.max_new_tokens
+        for m in (actor, self.ref, critic, self.reward_model):
+            prefer_eager_attention(m, longest, self.place.device)
         for m in (actor, self.ref):  # logits_to_keep hands the LM head a strided slice: 1.4x slower
             head = m.get_output_embeddings()
             if head is not None:
