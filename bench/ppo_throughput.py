@@ -11,8 +11,10 @@ alternated per repetition so background load hits them alike:
 
 Printed side by side: s/step (median), ours' split generate / score / train, the speed-up of
 ours:auto over TRL's faster arm and of ours:fp32 over trl:fp32 (equal precision), and for each of
-our phases the share of the measured matmul peak at the precision in use (a timed N^2 matmul at
-that dtype and thread count; FLOPs counted from the model's shapes and the tokens each phase runs).
+our phases the share of the measured matmul peak at the precision in use (a timed 1024^2 matmul
+at that dtype and thread count, measured after the arms; FLOPs counted from the model's shapes
+and the tokens each phase runs). Decoding is bound by streaming the weights, not by FLOPs, so
+its share is low by nature.
 
     python bench/ppo_throughput.py                    # the issue's settings, 2 repetitions
     python bench/ppo_throughput.py --tiny --steps 1 --reps 1 --response-length 8   # a smoke run
@@ -143,8 +145,11 @@ def run_trl(args, work: Path, actor: str, bf16: bool) -> dict:
 
 # ---------------------------------------------------------------------------- FLOPs
 
-def phase_flops(actor: str, args, prompt_len: float, resp_len: float) -> dict:
-    """FLOPs each of our phases executes per step (2 per multiply-add; backward = 2x forward)."""
+def phase_flops(actor: str, args, prompt_len: float, resp_len: float, precision: str) -> dict:
+    """FLOPs each of our phases executes per step (2 per multiply-add; backward = 2x forward).
+
+    Score: the reward model and the reference (its LM head on response positions); the critic's
+    values and (bf16) the old log-probs only without the fused first forward (one minibatch)."""
     from transformers import AutoConfig
     c = AutoConfig.from_pretrained(actor)
     h, i, L = c.hidden_size, c.intermediate_size, c.num_hidden_layers
@@ -156,7 +161,9 @@ def phase_flops(actor: str, args, prompt_len: float, resp_len: float) -> dict:
     attn = lambda q, k: 4 * q * k * h * L  # noqa: E731 - scores and weighted sum, every block
     gen = 2 * B * (P * L * block + R * (L * block + head)) + B * (attn(P, P / 2) + attn(R, P + R / 2))
     fwd_seq = 2 * B * T * L * block + B * attn(T, T / 2)  # one full forward of the blocks
-    score = 3 * fwd_seq + 2 * B * R * head                 # reward model, reference (+ its head), critic
+    score = 2 * fwd_seq + 2 * B * R * head                 # reward model, reference (+ its head)
+    if args.mini_batch_size != args.batch_size:            # no fused first forward
+        score += fwd_seq + (fwd_seq + 2 * B * R * head if precision == "bf16" else 0)
     train = args.ppo_epochs * (3 * 2 * fwd_seq + 6 * B * R * head)  # actor and critic, fwd + bwd
     return {"gen": gen, "score": score, "train": train}
 
@@ -232,7 +239,7 @@ def main() -> None:
     peaks = {prec: peak_flops(prec) for prec in sorted({s["precision"] for s in summary.values()})}
     for a, s in summary.items():
         if a.startswith("ours"):
-            fl = phase_flops(actor, args, prompt_len, s["response_len"])
+            fl = phase_flops(actor, args, prompt_len, s["response_len"], s["precision"])
             s["share_of_peak"] = {k: fl[k] / s[f"{k}_s"] / peaks[s["precision"]] for k in fl}
             s["share_of_peak"]["step"] = sum(fl.values()) / s["step_s"] / peaks[s["precision"]]
     trl = [summary[a]["step_s"] for a in ("trl:fp32", "trl:bf16") if a in summary]

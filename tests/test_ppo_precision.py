@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,42 @@ def test_decoding_on_packed_weights_matches_the_plain_forward(tiny_model_dir, pr
         assert torch.equal(a.logprobs, b.logprobs)
     else:
         assert torch.allclose(a.logprobs, b.logprobs, atol=1e-5)
+
+
+def test_trainer_device_and_precision_selection(monkeypatch):
+    """Every trainer resolves `device` / `precision` through core.hardware; the resolved device
+    picks DeepSpeed's accelerator and, for cuda:N in a single process, the rank's device."""
+    from core import hardware
+    from core.errors import UserError
+    from trainers import distributed
+    from trainers.configs import RMConfig, SampleConfig, SFTConfig
+    from trainers.precision import Placement, resolve
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no CUDA device is visible"):
+        resolve(PPOConfig(device="cuda"))
+    assert resolve(SFTConfig(precision="fp32")) == Placement("cpu", "fp32")
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    assert resolve(RMConfig()) == Placement("cpu", "bf16") and resolve(SampleConfig()).bf16
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    assert resolve(PPOConfig()) == Placement("cpu", "fp32")
+    # a GPU host (faked): auto picks cuda and bf16; cuda:1 is what a single process trains on
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    place = resolve(PPOConfig(device="cuda:1"))
+    assert place == Placement("cuda:1", "bf16") and place.device_type == "cuda"
+    assert place.autocast().device == "cuda" and place.record()["device"] == "cuda:1"
+    launcher = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    for k in launcher:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")  # left by an earlier CPU stage of the same process
+    distributed.setup_env("cuda:1")
+    assert os.environ["DS_ACCELERATOR"] == "cuda" and os.environ["LOCAL_RANK"] == "1"
+    for k in launcher:
+        monkeypatch.delenv(k, raising=False)
+    distributed.setup_env("cpu")  # the CPU asked for on a GPU host
+    assert os.environ["DS_ACCELERATOR"] == "cpu" and os.environ["LOCAL_RANK"] == "0"
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("RANK", "7")  # under torchrun / the deepspeed launcher: its ranks stand
+    distributed.setup_env("cuda:1")
+    assert os.environ["LOCAL_RANK"] == "3"

@@ -207,7 +207,8 @@ class PPOConfig:
     critic_init: str = setting("actor", "critic backbone: the actor's, or the reward model's backbone and head",
                                choices=("actor", "reward"))
     recompute_old_logprobs: bool = setting(False, "re-run the actor for the old log-probs instead of keeping the "
-                                                  "sampler's (they agree to ~1e-6)")
+                                                  "sampler's (they agree to ~1e-6 in fp32; bf16 always re-runs, "
+                                                  "and one minibatch per step takes them from the update's forward)")
     zero_stage: int = setting(0, "DeepSpeed ZeRO stage of actor and critic", choices=ZERO_STAGES)
     train_layers: int = setting(0, "train only the top N blocks of actor and critic (0 = all)", min=0)
     share_trunk: bool = setting(True, "with train_layers, run the frozen bottom blocks the four models share once "

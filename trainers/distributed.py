@@ -38,8 +38,8 @@ def setup_env(device: str | None = None) -> None:
             device = "cpu"
     if device == "cpu":
         os.environ["DS_ACCELERATOR"] = "cpu"  # also on a GPU host: the user asked for the CPU
-    else:
-        os.environ.setdefault("DS_ACCELERATOR", "cuda")
+    elif os.environ.get("DS_ACCELERATOR", "cpu") == "cpu":  # another accelerator named by the user stands
+        os.environ["DS_ACCELERATOR"] = "cuda"
     if "RANK" not in os.environ:  # not under torchrun / deepspeed launcher
         os.environ.setdefault("RANK", "0")
         # DeepSpeed puts a rank's engine on device LOCAL_RANK: cuda:N for a single process is rank 0 on N.

@@ -54,8 +54,8 @@ from trainers.experience import (Rollout, TextBridge, finish_rollout, global_bat
                                  sample_seed)
 from trainers.freezing import train_top_layers
 from trainers.loss import policy_loss, value_loss
-from trainers.models import (RewardModel, ValueModel, entropy_from_logits, load_reward_model, logprobs_from_logits,
-                             policy_logits, prefer_eager_attention, run_model, same_vocabulary)
+from trainers.models import (RewardModel, ValueModel, load_reward_model, logprobs_and_entropy, policy_logits,
+                             prefer_eager_attention, run_model, same_vocabulary)
 from trainers.precision import cast_frozen, resolve
 from trainers.trunk import SharedTrunk, decoder_of
 
@@ -241,7 +241,8 @@ class PPOTrainer:
                     logits = policy_logits(self.actor, b.sequences, b.attention_mask, P, cfg.temperature,
                                            self.trunk, b.hidden).float()
                     v = run_model(self.critic, b.sequences, b.attention_mask, self.trunk, b.hidden)[:, P - 1:-1]
-                logp = logprobs_from_logits(logits, b.sequences[:, P:])
+                # the entropy of the rollout policy (epoch 0), not of the updated one
+                logp, ent = logprobs_and_entropy(logits, b.sequences[:, P:], entropy=epoch == 0)
                 if ro.deferred:  # the first forward covers the batch: finish its experience
                     inv = torch.argsort(perm)
                     ro = finish_rollout(ro, logp.detach()[inv], v.detach()[inv], self.kl.value, cfg, all_reduce)
@@ -263,10 +264,8 @@ class PPOTrainer:
                 stats["value_loss"].append(vf_loss.item())
                 for k2, v2 in {**pg_stats, **vf_stats}.items():
                     stats[k2].append(v2)
-                if epoch == 0:  # entropy of the rollout policy, not of the updated one
-                    with torch.no_grad():
-                        ent = entropy_from_logits(logits.detach())
-                        stats["entropy"].append((ent * mask).sum().item() / n_tok)
+                if ent is not None:
+                    stats["entropy"].append((ent * mask).sum().item() / n_tok)
         return ro, {k: float(np.mean(v)) for k, v in stats.items()}
 
     def step_metrics(self, step: int, ro: Rollout, upd: dict, times: dict) -> dict:
@@ -298,6 +297,7 @@ class PPOTrainer:
                 model, self.reward_model, self.tok, self.heldout[self.rank::self.world],
                 self.heldout_ids[self.rank::self.world], batch_size=max(1, self.cfg.batch_size // self.world),
                 max_new_tokens=self.cfg.max_new_tokens, eos_ids=self.eos_ids, pad_id=self.pad_id, bridge=self.bridge)
+        with torch.no_grad():  # the evaluator runs at its own precision (the pipeline passes the eval stage's)
             benchmarks = drift.benchmark_scores(self.evaluate_fn, model, self.tok, self.cfg) if self.rank == 0 else {}
         shares = gather_objects(mine)  # rank r scored prompts r, r + W, ...: interleave back
         model.train()

@@ -289,7 +289,7 @@ def train_reward_model(cfg: RMConfig) -> Path:
                      "sequences_per_group": module.sequences_forwarded / max(1, n_groups_seen)}
 
     final = scored(held if held else trainable)
-    shared_eval = scored(shared)
+    shared_eval = scored([g for g in shared if g["pairs"]])  # held-out ids without independent truth: none
     save_hf_checkpoint(module, tok, out, save_fn=lambda m, d: m.save_pretrained(d))
     write_jsonl(out / HELDOUT_PAIRS, [{k: g[k] for k in ("id", "prompt", "category", "responses", "pairs")}
                                       for g in held])
