@@ -155,3 +155,31 @@ def test_bf16_and_fp32_pick_the_same_mmlu_letters(shared_data, tmp_path, monkeyp
     assert len(letters["fp32"]) == 48 and letters["fp32"].keys() == letters["bf16"].keys()
     differ = [d for d in letters["fp32"] if letters["fp32"][d] != letters["bf16"][d]]
     assert len(differ) <= 2, differ
+
+
+def test_a_models_satisfaction_responses_serve_as_a_later_baseline(tiny_model_dir, tmp_path, monkeypatch):
+    """The SFT model's responses from its own evaluation are the win ratio's baseline responses in the
+    RLAIF and HRLAIF evaluations: generated once, not again per variant."""
+    from dataclasses import replace
+
+    from fake_judge import FakeJudge
+    from core.models import build_tiny_model
+    from evalsets.kinds import judge as judge_kind
+    from judges.config import JudgeConfig
+
+    other = build_tiny_model(tmp_path / "other", seed=5)  # before the fresh cache: no second GGUF conversion
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "cache"))
+    generated = []
+    real = judge_kind.generate
+    monkeypatch.setattr(judge_kind, "generate", lambda *a, **k: generated.append(a[1].spec) or real(*a, **k))
+    cfg = EvalConfig(benchmarks=["satisfaction"], limit=3, max_gen_toks={"satisfaction": 4}, device="cpu")
+    with FakeJudge(mode="smart") as fj:
+        judge = JudgeConfig(url=fj.url, model="fake", key_env=None, retries=1, cache_dir=str(tmp_path / "jc"))
+        evaluate(LazyModel(str(tiny_model_dir)), cfg, tmp_path / "sft", progress=False, judge=judge)
+        res = evaluate(LazyModel(str(other)), replace(cfg, baseline_model=str(tiny_model_dir)), tmp_path / "rl",
+                       progress=False, judge=judge)
+    assert generated == [str(tiny_model_dir), str(other)]  # the baseline was not generated again
+    assert res["benchmarks"]["win_ratio"]["n"] == 3
+    sft = {json.loads(line)["doc_id"]: json.loads(line)["output"] for line in (tmp_path / "sft" / "samples" / "satisfaction.jsonl").open()}
+    rl = [json.loads(line) for line in (tmp_path / "rl" / "samples" / "satisfaction.jsonl").open()]
+    assert all(r["baseline_output"] == sft[r["doc_id"]] for r in rl)

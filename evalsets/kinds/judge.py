@@ -18,25 +18,26 @@ def settings(sp: dict, cfg, lm, ctx) -> dict:
 
 
 def responses(data, sp: dict, lm, cfg) -> dict[str, str]:
+    """The model's responses, cached by its weights like any model output: the SFT model's responses
+    from its own evaluation serve again as the baseline of the RLAIF and HRLAIF win ratios."""
+    k = cache.key(weights=lm.identity["weights_sha"], bench=f"{sp['name']}_responses",
+                  items=stable_hash(data.docs), gen=gen_len(cfg, sp), chat=use_chat(cfg, sp, lm),
+                  engine=lm.engine.cache_fields(generates=True))
+    hit = cache.get(k) if cfg.use_cache and lm.engine.world_size == 1 else None
+    if hit:
+        return hit["responses"]
     gens = generate(generation_configs(data, sp, gen_len(cfg, sp)), lm, cfg, sp, use_chat(cfg, sp, lm))
-    return {k: v.strip() for k, v in gens.items()}
+    out = {k: v.strip() for k, v in gens.items()}
+    if out and lm.engine.main:
+        cache.put(k, {"responses": out})
+    return out
 
 
 def baseline_responses(data, sp: dict, cfg, engine) -> dict[str, str]:
-    """Baseline responses, cached by the baseline's weights like any model output; the baseline
-    runs on the same engine (device, precision, backend) as the model under evaluation."""
+    """The baseline model's responses, on the same engine (device, precision, backend)."""
     base = LazyModel(cfg.baseline_model)
     base.engine = engine
-    k = cache.key(weights=base.identity["weights_sha"], bench=f"{sp['name']}_responses",
-                  items=stable_hash(data.docs), gen=gen_len(cfg, sp), chat=cfg.chat_template,
-                  engine=engine.cache_fields(generates=True))
-    hit = cache.get(k) if cfg.use_cache else None
-    if hit:
-        return hit["responses"]
-    out = responses(data, sp, base, cfg)
-    if out and engine.main:
-        cache.put(k, {"responses": out})
-    return out
+    return responses(data, sp, base, cfg)
 
 
 def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
