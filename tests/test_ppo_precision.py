@@ -182,3 +182,26 @@ def test_trainer_device_and_precision_selection(monkeypatch):
     monkeypatch.setenv("RANK", "7")  # under torchrun / the deepspeed launcher: its ranks stand
     distributed.setup_env("cuda:1")
     assert os.environ["LOCAL_RANK"] == "3"
+
+
+def test_scalar_heads_stay_fp32_under_bf16_autocast(tiny_model_dir):
+    """Rewards and values are not rounded to bf16's 3 significant digits: their heads run in fp32."""
+    from trainers.models import RewardModel, ValueModel
+    from trainers.precision import Placement, cast_frozen
+    torch.manual_seed(0)
+    rm, tok, _ = RewardModel.from_backbone(str(tiny_model_dir))
+    rm.requires_grad_(False)
+    cast_frozen(rm, Placement("cpu", "bf16"))
+    assert rm.head.weight.dtype == torch.float32  # the scalar head is not cast with the matmul weights
+    critic = ValueModel.from_checkpoint(str(tiny_model_dir))
+    torch.nn.init.normal_(critic.v_head.weight)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, raw = rm(ids, mask, return_raw=True)
+        h = rm.backbone(input_ids=ids, attention_mask=mask).last_hidden_state[:, -1]
+        values = critic(input_ids=ids, attention_mask=mask)
+    expect = h.float() @ rm.head.weight.float().T + rm.head.bias.float()
+    assert raw.dtype == values.dtype == torch.float32
+    assert raw.item() == pytest.approx(expect.item(), rel=1e-6)
+    assert raw.item() != torch.tensor(raw.item()).to(torch.bfloat16).float().item()  # not a bf16 value

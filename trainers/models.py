@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from core.errors import UserError
 from core.models import cannot_load, load_model, load_tokenizer, load_weights
@@ -67,7 +68,7 @@ class RewardModel(nn.Module):
         hidden = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
         last = hidden[torch.arange(hidden.size(0), device=hidden.device), last_token_index(attention_mask)]
-        raw = self.head(last).squeeze(-1).float()
+        raw = fp32_linear(self.head, last).squeeze(-1)
         reward = raw.clamp(-self.clip, self.clip)  # d reward / d raw = 0 outside: train on `raw`
         return (reward, raw) if return_raw else reward
 
@@ -123,6 +124,8 @@ class SequenceClassifierRM(nn.Module):
             raise UserError(f"a reward model has one output; this sequence classifier has "
                             f"{model.config.num_labels} labels")
         self.model = model
+        if isinstance(getattr(model, "score", None), nn.Linear):  # Llama-style heads: an fp32 score
+            model.score.forward = lambda x, m=model.score: fp32_linear(m, x)
 
     @property
     def config(self):
@@ -140,6 +143,14 @@ class SequenceClassifierRM(nn.Module):
         score = self.model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                            use_cache=False).logits[:, 0].float()
         return (score, score) if return_raw else score
+
+
+def fp32_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A scalar head in fp32, also under bf16 autocast (which would round a reward or a value to
+    3 significant digits); its cost is one dot product per position."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        bias = None if linear.bias is None else linear.bias.float()
+        return F.linear(x.float(), linear.weight.float(), bias)
 
 
 def load_reward_model(spec) -> tuple[nn.Module, object | None]:
@@ -214,7 +225,7 @@ class ValueModel(nn.Module):
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
         h = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                           position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
-        return self.v_head(h).squeeze(-1)
+        return fp32_linear(self.v_head, h).squeeze(-1)
 
     @classmethod
     def from_checkpoint(cls, path: str, name: str | None = None) -> "ValueModel":

@@ -65,14 +65,15 @@ def cast_frozen(model: nn.Module, place: Placement) -> nn.Module:
 
     Under autocast a Linear multiplies in bf16 anyway; holding its weight in bf16 spares the
     cast on every forward (uncached for weights without grad) and computes the same numbers.
-    Embeddings and norms stay fp32; an LM head tied to the embedding gets its own bf16 copy so
-    the embedding lookup keeps its fp32 values.
+    Embeddings, norms and scalar (reward, value) heads stay fp32; an LM head tied to the embedding
+    gets its own bf16 copy so the embedding lookup keeps its fp32 values.
     """
     if not place.bf16:
         return model
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     for m in model.modules():
-        if isinstance(m, nn.Linear) and not m.weight.requires_grad and m.weight.dtype == torch.float32:
+        if isinstance(m, nn.Linear) and not m.weight.requires_grad and m.weight.dtype == torch.float32 \
+                and m.out_features > 1:  # scalar heads stay fp32 (trainers.models.fp32_linear)
             if id(m.weight) in embeddings:  # tied: untie before casting
                 m.weight = nn.Parameter(m.weight.detach().to(torch.bfloat16), requires_grad=False)
             else:
