@@ -205,7 +205,8 @@ def main() -> None:
 
     if args.worker:
         impl, prec = args.worker.split(":")
-        res = run_ours(args, work, actor, rm_dir, prec) if impl == "ours" else run_trl(args, work, actor, prec == "bf16")
+        res = (run_ours(args, work, actor, rm_dir, prec) if impl == "ours"
+               else run_trl(args, work, actor, prec == "bf16"))
         print("RESULT " + json.dumps(res))
         return
 
@@ -247,12 +248,14 @@ def main() -> None:
     if trl and "ours:auto" in summary:
         speedups["ours:auto vs TRL's faster arm"] = min(trl) / summary["ours:auto"]["step_s"]
     if "trl:fp32" in summary and "ours:fp32" in summary:
-        speedups["ours:fp32 vs trl:fp32 (equal precision)"] = summary["trl:fp32"]["step_s"] / summary["ours:fp32"]["step_s"]
+        speedups["ours:fp32 vs trl:fp32 (equal precision)"] = (summary["trl:fp32"]["step_s"]
+                                                               / summary["ours:fp32"]["step_s"])
 
     from core.hardware import describe
     print(f"\nhost: {describe()}; torch threads {args.threads}; mean prompt {prompt_len:.0f} tokens; "
           f"matmul peak " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
-    print(f"{'arm':<10} {'prec':<5} {'s/step':>7} {'gen':>6} {'score':>6} {'train':>6}   share of peak gen/score/train/step")
+    print(f"{'arm':<10} {'prec':<5} {'s/step':>7} {'gen':>6} {'score':>6} {'train':>6}   "
+          "share of peak gen/score/train/step")
     for a, s in summary.items():
         split = " ".join(f"{s[k]:6.2f}" if k in s else f"{'-':>6}" for k in ("gen_s", "score_s", "train_s"))
         share = " / ".join(f"{v:.0%}" for v in s["share_of_peak"].values()) if "share_of_peak" in s else ""

@@ -252,7 +252,8 @@ class RMEvalConfig:
     reward_model: str = setting("", "the reward model: a harness reward-model directory, or an HF "
                                     "sequence-classification model (directory or hub id)")
     pairs: str = setting("", "preference pairs: hh-rlhf {chosen, rejected} transcripts, {prompt, chosen, rejected} "
-                             "rows, or labels.jsonl-format groups (a run's RUN/rm_<mode>/model/heldout_pairs.jsonl)",
+                             "rows, or labels.jsonl-format groups (a run's shared held-out pairs "
+                             "RUN/heldout/pairs.jsonl, or one reward model's RUN/rm_<mode>/model/heldout_pairs.jsonl)",
                          check=existing_file)
     out: str | None = setting(None, "also write the result here (JSON)")
     limit: int = setting(0, "score only the first N pairs (0 = all)", min=0)

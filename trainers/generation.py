@@ -152,7 +152,7 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_ids: l
             mask = torch.cat([mask, torch.stack(resp_mask, 1).long()], 1)
             with only_blocks(decoder, decoder.layers[:trunk_depth], final_norm=False):
                 decoder(input_ids=tokens[-1][:, None], attention_mask=mask,
-                        position_ids=position_ids(mask)[:, -1:], past_key_values=past, use_cache=True)
+                        position_ids=position_ids(mask)[:, -1:], use_cache=True, **_with_cache(decoder, past))
     finally:
         if hook is not None:
             hook.remove()
@@ -167,7 +167,7 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_ids: l
 def _decode(model, out, mask, B, max_new_tokens, eos, pad_id, temperature, top_k, greedy, gens):
     """The sampling loop after the prompt pass; returns per-step lists and the KV cache."""
     device = mask.device
-    past = out.past_key_values
+    past = _cache_of(out)
     next_pos = position_ids(mask)[:, -1:] + 1
     alive = torch.ones(B, dtype=torch.bool, device=device)
     tokens, logps, resp_mask = [], [], []
@@ -193,8 +193,20 @@ def _decode(model, out, mask, B, max_new_tokens, eos, pad_id, temperature, top_k
         if not alive.any() or len(tokens) == max_new_tokens:
             break  # no logits needed after the last token
         mask = torch.cat([mask, resp_mask[-1].long()[:, None]], dim=1)
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
-                    past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
+                    **_with_cache(model, past))
+        past = _cache_of(out)
         next_pos = next_pos + 1
     return tokens, logps, resp_mask, alive, past
+
+
+def _with_cache(model, past) -> dict:
+    """The KV-cache argument under the name this transformers takes: `cache` (>= 5.20) or
+    `past_key_values` (older, and deprecated since)."""
+    import inspect
+    params = inspect.signature(model.forward).parameters
+    return {"cache": past} if "cache" in params else {"past_key_values": past}
+
+
+def _cache_of(out):
+    return out["cache"] if "cache" in out else out.past_key_values

@@ -167,7 +167,8 @@ class PPOTrainer:
                                   "critic": (self.critic.module, value),
                                   **({"reward model": (self.reward_model, reward)}
                                      if isinstance(self.reward_model, RewardModel) and self.bridge is None else {})},
-                                 vocab_size=min(len(self.tok), self.ref.config.vocab_size), autocast=self.place.autocast)
+                                 vocab_size=min(len(self.tok), self.ref.config.vocab_size),
+                                 autocast=self.place.autocast)
 
     # ------------------------------------------------------------------- run directory
     @property

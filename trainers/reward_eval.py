@@ -11,8 +11,9 @@ Pair files (JSONL), told apart by their fields:
   dialogue is the prompt, the final assistant turns are the responses;
 - `{"prompt", "chosen", "rejected"}` rows (RewardBench style; optional `id`, `category`);
 - labels.jsonl-format groups `{"id", "prompt", "responses", "pairs": [[i, j], ...]}`, e.g. a
-  run's held-out pairs (RUN/rm_<mode>/model/heldout_pairs.jsonl), so two reward models can be
-  scored on one shared set.
+  run's shared held-out pairs (RUN/heldout/pairs.jsonl: independent truth, never trained on by
+  either reward model), so two reward models are scored on one set; or one reward model's own
+  held-out groups (RUN/rm_<mode>/model/heldout_pairs.jsonl).
 """
 from __future__ import annotations
 
