@@ -9,7 +9,7 @@ go through the backbone and time forward+backward per group:
 Both give the same loss value (printed as |diff|). Backbone: SmolLM2-135M (embedded) by
 default, `--tiny` for the random 0.4M-parameter test model.
 
-    python bench/rm_forwards.py [--tiny] [--ks 2 4 8] [--reps 1] [--threads 1] [--json out.json]
+    python bench/rm_forwards.py [--tiny] [--ks 2 4 8] [--reps 1] [--threads 1] [--precision bf16] [--json out.json]
 """
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads (0 = torch default); 1 gives stable timings on a shared, busy CPU")
     ap.add_argument("--max-len", type=int, default=256)
+    ap.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16"),
+                    help="the forward's precision, as the RM trainer resolves it (bf16: autocast)")
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args(argv)
 
@@ -63,14 +65,18 @@ def main(argv=None) -> int:
     def run(fn, ids, mask, pairs):
         seqs.clear()
         t = time.perf_counter()
-        out = fn(rm, ids, mask, pairs)
+        with place.autocast():
+            out = fn(rm, ids, mask, pairs)
         loss = out[0] if isinstance(out, tuple) else out
         loss.backward()
         rm.zero_grad(set_to_none=True)
         return time.perf_counter() - t, len(seqs), sum(seqs), loss.item()
 
     rows = []
-    print(f"backbone: {ident.get('name')} ({sum(p.numel() for p in rm.parameters()) / 1e6:.1f}M params), "
+    from trainers.precision import Placement
+    from core.hardware import resolve_precision
+    place = Placement("cpu", resolve_precision(args.precision, "cpu"))
+    print(f"precision {place.precision}; backbone: {ident.get('name')} ({sum(p.numel() for p in rm.parameters()) / 1e6:.1f}M params), "
           f"torch threads {torch.get_num_threads()}, forward+backward per group, mean of {args.reps}")
     header = (f"{'K':>2} {'pairs':>5} | {'ours calls':>10} {'ours seqs':>9} {'ours s/grp':>10} | "
               f"{'naive calls':>11} {'naive seqs':>10} {'naive s/grp':>11} | {'speedup':>7} {'|loss diff|':>11}")
