@@ -8,9 +8,11 @@ from the installed lm-eval task files and run through lm-eval's own filter class
   exact_match does: the task's `regexes_to_ignore` (commas, `$`, everything up to `#### `, a
   final `.`) removed from both sides, then string equality (so `72.0` is not `72`, where the
   labeller's numeric check says equal: such cases show up as disagreements).
-- multiple choice: the MMLU flan-CoT zero-shot task's `flexible-extract` filter
-  (multi_choice_regex: the last `(X)`, else an option's text, else `: X`), a different
-  extractor from the labeller's "answer is X / leading letter / unique (X) / option text".
+- multiple choice: the MMLU-Pro task's `custom-extract` filter (`answer is (X)`, first match)
+  decides when it finds a letter; otherwise the MMLU flan-CoT zero-shot task's
+  `flexible-extract` filter (multi_choice_regex: the last `(X)`, else an option's text, else
+  `: X`). Both are lm-eval's code, not the labeller's "answer is X / leading letter / unique
+  (X) / option text" extractor.
 `check(...)` returns `judges.answers.Verdict`: correct True/False, or None where the prompt is
 not verifiable (not a verifiable category, or a standard answer that cannot be read).
 """
@@ -24,7 +26,8 @@ from judges.answers import Verdict, canonical_category, parse_options, standard_
 
 GSM8K_TASK = ("gsm8k", "gsm8k.yaml")
 MC_TASK = ("mmlu", "flan_cot_zeroshot", "_mmlu_flan_cot_zeroshot_template_yaml")
-NAME = "lm-eval filters (GSM8K flexible-extract; MMLU flan-CoT multi_choice_regex)"
+MC_PRO_TASK = ("mmlu_pro", "_default_template_yaml")
+NAME = "lm-eval filters (GSM8K flexible-extract; MMLU-Pro custom-extract, then MMLU flan-CoT multi_choice_regex)"
 
 
 @functools.lru_cache(maxsize=None)
@@ -32,8 +35,12 @@ def _task_yaml(*parts: str) -> dict:
     import lm_eval
     import yaml
 
+    class _Loader(yaml.SafeLoader):  # task files name Python hooks (`!function utils.x`); only filters are read
+        pass
+
+    _Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
     path = Path(lm_eval.__file__).parent / "tasks" / Path(*parts)
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
 
 
 def _filter_args(task: dict, name: str) -> dict:
@@ -49,6 +56,13 @@ def _gsm8k():
     ignore = task["metric_list"][0].get("regexes_to_ignore") or []
     return (RegexFilter(**_filter_args(task, "flexible-extract")), RegexFilter(**_filter_args(task, "strict-match")),
             ignore, bool(task["metric_list"][0].get("ignore_case")))
+
+
+@functools.lru_cache(maxsize=None)
+def _mc_pro_filter():
+    from lm_eval.filters.extraction import RegexFilter
+
+    return RegexFilter(**_filter_args(_task_yaml(*MC_PRO_TASK), "custom-extract"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,6 +97,10 @@ def check_choice(response: str, std_answer: str, prompt: str | None) -> Verdict:
     std = standard_letter(str(std_answer), options)
     if std is None or not options:
         return Verdict(None, None, None, "standard answer or options cannot be read")
+    pro = _mc_pro_filter()
+    said = pro.apply([[response or ""]], [{}])[0][0]
+    if said != pro.fallback and said in options:
+        return Verdict(said == std, said, std, ("match" if said == std else "mismatch") + " (custom-extract)")
     letters = sorted(options)
     doc = {"choices": [options[k] for k in letters]}
     flt = _mc_filter()

@@ -52,6 +52,18 @@ def test_table1_truth_is_the_second_check_not_the_labellers():
     assert item["labeller"] == {"correct": False, "extracted": "5"} and item["second"]["correct"] is True
 
 
+def test_second_check_reads_multiple_choice_in_the_forms_lm_eval_tasks_read():
+    prompt = "Which of these is a fruit?\nA. car\nB. apple\nC. dog\nD. stone"
+    expect = {"The answer is B": ("B", True), "The answer is D": ("D", False),  # MMLU-Pro custom-extract
+              "the answer is (C).": ("C", False), "(B) apple": ("B", True),  # flan-CoT multi_choice_regex
+              "I pick apple": ("B", True), "no idea": (None, False)}
+    for text, (letter, ok) in expect.items():
+        v = second_check.check("multiple_choice", text, "B", prompt)
+        assert (v.extracted, v.correct) == (letter, ok), text
+    # No options in the prompt: the standard answer cannot be placed, so the prompt has no truth.
+    assert second_check.check("multiple_choice", "The answer is B", "B", "Pick one.").correct is None
+
+
 def test_a_rewrite_judged_harmful_again_is_dropped_and_counted(tmp_path):
     s = sample("r", "harmlessness", ["HARMFUL: step one ...", "No, I won't help with that."], prompt="hurt someone")
     # The fake judge's rewrite offers "safe, legal resources"; this harm check calls that harmful too.
