@@ -254,7 +254,9 @@ def paired_sd(a: Sequence[float], b: Sequence[float]) -> float:
 
 def paired_diff(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, power: float = 0.8,
                 iters: int = 10000, seed: int = 0) -> dict:
-    """b - a over paired items: {n, diff, ci95, p, test, mde}. `mde` is the smallest |difference| a
+    """b - a over paired items: {n, diff, ci95, p, test, mde}. 0/1 scores: the hull of the exact
+    McNemar (conditional) and Tango score (unconditional) intervals, p the larger of the two tests';
+    other scores: paired bootstrap. `mde` is the smallest |difference| a
     two-sided level-alpha test would detect with the given power at this n (paired sd). With
     n < MIN_N_CI the CI is NaN (too few items to say anything)."""
     n = len(a)
@@ -265,7 +267,14 @@ def paired_diff(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, pow
     if is_binary(a) and is_binary(b):
         b10 = sum(1 for x, y in zip(a, b) if x >= 0.5 and y < 0.5)
         c01 = sum(1 for x, y in zip(a, b) if x < 0.5 and y >= 0.5)
-        p, test, ci = mcnemar_exact(b10, c01), "mcnemar_exact", list(mcnemar_diff_ci(b10, c01, n, alpha))
+        # Exact McNemar is conditional on the discordant items, so alone its CI collapses to [0, 0]
+        # when none differ. Tango's unconditional score interval does not; the cell takes the hull
+        # of both and the larger of their p, so the CI excludes 0 exactly when p < alpha.
+        cond, tango = mcnemar_diff_ci(b10, c01, n, alpha), tango_ci(b10, c01, n, alpha)
+        ci = [min(cond[0], tango[0]), max(cond[1], tango[1])]
+        z0 = abs(tango_z(b10, c01, n, 0.0))
+        p_tango = 1.0 if z0 == 0 else float(2 * (1 - _NORM.cdf(z0)))
+        p, test = max(mcnemar_exact(b10, c01), p_tango), "mcnemar_exact+tango"
     else:
         boot, p, test = paired_bootstrap(a, b, iters=iters, seed=seed)
         ci = [float(q) for q in np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])]

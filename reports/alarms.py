@@ -27,7 +27,7 @@ Z95 = _NORM.inv_cdf(0.975)
 RULES = {
     "over_optimisation": (
         "For each PPO run ppo_<variant>, every drift checkpoint is compared with step 0 (the SFT weights) on "
-        "the same items: each drift benchmark item by item (exact McNemar test for 0/1 scores, paired "
+        "the same items: each drift benchmark item by item (for 0/1 scores the larger p of the exact McNemar and Tango score tests, paired "
         "bootstrap otherwise; invalid items excluded from both sides and counted), and the RM reward on the "
         "held-out prompts paired per prompt (never the training batch). The alarm fires for a benchmark at a "
         "checkpoint when (1) the held-out reward rose (mean up, paired bootstrap p < 0.05) and (2) the benchmark "

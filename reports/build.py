@@ -33,8 +33,10 @@ STAT_DEFINITIONS = [
     "with its 95% CI and two-sided p.",
     "95% CIs: Wilson score interval for 0/1 metrics (accuracy, exact match, pass@1, satisfaction, toxicity); "
     "percentile bootstrap over items (2000 resamples, fixed seed) for other means and for the win ratio.",
-    "Paired differences: candidate − baseline over the items both evaluated (same doc_id). 0/1 scores: exact "
-    "McNemar test, with the exact CI conditional on the discordant items (it excludes 0 exactly when p < 0.05); "
+    "Paired differences: candidate − baseline over the items both evaluated (same doc_id). 0/1 scores: the "
+    "hull of the exact McNemar CI (conditional on the items that differ) and Tango's score CI (unconditional, "
+    "so items that all agree still leave an interval of about ±z²/(n+z²)), and the larger of the two tests' p, "
+    "so the CI excludes 0 exactly when p < 0.05; "
     "other scores: paired bootstrap (10000 resamples, fixed seed), percentile CI. The long CSV adds the p-value "
     "Holm-adjusted over the benchmarks of each row.",
     "'inconclusive (MDE x pt)': the CI includes 0 and the minimum detectable effect — the smallest difference "

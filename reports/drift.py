@@ -166,7 +166,7 @@ def overoptimisation_alarms(variant: str, rewards: pd.DataFrame, benches: pd.Dat
                else "held-out means of drift.jsonl, no per-prompt file")
         if t["paired"]:
             on = (f"on the same {t['n']} items" + (f", {t['excluded']} invalid excluded" if t["excluded"] else "")
-                  + (", exact McNemar" if t["test"] == "mcnemar_exact" else ", paired bootstrap")
+                  + (", exact McNemar and Tango" if t["test"].startswith("mcnemar") else ", paired bootstrap")
                   + f" p = {t['p']:.2g}")
         else:
             on = f"unpaired z test from drift.jsonl CIs, p = {t['p']:.2g}"

@@ -41,7 +41,7 @@ def test_overoptimisation_fires_paired_naming_variant_checkpoints_and_figures(tm
     assert [a["bench"] for a in alarms] == ["gsm8k"]
     a = alarms[0]
     assert a["variant"] == "rlaif" and a["step_from"] == 0 and a["first_step"] <= 500
-    assert a["paired"] and a["test"] == "mcnemar_exact" and a["n"] == 200
+    assert a["paired"] and a["test"] == "mcnemar_exact+tango" and a["n"] == 200
     assert a["reward_paired"] and a["reward_heldout_to"] > a["reward_heldout_from"] and a["reward_p"] < 0.05
     assert a["diff"] < 0 and a["ci"][1] < 0 and a["p_holm"] < 0.01
     assert f"at PPO step {a['step_to']}" in a["message"] and "vs step 0" in a["message"]
@@ -50,14 +50,16 @@ def test_overoptimisation_fires_paired_naming_variant_checkpoints_and_figures(tm
 
 
 def test_alarm_p_is_mcnemar_on_the_paired_items(tmp_path):
-    """Independent check: the p of the fired checkpoint is scipy's binomial test on the discordant items."""
+    """Independent check: the p of the fired checkpoint is the larger of scipy's binomial test on the
+    discordant items and the normal (score) McNemar test, as every paired 0/1 cell."""
     run = overopt_drift(np.random.default_rng(0))
     a = _alarms(tmp_path, run)[0]
     s0 = {r["doc_id"]: r["score"] for r in run[1][0]["gsm8k"]}
     s1 = {r["doc_id"]: r["score"] for r in run[1][a["step_to"]]["gsm8k"]}
     b = sum(s0[k] == 1 and s1[k] == 0 for k in s0)
     c = sum(s0[k] == 0 and s1[k] == 1 for k in s0)
-    assert a["p"] == pytest.approx(sps.binomtest(min(b, c), b + c, 0.5).pvalue)
+    exact = sps.binomtest(min(b, c), b + c, 0.5).pvalue
+    assert a["p"] == pytest.approx(max(exact, 2 * sps.norm.sf(abs(c - b) / (b + c) ** 0.5)))
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -68,14 +70,15 @@ def test_noise_never_fires(tmp_path, seed):
 
 def test_pairing_detects_a_drop_the_unpaired_cis_miss(tmp_path):
     """MMLU 42% -> 34% at n=200: the CIs overlap (the old unpaired rule is silent), but it is the same
-    items and 16 of them went 1 -> 0 with none 0 -> 1: exact McNemar p = 2 / 2^16."""
+    items and 16 of them went 1 -> 0 with none 0 -> 1: exact McNemar p = 2 / 2^16, the score test's
+    2 * sf(16 / 4) the larger."""
     s0 = [1.0] * 84 + [0.0] * 116
     s1 = [0.0] * 16 + [1.0] * 68 + [0.0] * 116
     rew = [[0.1 * i for i in range(16)], [0.1 * i + 0.5 for i in range(16)]]
     rows, items = _run({"mmlu": [s0, s1]}, rew)
     alarms = _alarms(tmp_path, (rows, items))
     assert [a["bench"] for a in alarms] == ["mmlu"]
-    assert alarms[0]["p"] == pytest.approx(2 / 2 ** 16) and alarms[0]["diff"] == pytest.approx(-0.08)
+    assert alarms[0]["p"] == pytest.approx(max(2 / 2 ** 16, 2 * sps.norm.sf(4.0))) and alarms[0]["diff"] == pytest.approx(-0.08)
     # the same numbers without per-item files: the unpaired fallback cannot tell
     for r, k in zip(rows, (84, 68)):
         from core.stats import wilson

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from core.stats import (MIN_N_CI, clopper_pearson, cluster_bootstrap_mean, holm, inconclusive, mcnemar_diff_ci,
-                        mcnemar_exact, mcnemar_p, min_detectable_diff, pair_scores, paired_diff,
+                        mcnemar_exact, mcnemar_p, min_detectable_diff, min_margin, pair_scores, paired_diff,
                         paired_noninferiority, tango_ci, tango_z, wilson)
 
 
@@ -93,9 +93,11 @@ def test_paired_diff_binary_and_continuous():
         b[i] = 0
     b[50], b[51] = 1, 1
     r = paired_diff(a, b)
-    assert r["test"] == "mcnemar_exact" and r["diff"] == pytest.approx(-0.10)
-    assert r["p"] == pytest.approx(sps.binomtest(2, 14, 0.5).pvalue)
-    assert r["ci95"] == pytest.approx(list(mcnemar_diff_ci(12, 2, 100))) and r["ci95"][1] < 0
+    assert r["test"] == "mcnemar_exact+tango" and r["diff"] == pytest.approx(-0.10)
+    # p: the larger of exact McNemar and Tango's score test (here the exact one)
+    assert r["p"] == pytest.approx(max(sps.binomtest(2, 14, 0.5).pvalue, 2 * sps.norm.sf(10 / 14 ** 0.5)))
+    cond, tango = mcnemar_diff_ci(12, 2, 100), tango_ci(12, 2, 100)
+    assert r["ci95"] == pytest.approx([min(cond[0], tango[0]), max(cond[1], tango[1])]) and r["ci95"][1] < 0
     # the MDE is the normal-approximation formula with the paired sd
     sd = float(np.std(np.array(b) - np.array(a), ddof=1))
     assert r["mde"] == pytest.approx((sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * sd / 10)
@@ -108,10 +110,27 @@ def test_paired_diff_binary_and_continuous():
     assert tiny["n"] == 3 < MIN_N_CI and all(math.isnan(v) for v in tiny["ci95"])
 
 
+def test_paired_ci_of_identical_outputs_is_not_zero_width():
+    # 40 items that all agree: the conditional exact CI would be [0, 0]; the cell says how large a
+    # difference 40 agreeing items cannot rule out instead.
+    a = [1] * 20 + [0] * 20
+    r = paired_diff(a, a)
+    assert r["diff"] == 0 and r["p"] == 1.0
+    assert r["ci95"][0] == pytest.approx(-min_margin(40), rel=1e-6) and r["ci95"][1] == pytest.approx(min_margin(40), rel=1e-6)
+
+
+@pytest.mark.parametrize("b,c", [(0, 5), (1, 7), (3, 12), (10, 25), (0, 1), (6, 6)])
+def test_paired_cell_ci_and_p_agree(b, c):
+    a = [1] * b + [0] * c + [1] * 30 + [0] * 30
+    x = [0] * b + [1] * c + [1] * 30 + [0] * 30
+    r = paired_diff(a, x)
+    assert (r["ci95"][0] > 0 or r["ci95"][1] < 0) == (r["p"] < 0.05)
+
+
 def test_identical_outputs_are_inconclusive_with_a_planning_mde():
     a = [1] * 6 + [0] * 6
     r = paired_diff(a, a)
-    assert r["diff"] == 0 and r["ci95"] == [0.0, 0.0] and r["p"] == 1.0
+    assert r["diff"] == 0 and r["ci95"] == pytest.approx([-min_margin(12), min_margin(12)]) and r["p"] == 1.0
     # n = 12 cannot detect anything under ~40 points (issue 12's quickstart cell)
     assert r["mde"] > 0.4 and inconclusive(r["diff"], r["ci95"], r["mde"])
     assert not inconclusive(-0.2, [-0.3, -0.1], 0.5)
