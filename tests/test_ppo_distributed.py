@@ -61,3 +61,18 @@ def test_two_ranks_match_one_rank_on_the_first_step(tiny_model_dir, rm_dir, tmp_
     ck = two / "checkpoints" / "step_2"
     assert (ck / "rng_rank0.pt").exists() and (ck / "rng_rank1.pt").exists()
     assert (two / "final" / "config.json").exists()
+
+
+def test_one_cpu_rank_compiles_no_shared_memory_op(tmp_path):
+    """A fresh machine would JIT-compile DeepSpeed's shm all-reduce (~70 s) for a single rank that
+    has no peer; init must leave an empty extensions dir and still give a working process group."""
+    ext = tmp_path / "torch_extensions"
+    code = ("import torch, torch.distributed as dist\n"
+            "from trainers.distributed import init_distributed\n"
+            "print(init_distributed('cpu'))\n"
+            "t = torch.ones(3); dist.all_reduce(t); assert t.tolist() == [1.0, 1.0, 1.0]\n")
+    env = _env() | {"TORCH_EXTENSIONS_DIR": str(ext)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "(0, 1)" in r.stdout
+    assert not ext.exists() or not any(ext.rglob("*.so")), "a single rank built a comm op"

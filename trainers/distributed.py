@@ -57,8 +57,21 @@ def init_distributed(device: str | None = None) -> tuple[int, int]:
 
     if not dist.is_initialized():
         backend = "gloo" if os.environ.get("DS_ACCELERATOR") == "cpu" else None
+        if backend == "gloo" and os.environ.get("WORLD_SIZE") == "1":
+            skip_shm_comm_build()
         deepspeed.init_distributed(dist_backend=backend) if backend else deepspeed.init_distributed()
     return dist.get_rank(), dist.get_world_size()
+
+
+def skip_shm_comm_build() -> None:
+    """One CPU rank has no peer to share memory with, so DeepSpeed's shared-memory all-reduce op
+    is useless there, yet its first use JIT-compiles it (about 70 s on a fresh machine, the
+    quickstart's first minute). Marking it incompatible makes DeepSpeed fall back to plain gloo,
+    which it does anyway on hosts without the op's ISA."""
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
 
 
 def rank_world() -> tuple[int, int]:
