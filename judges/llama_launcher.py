@@ -12,6 +12,7 @@ taken; for a 135M judge the speed difference is within noise.
 loads the model. Usage (what `judges.server.embedded_judge` runs):
 
     python -m judges.llama_launcher --model X.gguf --port N ...   # llama_cpp.server's flags
+    python -m judges.llama_launcher --dequantize SRC.gguf DST.gguf bf16   # a float copy
 """
 from __future__ import annotations
 
@@ -31,7 +32,23 @@ def disable_extra_buffer_types() -> None:
     lib.llama_model_default_params = params
 
 
+def dequantize(src: str, dst: str, fmt: str) -> None:
+    """Write `src` with its weights in `fmt` (f16 | bf16): llama.cpp's own quantize tool, which
+    dequantises a quantised model when asked for a float type."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = {"f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "bf16": llama_cpp.LLAMA_FTYPE_MOSTLY_BF16}[fmt]
+    params.allow_requantize = True
+    rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), params)
+    if rc != 0:
+        sys.exit(f"llama_model_quantize returned {rc}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--dequantize"]:
+        dequantize(*sys.argv[2:5])
+        return
     disable_extra_buffer_types()
     print("hrlaif: llama.cpp extra buffer types disabled (use_extra_bufts=False)", file=sys.stderr, flush=True)
     from llama_cpp.server.__main__ import main as serve

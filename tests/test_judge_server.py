@@ -137,3 +137,42 @@ def test_real_embedded_server_killed_mid_run(tmp_path, run_cli, monkeypatch):
     summ = read_json(out / "summary.json")
     assert summ["skipped_already_labelled"] == finished and summ["prompts"] == 6
     assert summ["labelling"]["cache_hits"] >= 0 and summ["judge"]["server_log"] == str(out / "judge-server.log")
+
+
+def test_embedded_weights_are_chosen_from_the_cpu_flags(monkeypatch):
+    from core import hardware
+
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert judge_server.resolve_weights("auto") == "bf16"
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "amx_tile", "amx_bf16", "avx512_bf16"}))
+    assert judge_server.resolve_weights("auto") == "bf16"  # AMX hosts too: no repacking, plain avx512-bf16 dots
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert judge_server.resolve_weights("auto") == "q4_1"
+    assert judge_server.resolve_weights("f16") == "f16"
+    with pytest.raises(UserError, match="embedded judge weights"):
+        judge_server.resolve_weights("int3")
+
+
+@pytest.mark.parametrize("fmt,ggml_type", [("bf16", 30), ("f16", 1)])
+def test_a_float_copy_of_the_embedded_judge_serves_the_same_choice(tmp_path, monkeypatch, fmt, ggml_type):
+    """The dequantised copy is written once into the cache, holds float matrices, and the real
+    server on it picks what the shipped Q4_1 file picks, with nearly the same probability."""
+    import gguf as gguf_reader  # noqa: F401  (transformers' GGUF dependency)
+
+    from judges.config import JudgeConfig
+    from judges.server import session_for
+
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "hcache"))
+    path = judge_server.embedded_weights(fmt)
+    assert path.is_file() and path.parent == tmp_path / "hcache" / "judge-gguf" and fmt in path.name
+    assert judge_server.embedded_weights(fmt) == path  # made once
+    types = {int(t.tensor_type) for t in gguf_reader.GGUFReader(str(path)).tensors}
+    assert ggml_type in types and 3 not in types  # float matrices, no Q4_1 left
+    msgs = [{"role": "user", "content": "Which is a fruit? Reply with one letter.\nA. apple\nB. rock"}]
+    got = {}
+    for w in ("q4_1", fmt):
+        with session_for(JudgeConfig(cache_dir="", embedded_weights=w), str(tmp_path / f"{w}.log")) as judge:
+            got[w] = judge.choose(msgs, ("A", "B"))
+    assert got[fmt][0] == got["q4_1"][0]
+    assert abs(got[fmt][1]["A"] - got["q4_1"][1]["A"]) < 0.05
+    assert str(path) in (tmp_path / f"{fmt}.log").read_text()

@@ -137,11 +137,11 @@ def merge_pairs(constraints: Sequence[Pair], judged: Sequence[Pair], sid=None) -
 def judge_order(judge: Judge, idx: Sequence[int], make_messages, meta: dict) -> list[list[int]]:
     """Judge all pairs among response indices `idx` in both orders; return Copeland pairs."""
     pairs = list(itertools.combinations(idx, 2))
-    batch = []
-    for i, j in pairs:
-        batch.append(make_messages(i, j))  # i in slot A
-        batch.append(make_messages(j, i))  # j in slot A
-    results = judge.choose_many(batch, ("A", "B"))
+    # Sent grouped by the response in slot A: consecutive prompts then share their text up to
+    # response B, which a llama.cpp server does not evaluate again (its KV cache keeps the prefix).
+    order = sorted([(i, j) for i, j in pairs] + [(j, i) for i, j in pairs])
+    got = dict(zip(order, judge.choose_many([make_messages(a, b) for a, b in order], ("A", "B"))))
+    results = [r for i, j in pairs for r in (got[(i, j)], got[(j, i)])]
     score = {i: 0.0 for i in idx}
     for n, (i, j) in enumerate(pairs):
         (first, p1), (second, p2) = results[2 * n], results[2 * n + 1]
