@@ -19,6 +19,7 @@ and per-item files so that a checkpoint is compared with step 0 item by item:
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -79,12 +80,14 @@ def benchmark_scores(evaluate_fn, model, tok, cfg) -> dict:
             for b, r in res.items()}
 
 
-def log_drift(out: Path, step: int, row: dict, heldout: list[dict], benchmarks: dict, gold_fn=None) -> dict:
+def log_drift(out: Path, step: int, row: dict, heldout: list[dict], benchmarks: dict, gold_fn=None,
+              times: dict | None = None) -> dict:
     """Write checkpoint `step + 1`'s per-item files and append its drift.jsonl record (rank 0).
 
     `row`: the step's training metrics (kl, kl_k3, reward_raw); `heldout`: every rank's
     `heldout_rows`, in prompt order; `gold_fn`: the evaluation judge's verdicts, or None."""
     out, n = Path(out), step + 1
+    t0 = time.perf_counter()
     gold = gold_fn([h["prompt"] for h in heldout], [h["response"] for h in heldout]) if gold_fn and heldout \
         else [None] * len(heldout)
     if len(gold) != len(heldout):
@@ -99,6 +102,7 @@ def log_drift(out: Path, step: int, row: dict, heldout: list[dict], benchmarks: 
            "reward_heldout": sum(h["reward"] for h in heldout) / len(heldout) if heldout else None,
            "gold_heldout": sum(judged) / len(judged) if judged else None,
            "gold_invalid": sum(g is None for g in gold) if gold_fn else None,
-           "benchmarks": {b: {k: v for k, v in r.items() if k != "items"} for b, r in benchmarks.items()}}
+           "benchmarks": {b: {k: v for k, v in r.items() if k != "items"} for b, r in benchmarks.items()},
+           "time_s": {k: round(v, 2) for k, v in ((times or {}) | {"gold": time.perf_counter() - t0}).items()}}
     append_jsonl(out / "drift.jsonl", rec)
     return rec

@@ -293,20 +293,23 @@ class PPOTrainer:
         """Held-out responses on every rank, benchmarks and gold verdicts on rank 0; rank 0 writes."""
         model = self.actor.module
         model.eval()
+        t0 = time.perf_counter()
         with self.place.autocast(), torch.no_grad():
             mine = drift.heldout_rows(
                 model, self.reward_model, self.tok, self.heldout[self.rank::self.world],
                 self.heldout_ids[self.rank::self.world], batch_size=max(1, self.cfg.batch_size // self.world),
                 max_new_tokens=self.cfg.max_new_tokens, eos_ids=self.eos_ids, pad_id=self.pad_id, bridge=self.bridge)
         with torch.no_grad():  # the evaluator runs at its own precision (the pipeline passes the eval stage's)
+            t1 = time.perf_counter()
             benchmarks = drift.benchmark_scores(self.evaluate_fn, model, self.tok, self.cfg) if self.rank == 0 else {}
+        times = {"heldout": t1 - t0, "benchmarks": time.perf_counter() - t1}
         shares = gather_objects(mine)  # rank r scored prompts r, r + W, ...: interleave back
         model.train()
         barrier()
         if self.rank != 0:
             return None
         heldout = [shares[i % self.world][i // self.world] for i in range(sum(len(x) for x in shares))]
-        return drift.log_drift(self.out, step, row, heldout, benchmarks, self.gold_fn)
+        return drift.log_drift(self.out, step, row, heldout, benchmarks, self.gold_fn, times)
 
     # -------------------------------------------------------------------------- loop
     def run(self) -> list[dict]:
