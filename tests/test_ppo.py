@@ -159,7 +159,8 @@ def test_ppo_tiny_end_to_end_with_drift(tiny_model_dir, tiny_rm_dir, prompts_fil
     assert drift[0]["kl"] == 0.0 and drift[0]["reward_train"] == pytest.approx(logged[0]["reward_raw"])
     for d in drift:
         assert set(d) == {"step", "kl", "kl_k3", "reward_train", "reward_heldout", "gold_heldout", "gold_invalid",
-                          "benchmarks"}
+                          "benchmarks", "time_s"}
+        assert set(d["time_s"]) == {"heldout", "benchmarks", "gold"} and all(t >= 0 for t in d["time_s"].values())
         assert -5.0 <= d["reward_heldout"] <= 5.0 and d["gold_heldout"] is None  # no gold_fn
         assert d["benchmarks"]["gsm8k"] == {"score": 0.25, "ci95": [0.1, 0.5], "n": 3}
         # per-item files pair checkpoints: benchmark items and held-out responses with their rewards
