@@ -23,7 +23,8 @@ from reports.drift import read_drift_items
 from reports.paired import paired_frame
 from reports.plots import save_drift_plot
 from reports.render import write_pages
-from reports.sections import drift_blocks, grading_notice, judge_usage_blocks, power_table, versus_blocks
+from reports.sections import (drift_blocks, grading_notice, judge_usage_blocks, power_table, redteam_blocks,
+                              versus_blocks)
 
 # What every table cell means: shared by the run report and `hrlaif compare`.
 STAT_DEFINITIONS = [
@@ -137,6 +138,7 @@ def _blocks(run: RunData, alarms: list[dict], power: list[dict], plots: dict[str
           ("h2", "Reward-model accuracy per category"),
           ("table", tables.rm_table(run.rm_per_category, run.rm_summary), "rm_accuracy")]
     b += drift_blocks(run, items, plots, report_dir)
+    b += redteam_blocks(run.run_dir)
     b += judge_usage_blocks(run.run_dir)
     b += [("h2", "Alarm power"),
           ("table", power_table(power), "alarm_power"),

@@ -151,6 +151,25 @@ def judge_usage_blocks(run_dir: Path) -> list[tuple]:
                      "endpoint reported them for the requests sent). `hrlaif run --dry-run` gives the plan.")]
 
 
+REDTEAM_COLUMNS = {"prompts": "harmful prompts", "responses": "SFT responses", "flagged": "judged harmful",
+                   "rewrites": "rewritten", "rewrites_kept": "rewrites judged harmless (kept)",
+                   "rewrites_dropped": "rewrites dropped", "harm_invalid": "invalid verdicts",
+                   "pairs": "rewrite > harmful pairs"}
+
+
+def redteam_blocks(run_dir: Path) -> list[tuple]:
+    """AI red teaming's counts (RUN/redteam/summary.json): what went into the hybrid reward model."""
+    p = Path(run_dir) / "redteam" / "summary.json"
+    if not p.exists():
+        return []
+    s = read_json(p) or {}
+    t = pd.DataFrame([{c: s.get(k, 0) for k, c in REDTEAM_COLUMNS.items()}], index=["red teaming"])
+    sources = ", ".join(f"{k} {v}" for k, v in (s.get("sources") or {}).items()) or DASH
+    return [("h2", "AI red teaming"), ("table", t, "redteam"),
+            ("note", f"Prompt sources: {sources}. {s.get('definition', '')} Only the HRLAIF reward model trains "
+                     "on these pairs; RLAIF's does not.")]
+
+
 def _mde(r: dict) -> str:
     if not math.isfinite(r["mde"]):
         return "∞ (too few items)"

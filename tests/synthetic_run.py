@@ -281,6 +281,10 @@ def write_synthetic_run(root: Path, seed: int = 0, rates: dict | None = None, ov
     write_json(root / "judge_usage.json", {"stages": {"label_basic": {"labelling": usage},
                                                       "eval_rlaif": {"evaluation": usage}},
                                            "total": {k: 2 * v for k, v in usage.items() if k != "judge"}})
+    write_json(root / "redteam" / "summary.json", {
+        "prompts": 10, "responses": 20, "sources": {"harmbench": 6, "advbench": 4}, "flagged": 9, "rewrites": 9,
+        "rewrites_kept": 7, "rewrites_dropped": 2, "harm_invalid": 1, "pairs": 14,
+        "definition": "flagged = SFT responses the harmlessness judge called harmful."})
     return root
 
 

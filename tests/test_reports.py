@@ -115,6 +115,8 @@ def test_report_md_sections_in_order_with_all_tables(report_dir):
     assert "(clipped share)" in rm and "0.40% at \\|r\\|>10" in rm and "(held-out, all)" in rm
     assert "n=600 (120 prompts)" in rm
     assert re.search(r"\| \(shared held-out pairs\) \| 6\d\.\d% \[\d+\.\d, \d+\.\d\] n=120 \(40 prompts\) \|", rm)
+    red = md.split("## AI red teaming")[1].split("## ")[0]  # the counts behind the hybrid RM's extra pairs
+    assert "| red teaming | 10 | 20 | 9 | 9 | 7 | 2 | 1 | 14 |" in red and "harmbench 6, advbench 4" in red
     usage = md.split("## Judge usage")[1].split("## ")[0]
     assert "| label_basic · labelling | 120 | 40 | 80 | 30000 | 120 | 2 | embedded |" in usage
     assert "| total | 240 | 80 | 160 | 60000 | 240 | 4 |" in usage
