@@ -84,7 +84,9 @@ def task_yaml(data: Path, subject: str, folder: Path) -> None:
 
 
 def lm_eval_letters(out: Path) -> list[str]:
-    rows = [json.loads(line) for f in sorted(out.rglob("samples_bench_mmlu_*.jsonl")) for line in f.open()]
+    # each repetition writes its own timestamped samples file: read the last one
+    last = max(out.rglob("samples_bench_mmlu_*.jsonl"), key=lambda f: f.stat().st_mtime)
+    rows = [json.loads(line) for line in last.open()]
     rows.sort(key=lambda r: r["doc_id"])
     return [LETTERS[max(range(4), key=lambda i: float(r["filtered_resps"][i][0]))] for r in rows]
 
