@@ -357,8 +357,10 @@ class PPOTrainer:
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
                 self.save(step + 1)
         if self.truncated_total and self.rank == 0:
-            log.warning("%d responses hit max_new_tokens=%d without EOS (truncated; reward set to %s)",
-                        self.truncated_total, cfg.max_new_tokens, cfg.missing_eos_reward)
+            fate = ("kept the reward model's score" if cfg.missing_eos_reward is None
+                    else f"reward set to {cfg.missing_eos_reward}")
+            log.warning("%d responses hit max_new_tokens=%d without EOS (truncated; %s)",
+                        self.truncated_total, cfg.max_new_tokens, fate)
         ckpt.save_hf(self.actor, self.tok, self.out / "final", cfg.zero_stage)
         barrier()
         if writer is not None:
