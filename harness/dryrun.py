@@ -20,6 +20,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from harness.config import RunConfig
+from harness.judging import hh_audit_items
 from judges import prompts as P
 from judges.config import JudgeConfig
 
@@ -110,7 +111,7 @@ def plan(cfg: RunConfig) -> list[Calls]:
     out.append(Calls("label_basic", "labelling", f"pairwise, {len(prompts)} prompts x {pairs}",
                      [P.pairwise_messages(p["prompt"], "", "") for p in prompts for _ in range(pairs)], 2, L,
                      choice(lab)))
-    hh = _hh_items(cfg)
+    hh = hh_audit_items(cfg)
     if hh and cfg.label.accuracy:
         out.append(Calls("label_basic", "labelling", f"label audit, {len(hh)} hh-rlhf pairs x 2 orders",
                          [P.pairwise_messages(h["prompt"], h["chosen"], h["rejected"]) for h in hh for _ in (0, 1)],
@@ -131,11 +132,6 @@ def plan(cfg: RunConfig) -> list[Calls]:
     out += _gold_calls(cfg)
     out += _eval_calls(cfg)
     return out
-
-
-def _hh_items(cfg: RunConfig) -> list[dict]:
-    from harness.judging import hh_audit_items
-    return hh_audit_items(cfg)
 
 
 def _redteam_prompts(cfg: RunConfig, hh: list[dict]) -> list[dict]:

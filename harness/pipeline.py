@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.config import RunConfig, to_dict
-from harness.judging import heldout_stage, redteam_stage
+from harness.judging import heldout_stage, hh_file, redteam_stage
 from core.errors import UserError
 from core.store import read_json, stable_hash, write_json
 
@@ -64,9 +64,9 @@ def sample(cfg: RunConfig, sft_model: Path, out: Path) -> Path:
 def label(cfg: RunConfig, samples: Path, mode: str, out: Path) -> Path:
     """basic: the judge ranks all K responses. hybrid: verify final answers first, judge only
     among correct ones, plus AI red teaming of harmful responses."""
-    from trainers.feedback.label_stage import HH_FILE, label_samples
+    from trainers.feedback.label_stage import label_samples
 
-    hh = cfg.data_dir if cfg.data_dir and (Path(cfg.data_dir) / HH_FILE).exists() else None
+    hh = cfg.data_dir if hh_file(cfg) else None
     label_samples(replace(cfg.label, samples=str(samples), mode=mode, out=str(out), data_dir=hh), cfg.judge,
                   cfg.harm_judge)
     return out / "labels.jsonl"

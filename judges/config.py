@@ -21,6 +21,9 @@ def safe_url(url: str | None) -> str:
     return urlunsplit((p.scheme, host, p.path, "", ""))
 
 
+EMBEDDED_WEIGHTS = ("auto", "q4_1", "f16", "bf16")  # formats the embedded judge can serve (judges/server.py)
+
+
 @dataclass
 class JudgeConfig:
     """An OpenAI-compatible chat endpoint, or (url none) the embedded llama.cpp judge."""
@@ -67,7 +70,7 @@ class JudgeConfig:
     embedded_weights: str = setting(
         "auto", "weights of the embedded judge (url none): auto = a bf16 copy of the shipped Q4_1 GGUF on CPUs "
                 "with AVX512-BF16 (about 2.5x its prompt speed there, same verdicts), the Q4_1 file elsewhere; "
-                "or q4_1, f16, bf16", choices=("auto", "q4_1", "f16", "bf16"))
+                "or q4_1, f16, bf16", choices=EMBEDDED_WEIGHTS)
 
     def validate(self) -> None:
         check_fields(self)

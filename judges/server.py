@@ -39,6 +39,7 @@ from typing import Iterator
 from core.errors import UserError
 from core.store import cache_dir, file_hash
 from judges.client import Judge, JudgeConfig
+from judges.config import EMBEDDED_WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -176,16 +177,13 @@ class EmbeddedServer:
                                          "logprobs (llama-cpp-python too old?)"))
 
 
-WEIGHTS = ("auto", "q4_1", "f16", "bf16")
-
-
 def resolve_weights(weights: str = "auto") -> str:
     """auto: bf16 where llama.cpp has native bf16 dot products (AVX512-BF16, which every AMX CPU
     also has), else the shipped q4_1."""
     from core.hardware import cpu_flags
 
-    if weights not in WEIGHTS:
-        raise UserError(f"embedded judge weights must be one of {', '.join(WEIGHTS)} (got {weights!r})")
+    if weights not in EMBEDDED_WEIGHTS:
+        raise UserError(f"embedded judge weights must be one of {', '.join(EMBEDDED_WEIGHTS)} (got {weights!r})")
     if weights != "auto":
         return weights
     return "bf16" if "avx512_bf16" in cpu_flags() else "q4_1"
@@ -240,7 +238,8 @@ def _start(cfg: ServerConfig) -> EmbeddedServer:
     url = f"http://127.0.0.1:{port}/v1"
     cmd = list(launcher) + ["--model", str(gguf), "--model_alias", EMBEDDED_ALIAS, "--host", "127.0.0.1",
                       "--port", str(port), "--n_ctx", str(cfg.n_ctx), "--logits_all", "true", "--verbose", "true"]
-    threads = cfg.n_threads or len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = cfg.n_threads or cores
     cmd += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
     log_path = Path(cfg.log_path) if cfg.log_path else _default_log_path(port)
     log_path.parent.mkdir(parents=True, exist_ok=True)

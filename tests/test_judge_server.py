@@ -157,7 +157,7 @@ def test_embedded_weights_are_chosen_from_the_cpu_flags(monkeypatch):
 def test_a_float_copy_of_the_embedded_judge_serves_the_same_choice(tmp_path, monkeypatch, fmt, ggml_type):
     """The dequantised copy is written once into the cache, holds float matrices, and the real
     server on it picks what the shipped Q4_1 file picks, with nearly the same probability."""
-    import gguf as gguf_reader  # noqa: F401  (transformers' GGUF dependency)
+    import gguf as gguf_reader  # transformers' GGUF dependency
 
     from judges.config import JudgeConfig
     from judges.server import session_for

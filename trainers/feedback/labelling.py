@@ -139,7 +139,7 @@ def judge_order(judge: Judge, idx: Sequence[int], make_messages, meta: dict) -> 
     pairs = list(itertools.combinations(idx, 2))
     # Sent grouped by the response in slot A: consecutive prompts then share their text up to
     # response B, which a llama.cpp server does not evaluate again (its KV cache keeps the prefix).
-    order = sorted([(i, j) for i, j in pairs] + [(j, i) for i, j in pairs])
+    order = sorted(pairs + [(j, i) for i, j in pairs])
     got = dict(zip(order, judge.choose_many([make_messages(a, b) for a, b in order], ("A", "B"))))
     results = [r for i, j in pairs for r in (got[(i, j)], got[(j, i)])]
     score = {i: 0.0 for i in idx}
