@@ -9,8 +9,9 @@ Conventions (also printed in reports):
   independent draws.
 - Win ratio counts a tie as half a win; its CI is a bootstrap over judged items.
 - Paired differences (`paired_diff`): for 0/1 scores the exact McNemar p and the exact CI
-  conditional on the discordant items (it excludes 0 exactly when p < alpha); otherwise a paired
-  bootstrap over items (percentile CI and p).
+  conditional on the discordant items (it excludes 0 exactly when p < alpha); otherwise the
+  sign-flip permutation p (level held at every n) with a paired t CI below 30 items, a percentile
+  bootstrap CI above (core.paired_tests).
 - Invalid items (`score: null`) follow INVALID_RULE.
 - Non-inferiority (the gate, `paired_noninferiority`): for 0/1 scores Tango's score interval of
   the difference of paired proportions (Tango 1998), which does not collapse when few items
@@ -24,6 +25,8 @@ from statistics import NormalDist
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from core.paired_tests import EXACT_N, T_CI_N, mcnemar_mde, signflip_p, t_ci, t_mde
 
 Z95 = 1.959963984540054
 # Below this many items a CI is not shown: a percentile or Wilson interval at n < 5 says little.
@@ -168,7 +171,8 @@ def mcnemar_p(a: Sequence[float], b: Sequence[float]) -> float:
 
 def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], iters: int = 5000,
                           seed: int = 0) -> dict:
-    """Mean of (b - a) with a percentile bootstrap CI and a one-sample two-sided p-value."""
+    """Mean of (b - a) with a percentile bootstrap CI and the sign-flip permutation p
+    (core.paired_tests: a bootstrap p does not hold its level at small n)."""
     d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
     n = len(d)
     if n == 0:
@@ -176,15 +180,13 @@ def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], iters: int = 5
     rng = np.random.default_rng(seed)
     boot = d[rng.integers(0, n, size=(iters, n))].mean(axis=1)
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    # p-value of H0: mean diff = 0, from the bootstrap distribution re-centred at 0.
-    centred = boot - boot.mean()
-    p = float(np.mean(np.abs(centred) >= abs(d.mean())))
-    return {"diff": float(d.mean()), "ci95": [float(lo), float(hi)], "p": max(p, 1.0 / iters), "boot": boot}
+    return {"diff": float(d.mean()), "ci95": [float(lo), float(hi)], "p": signflip_p(d), "boot": boot}
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], iters: int = 10000,
                      seed: int = 0) -> tuple[np.ndarray, float, str]:
-    """(bootstrap distribution of mean(b - a), two-sided p, test name) over paired items."""
+    """(bootstrap distribution of mean(b - a), two-sided p, test name) over paired items: exact
+    McNemar for 0/1 scores, else the sign-flip permutation test (core.paired_tests)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     n = len(a)
     if is_binary(a) and is_binary(b):
@@ -197,7 +199,7 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], iters: int = 10000,
     # paired_bootstrap_diff materialises iters x n indices; cap the product at ~20M.
     iters = int(min(iters, max(2000, 2e7 // max(n, 1))))
     res = paired_bootstrap_diff(a, b, iters=iters, seed=seed)
-    return res["boot"], res["p"], "paired_bootstrap"
+    return res["boot"], res["p"], "signflip_exact" if n <= EXACT_N else "signflip"
 
 
 def pair_scores(base: Mapping[str, float | None], cand: Mapping[str, float | None]) -> tuple[list[str], dict]:
@@ -226,12 +228,14 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adj
 
 
-def min_detectable_diff(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Smallest mean difference a one-sided level-alpha test detects with the given power
-    (normal approximation); a two-sided test at level a is alpha = a / 2."""
+def min_detectable_diff(sd: float, n: int, alpha: float = 0.05, power: float = 0.8,
+                        binary: bool = False) -> float:
+    """Smallest |mean difference| the reported two-sided level-2*alpha test detects with the given
+    power (callers pass a two-sided level a as alpha = a / 2): the paired t test's (noncentral t),
+    or for 0/1 scores the exact McNemar + Tango test's (core.paired_tests)."""
     if n <= 1:
         return float("inf")
-    return (_NORM.inv_cdf(1 - alpha) + _NORM.inv_cdf(power)) * sd / math.sqrt(n)
+    return (mcnemar_mde if binary else t_mde)(sd, n, 2 * alpha, power)
 
 
 def paired_sd(a: Sequence[float], b: Sequence[float]) -> float:
@@ -256,8 +260,8 @@ def paired_diff(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, pow
                 iters: int = 10000, seed: int = 0) -> dict:
     """b - a over paired items: {n, diff, ci95, p, test, mde}. 0/1 scores: the hull of the exact
     McNemar (conditional) and Tango score (unconditional) intervals, p the larger of the two tests';
-    other scores: paired bootstrap. `mde` is the smallest |difference| a
-    two-sided level-alpha test would detect with the given power at this n (paired sd). With
+    other scores: sign-flip p, t CI below T_CI_N items. `mde` is the smallest |difference| the
+    two-sided level-alpha test reported would detect with the given power at this n (paired sd). With
     n < MIN_N_CI the CI is NaN (too few items to say anything)."""
     n = len(a)
     if n == 0:
@@ -277,10 +281,11 @@ def paired_diff(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, pow
         p, test = max(mcnemar_exact(b10, c01), p_tango), "mcnemar_exact+tango"
     else:
         boot, p, test = paired_bootstrap(a, b, iters=iters, seed=seed)
-        ci = [float(q) for q in np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])]
+        ci = (list(t_ci(np.asarray(b, float) - np.asarray(a, float), alpha)) if n < T_CI_N else
+              [float(q) for q in np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])])
     ci = [float("nan")] * 2 if n < MIN_N_CI else [x + 0.0 for x in ci]
     return {"n": n, "diff": diff + 0.0, "ci95": ci, "p": float(p), "test": test,
-            "mde": min_detectable_diff(paired_sd(a, b), n, alpha / 2, power)}
+            "mde": min_detectable_diff(paired_sd(a, b), n, alpha / 2, power, binary=test.startswith("mcnemar"))}
 
 
 def inconclusive(diff: float, ci95: Sequence[float], mde: float) -> bool:

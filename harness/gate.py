@@ -1,8 +1,10 @@
 """Paired non-inferiority gate: may the candidate ship instead of the baseline?
 
 Method (also stored in gate.json under "method"):
-- Items are paired by `doc_id` per benchmark (samples/<bench>.jsonl). Duplicated doc_ids, disjoint
-  item sets and non-numeric scores are input errors.
+- Items are paired by `doc_id` per benchmark (samples/<bench>.jsonl, or an lm-eval output dir's
+  samples_<task>_*.jsonl: reports/lmeval_output.py) and must be the same documents where both sides
+  record lm-eval's `doc_hash`. Duplicated doc_ids, disjoint item sets, differing documents and
+  non-numeric scores are input errors.
 - Invalid items (core.stats.INVALID_RULE, the rule every report and alarm follows): an item whose
   score is null on either side (the judge or classifier gave no usable answer) is excluded from
   both sides of the pairs and counted (invalid_baseline, invalid_candidate, dropped_invalid).
@@ -10,7 +12,7 @@ Method (also stored in gate.json under "method"):
   missing_in_baseline). Either direction fails the benchmark: a candidate that skipped items was
   not gated on the whole benchmark, and a baseline that lacks the candidate's items gives those
   items no reference. With --allow-partial the benchmark is gated on the common items instead.
-- Difference test (reported as p / p_holm): exact McNemar for 0/1 scores, paired bootstrap
+- Difference test (reported as p / p_holm): exact McNemar for 0/1 scores, sign-flip permutation test
   otherwise; Holm-adjusted across the benchmarks. It does not decide the verdict.
 - Non-inferiority (decides the verdict): d = candidate − baseline oriented so that positive is
   better (a lower-is-better benchmark such as ToxiGen is negated; the direction is the results.json
@@ -34,6 +36,8 @@ Method (also stored in gate.json under "method"):
   only at a margin above that (min_margin in gate.json; 8.8 pt at n = 40, 1.9 pt at n = 200,
   1 pt needs n >= 381 at 95%). Below it the benchmark fails, and the reason says which margin n
   supports.
+- Judge-graded benchmarks whose verdicts cannot count (reports/verdict_trust.py: a degenerate judge)
+  are not gated: listed under "not_evaluable" with the reason. A gate left with no benchmark fails.
 - The gate passes only when every benchmark is non-inferior and complete (or --allow-partial).
 Margins are in points on a 0-100 scale (1 point = 0.01), the same for ToxiGen (1 point = 10 ‰).
 """
@@ -48,7 +52,8 @@ import numpy as np
 from core.errors import UserError
 from core.stats import holm, is_binary, mcnemar_p, pair_scores, paired_bootstrap, paired_noninferiority
 from evalsets import registry
-from reports.collect import item_scores, read_results
+from reports.collect import check_documents, read_items, read_results
+from reports.verdict_trust import untrusted
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +167,17 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
         raise UserError(f"--margin names benchmarks not gated here: {', '.join(unknown)}")
     if not benches:
         raise UserError(f"{baseline}/results.json lists no benchmark to gate")
+    not_evaluable = {b: r for side in (baseline, candidate) for b, r in untrusted(side).items() if b in benches}
+    benches = [b for b in benches if b not in not_evaluable]
     default_margin = margins.get("default", DEFAULT_MARGIN_PTS / 100.0)
     rows = {}
     for bench in benches:
         entry = base_res["benchmarks"].get(bench) or cand_res["benchmarks"].get(bench) or {}
         higher = registry.info(bench, entry)["higher_is_better"]
-        rows[bench] = compare_benchmark(bench, item_scores(baseline, bench, required=True),
-                                        item_scores(candidate, bench, required=True),
+        base_items, cand_items = read_items(baseline, bench, required=True), read_items(candidate, bench, required=True)
+        check_documents(bench, base_items, cand_items, "the baseline", "the candidate")  # same doc_hash per id
+        rows[bench] = compare_benchmark(bench, {k: v["score"] for k, v in base_items.items()},
+                                        {k: v["score"] for k, v in cand_items.items()},
                                         margins.get(bench, default_margin), higher, alpha, allow_partial)
     names = list(rows)
     m = len(names)
@@ -199,11 +208,11 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
         r["verdict"] = "fail" if reasons else "pass"
         r["reason"] = "; ".join(reasons) or None
         r["warning"] = "; ".join(warnings) or None
-    passed = all(rows[b]["verdict"] == "pass" for b in names)
+    passed = bool(names) and all(rows[b]["verdict"] == "pass" for b in names)
     return {"baseline": str(baseline), "candidate": str(candidate), "alpha": alpha,
             "allow_partial": allow_partial, "passed": passed, "verdict": "pass" if passed else "fail",
             "incomplete": [b for b in names if rows[b]["incomplete"]],
-            "benchmarks": rows, "method": METHOD}
+            "benchmarks": rows, "not_evaluable": not_evaluable, "method": METHOD}
 
 
 def format_table(report: dict) -> str:
@@ -229,7 +238,7 @@ def format_table(report: dict) -> str:
         verdict = r["verdict"].upper() if r["verdict"] == "fail" else r["verdict"]
         row["verdict"] = verdict + (" (missing items)" if r.get("incomplete") else "")
         rows.append(row)
-    table = pd.DataFrame(rows).to_string(index=False)
+    table = pd.DataFrame(rows).to_string(index=False) if rows else "no benchmark could be gated"
     lines = [table, "", "scores, diffs and margins in points (0-100); CI of candidate − baseline at a Holm-adjusted "
              "level (Tango score interval for 0/1 scores, paired t with a small-n floor otherwise); a benchmark "
              "passes when the CI's bound on the worse side clears the margin"]
@@ -243,6 +252,8 @@ def format_table(report: dict) -> str:
     for b, r in benches.items():
         if r["warning"]:
             lines.append(f"warning: {b}: {r['warning']}")
+    for b, why in (report.get("not_evaluable") or {}).items():
+        lines.append(f"NOT GATED: {b}: {why}")
     lines.append(f"gate: {'PASS' if report['passed'] else 'FAIL'}")
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ from core.stats import mcnemar_p, min_detectable_diff, pair_scores, paired_sd
 from evalsets import registry
 from reports.collect import VARIANT_LABELS, RunData, item_scores
 from reports.drift import drift_power, drift_tests, overoptimisation_alarms
+from reports.verdict_trust import run_untrusted
 
 # stdlib normal: importing scipy.stats would double the report's start-up time.
 _NORM = NormalDist()
@@ -30,7 +31,7 @@ RULES = {
         "the same items: each drift benchmark item by item (for 0/1 scores the larger p of the exact McNemar and Tango score tests, paired "
         "bootstrap otherwise; invalid items excluded from both sides and counted), and the RM reward on the "
         "held-out prompts paired per prompt (never the training batch). The alarm fires for a benchmark at a "
-        "checkpoint when (1) the held-out reward rose (mean up, paired bootstrap p < 0.05) and (2) the benchmark "
+        "checkpoint when (1) the held-out reward rose (mean up, sign-flip permutation p < 0.05, exact at small n) and (2) the benchmark "
         "got worse (fell; for a lower-is-better benchmark such as ToxiGen, rose) with a Holm-adjusted p < 0.01 "
         "over all checkpoints x benchmarks of that run, which bounds at 1% the chance that sampling noise "
         "raises any alarm for the run. A run without per-item drift files falls back to drift.jsonl: a z test "
@@ -44,7 +45,9 @@ RULES = {
         "exact McNemar test (two-sided p < 0.05) on the prompts both evaluated with a valid verdict (invalid "
         "verdicts excluded from both sides and counted) when both samples/satisfaction.jsonl files exist, "
         "otherwise a two-proportion z test from the reported 95% CIs (|z| > 1.96). Point estimates alone "
-        "(e.g. 52% win ratio, 1 pt less satisfaction) do not fire."
+        "(e.g. 52% win ratio, 1 pt less satisfaction) do not fire. A variant whose win ratio or satisfaction "
+        "cells are not evaluable (graded by a degenerate judge: Definitions) is not tested, and the report "
+        "says so."
     ),
 }
 
@@ -102,16 +105,33 @@ def _satisfaction_test(run_dir: Path | None, variant: str, sft: dict, cand: dict
     return out | {"p": 2 * (1 - _NORM.cdf(abs(diff / se))), "test": "two-proportion z test from CIs"}
 
 
+def not_evaluable(run_dir: Path | str | None) -> dict[str, str]:
+    """{variant: reason} of the variants whose rule (b) cells must not decide (reports/verdict_trust.py)."""
+    if run_dir is None:
+        return {}
+    bad = run_untrusted(run_dir)
+    out = {}
+    for v in ("rlaif", "hrlaif"):
+        why = [bad[k] for k in ((v, "win_ratio"), (v, "satisfaction"), ("sft", "satisfaction")) if k in bad]
+        if why:
+            out[v] = why[0]
+    return out
+
+
 def rlaif_failure_alarms(bench_df: pd.DataFrame, run_dir: Path | str | None = None,
                          alpha: float = 0.05) -> list[dict]:
-    """Alarms of rule (b) from the comparison frame (reports.collect.benchmark_frame)."""
+    """Alarms of rule (b) from the comparison frame (reports.collect.benchmark_frame); a variant whose
+    cells are not evaluable (`not_evaluable`) is skipped."""
     idx = {(r["variant"], r["bench"]): r for r in bench_df.to_dict("records")}
     sft = idx.get(("sft", "satisfaction"))
     if sft is None:
         return []
+    skip = not_evaluable(run_dir)
     run_dir = Path(run_dir) if run_dir is not None else None
     alarms = []
     for v in ("rlaif", "hrlaif"):
+        if v in skip:
+            continue
         wr, sat = idx.get((v, "win_ratio")), idx.get((v, "satisfaction"))
         if wr is None or sat is None or not _finite(wr["lo"]) or not wr["lo"] > 0.5:
             continue

@@ -15,14 +15,16 @@ import pandas as pd
 
 from core.stats import INVALID_RULE, MIN_N_CI
 from core.store import write_json, write_text
+from core.judge_audit import DEFINITIONS as AUDIT_DEFINITIONS
 from reports import tables
-from reports.alarms import RULES, assess
+from reports.alarms import RULES, assess, not_evaluable
 from reports.collect import (HEAD_TO_HEAD, SATISFACTION, VARIANT_LABELS, VARIANTS, RunData, benchmark_order,
                              collect, label_disagreements)
 from reports.drift import read_drift_items
 from reports.paired import paired_frame
 from reports.plots import save_drift_plot
 from reports.render import write_pages
+from reports.verdict_trust import audit_blocks, degenerate_notice
 from reports.sections import (drift_blocks, grading_notice, judge_usage_blocks, power_table, redteam_blocks,
                               versus_blocks)
 
@@ -38,10 +40,14 @@ STAT_DEFINITIONS = [
     "hull of the exact McNemar CI (conditional on the items that differ) and Tango's score CI (unconditional, "
     "so items that all agree still leave an interval of about ±z²/(n+z²)), and the larger of the two tests' p, "
     "so the CI excludes 0 exactly when p < 0.05; "
-    "other scores: paired bootstrap (10000 resamples, fixed seed), percentile CI. The long CSV adds the p-value "
+    "other scores: the sign-flip permutation test (exact over all 2^n sign patterns up to 12 items, 5000 seeded "
+    "patterns above; its type-I error is at most 5% at every n), with a paired t CI below 30 items and a paired "
+    "percentile bootstrap CI (10000 resamples, fixed seed) above. The long CSV adds the p-value "
     "Holm-adjusted over the benchmarks of each row.",
     "'inconclusive (MDE x pt)': the CI includes 0 and the minimum detectable effect — the smallest difference "
-    "a two-sided 5% test on these items finds with 80% power (normal approximation with the paired sd) — is "
+    "the cell's own two-sided 5% test finds with 80% power on these items (0/1 scores: exact power of the McNemar "
+    "+ Tango test at a discordance of sd²; others: the paired t test's, noncentral t; tests/test_small_n.py "
+    "checks 80% ± 3 pt by simulation at n = 12 to 1000) — is "
     "larger than the difference seen: the items can neither show an effect nor rule out one of size x.",
     f"Fewer than {MIN_N_CI} items: no CI and no test, the cell is marked {tables.FEW} (greyed, and folded when "
     "the whole row is, in the HTML).",
@@ -112,15 +118,18 @@ def _eval_dirs(run: RunData) -> dict[str, Path]:
 def _blocks(run: RunData, alarms: list[dict], power: list[dict], plots: dict[str, Path], paired: pd.DataFrame,
             items: dict, report_dir: Path, title: str) -> list[tuple]:
     b: list[tuple] = [("h1", title)]
-    notice = grading_notice(run)
-    if notice:
-        b.append(("warn", notice))
+    for notice in (degenerate_notice(run.run_dir), grading_notice(run)):
+        if notice:
+            b.append(("warn", notice))
     b.append(("note", f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} from {run.run_dir}."))
     b.append(("h2", "Alarms"))
     if alarms:
         b.append(("alarms", [a["message"] for a in alarms]))
     else:
         b.append(("ok", "No alarm fired (rules in Definitions; the Alarm power table says what they could detect)."))
+    for v, why in not_evaluable(run.run_dir).items():
+        b.append(("note", f"RLAIF-failure alarm for {VARIANT_LABELS.get(v, v)}: not tested, its cells are {why}."))
+    b += audit_blocks(run.run_dir)
     b += [("h2", "Comparison"), ("ul", _models(run)),
           ("table", tables.comparison_table(run.benchmarks, paired, exclude=(HEAD_TO_HEAD,)), "comparison"),
           ("note", f"{_direction_note(run)} Δ is the paired difference to SFT on the same items; "
@@ -146,7 +155,8 @@ def _blocks(run: RunData, alarms: list[dict], power: list[dict], plots: dict[str
                    "run used (items per drift benchmark, held-out prompts, evaluated prompts), at the level the "
                    "rule tests it (drift: 0.01 split over its checkpoint x benchmark tests). Smaller effects "
                    "can go unnoticed: a quiet report at large MDEs is not evidence of no effect.")]
-    b += [("h2", "Definitions"), ("ul", GENERAL_DEFINITIONS + benchmark_definitions(run.benchmarks)),
+    b += [("h2", "Definitions"),
+          ("ul", GENERAL_DEFINITIONS + AUDIT_DEFINITIONS + benchmark_definitions(run.benchmarks)),
           ("h3", "Alarm rules"),
           ("ul", [f"Over-optimisation: {RULES['over_optimisation']}", f"RLAIF failure: {RULES['rlaif_failure']}"])]
     return b

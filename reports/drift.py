@@ -72,7 +72,7 @@ def _fmt_d(x: float, bench: str) -> str:
 
 def reward_change(s0: int, s1: int, rewards: pd.DataFrame, items: dict) -> dict | None:
     """Held-out reward at s1 vs s0: paired per prompt when both heldout.jsonl exist (a paired
-    bootstrap p), else the drift.jsonl means (no test possible). None when neither is there."""
+    sign-flip permutation p, which holds its level at any n), else the drift.jsonl means (no test possible). None when neither is there."""
     h0, h1 = items.get(s0, {}).get(HELDOUT) or {}, items.get(s1, {}).get(HELDOUT) or {}
     if h0 and h1:
         common, _ = pair_scores({k: r["reward"] for k, r in h0.items()}, {k: r["reward"] for k, r in h1.items()})
@@ -166,7 +166,7 @@ def overoptimisation_alarms(variant: str, rewards: pd.DataFrame, benches: pd.Dat
                else "held-out means of drift.jsonl, no per-prompt file")
         if t["paired"]:
             on = (f"on the same {t['n']} items" + (f", {t['excluded']} invalid excluded" if t["excluded"] else "")
-                  + (", exact McNemar and Tango" if t["test"].startswith("mcnemar") else ", paired bootstrap")
+                  + (", exact McNemar and Tango" if t["test"].startswith("mcnemar") else ", sign-flip permutation")
                   + f" p = {t['p']:.2g}")
         else:
             on = f"unpaired z test from drift.jsonl CIs, p = {t['p']:.2g}"

@@ -2,7 +2,7 @@
 
 Every Δ the reports show comes from here: candidate − baseline over the items both evaluated
 with a valid score (core.stats.INVALID_RULE), with a paired 95% CI and p (exact McNemar and Tango's
-score test for 0/1 scores, paired bootstrap otherwise; core.stats.paired_diff), Holm-adjusted across the benchmarks
+score test for 0/1 scores, the sign-flip permutation test otherwise; core.stats.paired_diff), Holm-adjusted across the benchmarks
 of one comparison, and the minimum detectable effect at 80% power.
 """
 from __future__ import annotations

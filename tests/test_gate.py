@@ -78,7 +78,7 @@ def test_degraded_candidate_fails(base, tmp_path, run_cli):
     assert "FAIL" in out and "gate: FAIL" in out
 
 
-def test_fractional_scores_use_paired_bootstrap(base, tmp_path, run_cli):
+def test_fractional_scores_use_the_sign_flip_test(base, tmp_path, run_cli):
     samples = read_eval_samples(base)
     for r in samples["humaneval"]:
         r["score"] = max(0.0, r["score"] - 0.2)
@@ -86,7 +86,7 @@ def test_fractional_scores_use_paired_bootstrap(base, tmp_path, run_cli):
     code, _, _ = _gate(run_cli, base, cand, "--out", tmp_path)
     g = json.loads((tmp_path / "gate.json").read_text())
     he = g["benchmarks"]["humaneval"]
-    assert code == 1 and he["test"] == "paired_bootstrap" and he["verdict"] == "fail"
+    assert code == 1 and he["test"] == "signflip" and he["verdict"] == "fail"
     assert he["ci_method"] == "paired_t_floor" and he["ci"][0] <= he["diff"] <= he["ci"][1]
     assert he["ci"][0] < -he["margin"] and "not shown non-inferior" in he["reason"]
 

@@ -83,8 +83,8 @@ def test_every_delta_is_paired_with_ci_and_p_checked_independently(run_dir, repo
     rl = long.xs("rlaif", level="variant")
     tested = rl[rl.p.notna()]
     assert list(tested.p_holm) == pytest.approx(holm(list(tested.p)))
-    # non-binary scores (HumanEval pass@1 from 5 samples) go through the paired bootstrap
-    assert long.loc[("rlaif", "humaneval")].test == "paired_bootstrap"
+    # non-binary scores (HumanEval pass@1 from 5 samples) go through the sign-flip permutation test
+    assert long.loc[("rlaif", "humaneval")].test == "signflip"
 
 
 def test_comparison_long_is_numeric_with_deltas(report_dir):
