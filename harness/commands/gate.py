@@ -13,7 +13,8 @@ from pathlib import Path
 
 def add_arguments(parser) -> None:
     parser.add_argument("--baseline", type=Path, required=True,
-                        help="evaluation dir (results.json + samples/) or a checkpoint dir (has config.json)")
+                        help="evaluation dir (results.json + samples/), lm-eval output dir (--output_path with "
+                             "--log_samples) or a checkpoint dir (has config.json)")
     parser.add_argument("--candidate", type=Path, required=True, help="same, for the candidate")
     parser.add_argument("--margin", action="append", default=[], metavar="BENCH=POINTS",
                         help="non-inferiority margin in points on a 0-100 scale (repeatable; "
@@ -27,6 +28,11 @@ def add_arguments(parser) -> None:
                              "(default: missing items fail the benchmark)")
     parser.add_argument("--limit", type=int, default=None, help="items per benchmark when evaluating checkpoints")
     parser.add_argument("--data-dir", default=None, help="benchmark data dir when evaluating checkpoints")
+    parser.add_argument("--summary", type=Path, default=None, metavar="FILE",
+                        help="write the verdict as Markdown (table with CIs and margins, the reason for each "
+                             "FAIL); under GitHub Actions it is also appended to $GITHUB_STEP_SUMMARY")
+    parser.add_argument("--junit", type=Path, default=None, metavar="FILE",
+                        help="write JUnit XML: one test case per benchmark, a FAIL's reason as its failure")
 
 
 def run(args) -> int:
@@ -42,6 +48,9 @@ def run(args) -> int:
                                        args.limit, args.data_dir)
     report = gate.compare(base, cand, margins, args.alpha, benches, allow_partial=args.allow_partial)
     write_json(Path(out) / "gate.json", report)
+    from reports.gate_ci import write_ci_outputs
+    for p in write_ci_outputs(report, args.summary, args.junit):
+        print(f"wrote {p}", file=sys.stderr)
     print(gate.format_table(report))
     print(f"details: {Path(out) / 'gate.json'}", file=sys.stderr)
     return 0 if report["passed"] else 1
