@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import platform
 
 from core.errors import UserError
@@ -20,10 +21,35 @@ PRECISIONS = ("auto", "fp32", "bf16")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # native bf16 matmul units
 REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 
+# Acting as another host type. Hosts of one machine kind differ and nobody chooses theirs, so a fast
+# host must be able to run what an AVX2-only one runs: HRLAIF_CPU_ISA=avx2 hides every flag above
+# AVX2 from the harness's own detection and caps torch's and oneDNN's kernel dispatch the same way
+# (`hold_back_torch`, called before torch is imported). llama.cpp is compiled for the real host and
+# cannot be held back.
+ISA_ENV = "HRLAIF_CPU_ISA"
+ISAS = ("native", "avx2")
+_ABOVE_AVX2 = ("avx512", "amx", "avx_vnni", "avx_ne_convert", "avx_ifma")
+TORCH_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The `flags` of /proc/cpuinfo (Linux x86); empty where there is none."""
+
+def host_isa() -> str:
+    """The instruction-set level the harness acts on: native (the real CPU) or avx2."""
+    isa = os.environ.get(ISA_ENV, "").strip().lower() or "native"
+    if isa not in ISAS:
+        raise UserError(f"{ISA_ENV} must be one of {', '.join(ISAS)} (got {isa!r})")
+    return isa
+
+
+def hold_back_torch() -> dict[str, str]:
+    """Cap torch's and oneDNN's CPU dispatch at HRLAIF_CPU_ISA. Only effective before torch is
+    imported (both read their variable once); returns what was set."""
+    caps = TORCH_CAPS.get(host_isa(), {})
+    for k, v in caps.items():
+        os.environ.setdefault(k, v)
+    return caps
+
+
+def _proc_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -32,6 +58,16 @@ def cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The `flags` of /proc/cpuinfo (Linux x86; empty where there is none), less every flag above
+    AVX2 when HRLAIF_CPU_ISA=avx2."""
+    flags = _proc_flags()
+    if host_isa() == "avx2":
+        flags = frozenset(f for f in flags if not f.startswith(_ABOVE_AVX2))
+    return flags
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,6 +130,9 @@ def describe(device: str | None = None, precision: str | None = None) -> dict:
     """Host facts recorded next to results: what ran, and why auto chose it."""
     out = {"machine": platform.machine(), "cpu_flags": sorted(f for f in REPORTED_FLAGS if f in cpu_flags()),
            "cpu_native_bf16": cpu_has_native_bf16()}
+    if host_isa() != "native":  # acting as another host type: the real flags too
+        out["cpu_isa_override"] = host_isa()
+        out["real_cpu_flags"] = sorted(f for f in REPORTED_FLAGS if f in _proc_flags())
     if device is not None:
         out["device"] = device
     if precision is not None:

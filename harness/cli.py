@@ -11,6 +11,7 @@ import os
 import sys
 
 from core.errors import UserError
+from core.hardware import hold_back_torch
 
 COMMANDS = {
     # name: (module, one-line help)
@@ -26,6 +27,8 @@ COMMANDS = {
     "report": ("harness.commands.report", "regenerate the comparison report of a run directory"),
     "gate": ("harness.commands.gate", "paired non-inferiority gate: may the candidate ship?"),
     "eval-rm": ("harness.commands.eval_rm", "accuracy of any reward model on preference pairs (clustered CI)"),
+    "audit-judge": ("harness.commands.audit_judge", "can a judge tell responses apart? order consistency, "
+                                                    "position and length bias, agreement, repeatability"),
     "compare": ("harness.commands.compare", "evaluation dirs or checkpoints side by side: paired Δ with CIs"),
 }
 
@@ -54,6 +57,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        hold_back_torch()  # HRLAIF_CPU_ISA=avx2: torch and oneDNN dispatch as on an AVX2-only host
         parser, args = parse_args(argv)
     except UserError as e:  # e.g. a flag default read from a bad benchmark spec dir ($HRLAIF_SPEC_PATH)
         print(f"hrlaif: error: {e}", file=sys.stderr)

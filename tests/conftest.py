@@ -12,6 +12,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
+from core.hardware import hold_back_torch  # noqa: E402  (imports no torch)
+
+hold_back_torch()  # HRLAIF_CPU_ISA=avx2 (.ci/run's second pass): torch dispatches as on an AVX2-only host
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -151,3 +155,30 @@ def char_lm_dir(tmp_path_factory, char_tokenizer) -> Path:
     LlamaForCausalLM(cfg).save_pretrained(out)
     char_tokenizer.save_pretrained(out)
     return out
+
+
+# ------------------------------------------------------------------ host-dependent checks
+# A check whose strongest form needs native bf16 (or another host feature) runs that form where the
+# host has it and a cheaper equivalent elsewhere; either way it says what it proved on this host, and
+# the session ends with that list (never a silent skip). Such tests carry `@pytest.mark.host`, which
+# .ci/run runs a second time acting as an AVX2-only host (HRLAIF_CPU_ISA=avx2).
+_HOST_PROOFS: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def host_proof(request):
+    """`host_proof(text)`: record what this test proved on this host type."""
+    def say(text: str) -> None:
+        _HOST_PROOFS.append((request.node.nodeid, text))
+        request.node.user_properties.append(("host_proof", text))
+    return say
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _HOST_PROOFS:
+        return
+    from core.hardware import cpu_flags, host_isa
+    flags = " ".join(sorted(f for f in cpu_flags() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")))
+    terminalreporter.section(f"host-dependent checks (CPU flags seen: {flags or 'none'}; HRLAIF_CPU_ISA={host_isa()})")
+    for nodeid, text in _HOST_PROOFS:
+        terminalreporter.write_line(f"{nodeid}: {text}")

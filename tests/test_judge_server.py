@@ -153,26 +153,61 @@ def test_embedded_weights_are_chosen_from_the_cpu_flags(monkeypatch):
         judge_server.resolve_weights("int3")
 
 
-@pytest.mark.parametrize("fmt,ggml_type", [("bf16", 30), ("f16", 1)])
-def test_a_float_copy_of_the_embedded_judge_serves_the_same_choice(tmp_path, monkeypatch, fmt, ggml_type):
-    """The dequantised copy is written once into the cache, holds float matrices, and the real
-    server on it picks what the shipped Q4_1 file picks, with nearly the same probability."""
-    import gguf as gguf_reader  # transformers' GGUF dependency
+# Questions whose answer the embedded judge's Q4_1 file picks with a clear margin (P > 0.6 on every
+# host type measured), so that the same choice is an invariant and not a coin toss.
+CLEAR_CHOICES = ["Which is a fruit? Reply with one letter.\nA. apple\nB. rock",
+                 "Which number is larger? Reply with one letter.\nA. 1000\nB. 2"]
+# Significant bits of each float format: round-to-nearest puts every weight within 2**-p of its
+# value (relative), plus half the smallest subnormal step for f16's small values. This bound follows
+# from the formats alone, so it holds on every CPU.
+FLOAT_BITS = {"bf16": (8, 0.0), "f16": (11, 2.0 ** -25)}
 
+
+def _choices(weights: str, log: Path) -> list[tuple[str, float]]:
     from judges.config import JudgeConfig
     from judges.server import session_for
+
+    with session_for(JudgeConfig(cache_dir="", embedded_weights=weights), str(log)) as judge:
+        return [(c, p["A"]) for c, p in (judge.choose([{"role": "user", "content": q}], ("A", "B"))
+                                         for q in CLEAR_CHOICES)]
+
+
+@pytest.fixture(scope="module")
+def q4_1_choices(tmp_path_factory):
+    """What the shipped Q4_1 file answers (one server start for both float formats)."""
+    return _choices("q4_1", tmp_path_factory.mktemp("q4") / "q4_1.log")
+
+
+@pytest.mark.host
+@pytest.mark.parametrize("fmt,ggml_type", [("bf16", 30), ("f16", 1)])
+def test_a_float_copy_of_the_embedded_judge_serves_the_same_choice(tmp_path, monkeypatch, fmt, ggml_type,
+                                                                    q4_1_choices, host_proof):
+    """The dequantised copy is written once into the cache and holds exactly the Q4_1 weights up to
+    the float format's rounding (checked tensor by tensor against gguf's own dequantiser); the real
+    server on it picks what the shipped file picks. Its probabilities are not compared with a fixed
+    tolerance: llama.cpp is compiled for each host, and Q4_1 serving rounds the activations to 8 bits
+    with host-specific kernels (P(A) moved by 0.045 here and 0.075 on an AVX2-only host)."""
+    import gguf as gguf_reader  # transformers' GGUF dependency
+    import numpy as np
+    from gguf.quants import dequantize
 
     monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "hcache"))
     path = judge_server.embedded_weights(fmt)
     assert path.is_file() and path.parent == tmp_path / "hcache" / "judge-gguf" and fmt in path.name
     assert judge_server.embedded_weights(fmt) == path  # made once
-    types = {int(t.tensor_type) for t in gguf_reader.GGUFReader(str(path)).tensors}
+    copy = gguf_reader.GGUFReader(str(path)).tensors
+    shipped = {t.name: t for t in gguf_reader.GGUFReader(str(judge_server.embedded_weights("q4_1"))).tensors}
+    types = {int(t.tensor_type) for t in copy}
     assert ggml_type in types and 3 not in types  # float matrices, no Q4_1 left
-    msgs = [{"role": "user", "content": "Which is a fruit? Reply with one letter.\nA. apple\nB. rock"}]
-    got = {}
-    for w in ("q4_1", fmt):
-        with session_for(JudgeConfig(cache_dir="", embedded_weights=w), str(tmp_path / f"{w}.log")) as judge:
-            got[w] = judge.choose(msgs, ("A", "B"))
-    assert got[fmt][0] == got["q4_1"][0]
-    assert abs(got[fmt][1]["A"] - got["q4_1"][1]["A"]) < 0.05
+    bits, tiny = FLOAT_BITS[fmt]
+    assert {t.name for t in copy} == set(shipped)
+    for t in copy:
+        ref = dequantize(shipped[t.name].data, shipped[t.name].tensor_type).astype(np.float64)
+        got = dequantize(t.data, t.tensor_type).astype(np.float64)
+        excess = np.abs(got - ref) - (2.0 ** -bits * np.abs(ref) + tiny)
+        assert excess.max() <= 1e-12, (t.name, float(excess.max()))
+    got = _choices(fmt, tmp_path / f"{fmt}.log")
+    assert [c for c, _ in got] == [c for c, _ in q4_1_choices]
     assert str(path) in (tmp_path / f"{fmt}.log").read_text()
+    host_proof(f"{fmt} copy: every weight within 2^-{bits} of Q4_1's; same choices; P(A) "
+               + ", ".join(f"{a:.3f} vs Q4_1 {b:.3f}" for (_, a), (_, b) in zip(got, q4_1_choices)))
