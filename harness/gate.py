@@ -5,9 +5,17 @@ Method (also stored in gate.json under "method"):
   samples_<task>_*.jsonl: reports/lmeval_output.py) and must be the same documents where both sides
   record lm-eval's `doc_hash`. Duplicated doc_ids, disjoint item sets, differing documents and
   non-numeric scores are input errors.
-- Invalid items (core.stats.INVALID_RULE, the rule every report and alarm follows): an item whose
-  score is null on either side (the judge or classifier gave no usable answer) is excluded from
-  both sides of the pairs and counted (invalid_baseline, invalid_candidate, dropped_invalid).
+- Invalid items (score null: the judge or classifier gave no usable answer) are counted
+  (invalid_baseline, invalid_candidate, dropped_invalid) and each side's invalid rate is reported
+  with the exact McNemar p of the paired invalid indicators (p_invalid). The difference test and
+  the reported diff leave them out of both sides (core.stats.INVALID_RULE); the verdict takes
+  the worst case instead: a candidate item that is invalid counts as a failure (the lowest score
+  seen; for a lower-is-better benchmark the highest) and a baseline item that is invalid as a
+  success; an item invalid on both sides tells nothing about either and stays out (n_decided,
+  diff_worst_case). Dropping invalid items is not neutral: a candidate whose bad outputs make
+  the judge fail would lose exactly its failures. The worst case bounds that effect whatever the
+  invalid items' true scores, where a test of the invalid rates alone would let through every
+  difference too small to be significant (README: "The gate").
 - An item present on one side but absent on the other is missing (missing_in_candidate,
   missing_in_baseline). Either direction fails the benchmark: a candidate that skipped items was
   not gated on the whole benchmark, and a baseline that lacks the candidate's items gives those
@@ -26,18 +34,21 @@ Method (also stored in gate.json under "method"):
     n items that agree only bound the share of items that could differ at about that much (Tango's
     bound with no discordant pair), so a near-zero sample variance cannot make the interval
     narrower than the items can show.
-  The CI level is Holm-adjusted: the benchmark with the k-th smallest non-inferiority p-value
-  (k = 0..m-1) uses a two-sided 1 − alpha/(m − k) interval (95% for alpha = 0.05 when m = 1), so
-  that all m decisions hold jointly at family-wise level alpha; a benchmark passes when
-  p_noninferiority_holm < alpha. A candidate exactly at −margin passes about alpha/2 of the time
+  Each benchmark is tested at level alpha (a two-sided 1 − alpha interval; p_noninferiority < alpha),
+  without Holm: the gate passes only when every benchmark passes, an intersection-union test,
+  whose chance of passing a candidate that is inferior on any benchmark is at most that
+  benchmark's own alpha (Berger 1982). Holm would only cost power: at 6 benchmarks and n = 200 the
+  smallest margin identical outputs clear would rise from 1.9 to 3.4 pt. A candidate exactly at −margin passes about alpha/2 of the time
   and never more than alpha (the score test is asymptotic; tests/test_stats.py computes its exact
   pass rate, bench/detector_power.py measures the gate's).
 - Small n: even identical outputs have a CI of ±z²/(n + z²), so n items can show non-inferiority
   only at a margin above that (min_margin in gate.json; 8.8 pt at n = 40, 1.9 pt at n = 200,
   1 pt needs n >= 381 at 95%). Below it the benchmark fails, and the reason says which margin n
   supports.
-- Judge-graded benchmarks whose verdicts cannot count (reports/verdict_trust.py: a degenerate judge)
-  are not gated: listed under "not_evaluable" with the reason. A gate left with no benchmark fails.
+- Judge-graded benchmarks whose verdicts cannot count (reports/verdict_trust.py: self-graded, the
+  evaluation judge being the labeller or the policy's base model; a degenerate judge) are not gated:
+  listed under "not_evaluable" with the reason ("not evaluable: self-graded ..."), unless
+  --allow-self-graded. A gate left with no benchmark fails.
 - The gate passes only when every benchmark is non-inferior and complete (or --allow-partial).
 Margins are in points on a 0-100 scale (1 point = 0.01), the same for ToxiGen (1 point = 10 ‰).
 """
@@ -53,7 +64,8 @@ from core.errors import UserError
 from core.stats import holm, is_binary, mcnemar_p, pair_scores, paired_bootstrap, paired_noninferiority
 from evalsets import registry
 from reports.collect import check_documents, read_items, read_results
-from reports.verdict_trust import untrusted
+from reports.verdict_trust import allowed, untrusted
+from reports.verdict_trust import not_evaluable as not_evaluable_text
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +107,7 @@ def _missing_text(bench: str, side: str, other: str, k: int, n_other: int) -> st
 def compare_benchmark(bench: str, base: dict[str, float | None], cand: dict[str, float | None],
                       margin: float, higher_is_better: bool, alpha: float,
                       allow_partial: bool = False) -> dict:
-    """Everything except the Holm-dependent fields (filled in by `compare`)."""
+    """Everything except the CI and the verdict (filled in by `compare`)."""
     common, counts = pair_scores(base, cand)
     shared = len(common) + counts["dropped_invalid"]
     if not shared:
@@ -113,29 +125,58 @@ def compare_benchmark(bench: str, base: dict[str, float | None], cand: dict[str,
     if missing and allow_partial:
         warnings.append(f"--allow-partial: gated on the {shared} items both evaluated ("
                         + "; ".join(missing) + ")")
+    inv = invalid_rates(base, cand)
     if counts["dropped_invalid"]:
-        warnings.append(f"{counts['dropped_invalid']} of {shared} items excluded from both sides as invalid "
-                        f"(score null; baseline {counts['invalid_baseline']}, candidate {counts['invalid_candidate']} "
-                        "invalid)")
+        warnings.append(f"{counts['dropped_invalid']} of {shared} items invalid (score null; baseline "
+                        f"{counts['invalid_baseline']}, candidate {counts['invalid_candidate']}): decided at the worst "
+                        f"case, invalid rates' McNemar p = {inv['p']:.2g}")
     a = np.array([base[k] for k in common])
     b = np.array([cand[k] for k in common])
     if is_binary(a) and is_binary(b):
         p, test = mcnemar_p(a, b), "mcnemar_exact"
     else:
         _, p, test = paired_bootstrap(a, b, iters=BOOT_ITERS, seed=SEED)
-    # Non-inferiority on the oriented difference: swapping the sides negates candidate − baseline.
-    x, y = (a, b) if higher_is_better else (b, a)
+    # Non-inferiority on the oriented difference (swapping the sides negates candidate − baseline), with
+    # the invalid items at their worst case for the candidate.
+    x, y = worst_case(base, cand, higher_is_better)
     ni = paired_noninferiority(x, y, margin, alpha, ci=False)
     return {
         "n": len(common), "n_baseline": len(base), "n_candidate": len(cand), **counts,
         # Set when items are missing and --allow-partial was not given: the benchmark fails on it.
         "incomplete": None if allow_partial or not missing else "; ".join(missing),
         "baseline": float(a.mean()), "candidate": float(b.mean()), "diff": float((b - a).mean()),
-        "higher_is_better": higher_is_better, "margin": margin,
+        "n_decided": len(x), "diff_worst_case": float((y - x).mean()) * (1.0 if higher_is_better else -1.0),
+        "invalid_rate_baseline": inv["baseline"], "invalid_rate_candidate": inv["candidate"],
+        "p_invalid": inv["p"], "higher_is_better": higher_is_better, "margin": margin,
         "test": test, "ci_method": ni["method"],
         "p": float(p), "p_noninferiority": ni["p"],
         "_oriented": (x, y), "_warnings": warnings,
     }
+
+
+def invalid_rates(base: dict[str, float | None], cand: dict[str, float | None]) -> dict:
+    """Each side's share of invalid items over the items both evaluated, and the exact McNemar p of
+    the paired invalid indicators (do the two sides' invalid rates differ?)."""
+    shared = sorted(set(base) & set(cand))
+    ia, ib = [float(base[k] is None) for k in shared], [float(cand[k] is None) for k in shared]
+    n = max(1, len(shared))
+    return {"n": len(shared), "baseline": sum(ia) / n, "candidate": sum(ib) / n, "p": mcnemar_p(ia, ib)}
+
+
+def worst_case(base: dict[str, float | None], cand: dict[str, float | None], higher_is_better: bool
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The non-inferiority test's (x, y), oriented as before (y - x: positive is better; a
+    lower-is-better benchmark swaps the sides), over the items both evaluated and not invalid on
+    both: a candidate item that is invalid takes the worst score seen (a failure for 0/1 scores), a
+    baseline item that is invalid the best (a success). Whatever the invalid items' true scores,
+    the candidate cannot look better than this, so invalid items never help it."""
+    shared = sorted(k for k in set(base) & set(cand) if base[k] is not None or cand[k] is not None)
+    valid = [v for v in list(base.values()) + list(cand.values()) if v is not None]
+    low, high = min(valid + [0.0]), max(valid + [1.0])
+    worst, best = (low, high) if higher_is_better else (high, low)
+    a = np.array([best if base[k] is None else base[k] for k in shared])
+    b = np.array([worst if cand[k] is None else cand[k] for k in shared])
+    return (a, b) if higher_is_better else (b, a)
 
 
 def _not_shown(r: dict, lo: float) -> str:
@@ -145,7 +186,7 @@ def _not_shown(r: dict, lo: float) -> str:
     digits = next((d for d in (2, 3, 4) if round(lo * 100, d) != -margin), 6)
     text = f"not shown non-inferior: {r['ci_level'] * 100:.4g}% CI lower bound {lo * 100:+.{digits}f} pt"
     if lo > -r["margin"]:
-        text += f" > -{margin:g} pt, but a benchmark with stronger evidence already failed (Holm step-down)"
+        text += f" > -{margin:g} pt, but p_noninferiority >= alpha"
     else:
         text += f" < -{margin:g} pt"
     y_up = (math.floor(y * 10) + 1) / 10  # the next 0.1 pt above: a margin identical outputs do clear
@@ -155,7 +196,8 @@ def _not_shown(r: dict, lo: float) -> str:
 
 
 def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, float] | None = None,
-            alpha: float = 0.05, benchmarks: list[str] | None = None, allow_partial: bool = False) -> dict:
+            alpha: float = 0.05, benchmarks: list[str] | None = None, allow_partial: bool = False,
+            allow_self_graded: bool = False) -> dict:
     """Gate two evaluation directories; returns the gate.json dict ("passed" is the verdict)."""
     if not 0 < alpha < 1:
         raise UserError(f"--alpha must be in (0, 1), got {alpha}")
@@ -167,7 +209,8 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
         raise UserError(f"--margin names benchmarks not gated here: {', '.join(unknown)}")
     if not benches:
         raise UserError(f"{baseline}/results.json lists no benchmark to gate")
-    not_evaluable = {b: r for side in (baseline, candidate) for b, r in untrusted(side).items() if b in benches}
+    not_evaluable = {b: not_evaluable_text(r) for b, r in
+                     untrusted(baseline, candidate, allow=allowed(allow_self_graded)).items() if b in benches}
     benches = [b for b in benches if b not in not_evaluable]
     default_margin = margins.get("default", DEFAULT_MARGIN_PTS / 100.0)
     rows = {}
@@ -180,13 +223,11 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
                                         {k: v["score"] for k, v in cand_items.items()},
                                         margins.get(bench, default_margin), higher, alpha, allow_partial)
     names = list(rows)
-    m = len(names)
     p_holm = holm([rows[b]["p"] for b in names])
-    p_ni_holm = holm([rows[b]["p_noninferiority"] for b in names])
-    order = sorted(names, key=lambda b: rows[b]["p_noninferiority"])
-    for rank, b in enumerate(order):
+    for b in names:
         r = rows[b]
-        level_alpha = alpha / (m - rank)
+        # All must pass (an intersection-union test): each benchmark at level alpha, no Holm (Method).
+        level_alpha = alpha
         ni = paired_noninferiority(*r.pop("_oriented"), r["margin"], level_alpha)
         lo, hi = ni["ci"]
         sign = 1.0 if r["higher_is_better"] else -1.0
@@ -196,8 +237,7 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
         r["bound_vs_margin"] = float(lo)  # worst plausible oriented diff; non-inferior if > -margin
         r["min_margin"] = ni["min_margin"]  # identical outputs on these n items clear only larger margins
         r["p_holm"] = p_holm[names.index(b)]
-        r["p_noninferiority_holm"] = p_ni_holm[names.index(b)]
-        ok = r["p_noninferiority_holm"] < alpha
+        ok = r["p_noninferiority"] < alpha
         warnings = r.pop("_warnings")
         reasons = []
         if r["incomplete"]:
@@ -210,7 +250,7 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
         r["warning"] = "; ".join(warnings) or None
     passed = bool(names) and all(rows[b]["verdict"] == "pass" for b in names)
     return {"baseline": str(baseline), "candidate": str(candidate), "alpha": alpha,
-            "allow_partial": allow_partial, "passed": passed, "verdict": "pass" if passed else "fail",
+            "allow_partial": allow_partial, "allow_self_graded": allow_self_graded, "passed": passed, "verdict": "pass" if passed else "fail",
             "incomplete": [b for b in names if rows[b]["incomplete"]],
             "benchmarks": rows, "not_evaluable": not_evaluable, "method": METHOD}
 
@@ -232,18 +272,21 @@ def format_table(report: dict) -> str:
             "p": f"{r['p']:.3g}", "p_holm": f"{r['p_holm']:.3g}", "margin": f"{r['margin'] * 100:g}",
         }
         if show_invalid:
-            row["invalid b/c"] = f"{r['invalid_baseline']}/{r['invalid_candidate']}"
+            row["invalid b/c"] = f"{r['invalid_baseline']}/{r['invalid_candidate']} p={r['p_invalid']:.2g}"
         if show_missing:
             row["missing b/c"] = f"{r['missing_in_baseline']}/{r['missing_in_candidate']}"
         verdict = r["verdict"].upper() if r["verdict"] == "fail" else r["verdict"]
         row["verdict"] = verdict + (" (missing items)" if r.get("incomplete") else "")
         rows.append(row)
     table = pd.DataFrame(rows).to_string(index=False) if rows else "no benchmark could be gated"
-    lines = [table, "", "scores, diffs and margins in points (0-100); CI of candidate − baseline at a Holm-adjusted "
-             "level (Tango score interval for 0/1 scores, paired t with a small-n floor otherwise); a benchmark "
-             "passes when the CI's bound on the worse side clears the margin"]
+    lines = [table, "", "scores, diffs and margins in points (0-100) over the items valid on both sides; CI of "
+             "candidate − baseline with invalid items at the worst case for the candidate (Tango score interval "
+             "for 0/1 scores, paired t with a small-n floor otherwise), each benchmark at level alpha (all must "
+             "pass: no Holm); a benchmark passes when the CI's bound on the worse side clears the margin"]
     if show_invalid:
-        lines.append("invalid b/c: items with a null (invalid) score in baseline/candidate; excluded from both sides")
+        lines.append("invalid b/c: items with a null (invalid) score in baseline/candidate, McNemar p of the two "
+                     "invalid rates; the verdict counts a candidate's invalid item as a failure, a baseline's as a "
+                     "success")
     if show_missing:
         lines.append("missing b/c: items the other side evaluated that the baseline/candidate lacks")
     for b, r in benches.items():

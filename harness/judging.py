@@ -11,6 +11,8 @@
 - `gold_judge`: PPO's `gold_fn` (the evaluation judge's satisfaction verdict per held-out response).
 - `head_to_head`: HRLAIF's vs RLAIF's satisfaction responses, both orders, by the evaluation judge:
   eval_hrlaif/results.json `win_ratio_vs_rlaif`, rows in eval_hrlaif/samples/win_ratio_vs_rlaif.jsonl.
+- `eval_audit`: the evaluation judge's audit (judges/audit.py) from the win-ratio and head-to-head
+  rows of one evaluation: EVAL/judge_audit.json (repeatability measured where a session is open).
 - `write_judge_usage`: every stage's judge requests and tokens in RUN/judge_usage.json.
 """
 from __future__ import annotations
@@ -129,17 +131,61 @@ def head_to_head(cfg, ours_dir: Path, theirs_dir: Path) -> dict | None:
     with session_for(cfg.eval_judge, str(Path(ours_dir) / ("h2h-" + LOG_NAME))) as judge:
         rows = judge_h2h(read_jsonl(mine), read_jsonl(other), judge)
         usage = judge.usage()
+        write_jsonl(Path(ours_dir) / "samples" / f"{H2H}.jsonl", rows)
+        eval_audit(cfg, Path(ours_dir), judge, versus_dir=Path(theirs_dir))  # session open: repeatability too
     summary = head_to_head_summary(rows, cfg.eval_judge.identity() | {"prompts": EVAL_VERSION})
     summary.update(source=f"eval_hrlaif vs {Path(theirs_dir).name}", seconds=0.0, cached=False)
     res = read_json(Path(ours_dir) / "results.json")
     res["benchmarks"][H2H] = summary
     res["judge_usage"] = (res.get("judge_usage") or {}) | {"head_to_head": usage}
-    write_jsonl(Path(ours_dir) / "samples" / f"{H2H}.jsonl", rows)
     write_json(Path(ours_dir) / "results.json", res)
     print(f"  {H2H:<12} HRLAIF vs RLAIF {100 * summary['score']:.1f}%  n={summary['n']}  "
           f"(W/T/L {summary['extra']['wins']}/{summary['extra']['ties']}/{summary['extra']['losses']}, "
           f"invalid {summary['extra']['invalid']})", flush=True)
     return summary
+
+
+def _verified(eval_dir: Path) -> dict:
+    p = Path(eval_dir) / "samples" / "satisfaction.jsonl"
+    return {r["doc_id"]: r.get("verified") for r in read_jsonl(p)} if p.exists() else {}
+
+
+def eval_audit(cfg, out: Path, judge=None, baseline_dir: Path | None = None, versus_dir: Path | None = None
+               ) -> dict | None:
+    """OUT/judge_audit.json from every pairwise row in OUT/samples (the win ratio vs SFT, HRLAIF vs RLAIF);
+    truth: a verified-correct response against a verified-wrong one (the second answer check). With an
+    open `judge`, a repeatability sample too. None (no file) when the evaluation judged no pair.
+    baseline_dir / versus_dir: the SFT's and RLAIF's evaluations (their verified answers; default siblings)."""
+    from evalsets.satisfaction import H2H
+    from core.judge_audit import AUDIT_FILE, audit, pair_record
+    from judges.audit import repeatability
+    from judges.prompts import eval_pairwise_messages
+
+    out = Path(out)
+    recs, requests, sources = [], [], set()
+    for f in sorted((out / "samples").glob("*.jsonl")):
+        baseline = (versus_dir or out.parent / "eval_rlaif") if f.stem == H2H else (baseline_dir or
+                                                                                   out.parent / "eval_sft")
+        ours, theirs = _verified(out), _verified(baseline)
+        for r in read_jsonl(f):
+            if not isinstance(r.get("pairwise"), list) or "baseline_output" not in r or len(r["pairwise"]) != 2:
+                continue
+            a, b = ours.get(r["doc_id"]), theirs.get(r["doc_id"])
+            truth = 1 if (a, b) == (True, False) else 0 if (a, b) == (False, True) else None
+            if truth is not None:
+                sources.add("verified correct vs wrong final answers (second answer check)")
+            recs.append(pair_record(f"{f.stem}:{r['doc_id']}", r["output"], r["baseline_output"], *r["pairwise"],
+                                    r.get("p_ours"), truth))
+            requests.append(eval_pairwise_messages(r["prompt"], r["output"], r["baseline_output"]))
+    if not recs:
+        return None
+    rep = repeatability(judge, requests) if judge is not None else None
+    a = audit(recs, "evaluation", cfg.eval_judge.identity(), rep, sorted(sources),
+              definition="pairs the evaluation judge compared in both orders (win ratio vs SFT, HRLAIF vs RLAIF)"
+                         + ("" if rep else "; repeatability is measured where a judge session is open (the "
+                                           "head to head), or by hrlaif audit-judge --prompt evaluation"))
+    write_json(out / AUDIT_FILE, a)
+    return a
 
 
 USAGE_SOURCES = (("redteam", "summary.json"), ("label_basic", "summary.json"), ("label_hybrid", "summary.json"),

@@ -108,13 +108,15 @@ def evaluate(cfg: RunConfig, model: Path, out: Path, baseline: Path | None, vers
     """Every benchmark on one variant, graded by the evaluation judge; the win ratio is against the
     SFT model; with `versus` (RLAIF's eval dir) also the HRLAIF-vs-RLAIF head-to-head."""
     from evalsets.runner import evaluate_to_dir
-    from harness.judging import head_to_head
+    from harness.judging import eval_audit, head_to_head
 
     ecfg = replace(cfg.eval, model=str(model), out=str(out), data_dir=cfg.data_dir, seed=cfg.seed,
                    baseline_model=str(baseline) if baseline else None)
     evaluate_to_dir(ecfg.model, ecfg.out, ecfg, judge=cfg.eval_judge, labeller=cfg.judge)
     if versus is not None:
-        head_to_head(cfg, out, versus)
+        head_to_head(cfg, out, versus)  # writes the judge audit with the head-to-head pairs
+    else:
+        eval_audit(cfg, out, baseline_dir=out.parent / "eval_sft")  # OUT/judge_audit.json (judges/audit.py)
     return out / "results.json"
 
 

@@ -88,14 +88,20 @@ def satisfaction_dirs(tmp_path_factory, tiny_model_dir, run_cli):
     return root
 
 
-def test_gate_drops_an_invalid_judge_answer_from_real_eval_output(satisfaction_dirs, run_cli):
+def test_gate_counts_an_invalid_judge_answer_from_real_eval_output_at_the_worst_case(satisfaction_dirs, run_cli):
     root = satisfaction_dirs
     cand = [json.loads(x) for x in (root / "cand" / "samples" / "satisfaction.jsonl").read_text().splitlines()]
     assert sum(r["score"] is None for r in cand) == 1  # what the evaluation writes for an invalid answer
     for base, other, side in (("base", "cand", "candidate"), ("cand", "base", "baseline")):
-        # 3 valid pairs: identical outputs clear only margins above 56 points
+        # 3 valid pairs, all satisfied on both sides, and the invalid one at the worst case: a failure for
+        # the candidate (4 items with one failure clear only margins above 70 points), a success for the
+        # baseline (no change: the candidate's item is satisfied too)
+        worst = -1 / len(cand) if side == "candidate" else 0.0
         code, out, g = _gate(run_cli, root / base, root / other, root / f"g_{base}", "--margin", "satisfaction=60")
+        assert code == (1 if worst else 0), out
+        code, out, g = _gate(run_cli, root / base, root / other, root / f"g_{base}", "--margin", "satisfaction=75")
         assert code == 0, out
         r = g["benchmarks"]["satisfaction"]
         assert r[f"invalid_{side}"] == 1 and r["dropped_invalid"] == 1 and r["n"] == len(cand) - 1
+        assert r["n_decided"] == len(cand) and r["diff_worst_case"] == pytest.approx(worst)
         assert "invalid b/c" in out

@@ -111,6 +111,8 @@ class LabelConfig:
                                     choices=tuple(sorted(VERIFIABLE)))
     hh_limit: int = setting(50, "hh-rlhf harmless pairs used for the label-accuracy table (with data_dir)", min=0)
     accuracy: bool = setting(True, "write the label-accuracy table (both modes on every prompt with ground truth)")
+    audit_repeat: int = setting(8, "judge audit: pairwise requests sent a second time past the request cache "
+                                   "(repeatability; each costs a call on every run, 0 = not measured)", min=0)
     data_dir: str | None = setting(None, "directory with redteam/hh_harmless_test.jsonl: hh-rlhf ground truth "
                                          "for the accuracy table", pipeline=True, check=_hh_file)
     human_pairs: str | None = setting(None, "human_pairs.jsonl from `hrlaif annotate import`: human preferences "

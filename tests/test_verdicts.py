@@ -1,0 +1,97 @@
+"""Issue 19: verdicts that cannot flatter (the gate's side: worst-case invalid items, no Holm on an
+all-must-pass rule, self-graded verdicts left out)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.stats import min_margin
+from core.store import read_json, write_json, write_jsonl
+from harness.gate import compare
+
+SIX = ("ceval", "mmlu", "gsm8k", "humaneval", "toxigen", "satisfaction")
+
+
+def _eval_dir(root: Path, scores: dict[str, list], extra: dict | None = None) -> Path:
+    """An eval dir whose benchmarks have exactly these per-item scores (None = invalid)."""
+    benches = {}
+    for bench, xs in scores.items():
+        write_jsonl(root / "samples" / f"{bench}.jsonl",
+                    [{"doc_id": f"{bench}/{i}", "score": x} for i, x in enumerate(xs)])
+        valid = [x for x in xs if x is not None]
+        benches[bench] = {"metric": "acc", "score": float(np.mean(valid)), "n": len(valid), "ci95": [0, 1],
+                          "higher_is_better": bench != "toxigen"}
+        if bench == "satisfaction":
+            benches[bench]["judge"] = {"url": "embedded", "model": "embedded"}
+    write_json(root / "results.json", {"model": {"name": root.name}, "benchmarks": benches, **(extra or {})})
+    return root
+
+
+def test_invalid_items_that_are_the_candidates_failures_fail_the_gate(tmp_path):
+    """The candidate's judge fails exactly where its answers are wrong: dropping those items (the old
+    rule) showed it identical to the baseline and passed it; the worst case counts them as failures."""
+    base = [1.0] * 100 + [0.0] * 100
+    cand = [None] * 30 + base[30:]  # 30 of the baseline's successes: invalid (its failures) for the candidate
+    b = _eval_dir(tmp_path / "base", {"gsm8k": base})
+    c = _eval_dir(tmp_path / "cand", {"gsm8k": cand})
+    g = compare(b, c, {"gsm8k": 0.05})
+    r = g["benchmarks"]["gsm8k"]
+    assert not g["passed"] and r["verdict"] == "fail"
+    assert r["n"] == 170 and r["diff"] == 0.0  # the valid items alone: identical
+    assert r["n_decided"] == 200 and r["diff_worst_case"] == pytest.approx(-0.15)
+    # each side's invalid rate and the paired (McNemar) test of the difference
+    assert (r["invalid_rate_baseline"], r["invalid_rate_candidate"]) == (0.0, 0.15)
+    assert r["p_invalid"] == pytest.approx(2 * 0.5 ** 30)
+    # the same invalid items on the baseline's side count as its successes: they cannot hurt the candidate
+    g2 = compare(c, b, {"gsm8k": 0.05})
+    assert g2["passed"] and g2["benchmarks"]["gsm8k"]["diff_worst_case"] == pytest.approx(0.0)
+
+
+def test_worst_case_for_a_lower_is_better_benchmark(tmp_path):
+    base = [0.0] * 200
+    cand = [None] * 20 + [0.0] * 180  # invalid toxicity verdicts: counted toxic for the candidate
+    g = compare(_eval_dir(tmp_path / "b", {"toxigen": base}), _eval_dir(tmp_path / "c", {"toxigen": cand}),
+                {"toxigen": 0.05})
+    r = g["benchmarks"]["toxigen"]
+    assert not g["passed"] and r["diff_worst_case"] == pytest.approx(0.10)
+
+
+def test_all_must_pass_runs_without_holm(tmp_path):
+    """Six benchmarks, n = 200, identical outputs: each clears a 2.5 pt margin at 95% (1.9 pt
+    needed); with Holm the first step needed 3.4 pt and the gate failed."""
+    rng = np.random.default_rng(0)
+    scores = {b: [float(x) for x in rng.random(200) < 0.4] for b in SIX}
+    d = _eval_dir(tmp_path / "e", scores)
+    assert min_margin(200) == pytest.approx(0.0188, abs=1e-4) and min_margin(200, 0.05 / 6) > 0.025
+    g = compare(d, d, {"default": 0.025})
+    assert g["passed"], g
+    assert all(r["ci_level"] == pytest.approx(0.95) for r in g["benchmarks"].values())
+
+
+def test_self_graded_verdicts_are_not_gated(tmp_path, run_cli):
+    rng = np.random.default_rng(1)
+    scores = {b: [float(x) for x in rng.random(60) < 0.5] for b in ("gsm8k", "satisfaction")}
+    rec = {"judges": {"evaluation": {"url": "embedded", "model": "embedded", "weights": "abc"},
+                      "labelling": {"url": "embedded", "model": "embedded", "weights": "abc"}}}
+    b = _eval_dir(tmp_path / "b", scores, rec)
+    worse = dict(scores, satisfaction=[0.0] * 60)  # the judge's verdicts collapse: would fail the gate
+    c = _eval_dir(tmp_path / "c", worse, rec)
+    g = compare(b, c, {"default": 0.2})
+    assert g["passed"] and list(g["benchmarks"]) == ["gsm8k"]
+    assert g["not_evaluable"]["satisfaction"].startswith("not evaluable: self-graded")
+    # allowed (a gate flag, and the run config's allow_self_graded): gated, and here it fails
+    assert not compare(b, c, {"default": 0.2}, allow_self_graded=True)["passed"]
+    code, out, _ = run_cli("gate", "--baseline", b, "--candidate", c, "--margin", "default=20", "--out", tmp_path / "g")
+    assert code == 0 and "NOT GATED: satisfaction: not evaluable: self-graded" in out
+    code, out, _ = run_cli("gate", "--baseline", b, "--candidate", c, "--margin", "default=20", "--out",
+                           tmp_path / "g", "--allow-self-graded")
+    assert code == 1 and json.loads((tmp_path / "g" / "gate.json").read_text())["allow_self_graded"] is True
+    # a different judge (by weights) is not self-graded
+    other = {"judges": {"evaluation": {"url": "embedded", "model": "embedded", "weights": "def"},
+                        "labelling": rec["judges"]["labelling"]}}
+    for d in (b, c):
+        write_json(d / "results.json", read_json(d / "results.json") | other)
+    assert not compare(b, c, {"default": 0.2})["not_evaluable"]
