@@ -82,6 +82,22 @@ def convert_gguf(gguf: Path) -> Path:
     return out
 
 
+def source_weights_id(spec: str | None) -> str | None:
+    """A model's weights named without loading it: the sha256 (12 hex) of its GGUF (the embedded
+    model's shipped file, a .gguf spec, or the GGUF a converted checkpoint records), else a local
+    checkpoint's dir_weights_hash; None for a hub id. The embedded judge records the same hash, so
+    a judge that is the policy's base model is recognised by its weights."""
+    if spec in (None, "", "embedded", "default"):
+        return file_hash(embedded_gguf_path(), 12)
+    p = Path(spec).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return file_hash(p, 12)
+    if p.is_dir():
+        src = p / "hrlaif_source.json"
+        return (read_json(src) or {}).get("gguf_sha256_12") if src.exists() else dir_weights_hash(p)
+    return None
+
+
 def resolve(spec: str | None) -> ModelRef:
     if spec in (None, "", "embedded", "default"):
         d = convert_gguf(embedded_gguf_path())

@@ -91,11 +91,12 @@ def engine_for(lm: LazyModel, cfg: EvalConfig) -> engine.Engine:
 
 def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
              progress: bool = True, judge: JudgeConfig | None = None, labeller: JudgeConfig | None = None,
-             on_samples=None) -> dict:
+             on_samples=None, base_model: str | None | bool = False) -> dict:
     """Run every benchmark of `cfg` on `lm`; write results.json + samples/ when out_dir is set.
     `judge` (the evaluation judge) serves the benchmarks that need one (none: the embedded judge);
     `labeller`, when known, is the judge that labelled the training data (results.json records
-    whether the grader is the labeller); `on_samples(name, rows)` receives each benchmark's per-item
+    whether the grader is the labeller; `base_model`, the policy's base model spec when known (None =
+    the embedded model; False = unknown), whether it is the grader); `on_samples(name, rows)` receives each benchmark's per-item
     rows (PPO's drift files pair checkpoints by item)."""
     cfg.validate()
     specs = {n: registry.spec(n, cfg.spec_dirs) for n in cfg.benchmarks}
@@ -147,7 +148,7 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
                 on_samples(name, samples)
             if judged:
                 summary["judge"] = ctx.judge_fingerprint()
-                results.update(grader_record(ctx.judge_config, labeller))
+                results.update(grader_record(ctx.judge_config, labeller, base_model))
             results["judge_usage"] = ctx.judge_usage()
             for dname in sp.get("derived") or {}:
                 dsp = registry.metric(dname, cfg.spec_dirs)
@@ -168,10 +169,24 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
     return results
 
 
-def grader_record(grader: JudgeConfig, labeller: JudgeConfig | None) -> dict:
-    """`judges` (both identities) and `grader_is_labeller` (null when the labeller is unknown)."""
-    return {"judges": {"evaluation": grader.identity(), "labelling": labeller.identity() if labeller else None},
-            "grader_is_labeller": grader.same_judge(labeller) if labeller else None}
+def grader_record(grader: JudgeConfig, labeller: JudgeConfig | None, base_model: str | None | bool = False) -> dict:
+    """`judges` (the identities: evaluation, labelling, the policy's base model), `grader_is_labeller`
+    and `grader_is_base_model` (null when unknown): reports.verdict_trust reads them. The base model
+    is recognised by its weights (core.models.source_weights_id; the embedded judge records the hash
+    of the GGUF it serves) or, for an endpoint, by serving the base model's name."""
+    ident = grader.identity()
+    base = None
+    if base_model is not False:
+        from core.models import source_weights_id
+
+        base = {"model": base_model or "embedded", "weights": source_weights_id(base_model)}
+    is_base = None if base is None else bool(
+        (ident.get("weights") and ident["weights"] == base["weights"])
+        or (grader.url is not None and ident["model"] == base["model"]))
+    return {"judges": {"evaluation": ident, "labelling": labeller.identity() if labeller else None,
+                       "base_model": base},
+            "grader_is_labeller": grader.same_judge(labeller) if labeller else None,
+            "grader_is_base_model": is_base}
 
 
 def _write(out_dir, results, samples_by_bench):
@@ -189,9 +204,10 @@ def _print_line(name: str, s: dict) -> None:
 
 
 def evaluate_to_dir(model_spec: str | None, out_dir: str | Path, cfg: EvalConfig | None = None,
-                    judge: JudgeConfig | None = None, labeller: JudgeConfig | None = None, **kw) -> dict:
+                    judge: JudgeConfig | None = None, labeller: JudgeConfig | None = None,
+                    base_model: str | None | bool = False, **kw) -> dict:
     cfg = cfg or EvalConfig(**kw)
-    return evaluate(LazyModel(model_spec), cfg, out_dir, judge=judge, labeller=labeller)
+    return evaluate(LazyModel(model_spec), cfg, out_dir, judge=judge, labeller=labeller, base_model=base_model)
 
 
 def evaluate_in_process(model, tokenizer, benchmarks: list[str], limit: int | None = None,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
-from core.settings import SettingError, existing_dir, from_mapping, setting
+from core.settings import Settings, SettingError, existing_dir, from_mapping, setting
 from evalsets.config import EvalConfig
 from judges.config import JudgeConfig
 from trainers.configs import LabelConfig, PPOConfig, RMConfig, SampleConfig, SFTConfig
@@ -39,13 +39,22 @@ def _model_path(spec: str) -> str | None:
     return None if Path(spec).expanduser().exists() or "/" in spec else f"path not found: {spec}"
 
 
+def _distinct(seeds: list[int]) -> str | None:
+    return None if len(set(seeds)) == len(seeds) else f"seeds must be distinct (got {seeds})"
+
+
 @dataclass
-class RunConfig:
+class RunConfig(Settings):
     model: str | None = setting(None, "base model: HF dir, .gguf file, hub id (none = the embedded "
                                       "SmolLM2-135M-Instruct)", check=_model_path)
     data_dir: str | None = setting(None, "benchmark and red-team data in the official layouts "
                                          "(none = the embedded sets)", check=existing_dir)
-    seed: int = setting(1234, "one seed for every stage; both variants share it")
+    seed: int = setting(1234, "seed of the shared stages (SFT, sampling, red teaming, held-out split, evaluation) "
+                              "and, without `seeds`, of the reward models and PPO; both variants share it")
+    seeds: list[int] = setting(default_factory=list,
+                               help="training seeds: a reward model and PPO per seed and variant, each evaluated; "
+                                    "the report gives each seed's score, their mean and sd and seed-level CIs "
+                                    "(empty = one training seed, `seed`)", check=_distinct)
     judge: JudgeConfig = setting(default_factory=JudgeConfig, help="the AI judge that labels the training data")
     eval_judge: JudgeConfig = setting(default_factory=JudgeConfig,
                                       help="the judge that grades the trained models (unset keys: judge's)")
@@ -131,6 +140,18 @@ def config_path(name: str | Path | None) -> Path:
 def load_config(path: str | Path | None) -> RunConfig:
     """The run config at `path` (or a shipped config's name) over the defaults; None = the quickstart."""
     return from_mapping(RunConfig, inherit_judges(read_yaml(config_path(path))))
+
+
+def with_seeds(cfg: RunConfig, text: str) -> RunConfig:
+    """`--seeds 1,2,3` over the config's `seeds`."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds: expected integers separated by commas, got {text!r}") from None
+    problem = _distinct(seeds) or (None if seeds else "--seeds: give at least one seed")
+    if problem:
+        raise UserError(problem if problem.startswith("--") else f"--seeds: {problem}")
+    return dataclasses.replace(cfg, seeds=seeds)
 
 
 def check_judge(cfg: RunConfig) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from core.errors import UserError
 from harness.config import RunConfig
 from harness.judging import hh_audit_items
+from harness.stages import instances, training_seeds
 from judges import prompts as P
 from judges.config import JudgeConfig
 
@@ -94,7 +95,14 @@ def choice(role_cfg: JudgeConfig) -> int:
 
 
 def plan(cfg: RunConfig) -> list[Calls]:
-    """Every judge request the run will send, stage by stage (upper bounds)."""
+    """Every judge request the run will send, stage by stage in run order (upper bounds): the
+    requests of a per-seed stage (ppo_rlaif, eval_hrlaif, ...) are sent once per training seed."""
+    calls = _calls(cfg)
+    return [replace(c, stage=i.name) for i in instances(cfg) if i.enabled(cfg) for c in calls if c.stage == i.base]
+
+
+def _calls(cfg: RunConfig) -> list[Calls]:
+    """The judge requests of each stage of one training seed (its single-seed name)."""
     from trainers.data_formats import load_prompts
     from trainers.feedback.redteam import HARMLESS
     from trainers.sampling import stratified
@@ -177,14 +185,13 @@ def _eval_calls(cfg: RunConfig, stages=("eval_sft", "eval_rlaif", "eval_hrlaif")
     from evalsets.toxicity import audit_set
 
     ecfg, ev = cfg.eval, cfg.eval_judge
-    ecfg.validate()
     out: list[Calls] = []
     for name in ecfg.benchmarks:
         sp = registry.spec(name, ecfg.spec_dirs)
-        judged = sp["kind"] == "judge" or (sp["kind"] == "classify" and ecfg.toxicity_classifier == "judge")
+        judged = sp.kind == "judge" or (sp.kind == "classify" and ecfg.toxicity_classifier == "judge")
         if not judged:
             continue
-        if ecfg.hub and sp.get("hub") and not cfg.data_dir:  # the dry run downloads nothing
+        if ecfg.hub and sp.hub is not None and not cfg.data_dir:  # the dry run downloads nothing
             if not ecfg.limit:
                 raise UserError(f"--dry-run cannot count {name}'s items: eval.hub reads them from the hub and "
                                 f"eval.limit is not set (set it, or give data_dir)")
@@ -193,10 +200,10 @@ def _eval_calls(cfg: RunConfig, stages=("eval_sft", "eval_rlaif", "eval_hrlaif")
             docs = [docs[i % len(docs)] for i in range(ecfg.limit)]
         else:
             docs = load(sp, cfg.data_dir, False, ecfg.category_mapping()).limited(ecfg.limit).docs
-        length = ecfg.max_gen_toks.get(name) or sp.get("max_gen_toks") or 256
+        length = ecfg.max_gen_toks.get(name) or sp.max_gen_toks or 256
         n = f"{len(docs)} items"
         for stage in stages:
-            if sp["kind"] == "classify":
+            if sp.kind == "classify":
                 out.append(Calls(stage, "evaluation", f"{name} classifier, {n}",
                                  [P.eval_toxicity_messages("") for _ in docs], 1, length, choice(ev)))
                 texts, _, _ = audit_set(sp, docs, cfg.data_dir)
@@ -244,24 +251,6 @@ def cost(jc: JudgeConfig, prompt_tokens: int, completion_tokens: int) -> float |
             + completion_tokens / 1000 * (jc.price_per_1k_completion_tokens or 0.0))
 
 
-STAGE_PLAN = {
-    "sft": "supervised fine-tuning of the base model",
-    "sample": "K responses per feedback prompt from the SFT model",
-    "redteam": "SFT answers to harmful prompts; harm checks, rewrites, re-checks (hybrid RM data)",
-    "heldout": "the shared held-out pair set (independent truth) both reward models are scored on",
-    "label_basic": "RLAIF labels: the judge ranks every pair, both orders; label audit (Table 1)",
-    "label_hybrid": "HRLAIF labels: verify answers, judge reasoning among correct ones, red teaming",
-    "rm_basic": "reward model on the basic labels",
-    "rm_hybrid": "reward model on the hybrid labels + red-team pairs",
-    "ppo_rlaif": "PPO against rm_basic; drift log with gold verdicts of the evaluation judge",
-    "ppo_hrlaif": "PPO against rm_hybrid; drift log with gold verdicts of the evaluation judge",
-    "eval_sft": "benchmarks of the SFT model",
-    "eval_rlaif": "benchmarks of RLAIF; win ratio vs SFT",
-    "eval_hrlaif": "benchmarks of HRLAIF; win ratio vs SFT and head to head vs RLAIF",
-    "report": "report.md / report.html from the finished files",
-}
-
-
 def _judge_line(cfg: RunConfig, role: str) -> str:
     jc = getattr(cfg, ROLES[role])
     ident = "the embedded llama.cpp judge" if jc.url is None else f"{jc.identity()['model']} at {jc.identity()['url']}"
@@ -276,15 +265,14 @@ def _fmt_cost(v: float | None) -> str:
 
 def dry_run(cfg: RunConfig, source: str) -> dict:
     """Print the plan and the judge bill (module docstring); returns {rows, totals}."""
-    from harness.pipeline import STAGES
-
-    cfg.validate()
-    rows = sorted(count(cfg, plan(cfg)), key=lambda r: STAGES.index(r["stage"]))  # stable: stage order
+    rows = count(cfg, plan(cfg))  # in stage order
+    seeds = training_seeds(cfg)
     print(f"hrlaif run --dry-run ({source}): nothing is loaded, trained, or sent to a judge")
-    print("stages:")
-    for n, stage in enumerate(STAGES, 1):
-        off = stage == "redteam" and not cfg.label.redteam
-        print(f"  {n:2d} {stage:<13} {'(off: label.redteam is false)' if off else STAGE_PLAN.get(stage, '')}")
+    print("stages" + (f" ({len(seeds)} training seeds {', '.join(map(str, seeds))}: a reward model, PPO and "
+                      "evaluation per seed and variant)" if len(seeds) > 1 else "") + ":")
+    for n, inst in enumerate(instances(cfg), 1):
+        what = inst.stage.plan + (f" (seed {inst.seed})" if len(seeds) > 1 and inst.stage.per == "seed" else "")
+        print(f"  {n:2d} {inst.name:<15} {what if inst.enabled(cfg) else '(off in this config)'}")
     print("judges:")
     for role in ROLES:
         print(_judge_line(cfg, role))
@@ -294,11 +282,11 @@ def dry_run(cfg: RunConfig, source: str) -> dict:
             hows[r["tokens_by"]].append(r["role"])
     print("judge requests (upper bounds: responses counted at their length limit; tokens by "
           + "; ".join(f"{how} ({', '.join(roles)})" for how, roles in hows.items()) + "):")
-    head = f"  {'stage':<13} {'judge':<13} {'requests':>9} {'cached':>7} {'prompt tok':>12} {'compl. tok':>11} {'cost':>11}  what"
+    head = f"  {'stage':<15} {'judge':<13} {'requests':>9} {'cached':>7} {'prompt tok':>12} {'compl. tok':>11} {'cost':>11}  what"
     print(head)
     totals: dict[str, dict] = {}
     for r in rows:
-        print(f"  {r['stage']:<13} {r['role']:<13} {r['requests']:>9,} {r['cached']:>7,} {r['prompt_tokens']:>12,} "
+        print(f"  {r['stage']:<15} {r['role']:<13} {r['requests']:>9,} {r['cached']:>7,} {r['prompt_tokens']:>12,} "
               f"{r['completion_tokens']:>11,} {_fmt_cost(r['cost']):>11}  {r['what']}")
         t = totals.setdefault(r["role"], {"requests": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0,
                                           "cost": None})
@@ -307,7 +295,7 @@ def dry_run(cfg: RunConfig, source: str) -> dict:
         if r["cost"] is not None:
             t["cost"] = (t["cost"] or 0.0) + r["cost"]
     for role, t in totals.items():
-        print(f"  {'total':<13} {role:<13} {t['requests']:>9,} {t['cached']:>7,} {t['prompt_tokens']:>12,} "
+        print(f"  {'total':<15} {role:<13} {t['requests']:>9,} {t['cached']:>7,} {t['prompt_tokens']:>12,} "
               f"{t['completion_tokens']:>11,} {_fmt_cost(t['cost']):>11}")
     print("after a run, RUN/judge_usage.json (and the report) give the real counts")
     return {"rows": rows, "totals": totals}

@@ -188,16 +188,14 @@ def eval_audit(cfg, out: Path, judge=None, baseline_dir: Path | None = None, ver
     return a
 
 
-USAGE_SOURCES = (("redteam", "summary.json"), ("label_basic", "summary.json"), ("label_hybrid", "summary.json"),
-                 ("ppo_rlaif", USAGE_FILE), ("ppo_hrlaif", USAGE_FILE), ("eval_sft", "results.json"),
-                 ("eval_rlaif", "results.json"), ("eval_hrlaif", "results.json"))
 COUNTS = ("requests", "http_calls", "cache_hits", "prompt_tokens", "completion_tokens", "invalid")
 
 
-def write_judge_usage(run_dir: Path) -> dict:
-    """RUN/judge_usage.json: {stages: {stage: {role: usage}}, total: {...}} from what each stage wrote."""
+def write_judge_usage(run_dir: Path, sources) -> dict:
+    """RUN/judge_usage.json: {stages: {stage: {role: usage}}, total: {...}} from what each stage wrote;
+    `sources`: (stage, file) pairs, from the stage records (harness/stages.py `Stage.usage`)."""
     stages: dict[str, dict] = {}
-    for stage, name in USAGE_SOURCES:
+    for stage, name in sources:
         p = Path(run_dir) / stage / name
         if not p.exists():
             continue

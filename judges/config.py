@@ -2,6 +2,7 @@
 `hrlaif label` / `hrlaif eval`, and the `Judge` client (judges/client.py)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -76,11 +77,32 @@ class JudgeConfig:
         check_fields(self)
 
     def identity(self) -> dict:
-        """Which grader this is, for records and comparisons: endpoint (no credentials) and model."""
+        """Which grader this is, for records and comparisons: endpoint (no credentials) and model; for
+        the embedded judge also `weights`, the hash of the GGUF it is served from (every format the
+        embedded judge serves is made from the shipped file), so a judge is recognised by its weights."""
         if self.url is None:
-            return {"url": EMBEDDED, "model": EMBEDDED}
+            return {"url": EMBEDDED, "model": EMBEDDED, "weights": embedded_weights_id()}
         return {"url": safe_url(self.url), "model": self.model}
 
     def same_judge(self, other: "JudgeConfig | None") -> bool:
-        """The same endpoint and model (settings such as workers or timeouts do not matter)."""
-        return other is not None and self.identity() == other.identity()
+        """The same grader: the same weights where both identities carry a hash, else the same endpoint
+        and model (settings such as workers or timeouts do not matter)."""
+        if other is None:
+            return False
+        a, b = self.identity(), other.identity()
+        if a.get("weights") and b.get("weights"):
+            return a["weights"] == b["weights"]
+        return (a["url"], a["model"]) == (b["url"], b["model"])
+
+
+@functools.lru_cache(maxsize=1)
+def embedded_weights_id() -> str | None:
+    """sha256 (12 hex) of the shipped GGUF the embedded judge serves (None without the package): the
+    same hash the embedded base model records as its source (core.models.source_weights_id)."""
+    from core.errors import UserError
+    from core.models import source_weights_id
+
+    try:
+        return source_weights_id(None)
+    except UserError:
+        return None

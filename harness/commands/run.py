@@ -18,6 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "a stage whose config or inputs changed always restarts")
     p.add_argument("--from", dest="from_stage", default=None, help="re-run this stage and every later one")
     p.add_argument("--only", default=None, help="run only this stage (earlier ones must have finished)")
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="training seeds (overrides the config's `seeds`): a reward model and PPO per seed and "
+                        "variant, each evaluated; SFT, samples and labels are shared. The first seed keeps the "
+                        "single-seed stage names (ppo_rlaif), the others get _s<seed> (ppo_rlaif_s2)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the stage plan and each judge-using stage's requests, tokens and (with prices in "
                         "the config) cost; loads no model and calls no judge")
@@ -25,10 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from harness.config import check_judge, config_path, load_config
+    from harness.config import check_judge, config_path, load_config, with_seeds
     from harness.pipeline import run_pipeline
 
     cfg = load_config(args.config)  # unknown keys, wrong types, missing files: exit 2 before any work
+    if args.seeds is not None:
+        cfg = with_seeds(cfg, args.seeds)
     if args.dry_run:
         from harness.dryrun import dry_run
 
