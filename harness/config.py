@@ -55,6 +55,10 @@ class RunConfig(Settings):
                                help="training seeds: a reward model and PPO per seed and variant, each evaluated; "
                                     "the report gives each seed's score, their mean and sd and seed-level CIs "
                                     "(empty = one training seed, `seed`)", check=_distinct)
+    allow_self_graded: bool = setting(
+        False, "count judge-graded verdicts (satisfaction, win ratios, the ToxiGen judge classifier, gold) in the "
+               "alarms and a gate even when the evaluation judge is the labelling judge or the policy's base model "
+               "(default: their cells say self-graded and the alarms leave them out)")
     judge: JudgeConfig = setting(default_factory=JudgeConfig, help="the AI judge that labels the training data")
     eval_judge: JudgeConfig = setting(default_factory=JudgeConfig,
                                       help="the judge that grades the trained models (unset keys: judge's)")
