@@ -218,11 +218,13 @@ class Judge:
                                 f"({self._describe(e)})") from None
             raise UserError(f"judge unreachable at {self.url}: {self._describe(e)}") from None
 
-    def chat(self, messages: list[dict], **sampling) -> Response:
+    def chat(self, messages: list[dict], fresh: bool = False, **sampling) -> Response:
+        """One reply, from the cache when it has it; `fresh`: sent to the endpoint whatever the cache
+        holds, and not cached (the judge audit's repeatability check)."""
         params = {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens, **sampling}
         self._count(requests=1)
         key = self._key(messages, params)
-        hit = self._cache_get(key)
+        hit = None if fresh else self._cache_get(key)
         if hit is not None:
             self._count(cache_hits=1)
             return hit
@@ -230,7 +232,8 @@ class Judge:
         usage = resp.usage or {}
         self._count(prompt_tokens=int(usage.get("prompt_tokens") or 0),
                     completion_tokens=int(usage.get("completion_tokens") or 0))
-        self._cache_put(key, resp)
+        if not fresh:
+            self._cache_put(key, resp)
         return resp
 
     def usage(self) -> dict:
@@ -239,11 +242,12 @@ class Judge:
         d.pop("extra", None)
         return d | {"judge": self.identity}
 
-    def choose(self, messages: list[dict], options: Sequence[str] = ("A", "B")) -> tuple[str, dict]:
+    def choose(self, messages: list[dict], options: Sequence[str] = ("A", "B"),
+               fresh: bool = False) -> tuple[str, dict]:
         sampling: dict = {"max_tokens": self.config.choice_max_tokens}
         if self.config.logprobs:
             sampling |= {"logprobs": True, "top_logprobs": self.config.top_logprobs}
-        label, probs = decide(self.chat(messages, **sampling), options)
+        label, probs = decide(self.chat(messages, fresh=fresh, **sampling), options)
         method = probs.pop("method")
         self._count(choices=1, invalid=int(label == INVALID), by_logprobs=int(method == "logprobs"),
                     by_text=int(method == "text" and label != INVALID))

@@ -113,6 +113,8 @@ def comparison_table(bench_df: pd.DataFrame, paired: pd.DataFrame | None = None,
                 row[label] = f"unreliable: {r.unreliable}"
                 continue
             text = cell(r.score, r.lo, r.hi, r.n, permille=pm)
+            if isinstance(getattr(r, "untrusted", None), str):  # reports.verdict_trust: e.g. self-graded
+                text += f" [{r.untrusted}]"
             if present(r.invalid):
                 inv = r.invalid
                 text += f" invalid={int(inv) if float(inv).is_integer() else inv}"

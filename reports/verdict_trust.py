@@ -69,9 +69,14 @@ def self_graded(res: dict, eval_dir: Path | None = None) -> str | None:
 
 
 def degenerate_judge(res: dict, eval_dir: Path | None = None) -> str | None:
-    """'degenerate judge (...)' when the evaluation's judge audit finds its judge degenerate."""
-    a = read_audit(Path(eval_dir) / AUDIT_FILE) if eval_dir is not None else None
-    why = degenerate(a)
+    """'degenerate judge (...)' when the evaluation's judge audit finds its judge degenerate, or (an
+    evaluation inside a run whose grader is the labeller) the run's labelling judge's audit does."""
+    if eval_dir is None:
+        return None
+    why = degenerate(read_audit(Path(eval_dir) / AUDIT_FILE))
+    if why is None and res.get("grader_is_labeller"):
+        lab = degenerate(read_audit(Path(eval_dir).parent / "label_basic" / AUDIT_FILE))
+        why = None if lab is None else f"the grader is the labelling judge, whose audit finds: {lab}"
     return f"{DEGENERATE} ({why})" if why else None
 
 
@@ -158,28 +163,52 @@ def _audits(run_dir: Path | str) -> dict[str, dict]:
     return out
 
 
+# What rests on each audited stage's pairwise verdicts (the notice names it).
+RESTS_ON = {
+    "label_basic": "the basic labels, the basic reward model (rm_basic) and its accuracy, RLAIF's policy "
+                   "(ppo_rlaif) and so every RLAIF cell, and the basic column of the label-accuracy table",
+    "label_hybrid": "the hybrid labels' judge pairs (non-verifiable prompts, reasoning among correct answers), "
+                    "so the hybrid reward model (rm_hybrid) and HRLAIF in part (verified and red-team pairs do not)",
+    "eval": "the win ratios (vs SFT, HRLAIF vs RLAIF) and every other cell this judge graded (satisfaction, "
+            "ToxiGen when the judge classifies)",
+}
+
+
 def degenerate_notice(run_dir: Path | str) -> str | None:
-    """The report's first-lines warning when an audited judge of the run is degenerate."""
+    """The report's first-lines warning when an audited judge of the run is degenerate: which tables
+    rest on its pairwise verdicts."""
     bad = {s: degenerate(a) for s, a in _audits(run_dir).items()}
     bad = {s: why for s, why in bad.items() if why}
     if not bad:
         return None
-    return ("Degenerate judge: " + "; ".join(f"{s}: {why}" for s, why in bad.items()) + ". Its verdicts carry "
-            "no signal: the cells it graded are flagged, and the gate and the alarms leave them out "
-            "('not evaluable: degenerate judge').")
+    parts = [f"the {(_audits(run_dir)[s].get('role') or 'judge')} judge of {s} ({why}): "
+             f"{RESTS_ON['eval' if s.startswith('eval') else s]} rest on its pairwise verdicts"
+             for s, why in bad.items()]
+    return ("Degenerate judge: " + "; ".join(parts) + ". They carry no signal from it: read them as noise, not as "
+            "the method's effect. The cells it graded are flagged, and the gate and the alarms leave them out "
+            "('not evaluable: degenerate judge'); the Judge audit table gives the figures, Definitions the rule.")
 
 
 def audit_blocks(run_dir: Path | str) -> list[tuple]:
-    """A table of every judge audit in the run (label_*/ and eval_*/judge_audit.json)."""
+    """The report's Judge audit section: every judge audit in the run (label_*/ and eval_*/judge_audit.json)."""
     audits = _audits(run_dir)
     if not audits:
         return []
-    rows = {s: {"role": a.get("role"), "order consistency": pct(a.get("order_consistency")),
-                "first-slot rate": pct(a.get("first_slot_rate")),
-                "length bias": pct(a.get("length_bias"), signed=True), "agreement": pct(a.get("agreement")),
-                "repeatability": pct(a.get("repeatability")), "degenerate": degenerate(a) or "no"}
-            for s, a in audits.items()}
+    rows = {}
+    for stage, a in audits.items():
+        why = degenerate(a)
+        rows[f"{stage} · {a.get('role') or '?'}"] = {
+            "order consistency": pct(a.get("order_consistency")), "first-slot rate": pct(a.get("first_slot_rate")),
+            "length bias": pct(a.get("length_bias"), signed=True),
+            "agreement with truth": pct(a.get("agreement")) if a.get("agreement") else "no truth in this run",
+            "repeatability": pct(a.get("repeatability")) if a.get("repeatability") else "not measured",
+            "invalid": f"{a.get('invalid_verdicts', 0)} of {2 * a.get('pairs', 0)}",
+            "verdict": f"DEGENERATE: {why}" if why else "ok"}
     t = pd.DataFrame.from_dict(rows, orient="index")
-    t.index.name = "Stage"
-    return [("h3", "Judge audit"), ("table", t, "judge_audit"),
-            ("note", "Each judge on the pairs it compared in both orders (Definitions: judge audit).")]
+    t.index.name = "Stage · judge"
+    truths = sorted({x for a in audits.values() for x in ((a.get("agreement") or {}).get("truth") or [])})
+    return [("h2", "Judge audit"), ("table", t, "judge_audit"),
+            ("note", "Can each judge tell two responses apart? From the pairs it compared in both orders in this run "
+                     "(Definitions: judge audit, and the degenerate rule; 95% Wilson CIs). Truth: "
+                     + ("; ".join(truths) if truths else "none in this run (data_dir gives the hh-rlhf pairs)")
+                     + ". `hrlaif audit-judge` audits any judge on a preference file before a run.")]

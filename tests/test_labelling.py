@@ -254,10 +254,11 @@ def test_cli_hybrid_end_to_end_with_fake_judge(tmp_path, run_cli, cache_env, sha
                                  "--hh-limit", "8", "--workers", "3")
         assert code == 0, err
         calls = fj.chat_calls
-        # Same inputs into a new directory: everything comes from the request cache.
+        # Same inputs into a new directory: everything comes from the request cache (but the judge
+        # audit's repeatability sample, which bypasses it by design: off here).
         code, _, err = run_cli("label", "--samples", s, "--mode", "hybrid", "--redteam", "--out", tmp_path / "h2",
                                "--judge-url", fj.url, "--judge-model", "fake", "--data-dir", shared_data,
-                               "--hh-limit", "8")
+                               "--hh-limit", "8", "--audit-repeat", "0")
         assert code == 0, err
         assert fj.chat_calls == calls
     labels = read_jsonl(tmp_path / "h" / "labels.jsonl")
@@ -318,9 +319,9 @@ def test_cli_judge_dies_mid_run_keeps_finished_labels(tmp_path, run_cli, cache_e
     assert [r["id"] for r in kept] == ["o0", "o1", "o2"]
     with FakeJudge(mode="smart") as fj:
         code, _, err = run_cli("label", "--samples", s, "--mode", "basic", "--out", out, "--judge-url", fj.url,
-                               "--no-accuracy")
+                               "--no-accuracy", "--audit-repeat", "0")
         assert code == 0, err
-        assert fj.chat_calls == 6  # only the 3 unfinished prompts, both orders
+        assert fj.chat_calls == 6  # only the 3 unfinished prompts, both orders (no repeatability sample)
     assert sorted(r["id"] for r in read_jsonl(out / "labels.jsonl")) == [f"o{i}" for i in range(6)]
     assert read_json(out / "summary.json")["skipped_already_labelled"] == 3
 

@@ -134,8 +134,11 @@ def merge_pairs(constraints: Sequence[Pair], judged: Sequence[Pair], sid=None) -
     return [list(p) for p, _ in out], [w for _, w in out], dropped
 
 
-def judge_order(judge: Judge, idx: Sequence[int], make_messages, meta: dict) -> list[list[int]]:
-    """Judge all pairs among response indices `idx` in both orders; return Copeland pairs."""
+def judge_order(judge: Judge, idx: Sequence[int], make_messages, meta: dict,
+                seen: list | None = None) -> list[list[int]]:
+    """Judge all pairs among response indices `idx` in both orders; return Copeland pairs. Each pair's
+    two verdicts go to `seen` as [i, j, verdict with i in slot A, verdict with j in slot A, P(i better)]
+    (the judge audit reads them: judges/audit.py)."""
     pairs = list(itertools.combinations(idx, 2))
     # Sent grouped by the response in slot A: consecutive prompts then share their text up to
     # response B, which a llama.cpp server does not evaluate again (its KV cache keeps the prefix).
@@ -153,6 +156,8 @@ def judge_order(judge: Judge, idx: Sequence[int], make_messages, meta: dict) -> 
                 meta["valid"] += 1
                 meta["first_slot_wins"] += int(lab == "A")
         p_i = None if INVALID in (first, second) else (p1.get("A", 0.0) + p2.get("B", 0.0)) / 2
+        if seen is not None:
+            seen.append([i, j, first, second, None if p_i is None else round(p_i, 4)])
         i_wins = p_i is not None and p_i > 0.5 + TIE_BAND
         j_wins = p_i is not None and p_i < 0.5 - TIE_BAND
         if i_wins:
@@ -175,9 +180,9 @@ def base_row(sample: dict, mode: str) -> dict:
     return row
 
 
-def _basic_pairs(row: dict, judge: Judge, idx: Sequence[int], meta: dict) -> list[list[int]]:
+def _basic_pairs(row: dict, judge: Judge, idx: Sequence[int], meta: dict, seen: list) -> list[list[int]]:
     rs, prompt = row["responses"], row["prompt"]
-    return judge_order(judge, idx, lambda a, b: P.pairwise_messages(prompt, rs[a], rs[b]), meta)
+    return judge_order(judge, idx, lambda a, b: P.pairwise_messages(prompt, rs[a], rs[b]), meta, seen)
 
 
 def label_one(sample: dict, judge: Judge | None, mode: str = "basic",
@@ -193,6 +198,7 @@ def label_one(sample: dict, judge: Judge | None, mode: str = "basic",
     k = len(row["responses"])
     constraints: list[Pair] = []
     judged: list[Pair] = []
+    seen: list = []  # every pair the judge saw in both orders (row["judgements"])
     cat = str(row["category"]).lower()
     verified = False
     if mode == "hybrid" and cat in verifiable and is_verifiable(cat):
@@ -213,10 +219,11 @@ def label_one(sample: dict, judge: Judge | None, mode: str = "basic",
             constraints += [([i, j], "verified") for i in good for j in bad]
             if judge_correct and len(good) >= 2:
                 rs, prompt, std = row["responses"], row["prompt"], str(row.get("std_answer"))
-                jp = judge_order(judge, good, lambda a, b: P.reasoning_messages(prompt, rs[a], rs[b], std), meta)
+                jp = judge_order(judge, good, lambda a, b: P.reasoning_messages(prompt, rs[a], rs[b], std), meta,
+                                 seen)
                 judged += [(p, "judge") for p in jp]
     if not verified:
-        judged += [(p, "judge") for p in _basic_pairs(row, judge, range(k), meta)]
+        judged += [(p, "judge") for p in _basic_pairs(row, judge, range(k), meta, seen)]
     if redteam and cat == HARMLESS:
         from trainers.feedback.redteam import redteam_row
         constraints += redteam_row(row, harm_judge or judge, meta, rewrite=rewrite)
@@ -225,6 +232,7 @@ def label_one(sample: dict, judge: Judge | None, mode: str = "basic",
     meta["judge_pairs_dropped"] += dropped
     row["invalid_judgements"] = meta["invalid"]
     row["judge_meta"] = meta
+    row["judgements"] = seen
     return row
 
 
