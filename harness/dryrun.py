@@ -23,6 +23,7 @@ from harness.config import RunConfig
 from harness.judging import hh_audit_items
 from harness.stages import instances, training_seeds
 from judges import prompts as P
+from judges.audit import REPEAT_N
 from judges.config import JudgeConfig
 
 ROLES = {"labelling": "judge", "harmlessness": "harm_judge", "evaluation": "eval_judge"}
@@ -133,6 +134,11 @@ def _calls(cfg: RunConfig) -> list[Calls]:
     out.append(Calls("label_hybrid", "labelling", f"pairwise, {len(other)} other prompts (label_basic's)",
                      [P.pairwise_messages(p["prompt"], "", "") for p in other for _ in range(pairs)], 2, L,
                      choice(lab), cached=True))
+    if cfg.label.audit_repeat and prompts:  # the judge audit's repeatability sample: never from the cache
+        for stage in ("label_basic", "label_hybrid"):
+            out.append(Calls(stage, "labelling", f"judge audit, {cfg.label.audit_repeat} pairwise requests sent again",
+                             [P.pairwise_messages(prompts[0]["prompt"], "", "")] * cfg.label.audit_repeat, 2, L,
+                             choice(lab)))
     if cfg.label.redteam:
         harmless = [p for p in prompts if p["category"] == HARMLESS]
         out += _redteam_calls("label_hybrid", harmless, k, L, harm)
@@ -222,6 +228,9 @@ def _eval_calls(cfg: RunConfig, stages=("eval_sft", "eval_rlaif", "eval_hrlaif")
                 out.append(Calls(stage, "evaluation", f"HRLAIF vs RLAIF, {n} x 2 orders",
                                  [P.eval_pairwise_messages(d["prompt"], "", "") for d in docs for _ in (0, 1)], 2,
                                  length, choice(ev)))
+                out.append(Calls(stage, "evaluation", f"judge audit, {min(REPEAT_N, 2 * len(docs))} pairwise requests "
+                                 "sent again", [P.eval_pairwise_messages(d["prompt"], "", "") for d in docs
+                                                for _ in (0, 1)][:REPEAT_N], 2, length, choice(ev)))
     return out
 
 

@@ -24,7 +24,7 @@ from reports.drift import read_drift_items
 from reports.paired import paired_frame
 from reports.plots import save_drift_plot
 from reports.render import write_pages
-from reports.verdict_trust import audit_blocks, degenerate_notice
+from reports.verdict_trust import RUN_CONFIG, audit_blocks, cell_marks, degenerate_notice, run_untrusted
 from reports.sections import (drift_blocks, grading_notice, judge_usage_blocks, power_table, redteam_blocks,
                               versus_blocks)
 
@@ -128,7 +128,8 @@ def _blocks(run: RunData, alarms: list[dict], power: list[dict], plots: dict[str
     else:
         b.append(("ok", "No alarm fired (rules in Definitions; the Alarm power table says what they could detect)."))
     for v, why in not_evaluable(run.run_dir).items():
-        b.append(("note", f"RLAIF-failure alarm for {VARIANT_LABELS.get(v, v)}: not tested, its cells are {why}."))
+        b.append(("note", f"RLAIF-failure alarm for {VARIANT_LABELS.get(v, v)}: not tested, its win ratio and "
+                           f"satisfaction cells are not evaluable: {why}."))
     b += audit_blocks(run.run_dir)
     b += [("h2", "Comparison"), ("ul", _models(run)),
           ("table", tables.comparison_table(run.benchmarks, paired, exclude=(HEAD_TO_HEAD,)), "comparison"),
@@ -166,8 +167,14 @@ def _tidy(df: pd.DataFrame) -> str:
     return df.to_csv(index=False)
 
 
-def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path:
+def build_report(run_dir: Path | str, out_dir: Path | str | None = None, allow_self_graded: bool | None = None) -> Path:
+    """`allow_self_graded` (the run config's setting) is recorded in RUN/run_config.json, which later
+    reports of the run read (None: keep what it says)."""
+    if allow_self_graded is not None:
+        write_json(Path(run_dir) / RUN_CONFIG, {"allow_self_graded": bool(allow_self_graded)})
     run = collect(run_dir)
+    marks = cell_marks(run_untrusted(run_dir, allow=()))  # every cell says it, allowed or not
+    run.benchmarks["untrusted"] = [marks.get(k) for k in zip(run.benchmarks.variant, run.benchmarks.bench)]
     report_dir = Path(out_dir) if out_dir else Path(run_dir) / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     items = {v: read_drift_items(Path(run_dir) / f"ppo_{v}") for v in run.drift}
@@ -189,7 +196,7 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path
     write_text(report_dir / "label_accuracy.csv", _tidy(run.label_accuracy))
     write_text(report_dir / "rm_accuracy.csv", _tidy(run.rm_per_category))
     write_json(report_dir / "alarms.json", {"n_alarms": len(alarms), "alarms": alarms, "rules": RULES,
-                                            "power": power})
+                                            "power": power, "not_evaluable": not_evaluable(run_dir)})
 
     title = f"HRLAIF run report: {Path(run_dir).resolve().name}"
     write_pages(report_dir, "report", title, _blocks(run, alarms, power, plots, paired, items, report_dir, title))

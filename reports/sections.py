@@ -15,14 +15,19 @@ from reports.collect import HEAD_TO_HEAD, VARIANT_LABELS, RunData
 from reports.drift import gold_proxy_frame
 from reports.paired import paired_frame
 from reports.plots import save_gold_proxy_plot
+from reports.verdict_trust import self_graded
 
 SELF_GRADING = (
-    "Self-grading: the evaluation judge ({judge}) is the same model as the labelling judge. Satisfaction, the "
-    "win ratios and the ToxiGen judge classifier are graded by the model whose preferences trained the reward "
-    "models (through different prompts), so they measure agreement with that judge, not human satisfaction: a "
+    "Self-grading: {why} ({judge}). Satisfaction, the "
+    "win ratios, the ToxiGen judge classifier and PPO's gold verdicts are graded by the model whose preferences "
+    "trained the reward models, or that the policy started from (through different prompts), so they measure "
+    "agreement with that judge, not human satisfaction: a "
     "policy tuned toward its preferences is favoured by construction, and the divergence between AI preference "
-    "and human satisfaction that HRLAIF studies cannot show here. Set eval_judge to an independent model "
-    "(eval_judge.url / eval_judge.model) for verdicts that can.")
+    "and human satisfaction that HRLAIF studies cannot show here. Their cells say [self-graded], and the alarms "
+    "and the gate leave them out ('not evaluable: self-graded') unless the run config sets allow_self_graded: "
+    "true. Set eval_judge to an independent model (eval_judge.url / eval_judge.model), or import human verdicts "
+    "(hrlaif annotate), for verdicts that can.")
+_SAME = "the evaluation judge is the same model as the labelling judge"
 
 
 def _identity(j) -> str | None:
@@ -47,9 +52,11 @@ def grading_notice(run: RunData) -> str | None:
     graders = ({_identity(e.get("judge")) for r in evals for e in r["benchmarks"].values() if isinstance(e, dict)}
                | {_identity((r.get("judges") or {}).get("evaluation")) for r in evals}) - {None}
     # null: the evaluation did not know the labeller (e.g. `hrlaif eval` on its own): infer below
+    why = [w for r in evals if (w := self_graded(r))]
     flags = [r["grader_is_labeller"] for r in evals if r.get("grader_is_labeller") is not None]
-    if flags:
-        return SELF_GRADING.format(judge=", ".join(sorted(graders)) or "as recorded") if any(flags) else None
+    if why or flags:
+        return SELF_GRADING.format(judge=", ".join(sorted(graders)) or "as recorded",
+                                   why=why[0].partition(" (")[2].rstrip(")") if why else _SAME) if why else None
     labellers = {_identity((r.get("judges") or {}).get("labelling")) for r in evals}
     for stage in ("label_basic", "label_hybrid"):
         p = Path(run.run_dir) / stage / "summary.json"
@@ -57,7 +64,7 @@ def grading_notice(run: RunData) -> str | None:
             labellers.add(_identity((read_json(p) or {}).get("judge")))
     same = graders & (labellers - {None})
     if same:
-        return SELF_GRADING.format(judge=", ".join(sorted(same))) + " (Inferred from the judge identities in " \
+        return SELF_GRADING.format(judge=", ".join(sorted(same)), why=_SAME) + " (Inferred from the judge identities in " \
                                                                     "results.json and label_*/summary.json.)"
     return None
 
@@ -103,6 +110,9 @@ def drift_blocks(run: RunData, items: dict, plots: dict, report_dir: Path) -> li
         b.append(("note", "No ppo_<variant>/drift.jsonl in this run."))
     b.append(("h3", "Gold vs proxy"))
     shown = False
+    # gold is the evaluation judge's verdict: self-graded when the evaluations are (reports/verdict_trust.py)
+    gold = "judge satisfied (gold)" + (" [self-graded]" if any(r and self_graded(r) for r in run.results.values())
+                                        else "")
     for v, (rewards, _) in run.drift.items():
         gp = gold_proxy_frame(rewards, items.get(v) or {})
         if gp.empty:
@@ -110,7 +120,7 @@ def drift_blocks(run: RunData, items: dict, plots: dict, report_dir: Path) -> li
         shown = True
         png = save_gold_proxy_plot(report_dir / f"gold_proxy_{v}.png", v, gp)
         rows = {f"step {r.step}": {"sqrt KL": f"{r.sqrt_kl:.3f}", "RM reward (proxy)": f"{r.reward:.3f}",
-                                   "judge satisfied (gold)": tables.cell(r.gold, r.gold_lo, r.gold_hi, r.n),
+                                   gold: tables.cell(r.gold, r.gold_lo, r.gold_hi, r.n),
                                    "invalid": int(r.invalid)} for r in gp.itertuples()}
         t = pd.DataFrame.from_dict(rows, orient="index")
         t.index.name = "Checkpoint"

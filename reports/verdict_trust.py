@@ -31,6 +31,7 @@ SELF_GRADED = "self-graded"
 DEGENERATE = "degenerate judge"
 NOT_EVALUABLE = "not evaluable"
 VARIANTS = ("sft", "rlaif", "hrlaif")
+RUN_CONFIG = "run_config.json"  # the run's allow_self_graded, written by its report stage
 
 
 def same_identity(a: dict | None, b: dict | None) -> bool:
@@ -126,7 +127,7 @@ def allowed(allow_self_graded: bool) -> tuple[str, ...]:
 def run_allows(run_dir: Path | str) -> tuple[str, ...]:
     """The reasons a run's config allows (`allow_self_graded`), from RUN/run_config.json or the
     config recorded in RUN/run_summary.json."""
-    for name in ("run_config.json", "run_summary.json"):
+    for name in (RUN_CONFIG, "run_summary.json"):
         p = Path(run_dir) / name
         if p.exists():
             data = read_json(p) or {}
@@ -148,6 +149,11 @@ def run_untrusted(run_dir: Path | str, allow: Iterable[str] | None = None) -> di
 
 def not_evaluable(reason: str) -> str:
     return f"{NOT_EVALUABLE}: {reason}"
+
+
+def cell_marks(by: dict) -> dict:
+    """{key: 'self-graded; ...'}: the reasons' names only, for table cells."""
+    return {k: "; ".join(n for n, _ in REASONS if n in why) for k, why in by.items()}
 
 
 # ---------------------------------------------------------------- the judge audits in a report
