@@ -15,6 +15,7 @@ import pandas as pd
 from core.errors import UserError
 from core.store import read_json, read_jsonl
 from evalsets import registry
+from reports import lmeval_output
 
 VARIANTS = ("sft", "rlaif", "hrlaif")
 VARIANT_LABELS = {"sft": "SFT", "rlaif": "RLAIF", "hrlaif": "HRLAIF"}
@@ -79,6 +80,8 @@ def read_results(eval_dir: Path | str) -> dict:
     eval_dir = Path(eval_dir)
     if not eval_dir.is_dir():
         raise UserError(f"evaluation directory not found: {eval_dir}")
+    if lmeval_output.is_lmeval_dir(eval_dir):  # an lm-eval --output_path dir (with --log_samples)
+        return lmeval_output.read_results(eval_dir)
     p = eval_dir / "results.json"
     res = read_json(p)
     if not isinstance(res, dict) or not isinstance(res.get("benchmarks"), dict):
@@ -307,6 +310,11 @@ def read_items(eval_dir: Path | str, bench: str, required: bool = False) -> dict
     """{doc_id: {"score": float | None, "group": str | None}} from samples/<file>.jsonl (sample_source);
     a None score marks an invalid item (core.stats.INVALID_RULE). An absent file is None, or an error
     when `required`."""
+    if lmeval_output.is_lmeval_dir(eval_dir):
+        items = lmeval_output.read_items(eval_dir, bench)
+        if items is None and required:
+            raise UserError(f"{eval_dir}: the lm-eval output has no task of benchmark {bench}")
+        return items
     stem, fld = sample_source(bench)
     p = Path(eval_dir) / "samples" / f"{stem}.jsonl"
     own = Path(eval_dir) / "samples" / f"{bench}.jsonl"
@@ -355,3 +363,15 @@ def item_scores(eval_dir: Path | str, bench: str, required: bool = False) -> dic
     """{doc_id: score or None (invalid)} of read_items."""
     items = read_items(eval_dir, bench, required)
     return None if items is None else {k: v["score"] for k, v in items.items()}
+
+
+def check_documents(bench: str, a: dict[str, dict], b: dict[str, dict], a_name: str, b_name: str) -> None:
+    """Items paired by id must be the same documents: where both sides record lm-eval's `doc_hash`
+    (lm-eval samples, `hrlaif eval` rows), a differing hash is a one-line UserError."""
+    for k in sorted(a.keys() & b.keys()):
+        ha, hb = a[k].get("doc_hash"), b[k].get("doc_hash")
+        if ha and hb and ha != hb:
+            n = sum(1 for j in a.keys() & b.keys() if a[j].get("doc_hash") and b[j].get("doc_hash")
+                    and a[j]["doc_hash"] != b[j]["doc_hash"])
+            raise UserError(f"{bench}: item {k} of {b_name} is a different document than {a_name}'s (doc_hash "
+                            f"{hb[:12]} vs {ha[:12]}; {n} such items); paired comparisons need the same documents")

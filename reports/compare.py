@@ -18,7 +18,8 @@ from core.store import write_text
 from evalsets import registry
 from reports import tables
 from reports.build import STAT_DEFINITIONS, benchmark_definitions, describe_model
-from reports.collect import benchmark_frame, benchmark_order, breakdown_frame, read_items, read_results
+from reports.collect import (benchmark_frame, benchmark_order, breakdown_frame, check_documents, read_items,
+                             read_results)
 from reports.paired import comparable, paired_frame
 from reports.plots import save_bar_chart
 from reports.render import write_pages
@@ -54,6 +55,7 @@ def check_items(results: dict[str, dict], dirs: dict[str, Path], labels: dict[st
                     f"{bench}: {labels[k]} evaluated different items than {labels[first]} ({lacks} of its "
                     f"{len(base)} missing, {extra} extra); compare needs the same items (same --limit, data and "
                     "benchmark version)")
+            check_documents(bench, base, other, labels[first], labels[k])
 
 
 def _bars(out: Path, bench_df: pd.DataFrame, keys: list[str], labels: dict[str, str]) -> dict[str, Path]:

@@ -27,8 +27,8 @@ def markdown(report: dict) -> str:
     """The gate table (scores, paired Δ, its Holm-level CI, margin, p) and the reason for each FAIL."""
     verdict = "PASS" if report["passed"] else "FAIL"
     lines = [f"## hrlaif gate: {verdict}", "",
-             f"Baseline `{report['baseline']}`, candidate `{report['candidate']}`; family-wise α = "
-             f"{report['alpha']:g} (Holm). Scores, Δ and margins in points (0-100).", "",
+             f"Baseline `{report['baseline']}`, candidate `{report['candidate']}`; α = {report['alpha']:g}. "
+             "Scores, Δ and margins in points (0-100).", "",
              "| benchmark | n | baseline | candidate | Δ | CI of Δ | margin | p (Holm) | verdict |",
              "|---|---:|---:|---:|---:|---|---:|---:|---|"]
     for b, r in report["benchmarks"].items():
@@ -47,8 +47,7 @@ def markdown(report: dict) -> str:
     if warns:
         lines += ["", "Warnings:", ""] + [f"- {_cell(b)}: {_cell(w)}" for b, w in warns]
     lines += ["", "A benchmark passes when the CI's bound on the worse side of Δ = candidate − baseline clears "
-                  "−margin (Tango's score interval for 0/1 scores, paired t with a small-n floor otherwise); "
-                  "CI levels are Holm-adjusted across benchmarks.", ""]
+                  "−margin; p tests Δ = 0 (Holm-adjusted). The method is in gate.json (`method`).", ""]
     return "\n".join(lines)
 
 

@@ -39,7 +39,7 @@ def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
             doc = s["doc"]
             row = by_doc.setdefault(doc["doc_id"], {
                 "doc_id": doc["doc_id"], "group": doc["group"], "target": reference(doc, sp["target"]),
-                "output": s["resps"][0][0]})
+                "output": s["resps"][0][0], "doc_hash": s.get("doc_hash")})
             extracted = s["filtered_resps"][0] if isinstance(s["filtered_resps"], list) else s["filtered_resps"]
             suffix = "" if s["filter"] == sp["primary_filter"] else f"_{short(s['filter'])}"
             row[f"score{suffix}"], row[f"extracted{suffix}"] = float(s[sp["metric"]]), extracted

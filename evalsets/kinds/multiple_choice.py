@@ -29,7 +29,9 @@ def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
             target = doc["answer"] if isinstance(doc["answer"], str) else letters[doc["answer"]]
             rows.append({"doc_id": doc["doc_id"], "group": doc["group"], "target": target,
                          "output": letters[choice], "score": float(s[sp["metric"]]),
-                         "loglikelihoods": [round(x, 4) for x in lls]})
+                         "loglikelihoods": [round(x, 4) for x in lls],
+                         # lm-eval's hash of the document: an lm-eval run on the same documents pairs with it
+                         "doc_hash": s.get("doc_hash")})
     return sorted(rows, key=lambda r: r["doc_id"])
 
 

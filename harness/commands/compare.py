@@ -1,7 +1,8 @@
 """`hrlaif compare DIR... --out OUT`: evaluation dirs (or checkpoints) side by side, each paired
 with the first: one table (md, csv, self-contained html), paired Δ with CIs, per-benchmark
 breakdowns and bar charts. A checkpoint (a dir with config.json) is first evaluated on the first
-entry's benchmarks and items, as `hrlaif gate` does. Exit 2 when item sets differ.
+entry's benchmarks and items, as `hrlaif gate` does. An lm-eval output dir (0.4.x, --log_samples)
+counts as an evaluation dir (reports/lmeval_output.py). Exit 2 when item sets or documents differ.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 def add_arguments(parser) -> None:
     parser.add_argument("dirs", type=Path, nargs="+", metavar="DIR",
-                        help="evaluation dirs (results.json + samples/) or checkpoint dirs; the first is the baseline")
+                        help="evaluation dirs (results.json + samples/), lm-eval output dirs (--output_path with "
+                             "--log_samples) or checkpoint dirs; the first is the baseline")
     parser.add_argument("--out", type=Path, required=True, help="output dir (tables, html, plots, evaluations)")
     parser.add_argument("--names", default=None, help="comma list of row labels, one per DIR (default: the dir names)")
     parser.add_argument("--benchmarks", default=None,
