@@ -24,6 +24,7 @@ from reports.drift import read_drift_items
 from reports.paired import paired_frame
 from reports.plots import save_drift_plot
 from reports.render import write_pages
+from reports.seeds import DEFINITION as SEED_DEFINITION, seed_blocks
 from reports.verdict_trust import RUN_CONFIG, audit_blocks, cell_marks, degenerate_notice, run_untrusted
 from reports.sections import (drift_blocks, grading_notice, judge_usage_blocks, power_table, redteam_blocks,
                               versus_blocks)
@@ -116,7 +117,7 @@ def _eval_dirs(run: RunData) -> dict[str, Path]:
 
 
 def _blocks(run: RunData, alarms: list[dict], power: list[dict], plots: dict[str, Path], paired: pd.DataFrame,
-            items: dict, report_dir: Path, title: str) -> list[tuple]:
+            items: dict, report_dir: Path, title: str, seeds: list[tuple] = ()) -> list[tuple]:
     b: list[tuple] = [("h1", title)]
     for notice in (degenerate_notice(run.run_dir), grading_notice(run)):
         if notice:
@@ -136,6 +137,7 @@ def _blocks(run: RunData, alarms: list[dict], power: list[dict], plots: dict[str
           ("note", f"{_direction_note(run)} Δ is the paired difference to SFT on the same items; "
                    "win ratio is measured against SFT, so SFT's own cell is the baseline.")]
     b += versus_blocks(run, _eval_dirs(run))
+    b += list(seeds)  # training seeds: per-seed scores and Δs that resample seeds (reports/seeds.py)
     b += [("h2", "Satisfaction rate per category"),
           ("table", tables.category_table(run.satisfaction_by_cat, paired=paired, bench=SATISFACTION),
            "satisfaction_by_category"),
@@ -157,7 +159,7 @@ def _blocks(run: RunData, alarms: list[dict], power: list[dict], plots: dict[str
                    "rule tests it (drift: 0.01 split over its checkpoint x benchmark tests). Smaller effects "
                    "can go unnoticed: a quiet report at large MDEs is not evidence of no effect.")]
     b += [("h2", "Definitions"),
-          ("ul", GENERAL_DEFINITIONS + AUDIT_DEFINITIONS + benchmark_definitions(run.benchmarks)),
+          ("ul", GENERAL_DEFINITIONS + [SEED_DEFINITION] + AUDIT_DEFINITIONS + benchmark_definitions(run.benchmarks)),
           ("h3", "Alarm rules"),
           ("ul", [f"Over-optimisation: {RULES['over_optimisation']}", f"RLAIF failure: {RULES['rlaif_failure']}"])]
     return b
@@ -195,9 +197,13 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None, allow_s
     write_text(report_dir / "win_ratio_by_category.csv", _tidy(run.win_ratio_by_cat))
     write_text(report_dir / "label_accuracy.csv", _tidy(run.label_accuracy))
     write_text(report_dir / "rm_accuracy.csv", _tidy(run.rm_per_category))
+    seed_section, seed_frame = seed_blocks(run_dir)
+    if seed_frame is not None:
+        write_text(report_dir / "seeds_long.csv", _tidy(seed_frame))
     write_json(report_dir / "alarms.json", {"n_alarms": len(alarms), "alarms": alarms, "rules": RULES,
                                             "power": power, "not_evaluable": not_evaluable(run_dir)})
 
     title = f"HRLAIF run report: {Path(run_dir).resolve().name}"
-    write_pages(report_dir, "report", title, _blocks(run, alarms, power, plots, paired, items, report_dir, title))
+    write_pages(report_dir, "report", title,
+                _blocks(run, alarms, power, plots, paired, items, report_dir, title, seed_section))
     return report_dir

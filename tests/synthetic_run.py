@@ -332,3 +332,21 @@ if __name__ == "__main__":  # python -m tests.synthetic_run OUT  -> a run dir to
     import sys
 
     print(write_synthetic_run(Path(sys.argv[1] if len(sys.argv) > 1 else "synthetic_run")))
+
+
+SEED_SHIFT = {2: 0.04, 3: -0.03, 4: 0.02}  # per-seed offsets of the PPO variants' rates (the first seed: none)
+
+
+def add_seeds(root: Path, seeds: tuple[int, ...] = (1, 2, 3), rng_seed: int = 1) -> Path:
+    """Make ROOT (a write_synthetic_run dir) a run trained with several seeds, in the pipeline's layout:
+    eval_<v> is the first seed's (its value in ppo_<v>/manifest.json), eval_<v>_s<seed> the others',
+    at RATES shifted by SEED_SHIFT[seed]; SFT stays shared."""
+    root, rng = Path(root), np.random.default_rng(rng_seed)
+    for v in ("rlaif", "hrlaif"):
+        write_json(root / f"ppo_{v}" / "manifest.json",
+                   {"stage": f"ppo_{v}", "status": "done", "config": {"ppo": {"seed": seeds[0]}}})
+        for s in seeds[1:]:
+            rates = {b: min(1.0, max(0.0, p + SEED_SHIFT[s])) for b, p in RATES[v].items()}
+            write_eval_dir(root / f"eval_{v}_s{s}", {b: make_samples(b, p, rng) for b, p in rates.items()},
+                           f"synthetic-{v}-s{s}")
+    return root
