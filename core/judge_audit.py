@@ -30,6 +30,7 @@ from core.store import read_json
 INVALID = "invalid"  # judges.client.INVALID: a verdict the judge gave no usable answer for (core imports no judge)
 
 AUDIT_FILE = "judge_audit.json"
+HARM_AUDIT_FILE = "harm_judge_audit.json"  # the harmlessness judge's (label_hybrid/, with red teaming)
 ORDER_FLOOR = 0.5         # order consistency whose CI upper bound is below this: degenerate
 FIRST_SLOT_CEILING = 0.75  # first-slot rate whose CI lower bound is above this: degenerate
 
@@ -53,6 +54,9 @@ DEFINITIONS = [
     "half); repeatability = share of a small sample of requests that give the same answer when sent again "
     "at the same settings, bypassing the request cache. 95% CIs: Wilson.",
     DEGENERATE_RULE,
+    "Harmlessness judge audit (one verdict per response, so no slot and no degenerate rule): flag rate = share of "
+    "valid verdicts that call a response harmful; agreement = share of hh-rlhf pairs where it flags the rejected "
+    "response and not the chosen one (both or neither: half); repeatability as above.",
 ]
 
 
@@ -119,6 +123,23 @@ def audit(pairs: Sequence[dict], role: str, judge: dict | None = None, repeat: d
     return out
 
 
+def harm_audit(flags: Sequence[tuple], judge: dict | None = None, repeat: dict | None = None,
+               truth_sources: Sequence[str] = (), **extra) -> dict:
+    """The harmlessness judge's audit from its flags (True harmful, False harmless, None invalid) on pairs
+    (chosen, rejected) of known order: one verdict per response, so no slot, no order consistency and
+    no degenerate rule; flag rate (an answer it gives whatever the response shows as 0% or 100%),
+    agreement (the rejected one flagged and not the chosen: right; the reverse: wrong; both or neither: half)."""
+    given = [f for pair in flags for f in pair if f is not None]
+    valid = [(c, r) for c, r in flags if c is not None and r is not None]
+    agree = sum(0.5 if c == r else float(bool(r)) for c, r in valid)
+    return {"role": "harmlessness", "judge": judge, "pairs": len(flags), "valid_pairs": len(valid),
+            "invalid_verdicts": 2 * len(flags) - len(given), "flag_rate": rate(sum(given), len(given)),
+            "order_consistency": None, "first_slot_rate": None, "length_bias": None,
+            "agreement": rate(agree, len(valid)) | {"truth": list(truth_sources)} if flags else None,
+            "repeatability": repeat, "degenerate": None,
+            "rule": "one verdict per response: the pairwise figures and the degenerate rule do not apply", **extra}
+
+
 def degenerate(a: dict | None) -> str | None:
     """Why the audited judge is degenerate (DEGENERATE_RULE), or None."""
     if not a or (a.get("order_consistency") or {}).get("n", 0) < MIN_N_CI:
@@ -136,8 +157,10 @@ def degenerate(a: dict | None) -> str | None:
 
 def pct(r: dict | None, signed: bool = False) -> str:
     """'12.5% [8.1, 18.3] n=80' (signed: '+12.5 pt [...]')."""
-    if not r or r.get("score") is None:
-        return f"n/a (n={(r or {}).get('n', 0)})"
+    if not r:
+        return "n/a"
+    if r.get("score") is None:
+        return f"n/a (n={r.get('n', 0)})"
     lo, hi = r["ci95"]
     if signed:
         return f"{r['score'] * 100:+.1f} pt [{lo * 100:+.1f}, {hi * 100:+.1f}] n={r['n']}"
@@ -147,6 +170,11 @@ def pct(r: dict | None, signed: bool = False) -> str:
 def format_audit(a: dict) -> list[str]:
     """The audit as lines of text (the command prints them; the report tabulates the same fields)."""
     ag, rep = a.get("agreement"), a.get("repeatability")
+    if a.get("role") == "harmlessness":
+        return [f"flag rate           {pct(a.get('flag_rate'))}  (responses judged harmful)",
+                f"agreement           {pct(ag)}  (rejected flagged, chosen not)",
+                f"repeatability       {pct(rep)}", f"invalid verdicts    {a['invalid_verdicts']} of {2 * a['pairs']}",
+                a["rule"]]
     lines = [f"order consistency   {pct(a['order_consistency'])}  (pairs whose verdict survives the swap)",
              f"first-slot rate     {pct(a['first_slot_rate'])}  (decisions for slot A; 50% = unbiased)",
              f"length bias         {pct(a['length_bias'], signed=True)}  (decisions for the longer response - 50%)",

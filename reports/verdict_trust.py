@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from core.judge_audit import AUDIT_FILE, degenerate, pct, read_audit
+from core.judge_audit import AUDIT_FILE, HARM_AUDIT_FILE, degenerate, pct, read_audit
 from core.store import read_json
 
 SELF_GRADED = "self-graded"
@@ -166,6 +166,9 @@ def _audits(run_dir: Path | str) -> dict[str, dict]:
         a = read_audit(Path(run_dir) / stage / AUDIT_FILE)
         if a:
             out[stage] = a
+        h = read_audit(Path(run_dir) / stage / HARM_AUDIT_FILE)
+        if h:
+            out[f"{stage} (harm checks)"] = h
     return out
 
 
@@ -208,8 +211,10 @@ def audit_blocks(run_dir: Path | str) -> list[tuple]:
             "length bias": pct(a.get("length_bias"), signed=True),
             "agreement with truth": pct(a.get("agreement")) if a.get("agreement") else "no truth in this run",
             "repeatability": pct(a.get("repeatability")) if a.get("repeatability") else "not measured",
+            "flag rate": pct(a.get("flag_rate")),
             "invalid": f"{a.get('invalid_verdicts', 0)} of {2 * a.get('pairs', 0)}",
-            "verdict": f"DEGENERATE: {why}" if why else "ok"}
+            "verdict": f"DEGENERATE: {why}" if why else "ok" if a.get("order_consistency") else "n/a (one verdict "
+                                                                                             "per response)"}
     t = pd.DataFrame.from_dict(rows, orient="index")
     t.index.name = "Stage · judge"
     truths = sorted({x for a in audits.values() for x in ((a.get("agreement") or {}).get("truth") or [])})

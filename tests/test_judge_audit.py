@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from core.judge_audit import AUDIT_FILE, audit, degenerate, pair_record
+from core.judge_audit import AUDIT_FILE, audit, degenerate, harm_audit, pair_record
 from core.store import read_json, write_json, write_jsonl
 from fake_judge import FakeJudge
 from judges.audit import judge_both_orders, repeatability
@@ -134,8 +134,10 @@ def test_sound_judge_gives_no_notice(tmp_path):
     good = audit([pair_record(i, "GOOD", "b", "A" if i % 2 else "B", "B" if i % 2 else "A", truth=int(i % 2))
                   for i in range(20)], "labelling")
     write_json(root / "label_basic" / AUDIT_FILE, good)
+    write_json(root / "label_hybrid" / "harm_judge_audit.json", harm_audit([(False, True)] * 10, truth_sources=["hh"]))
     md = (build_report(root) / "report.md").read_text()
     assert "Degenerate judge" not in md and "## Judge audit" in md and "100.0% [83.9, 100.0] n=20" in md
+    assert "label_hybrid (harm checks) · harmlessness" in md and "50.0% [29.9, 70.1] n=20" in md  # its flag rate
 
 
 @pytest.fixture
@@ -193,3 +195,19 @@ def test_label_stage_writes_the_labelling_judge_audit(run_cli, tmp_path, monkeyp
     assert a["agreement"]["n"] == 6 and "hh-rlhf" in a["agreement"]["truth"][0]
     assert a["repeatability"]["n"] == 8 and a["degenerate"]
     assert "labelling judge audit" in out and "DEGENERATE" in out
+
+
+def test_hybrid_label_stage_audits_the_harmlessness_judge(run_cli, tmp_path, monkeypatch, shared_data):
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "c"))
+    rows = [{"id": f"o{i}", "prompt": f"q{i}", "category": "open_qa", "responses": ["a" * (i + 1), "bb"]}
+            for i in range(3)]
+    write_jsonl(tmp_path / "s.jsonl", rows)
+    with FakeJudge(mode="smart") as fj:  # harm check: "Yes" only for a response saying HARMFUL (none here)
+        code, out, err = run_cli("label", "--samples", tmp_path / "s.jsonl", "--mode", "hybrid", "--redteam", "--out",
+                                 tmp_path / "o", "--judge-url", fj.url, "--data-dir", shared_data, "--hh-limit", "6")
+    assert code == 0, err
+    h = read_json(tmp_path / "o" / "harm_judge_audit.json")
+    assert h["role"] == "harmlessness" and h["pairs"] == 6 and h["order_consistency"] is None
+    assert h["flag_rate"]["score"] == 0.0 and h["flag_rate"]["n"] == 12  # it never flags: no signal
+    assert h["agreement"]["score"] == 0.5 and h["agreement"]["n"] == 6 and h["repeatability"]["n"] == 8
+    assert h["degenerate"] is None  # the pairwise rule does not apply to one verdict per response

@@ -70,6 +70,21 @@ def test_report_has_three_rows_and_drift_plots(tiny_run):
     assert "win_ratio" in res["benchmarks"] and res["benchmarks"]["win_ratio"]["n"] == 3
 
 
+def test_the_judge_audits_are_recorded_and_reported(tiny_run):
+    """Each judging stage records its judge's audit (core/judge_audit.py); the report shows them near its top."""
+    _, out, _, _ = tiny_run
+    for stage, role, pairs in (("label_basic", "labelling", 6), ("label_hybrid", "labelling", None),
+                               ("eval_rlaif", "evaluation", 3), ("eval_hrlaif", "evaluation", 6)):
+        a = json.loads((out / stage / "judge_audit.json").read_text())
+        assert a["role"] == role, stage
+        if pairs is not None:  # 6 prompts x 1 pair (K=2); 3 items vs SFT (+ 3 vs RLAIF for HRLAIF)
+            assert a["pairs"] == pairs and 2 * pairs == a["first_slot_rate"]["n"] + a["invalid_verdicts"], stage
+    assert json.loads((out / "label_basic" / "judge_audit.json").read_text())["repeatability"]["n"] == 6
+    assert json.loads((out / "eval_hrlaif" / "judge_audit.json").read_text())["repeatability"]["n"] == 6
+    md = (out / "report" / "report.md").read_text(encoding="utf-8")
+    assert md.index("## Judge audit") < md.index("## Comparison") and "label_basic · labelling" in md
+
+
 def test_rerun_skips_unchanged_stages_and_from_reruns(tiny_run, run_cli):
     from harness.pipeline import STAGES
     cfg, out, _, _ = tiny_run

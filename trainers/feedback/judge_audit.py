@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from judges import prompts as P
-from core.judge_audit import audit, pair_record
+from core.judge_audit import audit, harm_audit, pair_record
 from judges.audit import REPEAT_N, repeatability
 from trainers.feedback.accuracy import TRUTH_CHECK, ground_truth_pairs
 
@@ -56,3 +56,15 @@ def labelling_audit(labels: Sequence[dict], basic_truth_rows: Sequence[dict], ju
     return audit(list(recs.values()), "labelling", judge.identity, rep, sorted(sources), stage_mode=mode,
                  definition="pairs the labelling judge compared in both orders while labelling (labels.jsonl "
                             "`judgements`) and, for agreement, basic labels on prompts with independent truth")
+
+
+def harmlessness_audit(hh_rows: Sequence[dict], judge, repeat: int = REPEAT_N) -> dict | None:
+    """The harmlessness judge's audit on the label-accuracy table's hh-rlhf pairs (chosen = response 0,
+    flags in `harmful`), with a repeatability sample of its harm checks; None without such rows."""
+    rows = [r for r in hh_rows if isinstance(r.get("harmful"), list) and len(r["harmful"]) >= 2]
+    if not rows:
+        return None
+    requests = [P.harmful_messages(r["prompt"], resp) for r in rows for resp in r["responses"][:2]]
+    rep = repeatability(judge, requests, ("Yes", "No"), n=repeat)
+    return harm_audit([tuple(r["harmful"][:2]) for r in rows], judge.identity, rep, sorted({r["truth"] for r in rows}),
+                      definition="harm checks of hh-rlhf chosen and rejected responses (label-accuracy pairs)")

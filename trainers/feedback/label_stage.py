@@ -24,7 +24,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.store import append_jsonl, read_jsonl, write_json, write_jsonl
-from core.judge_audit import AUDIT_FILE, format_audit
+from core.judge_audit import AUDIT_FILE, HARM_AUDIT_FILE, format_audit
 from judges.config import JudgeConfig
 from trainers.configs import LabelConfig
 from trainers.feedback.accuracy import DISAGREEMENTS, TRUTH_HH
@@ -40,7 +40,7 @@ def label_samples(cfg: LabelConfig, judge_cfg: JudgeConfig | None = None,
 
     from judges.server import LOG_NAME, session_for
     from trainers.feedback.accuracy import format_accuracy_table, load_human_pairs
-    from trainers.feedback.judge_audit import labelling_audit
+    from trainers.feedback.judge_audit import harmlessness_audit, labelling_audit
     from trainers.feedback.labelling import pair_rows, summarize, validate_samples
 
     cfg.validate()
@@ -77,6 +77,8 @@ def label_samples(cfg: LabelConfig, judge_cfg: JudgeConfig | None = None,
         # The judge audit (judges/audit.py): order consistency, position and length bias, agreement
         # with truth (basic labels only), repeatability; after `label_stats`, so its requests are its own.
         audit = labelling_audit(labels, by_mode.get("basic") or [], judge, cfg.mode, cfg.audit_repeat)
+        harm_audit = harmlessness_audit([r for r in by_mode.get("hybrid") or [] if r.get("truth") == TRUTH_HH],
+                                        harm, cfg.audit_repeat) if redteam else None
         t_end = time.perf_counter()
         usage = {"labelling": judge.usage()} | ({"harmlessness": harm.usage()} if harm is not judge else {})
 
@@ -99,6 +101,8 @@ def label_samples(cfg: LabelConfig, judge_cfg: JudgeConfig | None = None,
                                                      "position_bias")}
     write_json(out / "summary.json", summary)
     write_json(out / AUDIT_FILE, audit)
+    if harm_audit is not None:  # the harmlessness judge (hybrid labelling's red teaming)
+        write_json(out / HARM_AUDIT_FILE, harm_audit)
     print("labelling judge audit (95% CIs): " + "; ".join(format_audit(audit)[:3]) + "; "
           + format_audit(audit)[-1])
     if table is not None:
