@@ -185,8 +185,9 @@ def format_audit(a: dict) -> list[str]:
                                                   else "  (not measured)"),
              f"invalid verdicts    {a['invalid_verdicts']} of {2 * a['pairs']}"]
     why = a.get("degenerate")
-    lines.append(f"DEGENERATE: {why}" if why else "not degenerate (rule: hrlaif audit-judge --help, or the "
-                                                  "report's Definitions)")
+    rule = (f"degenerate when order consistency's CI is below {ORDER_FLOOR:.0%} or the first-slot rate's above "
+            f"{FIRST_SLOT_CEILING:.0%}, unless agreement's CI is above 50%; at least {MIN_N_CI} pairs")
+    lines.append(f"DEGENERATE: {why} ({rule})" if why else f"not degenerate ({rule})")
     return lines
 
 
