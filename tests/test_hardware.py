@@ -58,3 +58,39 @@ def test_mkldnn_without_bf16_kernels_means_fp32(host):
 def test_describe_reports_this_hosts_flags():
     d = hardware.describe("cpu", "fp32")
     assert d["device"] == "cpu" and d["precision"] == "fp32" and isinstance(d["cpu_flags"], list)
+
+
+def test_acting_as_an_avx2_only_host(monkeypatch):
+    """HRLAIF_CPU_ISA=avx2 hides every flag above AVX2 from the harness's detection (so auto means fp32
+    and the Q4_1 judge), records the real flags beside the override, and names torch's and oneDNN's
+    dispatch caps; a value it does not know is a one-line error."""
+    real = frozenset({"avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16"})
+    monkeypatch.setattr(hardware, "_proc_flags", lambda: real)
+    for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv(hardware.ISA_ENV, "avx2")
+    hardware.cpu_flags.cache_clear()
+    hardware.cpu_has_native_bf16.cache_clear()
+    try:
+        assert hardware.cpu_flags() == {"avx2", "fma", "f16c"}
+        assert not hardware.cpu_has_native_bf16() and hardware.resolve_precision("auto", "cpu") == "fp32"
+        d = hardware.describe()
+        assert d["cpu_isa_override"] == "avx2" and "amx_bf16" in d["real_cpu_flags"] and "amx_bf16" not in d["cpu_flags"]
+        assert hardware.hold_back_torch() == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+        import os
+        assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2" and os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+        monkeypatch.setenv(hardware.ISA_ENV, "native")
+        hardware.cpu_flags.cache_clear()
+        assert hardware.cpu_flags() == real and hardware.hold_back_torch() == {}
+        monkeypatch.setenv(hardware.ISA_ENV, "avx3")
+        with pytest.raises(UserError, match="HRLAIF_CPU_ISA must be one of native, avx2"):
+            hardware.host_isa()
+    finally:
+        hardware.cpu_flags.cache_clear()
+        hardware.cpu_has_native_bf16.cache_clear()
+
+
+def test_the_cli_acts_on_a_bad_isa_override_with_one_line(monkeypatch, run_cli):
+    monkeypatch.setenv(hardware.ISA_ENV, "sse9")
+    code, _, err = run_cli("eval", "--help")
+    assert code == 2 and err.strip().count("\n") == 0 and "HRLAIF_CPU_ISA must be one of" in err

@@ -76,6 +76,7 @@ def test_fused_first_forward_equals_separate_experience_passes(tiny_model_dir, t
     assert rows[False, "critic_calls"] - rows[True, "critic_calls"] == 2  # one values pass saved per step
 
 
+@pytest.mark.host
 def test_short_bf16_ppo_run_stays_finite_and_raises_reward(char_lm_dir, char_tokenizer, tmp_path):
     """A tiny character-level policy learns to say more vowels in bf16 (autocast over fp32 master
     weights; log-probs, KL, advantages and losses in fp32), as it does in fp32."""
@@ -118,6 +119,7 @@ def test_drift_heldout_file_carries_gold_verdicts(tiny_model_dir, tiny_rm_dir, t
         assert d["gold_heldout"] == pytest.approx(sum(gold) / 2) and d["gold_invalid"] == 1
 
 
+@pytest.mark.host
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_decoding_on_packed_weights_matches_the_plain_forward(tiny_model_dir, precision):
     """Decoding packs each Linear's weight once per generate call; in bf16 that is bit for bit
