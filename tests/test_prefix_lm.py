@@ -4,11 +4,11 @@ from __future__ import annotations
 import random
 
 import pytest
-
-pytestmark = pytest.mark.host  # fp32 identities that depend on which kernels the CPU dispatches
 import torch
 
 from evalsets.prefix_lm import PrefixCachingHFLM, prefix_groups
+
+pytestmark = pytest.mark.host  # fp32 identities that depend on which kernels the CPU dispatches
 
 
 def test_prefix_groups_share_only_long_prefixes_and_respect_limits():
