@@ -8,6 +8,7 @@ from pathlib import Path
 from core import hardware
 from core.errors import UserError
 from core.settings import SettingError, check_fields, existing_file, setting
+from core.trackers import report_to_setting
 from evalsets import registry
 from evalsets.engine import BACKENDS
 
@@ -73,6 +74,7 @@ class EvalConfig:
                               aliases=("--cache",))
     spec_dirs: list[str] = setting(default_factory=list, help="extra directories of benchmark specs (*.yaml), "
                                                               "searched after evalsets/specs and $HRLAIF_SPEC_PATH")
+    report_to: list[str] = report_to_setting()
 
     def validate(self) -> None:
         check_fields(self)

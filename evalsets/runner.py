@@ -19,6 +19,7 @@ from pathlib import Path
 from core import hardware
 from core.errors import UserError
 from core.store import stable_hash, write_json, write_jsonl
+from core.trackers import Trackers
 from evalsets import cache, engine, kinds, registry
 from evalsets.config import EvalConfig
 from evalsets.lazy_model import LazyModel
@@ -166,6 +167,9 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
                 _write(out_dir, results, {name: samples})
     finally:
         ctx.close()
+    if cfg.report_to and out_dir and eng.main:  # final results with their n and 95% CI (report_to)
+        with Trackers(cfg.report_to, out_dir, Path(out_dir).name, results["config"], "eval") as tr:
+            tr.results(results["benchmarks"], "eval")
     return results
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from core.hardware import PRECISIONS, check_device
 from core.settings import SettingError, check_fields, existing_file, greater_than, less_than, setting
+from core.trackers import report_to_setting
 from judges.answers import VERIFIABLE
 
 MODEL_HELP = "HF dir, .gguf file or hub id (none = the embedded SmolLM2-135M-Instruct)"
@@ -56,6 +57,7 @@ class SFTConfig:
     save_every: int = setting(0, "write the checkpoint every N optimizer steps (0 = at the end); "
                                  "the NaN guard falls back to it", min=0)
     limit: int = setting(0, "use only the first N examples (0 = all)", min=0)
+    report_to: list[str] = report_to_setting()
 
     def validate(self) -> None:
         check_fields(self)
@@ -149,6 +151,7 @@ class RMConfig:
                                               "scored on (rm_metrics.json `shared_heldout_acc`); their prompt "
                                               "ids are never trained on", check=existing_file, pipeline=True)
     train_layers: int = setting(0, "train only the top N blocks + head (0 = all): a cheap RM on a CPU", min=0)
+    report_to: list[str] = report_to_setting()
     grad_clip: float = setting(1.0, "global gradient-norm clip (0 = off)", min=0)
     zero_stage: int = setting(0, "DeepSpeed ZeRO stage", choices=ZERO_STAGES)
     precision: str = precision_setting()
@@ -162,7 +165,7 @@ class RMConfig:
 # Settings that do not change the PPO trajectory: a resumed run may change them.
 PPO_NOT_TRAJECTORY = frozenset({"steps", "out", "resume", "save_every", "keep_checkpoints", "drift_every",
                                 "drift_benchmarks", "drift_limit", "drift_data_dir", "heldout_prompts",
-                                "heldout_limit"})
+                                "heldout_limit", "report_to"})
 
 
 @dataclass
@@ -231,6 +234,7 @@ class PPOConfig:
     drift_data_dir: str | None = setting(None, "benchmark data of the drift log (none = the embedded sets)",
                                          pipeline=True)
     heldout_limit: int = setting(32, "held-out prompts scored per drift evaluation", min=0)
+    report_to: list[str] = report_to_setting("tensorboard")
 
     def validate(self) -> None:
         check_fields(self)

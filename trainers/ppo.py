@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import os
 import time
 import uuid
@@ -44,6 +43,7 @@ from core.models import eos_ids, load_model
 from core.seeding import seed_everything
 from core.store import append_jsonl
 from core.tensors import position_ids
+from core.trackers import Trackers
 from trainers import checkpointing as ckpt
 from trainers import drift
 from trainers.configs import PPOConfig
@@ -309,7 +309,10 @@ class PPOTrainer:
         if self.rank != 0:
             return None
         heldout = [shares[i % self.world][i // self.world] for i in range(sum(len(x) for x in shares))]
-        return drift.log_drift(self.out, step, row, heldout, benchmarks, self.gold_fn, times)
+        rec = drift.log_drift(self.out, step, row, heldout, benchmarks, self.gold_fn, times)
+        self.tracker.log(rec, rec["step"], prefix="drift/")  # held-out reward and gold, KL
+        self.tracker.results(rec["benchmarks"], "drift", rec["step"])  # each benchmark's score, CI, n
+        return rec
 
     # -------------------------------------------------------------------------- loop
     def run(self) -> list[dict]:
@@ -317,8 +320,9 @@ class PPOTrainer:
         writer = None
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(str(self.out / "tb"), purge_step=self.start_step + 1 if cfg.resume else None)
+            from dataclasses import asdict
+            writer = self.tracker = Trackers(cfg.report_to, self.out, self.out.name, asdict(cfg), "ppo",
+                                             purge_step=self.start_step + 1 if cfg.resume else None)
             self._log_session()
         from tqdm import tqdm
         rows = []
@@ -346,10 +350,7 @@ class PPOTrainer:
             self.truncated_total += row["truncated"]
             if self.rank == 0:
                 append_jsonl(self.out / "metrics.jsonl", row)
-                for k, v in row.items():
-                    if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                        writer.add_scalar(f"ppo/{k}", v, row["step"])
-                writer.flush()
+                writer.log({k: v for k, v in row.items() if k != "step"}, row["step"], prefix="ppo/")
                 bar.set_postfix(reward=f"{row['reward_raw']:.3f}", kl=f"{row['kl']:.3f}")
             rows.append(row)
             if cfg.drift_every and (step + 1) % cfg.drift_every == 0:

@@ -28,6 +28,7 @@ from core.errors import UserError
 from core.seeding import seed_everything
 from core.store import append_jsonl, file_hash, read_jsonl, write_json, write_jsonl
 from core.tensors import right_pad
+from core.trackers import Trackers
 from trainers.configs import RMConfig
 from trainers.data_formats import encode_prompt_response
 from trainers.loss import kwise_group_loss, pairwise_group_loss
@@ -222,6 +223,7 @@ def train_reward_model(cfg: RMConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
+    tracker = Trackers(cfg.report_to, out, out.name, asdict(cfg), "reward_model")
 
     rm.backbone.config.use_cache = False
     if cfg.train_layers:
@@ -282,6 +284,7 @@ def train_reward_model(cfg: RMConfig) -> Path:
         if n_pairs:
             row.update(pair_acc=correct / n_pairs, reward_mean=sum(rewards_seen) / len(rewards_seen))
         append_jsonl(metrics_path, row)
+        tracker.log(row, step + 1, prefix="rm/")
         bar.set_postfix(loss=f"{last_loss:.4f}")
     bar.close()
     train_forward = {"groups": n_groups_seen, "backbone_calls": module.forward_calls,
@@ -322,4 +325,6 @@ def train_reward_model(cfg: RMConfig) -> Path:
                                          "sha256_12": file_hash(cfg.heldout_pairs, 12),
                                          "per_category": shared_eval["per_category"]}
     write_json(out / "rm_metrics.json", metrics)
+    tracker.results({k: metrics[k] for k in ("heldout_acc", "shared_heldout_acc") if k in metrics}, "rm")
+    tracker.close()
     return out

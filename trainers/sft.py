@@ -23,6 +23,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.store import append_jsonl, write_json
+from core.trackers import Trackers
 from trainers.configs import SFTConfig
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ def train_sft(cfg: SFTConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)  # a new run, a new log
+    tracker = Trackers(cfg.report_to, out, out.name, asdict(cfg), "sft")
 
     model.config.use_cache = False
     model.train()
@@ -155,8 +157,10 @@ def train_sft(cfg: SFTConfig) -> Path:
             losses.append(loss.item())
             n_tok += int((labels[:, 1:] != -100).sum())
         step_loss = sum(losses) / len(losses)
-        append_jsonl(metrics_path, {"step": step + 1, "epoch": epoch, "loss": step_loss, "lr": lr,
-                                    "response_tokens": n_tok, "time": round(time.time() - t_step, 4)})
+        row = {"step": step + 1, "epoch": epoch, "loss": step_loss, "lr": lr, "response_tokens": n_tok,
+               "time": round(time.time() - t_step, 4)}
+        append_jsonl(metrics_path, row)
+        tracker.log(row, step + 1, prefix="sft/")
         summary["steps"] = step + 1
         summary["first_loss"] = step_loss if summary["first_loss"] is None else summary["first_loss"]
         summary["last_loss"] = step_loss
@@ -171,4 +175,5 @@ def train_sft(cfg: SFTConfig) -> Path:
     summary["wall_time_s"] = round(time.time() - t0, 2)
     write_json(out / "sft_config.json", {"config": asdict(cfg), "base_model": identity, "data": stats,
                                          "summary": summary, "placement": place.record()})
+    tracker.close()
     return out
