@@ -23,6 +23,7 @@ from reports.collect import (benchmark_frame, benchmark_order, breakdown_frame, 
 from reports.paired import comparable, paired_frame
 from reports.plots import save_bar_chart
 from reports.render import write_pages
+from reports.verdict_trust import cell_marks, untrusted
 
 
 def entry_labels(dirs: list[Path], names: list[str] | None = None) -> list[str]:
@@ -82,6 +83,8 @@ def build_compare(dirs: list[Path | str], out: Path | str, names: list[str] | No
     results = {k: read_results(paths[k]) for k in keys}
     check_items(results, paths, labels)
     bench_df = benchmark_frame(results)
+    marks = {k: cell_marks(untrusted(paths[k])) for k in keys}  # e.g. self-graded (reports/verdict_trust.py)
+    bench_df["untrusted"] = [marks[v].get(b) for v, b in zip(bench_df.variant, bench_df.bench)]
     with_breakdown = [b for b in set(bench_df.bench) if any(
         (results[k]["benchmarks"].get(b) or {}).get("breakdown") for k in keys)]
     paired = paired_frame(results, paths, baseline=keys[0], groups=with_breakdown)
