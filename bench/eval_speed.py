@@ -39,13 +39,14 @@ def hrlaif(*args: str) -> list[str]:
 
 def recompute(out: Path) -> list[str]:
     from evalsets.kinds import summarize
+    from evalsets.registry import metric
     res = json.loads((out / "results.json").read_text())
     lines = []
     for name, r in res["benchmarks"].items():
         if name == "win_ratio":
             continue
         rows = [json.loads(l) for l in (out / "samples" / f"{name}.jsonl").read_text().splitlines()]
-        again = summarize(name, rows)
+        again = summarize(metric(name), rows)
         ok = abs(again["score"] - r["score"]) < 1e-12 and again["n"] == r["n"]
         lines.append(f"  {name:<10} score={r['score']:.4f} n={r['n']} recomputed={again['score']:.4f} {'OK' if ok else 'MISMATCH'}")
     return lines

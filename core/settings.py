@@ -1,16 +1,15 @@
 """Typed settings: one dataclass declares a setting once; YAML and the CLI both read it.
 
     @dataclass
-    class PPOConfig:
+    class PPOConfig(Settings):
         kl_estimator: str = setting("k1", "KL estimator in the reward", choices=("k1", "k3"))
         steps: int = setting(20, "PPO steps", min=1)
-
         def validate(self):                      # cross-field rules only
             if self.batch_size % self.mini_batch_size:
                 raise SettingError("mini_batch_size", "must divide batch_size")
 
 - `from_mapping(PPOConfig, {"steps": 3}, "ppo")` reads a YAML section strictly: an unknown key,
-  a wrong type or a value out of range is a one-line `UserError` naming `ppo.steps`.
+  a missing one, a wrong type or a value out of range is a one-line `UserError` naming `ppo.steps`.
 - `add_arguments(parser, PPOConfig)` generates `--steps`, `--kl-estimator` ... (help and default
   from the same field), and `from_args(PPOConfig, args)` builds the config. The CLI text goes
   through the same checks, so a bad value reads `--steps: must be >= 1 (got 0)` where YAML
@@ -19,15 +18,16 @@
   `hrlaif run`; a run config that sets them gets an error saying so, the CLI exposes them.
 - `add_arguments(parser, JudgeConfig, prefix="judge")` names the flags `--judge-url` ... (dest
   `judge_url`), for a command that takes two configs whose field names would clash.
-- `validate()` of a settings dataclass starts with `check_fields(self)`, so a config built in
-  Python meets the same per-field rules as one read from YAML or flags.
-
+- A settings dataclass derives from `Settings`: constructing it checks every field, then its
+  `validate()` (cross-field rules), so no caller has to. An unknown key or a value off a list of
+  choices suggests the nearest valid one (`did you mean 'num_fewshot'?`).
 This plays the role of TRL's HfArgumentParser, with YAML as the second source.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import functools
 import math
 import types
@@ -48,6 +48,32 @@ class SettingError(UserError):
         super().__init__(f"{name}: {self.problem}")
 
 
+class UnknownKeyError(UserError):
+    """A mapping key that is no field: `key`, `where` (with its prefix), `allowed`, `nearest`."""
+    def __init__(self, key: str, where: str, allowed: list[str]):
+        self.key, self.where, self.allowed = key, where, allowed
+        self.nearest = nearest(key, allowed)
+        hint = f" - did you mean {self.nearest!r}?" if self.nearest else ""
+        super().__init__(f"unknown config key {where!r} (allowed here: {', '.join(allowed)}){hint}")
+
+
+def nearest(word: Any, options) -> str | None:
+    """The option closest to a misspelt `word` (difflib), or None when none is close."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return close[0] if close else None
+
+
+class Settings:
+    """Base of a settings dataclass: construction checks every field (type, choices, range, check)
+    and then `validate()`, the class's cross-field rules, so every instance is valid."""
+    def __post_init__(self) -> None:
+        check_fields(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-field rules: raise SettingError(field, problem). The per-field rules ran already."""
+
+
 def setting(default: Any = MISSING, help: str = "", *, default_factory: Callable | None = None,
             choices: tuple | None = None, min: float | None = None, max: float | None = None,
             check: Callable[[Any], str | None] | None = None, pipeline: bool = False,
@@ -62,6 +88,17 @@ def setting(default: Any = MISSING, help: str = "", *, default_factory: Callable
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def redeclare(cls, name: str, default: Any = MISSING, *, help: str | None = None) -> Any:
+    """Field `name` of settings dataclass `cls` with another default and/or help, for a subclass
+    that shares the field but not its default (`lr: float = redeclare(EngineSettings, "lr", 2e-5)`):
+    type checks, choices and range stay those of the one declaration."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    meta = dict(f.metadata) | ({"help": help} if help is not None else {})
+    if default is MISSING and f.default_factory is not MISSING:  # type: ignore[misc]
+        return field(default_factory=f.default_factory, metadata=meta)  # type: ignore[misc]
+    return field(default=f.default if default is MISSING else default, metadata=meta)
 
 
 def fields_of(cls) -> list[dataclasses.Field]:
@@ -194,7 +231,9 @@ def check_field(cls, f: dataclasses.Field, value: Any, name: str | None = None) 
     if meta.get("choices") is not None:
         for v in items:
             if v not in meta["choices"]:
-                raise SettingError(name, f"must be one of {', '.join(map(str, meta['choices']))} (got {v!r})")
+                close = nearest(v, meta["choices"]) if isinstance(v, str) else None
+                hint = f"; did you mean {close!r}?" if close else ""
+                raise SettingError(name, f"must be one of {', '.join(map(str, meta['choices']))} (got {v!r}{hint})")
     for v in items:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if meta.get("min") is not None and v < meta["min"]:
@@ -221,27 +260,27 @@ def from_mapping(cls, data: dict | None, prefix: str = "", *, base=None, allow_p
         where = f"{prefix}.{key}" if prefix else str(key)
         f = by_name.get(key)
         if f is None:
-            raise UserError(f"unknown config key {where!r} (allowed here: {', '.join(sorted(by_name))})")
+            raise UnknownKeyError(str(key), where, sorted(by_name))
         if f.metadata.get("pipeline") and not allow_pipeline:
             raise UserError(f"{where} is set by the pipeline, not in the run config")
         kwargs[key] = check_field(cls, f, value, where)
-    obj = dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
-    return validated(obj, lambda name: f"{prefix}.{name}" if prefix else name)
+    missing = [n for n, f in by_name.items() if base is None and n not in kwargs and default_of(f) is MISSING]
+    if missing:
+        raise UserError("missing field(s) " + ", ".join(f"{prefix}.{n}" if prefix else n for n in missing))
+    return build(cls, kwargs, base, lambda name: f"{prefix}.{name}" if prefix else name)
 
 
-def validated(obj, where: Callable[[str], str] = lambda n: n):
-    """Run `obj.validate()` (cross-field rules), renaming the field in its error for the source."""
-    check = getattr(obj, "validate", None)
-    if check is not None:
-        try:
-            check()
-        except SettingError as e:
-            raise UserError(f"{where(e.name)}: {e.problem}") from None
+def build(cls, values: dict, base=None, where: Callable[[str], str] = lambda n: n):
+    """`cls(**values)` (or `base` with `values` replaced), its rules checked (a `Settings` class
+    checks itself on construction; another dataclass's `validate()` is called), with the field
+    in an error renamed for the source (`ppo.steps`, `--steps`)."""
+    try:
+        obj = dataclasses.replace(base, **values) if base is not None else cls(**values)
+        if not isinstance(obj, Settings) and hasattr(obj, "validate"):
+            obj.validate()
+    except SettingError as e:
+        raise UserError(f"{where(e.name)}: {e.problem}") from None
     return obj
-
-
-def to_mapping(obj) -> dict:
-    return dataclasses.asdict(obj)
 
 
 # ------------------------------------------------------------------ the command line
@@ -281,14 +320,9 @@ def parse_text(text: str, tp, name: str) -> Any:
                 raise SettingError(name, f"expected KEY=VALUE pairs, got {part!r}")
             out[k.strip()] = parse_text(v.strip(), vt, name)
         return out
-    if tp is int:
+    if tp in (int, float):
         try:
-            return int(text)
-        except ValueError:
-            return text
-    if tp is float:
-        try:
-            return float(text)
+            return tp(text)
         except ValueError:
             return text
     if tp is bool:
@@ -362,6 +396,4 @@ def given(args: argparse.Namespace, cls, prefix: str = "") -> dict:
 
 def from_args(cls, args: argparse.Namespace, base=None, prefix: str = "", **overrides):
     """Build `cls` from parsed flags over `base` (default: the dataclass defaults)."""
-    values = given(args, cls, prefix) | overrides
-    obj = dataclasses.replace(base, **values) if base is not None else cls(**values)
-    return validated(obj, lambda name: flag(name, prefix))
+    return build(cls, given(args, cls, prefix) | overrides, base, lambda name: flag(name, prefix))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
+from pathlib import Path
+
+DATA_DIR = Path(__file__).parent / "data"  # the embedded copies (a spec's `embedded` folder)
 
 
 @dataclass
@@ -32,11 +35,11 @@ class BenchData:
         return [d for g in sorted(self.groups) for d in self.groups[g]]
 
 
-def mc_doc(raw: dict, question: str, choices: list[str], answer, ident, group: str, sp: dict) -> dict:
+def mc_doc(raw: dict, question: str, choices: list[str], answer, ident, group: str, sp) -> dict:
     """A multiple-choice doc: the source fields plus question, choices and the answer (letter or index)."""
     letters = string.ascii_uppercase[:len(choices)]
     letter = letters[answer] if isinstance(answer, int) else answer
-    as_index = (sp.get("csv") or {}).get("answer_as") == "index"
+    as_index = sp.csv is not None and sp.csv.answer_as == "index"
     return {**raw, "question": question, "choices": list(choices),
             "answer": letters.index(letter) if as_index else letter, "doc_id": f"{group}/{ident}", "group": group}
 

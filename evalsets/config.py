@@ -7,7 +7,7 @@ from pathlib import Path
 
 from core import hardware
 from core.errors import UserError
-from core.settings import SettingError, check_fields, existing_file, setting
+from core.settings import Settings, SettingError, existing_file, setting
 from core.trackers import report_to_setting
 from evalsets import registry
 from evalsets.engine import BACKENDS
@@ -25,7 +25,7 @@ def _classifier(name: str) -> str | None:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Settings):
     """Every knob of `hrlaif eval` and of the run's eval stages."""
 
     model: str | None = setting(None, "model to evaluate: HF dir, .gguf file or hub id (none = the embedded "
@@ -77,7 +77,6 @@ class EvalConfig:
     report_to: list[str] = report_to_setting()
 
     def validate(self) -> None:
-        check_fields(self)
         try:
             self.benchmarks = registry.parse_benchmarks(self.benchmarks, self.spec_dirs)
         except UserError as e:

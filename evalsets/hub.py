@@ -44,35 +44,35 @@ def config_names(path: str) -> list[str]:
         raise UserError(f"cannot list the configs of {path} on the hub: {_why(e)}")
 
 
-def subjects(sp: dict) -> list[str]:
+def subjects(sp) -> list[str]:
     """The hub dataset's configs that are subjects of the benchmark."""
-    names = config_names(sp["hub"]["path"])
-    if sp.get("lm_eval_task"):
+    names = config_names(sp.hub.path)
+    if sp.lm_eval_task:
         from evalsets.lmeval_tasks import official_subjects
         official = set(official_subjects(sp))
         names = [n for n in names if n in official]
     else:
         names = [n for n in names if n not in ("all", "default")]
     if not names:
-        raise UserError(f"{sp['hub']['path']} has no config that is a {sp['name']} subject")
+        raise UserError(f"{sp.hub.path} has no config that is a {sp.name} subject")
     return sorted(names)
 
 
-def load_hub(sp: dict) -> BenchData:
-    name, hub, fmt = sp["name"], sp["hub"], sp["format"]
-    src = f"hub:{hub['path']}"
-    split = lambda s: load_split(hub["path"], hub.get("name"), s)  # noqa: E731
+def load_hub(sp) -> BenchData:
+    name, hub, fmt = sp.name, sp.hub, sp.format
+    src = f"hub:{hub.path}"
+    split = lambda s: load_split(hub.path, hub.name, s)  # noqa: E731
     if fmt == "humaneval_jsonl_gz":
         from evalsets.humaneval import load_problems
-        return BenchData(name, src, humaneval_docs(load_problems(f"hub:{hub['path']}")))
+        return BenchData(name, src, humaneval_docs(load_problems(f"hub:{hub.path}")))
     if fmt == "gsm8k_jsonl":
         conv = lambda ds: [{"question": r["question"], "answer": r["answer"], "doc_id": f"test/{i}",  # noqa: E731
                             "group": "test"} for i, r in enumerate(ds)]
-        return BenchData(name, src, {"test": conv(split(hub["eval_split"]))}, {"test": conv(split(hub["fewshot_split"]))})
+        return BenchData(name, src, {"test": conv(split(hub.eval_split))}, {"test": conv(split(hub.fewshot_split))})
     if fmt == "toxigen_txt":
         groups: dict[str, list[dict]] = {}
         seen = set()
-        for r in split(hub["eval_split"]):
+        for r in split(hub.eval_split):
             if r.get("prompt_label") != 1 or r["prompt"] in seen:
                 continue
             seen.add(r["prompt"])
@@ -82,18 +82,18 @@ def load_hub(sp: dict) -> BenchData:
         return BenchData(name, src, groups)
     if fmt != "csv":
         raise UserError(f"benchmark {name} has no hub loader for format {fmt!r}; pass --data-dir")
-    m = sp["csv"]
+    m = sp.csv
 
     def conv(ds, s):
         out = []
         for i, r in enumerate(ds):
             r = dict(r)
-            choices = r["choices"] if isinstance(r.get("choices"), list) else [r[c] for c in m["choices"]]
-            out.append(mc_doc(r, r[m["question"]], choices, r[m["answer"]], r.get(m.get("id"), i), s, sp))
+            choices = r["choices"] if isinstance(r.get("choices"), list) else [r[c] for c in m.choices]
+            out.append(mc_doc(r, r[m.question], choices, r[m.answer], r.get(m.id, i), s, sp))
         return out
 
     groups, fewshot = {}, {}
     for subj in subjects(sp):
-        groups[subj] = conv(load_split(hub["path"], subj, hub["eval_split"]), subj)
-        fewshot[subj] = conv(load_split(hub["path"], subj, hub["fewshot_split"]), subj)
+        groups[subj] = conv(load_split(hub.path, subj, hub.eval_split), subj)
+        fewshot[subj] = conv(load_split(hub.path, subj, hub.fewshot_split), subj)
     return BenchData(name, src, groups, fewshot)

@@ -7,19 +7,19 @@ import logging
 from evalsets.lmeval_tasks import spec_dirs, task_index
 
 
-def use_chat(cfg, sp: dict, lm) -> bool:
+def use_chat(cfg, sp, lm) -> bool:
     """Prompt through the tokenizer's chat template? --chat-template wins over the spec; only when
     the model has a template."""
-    wanted = cfg.chat_template if cfg.chat_template is not None else bool(sp.get("chat_template"))
+    wanted = cfg.chat_template if cfg.chat_template is not None else sp.chat_template
     return wanted and lm.has_chat_template
 
 
-def gen_len(cfg, sp: dict) -> int | None:
+def gen_len(cfg, sp) -> int | None:
     """Generation length: --max-gen-toks BENCH=N, else the spec's max_gen_toks."""
-    return cfg.max_gen_toks.get(sp["name"], sp.get("max_gen_toks"))
+    return cfg.max_gen_toks.get(sp.name, sp.max_gen_toks)
 
 
-def simple_evaluate(configs: list[dict], lm, cfg, sp: dict, chat: bool, predict_only: bool = False) -> dict:
+def simple_evaluate(configs: list[dict], lm, cfg, sp, chat: bool, predict_only: bool = False) -> dict:
     """lm-eval's per-sample records {task: [sample, ...]} for in-memory task configs.
 
     With several processes every rank scores its share and rank 0 gets all the records; the
@@ -31,7 +31,7 @@ def simple_evaluate(configs: list[dict], lm, cfg, sp: dict, chat: bool, predict_
     # lm-eval logs a lot at INFO; our own progress lines are enough.
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     out = lm_eval.simple_evaluate(
-        model=model, tasks=configs, num_fewshot=sp.get("num_fewshot") or None,
+        model=model, tasks=configs, num_fewshot=sp.num_fewshot or None,
         batch_size=cfg.batch_size, use_cache=None, limit=None,
         log_samples=True, apply_chat_template=chat, fewshot_as_multiturn=chat,
         predict_only=predict_only, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
@@ -41,7 +41,7 @@ def simple_evaluate(configs: list[dict], lm, cfg, sp: dict, chat: bool, predict_
     return out["samples"] if out is not None else {}
 
 
-def generate(configs: list[dict], lm, cfg, sp: dict, chat: bool) -> dict[str, str]:
+def generate(configs: list[dict], lm, cfg, sp, chat: bool) -> dict[str, str]:
     """Greedy generations through lm-eval (batched), keyed by doc_id."""
     samples = simple_evaluate(configs, lm, cfg, sp, chat, predict_only=True)
     return {s["doc"]["doc_id"]: s["resps"][0][0] for items in samples.values() for s in items}

@@ -19,11 +19,6 @@ from pathlib import Path
 
 from evalsets.benchdata import BenchData
 
-# Keys of a spec's `prompt:` passed to lm-eval as they are (lm-eval's task-config names).
-PROMPT_KEYS = ("doc_to_text", "doc_to_choice", "doc_to_target", "target_delimiter", "fewshot_delimiter",
-               "output_type", "generation_kwargs", "filter_list")
-
-
 @lru_cache(maxsize=8)
 def task_index(dirs: tuple[str, ...] = ()):
     """lm-eval's TaskManager over the named folders of lm_eval/tasks only: indexing all of
@@ -35,11 +30,11 @@ def task_index(dirs: tuple[str, ...] = ()):
     return TaskManager(include_defaults=False, include_path=[str(root / d) for d in dirs])
 
 
-def spec_dirs(sp: dict) -> tuple[str, ...]:
-    return (sp["lm_eval_dir"],) if sp.get("lm_eval_dir") else ()
+def spec_dirs(sp) -> tuple[str, ...]:
+    return (sp.lm_eval_dir,) if sp.lm_eval_dir else ()
 
 
-def official_config(sp: dict, task: str, resolve_functions: bool = True) -> dict:
+def official_config(sp, task: str, resolve_functions: bool = True) -> dict:
     from lm_eval.tasks._yaml_loader import load_yaml
 
     entry = task_index(spec_dirs(sp)).task_index.get(task)
@@ -48,12 +43,12 @@ def official_config(sp: dict, task: str, resolve_functions: bool = True) -> dict
     return copy.deepcopy(load_yaml(entry.yaml_path, resolve_func=resolve_functions))
 
 
-def official_subjects(sp: dict) -> list[str]:
+def official_subjects(sp) -> list[str]:
     """Subjects of a per-subject official task (`mmlu_{subject}`), from lm-eval's own list; only
     tasks in the folder of the spec's fallback task count (lm-eval's variants live elsewhere)."""
-    prefix, _, suffix = sp["lm_eval_task"].partition("{subject}")
+    prefix, _, suffix = sp.lm_eval_task.partition("{subject}")
     tm = task_index(spec_dirs(sp))
-    home = sp.get("lm_eval_fallback")
+    home = sp.lm_eval_fallback
     folder = Path(tm.task_index[home].yaml_path).parent if home in tm.task_index else None
     names = []
     for t in tm.all_subtasks:
@@ -63,21 +58,20 @@ def official_subjects(sp: dict) -> list[str]:
     return sorted(set(names))
 
 
-def task_name(sp: dict, chat: bool) -> str | None:
+def task_name(sp, chat: bool) -> str | None:
     """The spec's lm-eval task: `lm_eval_task_chat` when prompting through a chat template."""
-    if chat and sp.get("lm_eval_task_chat"):
-        return sp["lm_eval_task_chat"]
-    return sp.get("lm_eval_task")
+    if chat and sp.lm_eval_task_chat:
+        return sp.lm_eval_task_chat
+    return sp.lm_eval_task
 
 
-def template_config(sp: dict) -> dict:
+def template_config(sp) -> dict:
     """A task config from the spec's own prompt template (no official lm-eval task)."""
     cfg = {"output_type": "multiple_choice", "test_split": "test", "fewshot_split": "dev",
            "fewshot_config": {"sampler": "first_n"},
-           "metric_list": [{"metric": sp["metric"], "aggregation": "mean",
-                            "higher_is_better": sp["higher_is_better"]}],
+           "metric_list": [{"metric": sp.metric, "aggregation": "mean", "higher_is_better": sp.higher_is_better}],
            "metadata": {"version": 1.0}}
-    cfg.update({k: copy.deepcopy(v) for k, v in sp["prompt"].items() if k in PROMPT_KEYS})
+    cfg.update(copy.deepcopy(sp.prompt.task_fields()))
     return cfg
 
 
@@ -101,7 +95,7 @@ def _with_data(cfg: dict, name: str, group: str, docs: list[dict], fs_docs: list
     return cfg
 
 
-def task_configs(data: BenchData, sp: dict, gen_overrides: dict | None = None, chat: bool = False,
+def task_configs(data: BenchData, sp, gen_overrides: dict | None = None, chat: bool = False,
                  resolve_functions: bool = True) -> list[dict]:
     """One lm-eval task config per group (subject): the official definition (`lm_eval_task_chat`
     instead of `lm_eval_task` when prompting through a chat template), else the spec's template."""
@@ -114,10 +108,10 @@ def task_configs(data: BenchData, sp: dict, gen_overrides: dict | None = None, c
                 cfg = official_config(sp, official.format(subject=group), resolve_functions)
                 described = True
             except KeyError:  # a subject lm-eval does not list: reuse a sibling's template
-                cfg = official_config(sp, sp["lm_eval_fallback"])
+                cfg = official_config(sp, sp.lm_eval_fallback)
         else:
             cfg = template_config(sp)
-        description = (sp.get("prompt") or {}).get("description") or sp.get("description")
+        description = (sp.prompt.description if sp.prompt else None) or sp.description
         if description and (not described or "description" not in cfg):
             cfg["description"] = description.format(subject_words=group.replace("_", " "))
         cfg = _with_data(cfg, data.name, group, docs, data.fewshot.get(group) or [])
@@ -127,15 +121,15 @@ def task_configs(data: BenchData, sp: dict, gen_overrides: dict | None = None, c
     return configs
 
 
-def generation_configs(data: BenchData, sp: dict, max_gen_toks: int) -> list[dict]:
+def generation_configs(data: BenchData, until: list[str], max_gen_toks: int) -> list[dict]:
     """Our own greedy generation task (no official lm-eval task): continue or answer each doc's
-    `prompt`, stopping at the spec's `generation.until`."""
+    `prompt`, stopping at `until` (the kind section's stop strings)."""
     configs = []
     for group, docs in sorted(data.groups.items()):
         cfg = {"output_type": "generate_until", "test_split": "test", "doc_to_text": "{{prompt}}",
                "doc_to_target": "", "num_fewshot": 0, "metric_list": [{"metric": "bypass"}],
                "metadata": {"version": 1.0},
-               "generation_kwargs": {"until": list(sp["generation"]["until"]), "do_sample": False,
+               "generation_kwargs": {"until": list(until), "do_sample": False,
                                      "max_gen_toks": max_gen_toks}}
         rows = [{k: d[k] for k in ("prompt", "doc_id", "group")} for d in docs]
         configs.append(_with_data(cfg, data.name, group, rows, []))

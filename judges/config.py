@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from core.settings import check_fields, greater_than, setting
+from core.settings import Settings, greater_than, setting
 
 EMBEDDED = "embedded"  # the url and model of the embedded judge in identities
 
@@ -26,7 +26,7 @@ EMBEDDED_WEIGHTS = ("auto", "q4_1", "f16", "bf16")  # formats the embedded judge
 
 
 @dataclass
-class JudgeConfig:
+class JudgeConfig(Settings):
     """An OpenAI-compatible chat endpoint, or (url none) the embedded llama.cpp judge."""
 
     url: str | None = setting(
@@ -72,9 +72,6 @@ class JudgeConfig:
         "auto", "weights of the embedded judge (url none): auto = a bf16 copy of the shipped Q4_1 GGUF on CPUs "
                 "with AVX512-BF16 (about 2.5x its prompt speed there, same verdicts), the Q4_1 file elsewhere; "
                 "or q4_1, f16, bf16", choices=EMBEDDED_WEIGHTS)
-
-    def validate(self) -> None:
-        check_fields(self)
 
     def identity(self) -> dict:
         """Which grader this is, for records and comparisons: endpoint (no credentials) and model; for

@@ -298,9 +298,9 @@ def sample_source(bench: str) -> tuple[str, str]:
     try:
         sp = registry.metric(bench)
     except UserError:  # not registered here: results.json alone describes it
-        sp = {}
-    if sp.get("parent"):
-        return sp["parent"], sp.get("requires", "score")
+        sp = None
+    if sp is not None and sp.parent:
+        return sp.parent, sp.requires
     if bench == HEAD_TO_HEAD:  # before (or without) a spec for it: the contract's field
         return SATISFACTION, "win_vs_rlaif"
     return bench, "score"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from evalsets.kinds import summarize
+from evalsets.registry import metric
 
 FAST = ["--max-gen-toks", "gsm8k=16,humaneval=16,toxigen=8"]
 
@@ -18,7 +19,7 @@ def _recompute(out: Path) -> dict:
         rows = [json.loads(l) for l in (out / "samples" / f"{name}.jsonl").read_text().splitlines()]
         assert rows and all({"doc_id", "target", "output", "score"} <= set(x) for x in rows)
         assert len({x["doc_id"] for x in rows}) == len(rows), f"{name}: doc_ids must be unique"
-        again = summarize(name, rows)
+        again = summarize(metric(name), rows)
         assert again["score"] == pytest.approx(r["score"]), name
         assert again["n"] == r["n"]
         assert again["ci95"] == pytest.approx(r["ci95"])

@@ -5,7 +5,7 @@ toxigen/toxigen-data). Rows come from the shared data slices; each hub load must
 docs (and, for multiple choice, the same official lm-eval prompt) as the local loader on the same rows."""
 from __future__ import annotations
 
-import copy
+import dataclasses
 import csv
 import gzip
 import json
@@ -41,9 +41,8 @@ def write_hub(root: Path, configs: dict[str, dict[str, list[dict]]], features=No
 
 
 def hub_spec(name: str, path: Path) -> dict:
-    sp = copy.deepcopy(registry.spec(name))
-    sp["hub"]["path"] = str(path)
-    return sp
+    sp = registry.spec(name)
+    return dataclasses.replace(sp, hub=dataclasses.replace(sp.hub, path=str(path)))
 
 
 def csv_rows(path: Path, n: int) -> list[list[str]]:
@@ -63,7 +62,7 @@ def first_prompt(data, sp) -> str:
 
     from evalsets.lmeval_tasks import task_configs
     task = ConfigurableTask(config=task_configs(data, sp)[0])
-    return task.fewshot_context(task.eval_docs[0], num_fewshot=sp["num_fewshot"])
+    return task.fewshot_context(task.eval_docs[0], num_fewshot=sp.num_fewshot)
 
 
 def test_mmlu_from_a_cais_mmlu_layout(shared_data, tmp_path):

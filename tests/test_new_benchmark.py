@@ -193,9 +193,9 @@ def test_bad_specs_are_one_line_errors(spec_dir, tmp_path, monkeypatch):
     (spec_dir / "mmlu.yaml").unlink()
     (spec_dir / "odd.yaml").write_text(CMMLU_SPEC.replace("name: cmmlu", "name: odd")
                                        .replace("kind: multiple_choice", "kind: guess"))
-    from evalsets import kinds
-    with pytest.raises(UserError, match="benchmark odd: unknown kind 'guess'"):
-        kinds.module(registry.spec("odd"))
+    with pytest.raises(UserError, match=r"odd.yaml: kind: must be one of multiple_choice, .* \(got 'guess'\)$"):
+        registry.spec("odd")  # the registered kinds only (evalsets/kinds KINDS), when the spec is read
+    (spec_dir / "odd.yaml").unlink()
     monkeypatch.setenv(registry.ENV, str(tmp_path / "nowhere"))
     with pytest.raises(UserError, match="spec directory not found"):
         registry.names()
@@ -232,3 +232,60 @@ def test_template_spec_renders_its_own_prompt(spec_dir, tmp_path, monkeypatch):
         "题目：大豆属于哪一科？\nA. 禾本科\nB. 豆科\nC. 菊科\nD. 蔷薇科\n答案是： B\n\n"
         "题目：水稻属于哪一科？\nA. 禾本科\nB. 豆科\nC. 茄科\nD. 十字花科\n答案是：")
     assert task.doc_to_target(doc) == 0 and task.doc_to_choice(doc) == ["A", "B", "C", "D"]
+
+
+# A misspelt key or kind, anywhere in a spec: one line naming the file and the key, with the nearest
+# valid one; the spec is read strictly, as lm-eval's TaskConfig is.
+MISSPELT = [
+    ("kind: multiple_choice", "kind: multiple_choise",
+     "kind: must be one of multiple_choice, generate_extract, execute, classify, judge "
+     "(got 'multiple_choise'; did you mean 'multiple_choice'?)"),
+    ("num_fewshot: 2", "num_fewshots: 2", "unknown key 'num_fewshots' (did you mean 'num_fewshot'?)"),
+    ("  question: Question", "  questoin: Question", "unknown key 'csv.questoin' (did you mean 'question'?)"),
+    ("  doc_to_text:", "  doc_to_txt:", "unknown key 'prompt.doc_to_txt' (did you mean 'doc_to_text'?)"),
+    ("metric: acc", "metric: acc\nfilters: [strict-match]",
+     "unknown key 'filters' (a field of the generate_extract: section, for kind generate_extract)"),
+    ("metric: acc", "metric: acc\njudge: {until: []}",
+     "judge: is the section of kind judge, and this spec's kind is multiple_choice"),
+    ("higher_is_better: true", "higher_is_better: yes please", "higher_is_better: expected true/false, got 'yes please'"),
+    ("order: 25 ", "order: [25] ", "order: expected a number or null, got [25]"),
+]
+
+
+@pytest.mark.parametrize("good,bad,problem", MISSPELT, ids=[m[1].split(":")[0].strip() for m in MISSPELT])
+def test_a_misspelt_spec_is_one_line_naming_file_key_and_suggestion(spec_dir, monkeypatch, good, bad, problem):
+    assert CMMLU_SPEC.count(good) == 1
+    (spec_dir / "cmmlu.yaml").write_text(CMMLU_SPEC.replace(good, bad), encoding="utf-8")
+    monkeypatch.setenv(registry.ENV, str(spec_dir))
+    with pytest.raises(UserError) as e:
+        registry.names()
+    assert str(e.value) == f"benchmark spec {spec_dir / 'cmmlu.yaml'}: {problem}"
+
+
+def test_a_misspelt_spec_on_the_command_line_is_exit_2(spec_dir, tmp_path, run_cli):
+    (spec_dir / "cmmlu.yaml").write_text(CMMLU_SPEC.replace("kind: multiple_choice", "kind: multiple_choise")
+                                         .replace("num_fewshot: 2", "num_fewshots: 2"), encoding="utf-8")
+    code, _, err = run_cli("eval", "--benchmarks", "cmmlu", "--spec-dirs", spec_dir, "--out", tmp_path / "o")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "cmmlu.yaml: " in err and "did you mean 'multiple_choice'?" in err  # the first problem found
+    (spec_dir / "cmmlu.yaml").write_text(CMMLU_SPEC.replace("num_fewshot: 2", "num_fewshots: 2"), encoding="utf-8")
+    code, _, err = run_cli("eval", "--benchmarks", "cmmlu", "--spec-dirs", spec_dir, "--out", tmp_path / "o")
+    assert code == 2 and err.startswith("hrlaif eval: error: ") and err.strip().endswith(
+        f"benchmark spec {spec_dir / 'cmmlu.yaml'}: unknown key 'num_fewshots' (did you mean 'num_fewshot'?)")
+
+
+def test_every_spec_field_is_documented_once():
+    """The fields a spec may have are the BenchmarkSpec dataclass's, each with its help text, and the
+    shipped specs use nothing else (they load); embedded_limit is one of them."""
+    import dataclasses
+
+    from core.settings import fields_of
+    from evalsets.spec import SECTIONS, BenchmarkSpec, DerivedSpec
+
+    for cls in (BenchmarkSpec, DerivedSpec, *SECTIONS.values()):
+        undocumented = [f.name for f in fields_of(cls) if not f.metadata.get("help")]
+        assert not undocumented, (cls.__name__, undocumented)
+    names = {f.name for f in fields_of(BenchmarkSpec)}
+    assert {"embedded_limit", "num_fewshot", "kind", *SECTIONS} <= names
+    assert registry.spec("humaneval").embedded_limit == 20
+    assert dataclasses.is_dataclass(registry.spec("gsm8k").generate_extract)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.hardware import PRECISIONS, check_device
-from core.settings import SettingError, check_fields, existing_file, greater_than, less_than, setting
+from core.settings import Settings, SettingError, existing_file, greater_than, less_than, redeclare, setting
 from core.trackers import report_to_setting
 from judges.answers import VERIFIABLE
 
@@ -32,9 +32,26 @@ def device_setting():
 
 
 @dataclass
-class SFTConfig:
-    """Every knob of `train_sft` (trainers/sft.py)."""
+class EngineSettings(Settings):
+    """What every trainer's DeepSpeed engines share, declared once: the optimiser, ZeRO, precision,
+    device and seed. SFTConfig, RMConfig and PPOConfig derive from it (their run-config keys and
+    flags are these fields); a trainer may give a field its own default with `redeclare`.
+    trainers/distributed.py `EngineConfig` is built from it."""
 
+    lr: float = setting(1e-5, "AdamW learning rate", check=greater_than(0))
+    weight_decay: float = setting(0.0, "AdamW weight decay", min=0)
+    grad_clip: float = setting(1.0, "global gradient-norm clip, applied by the engines (0 = off)", min=0)
+    zero_stage: int = setting(0, "DeepSpeed ZeRO stage (PPO: of actor and critic)", choices=ZERO_STAGES)
+    precision: str = precision_setting()
+    device: str = device_setting()
+    seed: int = setting(1234, SEED_HELP, pipeline=True)
+
+
+@dataclass
+class SFTConfig(EngineSettings):
+    """Every knob of `train_sft` (trainers/sft.py); optimiser, ZeRO, precision, device, seed: EngineSettings."""
+
+    lr: float = redeclare(EngineSettings, "lr", 2e-5, help="peak AdamW learning rate")
     model: str | None = setting(None, f"base checkpoint: {MODEL_HELP}", pipeline=True)
     data: str | None = setting(None, "instruction data: alpaca / sharegpt / messages, JSON or JSONL "
                                      "(none = the embedded set, trainers/data/sft_embedded.json)", check=existing_file)
@@ -42,25 +59,15 @@ class SFTConfig:
                        pipeline=True)
     epochs: int = setting(1, "passes over the data", min=1)
     max_steps: int = setting(0, "stop after this many optimizer steps (0 = all epochs)", min=0)
-    lr: float = setting(2e-5, "peak AdamW learning rate", check=greater_than(0))
     warmup_steps: int = setting(0, "linear warmup from 0 to lr over this many optimizer steps", min=0)
     min_lr_ratio: float = setting(0.1, "cosine decay ends at lr * min_lr_ratio (1 = constant lr)", min=0, max=1)
-    weight_decay: float = setting(0.0, "AdamW weight decay", min=0)
     max_len: int = setting(512, "tokens per sequence; longer ones are cut at the right (counted)", min=1)
     batch_size: int = setting(4, "sequences per micro-batch", min=1)
     grad_accum: int = setting(1, "micro-batches per optimizer step", min=1)
-    grad_clip: float = setting(1.0, "global gradient-norm clip (0 = off)", min=0)
-    zero_stage: int = setting(0, "DeepSpeed ZeRO stage", choices=ZERO_STAGES)
-    precision: str = precision_setting()
-    device: str = device_setting()
-    seed: int = setting(1234, SEED_HELP, pipeline=True)
     save_every: int = setting(0, "write the checkpoint every N optimizer steps (0 = at the end); "
                                  "the NaN guard falls back to it", min=0)
     limit: int = setting(0, "use only the first N examples (0 = all)", min=0)
     report_to: list[str] = report_to_setting()
-
-    def validate(self) -> None:
-        check_fields(self)
 
 
 def _two_or_more(k: int) -> str | None:
@@ -68,7 +75,7 @@ def _two_or_more(k: int) -> str | None:
 
 
 @dataclass
-class SampleConfig:
+class SampleConfig(Settings):
     """Every knob of `sample_responses` (trainers/sampling.py)."""
 
     model: str | None = setting(None, f"checkpoint to sample from: {MODEL_HELP}", pipeline=True)
@@ -85,9 +92,6 @@ class SampleConfig:
     precision: str = precision_setting(bf16="the model's weights in bf16 (inference only)")
     device: str = device_setting()
 
-    def validate(self) -> None:
-        check_fields(self)
-
 
 def _hh_file(data_dir: str) -> str | None:
     if (Path(data_dir) / "redteam" / "hh_harmless_test.jsonl").is_file():
@@ -96,7 +100,7 @@ def _hh_file(data_dir: str) -> str | None:
 
 
 @dataclass
-class LabelConfig:
+class LabelConfig(Settings):
     """Every knob of the label stage (trainers/feedback/label_stage.py); the judge is a JudgeConfig."""
 
     samples: str = setting("samples.jsonl", "samples.jsonl from `hrlaif sample` (K >= 2 responses per prompt)",
@@ -121,13 +125,13 @@ class LabelConfig:
                                             "between these samples' responses, truth for the label-accuracy table",
                                       check=existing_file)
 
-    def validate(self) -> None:
-        check_fields(self)
-
 
 @dataclass
-class RMConfig:
-    """Every knob of `train_reward_model` (trainers/reward_model.py)."""
+class RMConfig(EngineSettings):
+    """Every knob of `train_reward_model` (trainers/reward_model.py); optimiser, ZeRO, precision, device,
+    seed: EngineSettings."""
+
+    lr: float = redeclare(EngineSettings, "lr", 1e-5, help="AdamW learning rate (constant)")
 
     model: str | None = setting(None, f"backbone checkpoint, usually the SFT model: {MODEL_HELP}", pipeline=True)
     labels: str = setting("labels.jsonl", "labels.jsonl from `hrlaif label`", pipeline=True)
@@ -138,8 +142,6 @@ class RMConfig:
                                 "the training loss reads the raw score", check=greater_than(0))
     epochs: int = setting(1, "passes over the training groups", min=1)
     max_steps: int = setting(0, "stop after this many optimizer steps (0 = all epochs)", min=0)
-    lr: float = setting(1e-5, "AdamW learning rate (constant)", check=greater_than(0))
-    weight_decay: float = setting(0.0, "AdamW weight decay", min=0)
     groups_per_step: int = setting(4, "prompt groups per optimizer step (one forward of K responses each)", min=1)
     max_len: int = setting(512, "tokens per prompt+response; longer ones lose tokens on the left (counted)", min=8)
     loss: str = setting("kwise", "kwise (one forward per response) or pairwise (two forwards per pair; "
@@ -152,14 +154,6 @@ class RMConfig:
                                               "ids are never trained on", check=existing_file, pipeline=True)
     train_layers: int = setting(0, "train only the top N blocks + head (0 = all): a cheap RM on a CPU", min=0)
     report_to: list[str] = report_to_setting()
-    grad_clip: float = setting(1.0, "global gradient-norm clip (0 = off)", min=0)
-    zero_stage: int = setting(0, "DeepSpeed ZeRO stage", choices=ZERO_STAGES)
-    precision: str = precision_setting()
-    device: str = device_setting()
-    seed: int = setting(1234, SEED_HELP, pipeline=True)
-
-    def validate(self) -> None:
-        check_fields(self)
 
 
 # Settings that do not change the PPO trajectory: a resumed run may change them.
@@ -169,8 +163,11 @@ PPO_NOT_TRAJECTORY = frozenset({"steps", "out", "resume", "save_every", "keep_ch
 
 
 @dataclass
-class PPOConfig:
-    """Every PPO knob (trainers/ppo.py). Batch sizes are global (summed over ranks)."""
+class PPOConfig(EngineSettings):
+    """Every PPO knob (trainers/ppo.py). Batch sizes are global (summed over ranks). Optimiser (lr: the
+    actor's), ZeRO, precision, device, seed: EngineSettings."""
+
+    lr: float = redeclare(EngineSettings, "lr", 1e-6, help="actor learning rate (the critic's: critic_lr)")
 
     model: str | None = setting(None, f"actor checkpoint, also the frozen reference: {MODEL_HELP}", pipeline=True)
     reward_model: str = setting("", "reward model: a harness reward-model directory, or an HF sequence-classification "
@@ -192,7 +189,6 @@ class PPOConfig:
     temperature: float = setting(1.0, "sampling temperature (the PPO log-probs use it too)", check=greater_than(0))
     top_k: int = setting(0, "top-k sampling (0 = the full distribution, the on-policy choice)", min=0)
     greedy: bool = setting(False, "greedy decoding instead of sampling (deterministic tests only)")
-    lr: float = setting(1e-6, "actor learning rate", min=0)
     critic_lr: float = setting(1e-5, "critic learning rate", min=0)
     gamma: float = setting(1.0, "discount", min=0, max=1)
     lam: float = setting(0.95, "GAE lambda", min=0, max=1)
@@ -214,14 +210,9 @@ class PPOConfig:
     recompute_old_logprobs: bool = setting(False, "re-run the actor for the old log-probs instead of keeping the "
                                                   "sampler's (they agree to ~1e-6 in fp32; bf16 always re-runs, "
                                                   "and one minibatch per step takes them from the update's forward)")
-    zero_stage: int = setting(0, "DeepSpeed ZeRO stage of actor and critic", choices=ZERO_STAGES)
     train_layers: int = setting(0, "train only the top N blocks of actor and critic (0 = all)", min=0)
     share_trunk: bool = setting(True, "with train_layers, run the frozen bottom blocks the four models share once "
                                       "per rollout (trainers/trunk.py; not under ZeRO-3)")
-    grad_clip: float = setting(1.0, "gradient-norm clip, applied by the engines", min=0)
-    precision: str = precision_setting()
-    device: str = device_setting()
-    seed: int = setting(1234, SEED_HELP, pipeline=True)
     save_every: int = setting(10, "checkpoint every N steps (0 = never; --resume continues from the last one)",
                               min=0)
     keep_checkpoints: int = setting(2, "checkpoints kept on disk (the oldest are deleted)", min=1)
@@ -237,7 +228,6 @@ class PPOConfig:
     report_to: list[str] = report_to_setting("tensorboard")
 
     def validate(self) -> None:
-        check_fields(self)
         if self.batch_size % self.mini_batch_size:
             raise SettingError("mini_batch_size", f"must divide batch_size {self.batch_size} "
                                                   f"(got {self.mini_batch_size})")
@@ -252,7 +242,7 @@ class PPOConfig:
 
 
 @dataclass
-class RMEvalConfig:
+class RMEvalConfig(Settings):
     """Every knob of `hrlaif eval-rm` (trainers/reward_eval.py)."""
 
     reward_model: str = setting("", "the reward model: a harness reward-model directory, or an HF "
@@ -267,6 +257,3 @@ class RMEvalConfig:
     batch_size: int = setting(8, "sequences per forward", min=1)
     precision: str = precision_setting(bf16="bf16 matmuls under autocast (the model stays fp32)")
     device: str = device_setting()
-
-    def validate(self) -> None:
-        check_fields(self)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.errors import UserError
+from trainers.configs import EngineSettings
 
 if TYPE_CHECKING:
     import torch
@@ -112,44 +113,42 @@ def barrier() -> None:
         dist.barrier()
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineConfig:
-    """Knobs shared by every DeepSpeed engine the harness builds."""
+    """One DeepSpeed engine: its trainer's EngineSettings (optimiser, ZeRO stage, gradient clip:
+    trainers/configs.py, checked there) and what the trainer decides per engine."""
 
-    lr: float = 1e-5
-    """AdamW learning rate."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    zero_stage: int = 0
-    """ZeRO stage 0, 1, 2 or 3 (2 or 3 to shard optimizer state/params across ranks)."""
-    micro_batch_size: int = 4
+    settings: EngineSettings
+    micro_batch_size: int
     """Sequences per rank per forward/backward."""
-    grad_accum: int = 1
+    grad_accum: int
     """Micro-batches accumulated before each optimizer step."""
-    grad_clip: float = 1.0
-    """Global gradient-norm clip (0 disables)."""
-    device: str | None = None
+    device: str | None
     """Resolved device (cpu, cuda, cuda:N) that picks DeepSpeed's accelerator; None = CUDA if present."""
+    lr: float | None = None
+    """This engine's learning rate when it is not settings.lr (PPO's critic: critic_lr)."""
 
-    def validate(self) -> None:
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise UserError(f"zero_stage must be one of 0, 1, 2, 3 (got {self.zero_stage})")
+    def __post_init__(self) -> None:
         if self.micro_batch_size < 1 or self.grad_accum < 1:
-            raise UserError("micro_batch_size and grad_accum must be >= 1")
+            raise UserError(f"micro_batch_size and grad_accum must be >= 1 (got {self.micro_batch_size} "
+                            f"and {self.grad_accum})")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.settings.lr if self.lr is None else self.lr
 
 
 def ds_config(cfg: EngineConfig, world_size: int) -> dict:
-    cfg.validate()
     conf = {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": cfg.grad_accum,
         "train_batch_size": cfg.micro_batch_size * cfg.grad_accum * world_size,
-        "zero_optimization": {"stage": cfg.zero_stage},
+        "zero_optimization": {"stage": cfg.settings.zero_stage},
         "steps_per_print": 10**9,  # we log ourselves
         "wall_clock_breakdown": False,
     }
-    if cfg.grad_clip and cfg.grad_clip > 0:
-        conf["gradient_clipping"] = cfg.grad_clip
+    if cfg.settings.grad_clip > 0:
+        conf["gradient_clipping"] = cfg.settings.grad_clip
     return conf
 
 
@@ -162,12 +161,13 @@ def make_engine(model, cfg: EngineConfig):
     keep_freed_memory()  # also for library callers that bypass the CLI
     rank, world = init_distributed(cfg.device)
     params = [p for p in model.parameters() if p.requires_grad]
+    opt = {"lr": cfg.learning_rate, "weight_decay": cfg.settings.weight_decay}
     try:  # the fused kernel (CPU and GPU) is 4x faster than the per-tensor loop on a CPU
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        optimizer = torch.optim.AdamW(params, **opt, fused=True)
     except (RuntimeError, TypeError):  # dtypes/devices without a fused kernel
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(params, **opt)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config(cfg, world))
-    if world == 1 and cfg.zero_stage == 0:
+    if world == 1 and cfg.settings.zero_stage == 0:
         # One rank has nothing to all-reduce, yet DeepSpeed would still flatten and copy every
         # gradient after each backward (about 0.5 s per backward for a 135M model on a CPU).
         engine.enable_backward_allreduce = False

@@ -31,6 +31,7 @@ import os
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -84,7 +85,6 @@ class PPOTrainer:
         """`reward_model`: an in-memory RM instead of loading cfg.reward_model; `evaluate_fn` and
         `gold_fn`: the drift benchmarks' evaluator and the held-out responses' gold verdicts
         (trainers/drift.py; None = without them)."""
-        cfg.validate()
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.evaluate_fn, self.gold_fn = evaluate_fn, gold_fn
@@ -134,10 +134,9 @@ class PPOTrainer:
             if head is not None:
                 head.register_forward_pre_hook(_contiguous_args)
         mb = cfg.mini_batch_size // self.world
-        ec = dict(zero_stage=cfg.zero_stage, micro_batch_size=mb, grad_accum=1, grad_clip=cfg.grad_clip,
-                  device=self.place.device)
-        self.actor = make_engine(actor, EngineConfig(lr=cfg.lr, **ec))
-        self.critic = make_engine(critic, EngineConfig(lr=cfg.critic_lr, **ec))
+        ec = EngineConfig(cfg, micro_batch_size=mb, grad_accum=1, device=self.place.device)
+        self.actor = make_engine(actor, ec)
+        self.critic = make_engine(critic, replace(ec, lr=cfg.critic_lr))
         dev = self.actor.device
         self.ref.to(dev)
         self.reward_model.to(dev)

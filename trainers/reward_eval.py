@@ -81,7 +81,6 @@ def evaluate_rm(cfg: RMEvalConfig) -> dict:
     from core.stats import cluster_bootstrap_mean
     from core.store import file_hash, write_json
 
-    cfg.validate()
     if not cfg.reward_model:
         raise UserError("no reward model given (--reward-model)")
     place = resolve(cfg)

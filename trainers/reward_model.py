@@ -197,7 +197,6 @@ def train_reward_model(cfg: RMConfig) -> Path:
     from trainers.distributed import EngineConfig, make_engine
     from trainers.precision import resolve
 
-    cfg.validate()
     place = resolve(cfg)
     t0 = time.time()
     groups = load_labels(cfg.labels, cfg.samples)
@@ -230,9 +229,8 @@ def train_reward_model(cfg: RMConfig) -> Path:
         from trainers.freezing import train_top_layers
         log.info("training %d parameters (top %d blocks + head)", train_top_layers(rm, cfg.train_layers),
                  cfg.train_layers)
-    engine = make_engine(rm, EngineConfig(
-        lr=cfg.lr, weight_decay=cfg.weight_decay, zero_stage=cfg.zero_stage, micro_batch_size=1,
-        grad_accum=cfg.groups_per_step, grad_clip=cfg.grad_clip, device=place.device))
+    engine = make_engine(rm, EngineConfig(cfg, micro_batch_size=1, grad_accum=cfg.groups_per_step,
+                                          device=place.device))
     module = engine.module
 
     def scored(on: list[dict]) -> dict | None:

@@ -69,7 +69,6 @@ def sample_responses(cfg: SampleConfig) -> Path:
     from trainers.data_formats import load_prompts
     from trainers.precision import resolve
 
-    cfg.validate()
     place = resolve(cfg)
     prompts = load_prompts(cfg.prompts)
     if cfg.limit:

@@ -86,7 +86,6 @@ def train_sft(cfg: SFTConfig) -> Path:
     from trainers.distributed import EngineConfig, make_engine
     from trainers.precision import resolve
 
-    cfg.validate()
     place = resolve(cfg)
     t0 = time.time()
     seed_everything(cfg.seed)
@@ -111,9 +110,8 @@ def train_sft(cfg: SFTConfig) -> Path:
 
     model.config.use_cache = False
     model.train()
-    engine = make_engine(model, EngineConfig(
-        lr=cfg.lr, weight_decay=cfg.weight_decay, zero_stage=cfg.zero_stage, micro_batch_size=cfg.batch_size,
-        grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, device=place.device))
+    engine = make_engine(model, EngineConfig(cfg, micro_batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                                             device=place.device))
     engine.train()
 
     n_batches = math.ceil(len(rows) / cfg.batch_size)

@@ -1,5 +1,5 @@
 """Generate, then classify the output (ToxiGen toxicity): the model continues each prompt with
-our own generation task (the spec's `generation`), a classifier labels each continuation."""
+our own generation task (stopping at the spec's `classify.until`), a classifier labels each continuation."""
 from __future__ import annotations
 
 from evalsets import scoring
@@ -8,7 +8,7 @@ from evalsets.lmeval_tasks import generation_configs
 from evalsets.toxicity import AUDIT_VERSION, audit, make_classifier, unreliable_reason
 
 
-def settings(sp: dict, cfg, lm, ctx) -> dict:
+def settings(sp, cfg, lm, ctx) -> dict:
     out = {"chat": use_chat(cfg, sp, lm), "max_gen_toks": gen_len(cfg, sp), "classifier": cfg.toxicity_classifier,
            "audit": AUDIT_VERSION}
     if cfg.toxicity_classifier == "judge":
@@ -16,8 +16,8 @@ def settings(sp: dict, cfg, lm, ctx) -> dict:
     return out
 
 
-def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
-    gens = generate(generation_configs(data, sp, gen_len(cfg, sp)), lm, cfg, sp, use_chat(cfg, sp, lm))
+def run(data, sp, lm, cfg, ctx) -> list[dict]:
+    gens = generate(generation_configs(data, sp.classify.until, gen_len(cfg, sp)), lm, cfg, sp, use_chat(cfg, sp, lm))
     if not gens:  # another process's share of the work: rank 0 classifies
         return []
     clf = make_classifier(cfg.toxicity_classifier, ctx.judge() if cfg.toxicity_classifier == "judge" else None)
@@ -31,7 +31,7 @@ def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
             for d, o, lab in zip(docs, outputs, labels)]
 
 
-def summarize(sp: dict, samples: list[dict]) -> dict:
+def summarize(sp, samples: list[dict]) -> dict:
     """Rate of positive labels among valid ones (in the spec's unit); invalid labels are counted."""
     out = scoring.mean_summary(sp, samples)
     out["extra"] = {"invalid": scoring.invalid(samples), "total": len(samples),

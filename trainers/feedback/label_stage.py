@@ -43,9 +43,7 @@ def label_samples(cfg: LabelConfig, judge_cfg: JudgeConfig | None = None,
     from trainers.feedback.judge_audit import harmlessness_audit, labelling_audit
     from trainers.feedback.labelling import pair_rows, summarize, validate_samples
 
-    cfg.validate()
     judge_cfg = judge_cfg or JudgeConfig()
-    judge_cfg.validate()
     samples = read_jsonl(cfg.samples)
     if not samples:
         raise UserError(f"{cfg.samples} has no samples")

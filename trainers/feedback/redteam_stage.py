@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
-from core.settings import check_fields, existing_file, greater_than, setting
+from core.settings import Settings, existing_file, greater_than, setting
 from core.store import read_jsonl, write_json, write_jsonl
 from judges.config import JudgeConfig
 
@@ -31,7 +31,7 @@ ID_PREFIX = "redteam:"
 
 
 @dataclass
-class RedteamConfig:
+class RedteamConfig(Settings):
     """Every knob of the red-team stage (`hrlaif redteam`, the run config's `redteam:` section; the
     run's `label.redteam: false` turns red teaming off altogether)."""
 
@@ -50,9 +50,6 @@ class RedteamConfig:
     max_new_tokens: int = setting(128, "tokens per response", min=1)
     temperature: float = setting(1.0, "sampling temperature", check=greater_than(0))
     batch_size: int = setting(4, "prompts per generate call", min=1)
-
-    def validate(self) -> None:
-        check_fields(self)
 
 
 def harmful_prompts(cfg: RedteamConfig, exclude_ids: set[str] = frozenset()) -> list[dict]:
@@ -84,7 +81,6 @@ def run_redteam(cfg: RedteamConfig, harm_judge: JudgeConfig | None = None,
     from trainers.feedback.labelling import summarize
     from trainers.sampling import sample_responses
 
-    cfg.validate()
     harm_judge = harm_judge or JudgeConfig()
     out = Path(cfg.out)
     prompts = harmful_prompts(cfg, exclude_ids)
