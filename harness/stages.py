@@ -82,11 +82,11 @@ def suffix(cfg: RunConfig, seed: int) -> str:
     return "" if seed == training_seeds(cfg)[0] else f"_s{seed}"
 
 
-class Picked:
-    """Some fields of a section: what a stage reads of it (`pick(cfg.eval, "precision")`)."""
+class Strict:
+    """Attribute access to a fixed set of values; reading anything else raises, saying what was read."""
 
-    def __init__(self, section, *names: str):
-        self._section, self._values = type(section).__name__, {n: getattr(section, n) for n in names}
+    def __init__(self, values: dict, missing: str):
+        self._values, self._missing = values, missing
 
     def __getattr__(self, name):
         if name.startswith("_"):
@@ -94,7 +94,15 @@ class Picked:
         try:
             return self._values[name]
         except KeyError:
-            raise AttributeError(f"{self._section}.{name} is not among the fields this stage resolved") from None
+            raise AttributeError(self._missing.format(name=name)) from None
+
+
+class Picked(Strict):
+    """Some fields of a section: what a stage reads of it (`pick(cfg.eval, "precision")`)."""
+
+    def __init__(self, section, *names: str):
+        super().__init__({n: getattr(section, n) for n in names},
+                         f"{type(section).__name__}.{{name}} is not among the fields this stage resolved")
 
     def plain(self) -> dict:
         return dict(self._values)
@@ -103,20 +111,9 @@ class Picked:
 pick = Picked
 
 
-class View:
+def View(stage: str, resolved: dict) -> Strict:  # noqa: N802 (reads as the type it makes)
     """What a stage function sees of the run config: exactly its resolved objects."""
-
-    def __init__(self, stage: str, resolved: dict):
-        self._stage, self._resolved = stage, resolved
-
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self._resolved[name]
-        except KeyError:
-            raise AttributeError(f"stage {self._stage} reads cfg.{name}, which its record does not resolve "
-                                 f"(harness/stages.py)") from None
+    return Strict(resolved, f"stage {stage} reads cfg.{{name}}, which its record does not resolve (harness/stages.py)")
 
 
 def plain(obj) -> object:

@@ -208,7 +208,7 @@ def test_stage_functions_read_only_their_resolved_config(tmp_path, monkeypatch, 
     monkeypatch.setattr(trainers.reward_model, "train_reward_model", keep("rm", lambda c: c.out))
     monkeypatch.setattr(trainers.ppo, "train", keep("ppo", lambda c, **kw: None))
     monkeypatch.setattr(evalsets.runner, "evaluate_to_dir", keep("eval", evaluated))
-    monkeypatch.setattr(reports.build, "build_report", lambda run_dir: Path(run_dir) / "report")
+    monkeypatch.setattr(reports.build, "build_report", lambda run_dir, **kw: Path(run_dir) / "report")
     cfg = RunConfig(seed=5)
     cfg = replace(cfg, eval=replace(cfg.eval, max_gen_toks={"gsm8k": 33}, precision="fp32"))
     run_pipeline(cfg, tmp_path)
@@ -245,7 +245,7 @@ def test_adding_a_stage_is_one_record_and_its_function(tmp_path, capsys, monkeyp
     records = tuple(replace(r, fn=_fake) for r in RECORDS[:-1]) + (NEW, replace(RECORDS[-1], fn=stages.report))
     monkeypatch.setattr(stages, "RECORDS", records)  # the one edit: the record (and its function above)
     import reports.build
-    monkeypatch.setattr(reports.build, "build_report", lambda run_dir: Path(run_dir) / "report")
+    monkeypatch.setattr(reports.build, "build_report", lambda run_dir, **kw: Path(run_dir) / "report")
     cfg = replace(RunConfig(), seeds=[1, 2])
     names = [i.name for i in instances(cfg)]
     assert names[-5:] == ["export_rlaif", "export_hrlaif", "export_rlaif_s2", "export_hrlaif_s2", "report"]
