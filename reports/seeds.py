@@ -178,7 +178,8 @@ def seed_blocks(run_dir: Path | str) -> tuple[list[tuple], pd.DataFrame | None]:
     frame = seed_delta_frame(dirs, benches)
     k = max(len(dirs.get(v, [])) for v in PPO_VARIANTS)
     note = (f"{k} training seeds per variant: a Δ here is about the method (its seeds), not one checkpoint. "
-            "CIs resample seeds, then items (Definitions)." if k > 1 else
+            "CIs resample seeds, then items (Definitions). The other sections, `hrlaif compare` and `hrlaif gate` "
+            "speak for the first seed's checkpoints (eval_rlaif, eval_hrlaif)." if k > 1 else
             f"{ONE_SEED}: each variant was trained once (set `seeds: [1, 2, 3]` or `hrlaif run --seeds 1,2,3` "
             "for a verdict about the method).")
     return [("h2", "Training seeds"), ("note", note),
