@@ -10,6 +10,8 @@ The run report and `hrlaif compare` both render through `comparison_table` / `ca
 """
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from core.console import DASH, fmt_score, present
@@ -44,8 +46,8 @@ def fmt_paired(r: dict, permille: bool = False) -> str:
         s += f" n={int(r['n'])} {FEW}"
     else:
         s += f" [{r['lo'] * k:+.1f}, {r['hi'] * k:+.1f}]"
-        s += (f" inconclusive (MDE {r['mde'] * k:.1f}{unit})" if r["inconclusive"]
-              else f" p={r['p']:.2g}")
+        mde = f"{r['mde'] * k:.1f}{unit}" if math.isfinite(r["mde"]) else "∞: too few items differ"
+        s += (f" inconclusive (MDE {mde})" if r["inconclusive"] else f" p={r['p']:.2g}")
     if r["excluded"]:
         s += f" excl. {int(r['excluded'])} invalid"
     if r.get("missing"):  # items one side lacks: the Δ covers only the common ones

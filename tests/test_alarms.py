@@ -149,7 +149,7 @@ def test_gold_proxy_frame_from_heldout_verdicts(tmp_path):
 
 
 def test_rlaif_failure_signature_fires_for_rlaif_only(tmp_path):
-    run = collect(write_synthetic_run(tmp_path / "run"))
+    run = collect(write_synthetic_run(tmp_path / "run", grader=False))  # an independent evaluation judge
     alarms = [a for a in compute_alarms(run) if a["type"] == "rlaif_failure"]
     assert [a["variant"] for a in alarms] == ["rlaif"]
     a = alarms[0]
@@ -178,7 +178,7 @@ def test_rlaif_failure_excludes_invalid_verdicts_instead_of_scoring_them_0(tmp_p
 
 
 def test_rlaif_failure_uses_ci_test_without_item_files(tmp_path):
-    root = write_synthetic_run(tmp_path / "run")
+    root = write_synthetic_run(tmp_path / "run", grader=False)
     (root / "eval_rlaif" / "samples" / "satisfaction.jsonl").unlink()
     alarms = rlaif_failure_alarms(benchmark_frame(load_results(root)), root)
     assert [a["variant"] for a in alarms] == ["rlaif"] and "z test" in alarms[0]["test"]
@@ -197,7 +197,7 @@ def test_rlaif_failure_silent_without_both_significant_conditions(tmp_path, rlai
 
 
 def test_alarms_json_power_and_top_of_report(tmp_path):
-    out = build_report(write_synthetic_run(tmp_path / "run"))
+    out = build_report(write_synthetic_run(tmp_path / "run", grader=False))
     data = json.loads((out / "alarms.json").read_text())
     assert data["n_alarms"] == 2 and {a["type"] for a in data["alarms"]} == {"over_optimisation", "rlaif_failure"}
     assert "over_optimisation" in data["rules"] and "rlaif_failure" in data["rules"]

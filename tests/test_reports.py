@@ -195,7 +195,8 @@ def _notice(root: Path) -> str | None:
 
 def test_self_grading_notice_in_the_first_lines(tmp_path, report_dir):
     top = (report_dir / "report.md").read_text().split("## Alarms")[0]
-    assert "**NOTE** Self-grading: the evaluation judge (embedded) is the same model as the labelling judge" in top
+    assert "**NOTE** Self-grading: the evaluation judge is the labelling judge (embedded)" in top
+    assert "not evaluable: self-graded" in top and "allow_self_graded" in top
     assert "cannot show here" in top
     assert _notice(write_synthetic_run(tmp_path / "b", grader=False)) is None
     # not recorded (an older evaluation): inferred from the judge identities of results.json and the label summary
@@ -223,7 +224,7 @@ def test_hrlaif_vs_rlaif_section_with_head_to_head(run_dir, report_dir):
     assert "Win ratio vs SFT" not in head and head.endswith("| Win ratio vs RLAIF |")
     hr = [line for line in sec.splitlines() if line.startswith("| HRLAIF")][0]
     assert hr.count("Δ ") == 6
-    assert re.search(r"\| 6\d\.\d% \[\d+\.\d, \d+\.\d\] n=237 invalid=3 W/T/L \d+/\d+/\d+ \|$", hr)
+    assert re.search(r"\| 6\d\.\d% \[\d+\.\d, \d+\.\d\] n=237 \[self-graded\] invalid=3 W/T/L \d+/\d+/\d+ \|$", hr)
     # the satisfaction Δ is paired HRLAIF − RLAIF on the prompts both judged validly
     a = {r["doc_id"]: r["score"] for r in read_jsonl(run_dir / "eval_rlaif" / "samples" / "satisfaction.jsonl")}
     b = {r["doc_id"]: r["score"] for r in read_jsonl(run_dir / "eval_hrlaif" / "samples" / "satisfaction.jsonl")}
