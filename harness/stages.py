@@ -202,7 +202,7 @@ def evaluate(c, out: Path, model: Path, baseline: Path | None = None, versus: Pa
     from harness.judging import eval_audit, head_to_head
 
     ecfg = replace(c.eval, model=str(model), out=str(out), baseline_model=str(baseline) if baseline else None)
-    evaluate_to_dir(ecfg.model, ecfg.out, ecfg, judge=c.eval_judge, labeller=c.labeller)
+    evaluate_to_dir(ecfg.model, ecfg.out, ecfg, judge=c.eval_judge, labeller=c.labeller, base_model=c.base_model)
     if versus is not None:
         head_to_head(c, out, Path(versus).parent)  # writes the judge audit with the head-to-head pairs
     else:
@@ -215,7 +215,7 @@ def report(c, out: Path, *evals: Path) -> Path:
     from reports.build import build_report
 
     write_judge_usage(out.parent, c.usage)  # the real judge counts of this run, for the report
-    return Path(build_report(out.parent))
+    return Path(build_report(out.parent, allow_self_graded=c.allow_self_graded))
 
 
 # ------------------------------------------------------------------ what each stage reads
@@ -234,11 +234,13 @@ def _ppo(cfg: RunConfig, seed: int) -> dict:
 def _eval(cfg: RunConfig, seed: int) -> dict:
     # The labeller's identity (endpoint and model) is recorded in results.json: is the grader the labeller?
     return {"eval": replace(cfg.eval, data_dir=cfg.data_dir, seed=cfg.seed), "eval_judge": cfg.eval_judge,
-            "labeller": JudgeConfig(url=cfg.judge.url, model=cfg.judge.model)}
+            "labeller": JudgeConfig(url=cfg.judge.url, model=cfg.judge.model),
+            "base_model": cfg.model}  # is the grader the policy's own base model? (reports/verdict_trust.py)
 
 
 def _report(cfg: RunConfig, seed: int) -> dict:
-    return {"usage": [(i.name, i.stage.usage) for i in instances(cfg) if i.stage.usage and i.enabled(cfg)]}
+    return {"usage": [(i.name, i.stage.usage) for i in instances(cfg) if i.stage.usage and i.enabled(cfg)],
+            "allow_self_graded": cfg.allow_self_graded}
 
 
 RECORDS: tuple[Stage, ...] = (
