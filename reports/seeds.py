@@ -76,7 +76,8 @@ def seed_score_table(dirs: dict, benches: list[str]) -> pd.DataFrame:
     for v, runs in dirs.items():
         res = [(s, read_results(d)["benchmarks"]) for s, d in runs]
         for i, (s, r) in enumerate(res):
-            name = f"{VARIANT_LABELS[v]} (shared)" if v == "sft" else f"{VARIANT_LABELS[v]} seed {s if s is not None else i + 1}"
+            seed = s if s is not None else i + 1  # an older run's first seed: its position
+            name = f"{VARIANT_LABELS[v]} (shared)" if v == "sft" else f"{VARIANT_LABELS[v]} seed {seed}"
             rows[name] = {labels[b]: _score_cell(b, r.get(b)) for b in benches}
         if v != "sft" and len(res) > 1:
             rows[f"{VARIANT_LABELS[v]} mean (sd), {len(res)} seeds"] = {
@@ -116,6 +117,11 @@ def _matrix(runs: list, bench: str) -> dict[str, list]:
     return {i: [p[i] for p in per] for i in sorted(ids)}
 
 
+def _array(m: dict[str, list], ids: list[str]) -> np.ndarray:
+    """(seeds, items) with NaN for an invalid item."""
+    return np.array([[np.nan if m[i][k] is None else m[i][k] for i in ids] for k in range(len(m[ids[0]]))])
+
+
 def seed_delta_frame(dirs: dict, benches: list[str]) -> pd.DataFrame:
     """One row per (contrast, bench): diff, lo, hi, p, mde, n, seeds, or `note` when there is no Δ."""
     rows = []
@@ -137,8 +143,7 @@ def seed_delta_frame(dirs: dict, benches: list[str]) -> pd.DataFrame:
             if not ids:
                 row["note"] = DASH
                 continue
-            to = lambda m: np.array([[np.nan if m[i][s] is None else m[i][s] for i in ids] for s in range(len(m[ids[0]]))])
-            r = hierarchical_diff(to(ma), to(mb), iters=ITERS)
+            r = hierarchical_diff(_array(ma, ids), _array(mb, ids), iters=ITERS)
             half = (r["hi"] - r["lo"]) / 2
             row.update(diff=r["diff"], lo=r["lo"], hi=r["hi"], p=r["p"], n=r["n"], seeds=tuple(r["seeds"]),
                        sd_seeds=tuple(r["sd_seeds"]), mde=(Z95 + 0.8416) * half / Z95)
