@@ -102,11 +102,34 @@ def test_results_record_whether_the_grader_is_the_labeller():
 
     same = grader_record(JudgeConfig(), JudgeConfig(workers=7))
     assert same["grader_is_labeller"] is True
-    assert same["judges"] == {"evaluation": {"url": "embedded", "model": "embedded"},
-                              "labelling": {"url": "embedded", "model": "embedded"}}
+    # the embedded judge is named by the hash of the GGUF it serves, not by strings alone
+    from core.models import source_weights_id
+    gguf = source_weights_id(None)
+    assert same["judges"] == {"evaluation": {"url": "embedded", "model": "embedded", "weights": gguf},
+                              "labelling": {"url": "embedded", "model": "embedded", "weights": gguf},
+                              "base_model": None} and len(gguf) == 12
     other = grader_record(JudgeConfig(url="https://user:pw@api.example/v1", model="g"), JudgeConfig())
     assert other["grader_is_labeller"] is False and other["judges"]["evaluation"]["url"] == "https://api.example/v1"
     assert grader_record(JudgeConfig(), None)["grader_is_labeller"] is None  # `hrlaif eval`: labeller unknown
+
+
+def test_results_record_whether_the_grader_is_the_policys_base_model(tmp_path):
+    """Issue 19: the quickstart's embedded judge is also the policy's base model (the same GGUF's
+    weights); an endpoint serving the base model's hub id is too; another model is not."""
+    from evalsets.runner import grader_record
+    from reports.verdict_trust import self_graded
+
+    quick = grader_record(JudgeConfig(), JudgeConfig(), base_model=None)  # the embedded base model
+    assert quick["grader_is_base_model"] is True
+    assert quick["judges"]["base_model"]["weights"] == quick["judges"]["evaluation"]["weights"]
+    hub = JudgeConfig(url="http://127.0.0.1:8000/v1", model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert grader_record(hub, None, base_model="HuggingFaceTB/SmolLM2-135M-Instruct")["grader_is_base_model"] is True
+    gguf = tmp_path / "other.gguf"
+    gguf.write_bytes(b"GGUF not the judge")
+    rec = grader_record(JudgeConfig(), JudgeConfig(url="https://api.example/v1", model="g"), base_model=str(gguf))
+    assert rec["grader_is_base_model"] is False and rec["grader_is_labeller"] is False
+    assert self_graded(rec) is None and "base model" in self_graded(quick | {"grader_is_labeller": False})
+    assert grader_record(JudgeConfig(), None)["grader_is_base_model"] is None  # base model unknown
 
 
 def test_judge_usage_counts_tokens_of_sent_requests_only(tmp_path):

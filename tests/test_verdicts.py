@@ -95,3 +95,36 @@ def test_self_graded_verdicts_are_not_gated(tmp_path, run_cli):
     for d in (b, c):
         write_json(d / "results.json", read_json(d / "results.json") | other)
     assert not compare(b, c, {"default": 0.2})["not_evaluable"]
+
+
+def test_quickstart_report_leaves_self_graded_cells_out_of_alarms_and_gate(tmp_path):
+    """The synthetic run records what the quickstart's default (embedded) judge does: the evaluation
+    judge is the labeller. Its judge-graded cells say so, the RLAIF-failure alarm and the gate leave
+    them out, and allow_self_graded (the run config's setting) counts them again."""
+    import pandas as pd
+
+    from reports.build import build_report
+    from synthetic_run import write_synthetic_run
+
+    root = write_synthetic_run(tmp_path / "run")
+    out = build_report(root)
+    data = json.loads((out / "alarms.json").read_text())
+    assert [a["type"] for a in data["alarms"]] == ["over_optimisation"]  # the RLAIF signature is not tested
+    assert set(data["not_evaluable"]) == {"rlaif", "hrlaif"} and data["not_evaluable"]["rlaif"].startswith("self-graded")
+    md = (out / "report.md").read_text()
+    assert md.split("## Alarms")[1].count("satisfaction cells are not evaluable: self-graded") == 2
+    comp = pd.read_csv(out / "comparison.csv", index_col=0)
+    assert all("[self-graded]" in comp.loc[v, c] for v, c in (("RLAIF", "Satisfaction rate"), ("SFT", "Satisfaction rate"),
+                                                              ("HRLAIF", "Win ratio vs SFT")))
+    assert "[self-graded]" not in comp.loc["RLAIF", "GSM8K"]
+    assert "judge satisfied (gold) [self-graded]" in md
+    g = compare(root / "eval_sft", root / "eval_hrlaif", {"default": 0.5})
+    assert g["not_evaluable"]["satisfaction"].startswith("not evaluable: self-graded")
+    assert "satisfaction" not in g["benchmarks"]
+    # the run config allows them: the alarm is tested again (and fires); the cells still say self-graded
+    out2 = build_report(root, tmp_path / "r2", allow_self_graded=True)
+    data2 = json.loads((out2 / "alarms.json").read_text())
+    assert {a["type"] for a in data2["alarms"]} == {"over_optimisation", "rlaif_failure"} and not data2["not_evaluable"]
+    assert read_json(root / "run_config.json") == {"allow_self_graded": True}
+    assert "[self-graded]" in pd.read_csv(out2 / "comparison.csv", index_col=0).loc["RLAIF", "Satisfaction rate"]
+    assert compare(root / "eval_sft", root / "eval_hrlaif", allow_self_graded=True)["not_evaluable"] == {}
