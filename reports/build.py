@@ -43,8 +43,16 @@ STAT_DEFINITIONS = [
     "so the CI excludes 0 exactly when p < 0.05; "
     "other scores: the sign-flip permutation test (exact over all 2^n sign patterns up to 12 items, 5000 seeded "
     "patterns above; its type-I error is at most 5% at every n), with a paired t CI below 30 items and a paired "
-    "percentile bootstrap CI (10000 resamples, fixed seed) above. The long CSV adds the p-value "
-    "Holm-adjusted over the benchmarks of each row.",
+    "percentile bootstrap CI (10000 resamples, fixed seed) above.",
+    "Multiplicity: beside each p the cell gives the Holm-adjusted p and the family it was adjusted over ('over 6 "
+    "benchmarks': one row's benchmarks against its baseline; 'over 12 categories of satisfaction': one "
+    "benchmark's categories). Read a single cell by its p, a claim about any of the family by the Holm p. The "
+    "gate needs no Holm: it passes only when every benchmark passes (an intersection-union test, whose error "
+    "is at most each test's alpha), so Holm would only cost it power.",
+    "Invalid items: the cell gives each side's invalid rate on the items both evaluated and the exact McNemar p "
+    "of their difference ('invalid 0.8% vs 4.2%, McNemar p=0.03'): a model whose bad outputs make the judge fail "
+    "loses exactly those items from the pairs. The gate decides at the worst case instead: a candidate's invalid "
+    "item is a failure, a baseline's a success (README: The gate).",
     "'inconclusive (MDE x pt)': the CI includes 0 and the minimum detectable effect — the smallest difference "
     "the cell's own two-sided 5% test finds with 80% power on these items (0/1 scores: exact power of the McNemar "
     "+ Tango test at a discordance of sd²; others: the paired t test's, noncentral t; tests/test_small_n.py "

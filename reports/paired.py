@@ -3,7 +3,8 @@
 Every Δ the reports show comes from here: candidate − baseline over the items both evaluated
 with a valid score (core.stats.INVALID_RULE), with a paired 95% CI and p (exact McNemar and Tango's
 score test for 0/1 scores, the sign-flip permutation test otherwise; core.stats.paired_diff), Holm-adjusted across the benchmarks
-of one comparison, and the minimum detectable effect at 80% power.
+of one comparison (or the categories of one benchmark; `holm_family` names it), the minimum detectable
+effect at 80% power, and each side's invalid rate with the exact McNemar p of their difference.
 """
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.stats import holm, inconclusive, pair_scores, paired_diff
+from core.stats import holm, inconclusive, mcnemar_p, pair_scores, paired_diff
 from evalsets import registry
 from reports.collect import read_items
 
 COLUMNS = ["variant", "vs", "bench", "group", "n", "excluded", "missing", "diff", "lo", "hi", "p", "p_holm",
-           "test", "mde", "inconclusive"]
+           "holm_family", "test", "mde", "inconclusive", "invalid_base", "invalid_cand", "p_invalid"]
 
 
 def comparable(res: dict | None) -> dict[str, dict]:
@@ -29,12 +30,17 @@ def comparable(res: dict | None) -> dict[str, dict]:
 def _row(variant: str, vs: str, bench: str, group, base: dict, cand: dict, scale: float) -> dict:
     common, counts = pair_scores(base, cand)
     r = paired_diff([base[k] for k in common], [cand[k] for k in common])
+    # each side's invalid rate over the items both evaluated, and the exact McNemar p of their difference
+    shared = sorted(set(base) & set(cand))
+    ia, ib = [float(base[k] is None) for k in shared], [float(cand[k] is None) for k in shared]
     return {"variant": variant, "vs": vs, "bench": bench, "group": group, "n": r["n"],
             "excluded": counts["dropped_invalid"],
             "missing": counts["missing_in_candidate"] + counts["missing_in_baseline"],
             "diff": r["diff"] * scale, "lo": r["ci95"][0] * scale, "hi": r["ci95"][1] * scale, "p": r["p"],
             "test": r["test"], "mde": r["mde"] * scale,
-            "inconclusive": bool(r["n"]) and inconclusive(r["diff"], r["ci95"], r["mde"])}
+            "inconclusive": bool(r["n"]) and inconclusive(r["diff"], r["ci95"], r["mde"]),
+            "invalid_base": sum(ia) / max(1, len(shared)), "invalid_cand": sum(ib) / max(1, len(shared)),
+            "p_invalid": mcnemar_p(ia, ib)}
 
 
 def paired_frame(results: dict[str, dict | None], dirs: dict[str, Path | None], baseline: str,
@@ -70,21 +76,22 @@ def paired_frame(results: dict[str, dict | None], dirs: dict[str, Path | None], 
                 sub = [_row(v, baseline, bench, g, {k: a[k]["score"] for k in ks},
                             {k: b[k]["score"] for k in ks if k in b}, scale)
                        for g, ks in by.items() if g is not None]
-                _holm(sub)
+                _holm(sub, f"categories of {bench}")
                 rows += sub
-        _holm(family)
+        _holm(family, "benchmarks")
         rows += family
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _holm(rows: list[dict]) -> None:
+def _holm(rows: list[dict], what: str) -> None:
     """Holm-adjusted p across one family of comparisons (the benchmarks of one variant, or the
-    categories of one benchmark)."""
+    categories of one benchmark), and the family's name ('6 benchmarks', '12 categories of ...')."""
     tested = [r for r in rows if r["n"]]
     for r, q in zip(tested, holm([r["p"] for r in tested])):
-        r["p_holm"] = q
+        r["p_holm"], r["holm_family"] = q, f"{len(tested)} {what}"
     for r in rows:
         r.setdefault("p_holm", float("nan"))
+        r.setdefault("holm_family", None)
 
 
 def lookup(paired: pd.DataFrame | None, variant: str, bench: str, group=None) -> dict | None:

@@ -128,3 +128,27 @@ def test_quickstart_report_leaves_self_graded_cells_out_of_alarms_and_gate(tmp_p
     assert read_json(root / "run_config.json") == {"allow_self_graded": True}
     assert "[self-graded]" in pd.read_csv(out2 / "comparison.csv", index_col=0).loc["RLAIF", "Satisfaction rate"]
     assert compare(root / "eval_sft", root / "eval_hrlaif", allow_self_graded=True)["not_evaluable"] == {}
+
+
+def test_cells_show_holm_p_with_its_family_and_each_sides_invalid_rate(tmp_path):
+    """Items 2 and 3 in the report: a cell names the Holm family it was adjusted over, and shows both
+    sides' invalid rates with the paired (McNemar) test of their difference."""
+    from core.stats import holm
+    from reports.paired import paired_frame
+    from reports.tables import fmt_paired
+
+    rng = np.random.default_rng(3)
+    base = {b: [float(x) for x in rng.random(200) < 0.5] for b in ("gsm8k", "mmlu", "satisfaction")}
+    cand = {b: list(x) for b, x in base.items()}
+    cand["gsm8k"] = [1.0] * 40 + base["gsm8k"][40:]  # a real gain
+    cand["satisfaction"] = [None] * 12 + base["satisfaction"][12:]  # 12 verdicts invalid on the candidate only
+    dirs = {"a": _eval_dir(tmp_path / "a", base), "b": _eval_dir(tmp_path / "b", cand)}
+    res = {k: read_json(d / "results.json") for k, d in dirs.items()}
+    pf = paired_frame(res, dirs, baseline="a")
+    assert set(pf.holm_family) == {"3 benchmarks"}
+    assert list(pf.p_holm) == pytest.approx(holm(list(pf.p)))
+    g = pf[pf.bench == "gsm8k"].iloc[0].to_dict()
+    assert f"p={g['p']:.2g} (Holm p={g['p_holm']:.2g} over 3 benchmarks)" in fmt_paired(g)
+    s = pf[pf.bench == "satisfaction"].iloc[0].to_dict()
+    assert (s["invalid_base"], s["invalid_cand"]) == (0.0, 0.06) and s["p_invalid"] == pytest.approx(2 * 0.5 ** 12)
+    assert "excl. 12 invalid (invalid 0.0% vs 6.0%, McNemar p=0.00049)" in fmt_paired(s)
