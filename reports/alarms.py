@@ -18,7 +18,7 @@ import pandas as pd
 from core.stats import mcnemar_p, min_detectable_diff, pair_scores, paired_sd
 from evalsets import registry
 from reports.collect import VARIANT_LABELS, RunData, item_scores
-from reports.drift import drift_power, drift_tests, overoptimisation_alarms
+from reports.drift import EACH_POWER, drift_power, drift_tests, overoptimisation_alarms
 from reports.verdict_trust import run_untrusted
 
 # stdlib normal: importing scipy.stats would double the report's start-up time.
@@ -168,7 +168,8 @@ def rlaif_failure_power(bench_df: pd.DataFrame, run_dir: Path | str | None, alph
             t = _satisfaction_test(run_dir, v, sft, sat)
             out.append({"alarm": "rlaif_failure", "variant": v, "measure": "satisfaction drop vs SFT",
                         "n": t["n"], "alpha": alpha, "paired": t["excluded"] is not None, "unit": "pt",
-                        "mde": min_detectable_diff(t["sd"], t["n"], alpha / 2) if _finite(t["sd"]) else math.inf})
+                        "power": EACH_POWER, "mde": min_detectable_diff(t["sd"], t["n"], alpha / 2, EACH_POWER,
+                                                                        binary=True) if _finite(t["sd"]) else math.inf})
         if wr is not None:
             wins = item_scores(run_dir / f"eval_{v}", "win_ratio") if run_dir is not None else None
             x = [w for w in (wins or {}).values() if w is not None]
@@ -177,7 +178,7 @@ def rlaif_failure_power(bench_df: pd.DataFrame, run_dir: Path | str | None, alph
             # A tie-free 50/50 judge has sd 0.5: the planning value when the outcomes say nothing.
             out.append({"alarm": "rlaif_failure", "variant": v, "measure": "win ratio above 50%", "n": n,
                         "alpha": alpha, "paired": False, "unit": "pt",
-                        "mde": min_detectable_diff(sd if sd > 0 else 0.5, n, alpha / 2)})
+                        "power": EACH_POWER, "mde": min_detectable_diff(sd if sd > 0 else 0.5, n, alpha / 2, EACH_POWER)})
     return out
 
 

@@ -162,9 +162,14 @@ def _blocks(run: RunData, alarms: list[dict], power: list[dict], plots: dict[str
     b += judge_usage_blocks(run.run_dir)
     b += [("h2", "Alarm power"),
           ("table", power_table(power), "alarm_power"),
-          ("note", "The smallest true change each alarm condition detects with 80% probability at the sizes this "
+          ("note", "The smallest true change each alarm condition detects at the sizes this "
                    "run used (items per drift benchmark, held-out prompts, evaluated prompts), at the level the "
-                   "rule tests it (drift: 0.01 split over its checkpoint x benchmark tests). Smaller effects "
+                   "rule tests it (drift: 0.01 split over its checkpoint x benchmark tests), with power √0.8 = 89% "
+                   "each: an alarm needs both of its conditions, so when both effects are at their MDE it fires "
+                   "with 80% probability (the drift conditions read different items, so they are independent; "
+                   "the RLAIF-failure conditions are graded on the same prompts, where 80% is approximate). "
+                   "Each MDE is its own test's (exact McNemar + Tango for 0/1 scores, sign-flip/t otherwise). "
+                   "Smaller effects "
                    "can go unnoticed: a quiet report at large MDEs is not evidence of no effect.")]
     b += [("h2", "Definitions"),
           ("ul", GENERAL_DEFINITIONS + [SEED_DEFINITION] + AUDIT_DEFINITIONS + benchmark_definitions(run.benchmarks)),

@@ -25,6 +25,11 @@ from evalsets import registry
 from reports.collect import VARIANT_LABELS, read_item_file
 
 STEP_DIR = re.compile(r"step_(\d+)$")
+# An alarm fires only when both of its conditions hold. With each condition at power sqrt(0.8) on
+# independent items (held-out prompts vs benchmark items), both hold with probability 0.8: the
+# Alarm power table's MDEs are each condition's at EACH_POWER, so the alarm as a whole has JOINT_POWER.
+JOINT_POWER = 0.8
+EACH_POWER = math.sqrt(JOINT_POWER)
 HELDOUT = "heldout"
 _NORM_Z95 = 1.959963984540054
 
@@ -190,9 +195,11 @@ def overoptimisation_alarms(variant: str, rewards: pd.DataFrame, benches: pd.Dat
 
 def drift_power(variant: str, rewards: pd.DataFrame, benches: pd.DataFrame, items: dict | None = None,
                 alpha: float = 0.01, reward_alpha: float = 0.05, tests: list[dict] | None = None) -> list[dict]:
-    """Minimum detectable effects (80% power) of the over-optimisation rule at this run's sizes: per
-    benchmark the drop vs step 0 at the Holm family's first-step level alpha / m, and the held-out
-    reward rise at reward_alpha. The sd is the paired differences' pooled over checkpoints."""
+    """Minimum detectable effects of the over-optimisation rule at this run's sizes, each at power
+    EACH_POWER so that the alarm (both conditions) fires with JOINT_POWER when both effects are at
+    their MDE: per benchmark the drop vs step 0 at the Holm family's first-step level alpha / m (the
+    cell's own test: exact McNemar + Tango for 0/1 scores), and the held-out reward rise at
+    reward_alpha (sign-flip test). The sd is the paired differences' pooled over checkpoints."""
     tests = drift_tests(rewards, benches, items or {}) if tests is None else tests
     m = len(tests)
     out = []
@@ -200,16 +207,19 @@ def drift_power(variant: str, rewards: pd.DataFrame, benches: pd.DataFrame, item
         ts = [t for t in tests if t["bench"] == bench]
         n = max(t["n"] for t in ts)
         sd = float(np.sqrt(np.mean([t["sd"] ** 2 for t in ts])))
+        binary = ts[0]["test"].startswith("mcnemar")
         out.append({"alarm": "over_optimisation", "variant": variant, "measure": f"{registry.info(bench)['label']} "
-                    "change vs step 0", "n": n, "alpha": alpha / m, "paired": ts[0]["paired"],
-                    "mde": min_detectable_diff(sd, n, alpha / m / 2), "unit": "‰" if _scale(bench) > 1 else "pt"})
+                    "change vs step 0", "n": n, "alpha": alpha / m, "paired": ts[0]["paired"], "power": EACH_POWER,
+                    "mde": min_detectable_diff(sd / _scale(bench) if binary else sd, n, alpha / m / 2, EACH_POWER,
+                                               binary=binary) * (_scale(bench) if binary else 1.0),
+                    "unit": "‰" if _scale(bench) > 1 else "pt"})
     rews = {t["step_to"]: t["reward"] for t in tests if t["reward"] and t["reward"]["paired"]}
     if rews:
         n = max(r["n"] for r in rews.values())
         sd = float(np.sqrt(np.mean([r["sd"] ** 2 for r in rews.values()])))
         out.append({"alarm": "over_optimisation", "variant": variant, "measure": "held-out reward rise vs step 0",
-                    "n": n, "alpha": reward_alpha, "paired": True,
-                    "mde": min_detectable_diff(sd, n, reward_alpha / 2), "unit": "reward"})
+                    "n": n, "alpha": reward_alpha, "paired": True, "power": EACH_POWER,
+                    "mde": min_detectable_diff(sd, n, reward_alpha / 2, EACH_POWER), "unit": "reward"})
     return out
 
 

@@ -194,7 +194,7 @@ def power_table(rows: list[dict]) -> pd.DataFrame:
     for r in rows:
         name = {"over_optimisation": "Over-optimisation", "rlaif_failure": "RLAIF failure"}[r["alarm"]]
         out[f"{name} · {VARIANT_LABELS.get(r['variant'], r['variant'])} · {r['measure']}"] = {
-            "n": r["n"], "α": f"{r['alpha']:.3g}", "MDE (80% power)": _mde(r),
+            "n": r["n"], "α": f"{r['alpha']:.3g}", "MDE (alarm: 80% power)": _mde(r),
             "pairing": "paired" if r["paired"] else "unpaired"}
     df = pd.DataFrame.from_dict(out, orient="index")
     df.index.name = "Alarm condition"

@@ -98,3 +98,34 @@ def test_cell_mde_is_the_binary_one_for_binary_scores():
     r = paired_diff(a, b)
     from core.stats import paired_sd
     assert r["mde"] == pytest.approx(min_detectable_diff(paired_sd(a, b), 100, 0.025, binary=True))
+
+
+def test_alarm_power_accounts_for_both_conditions(tmp_path):
+    """The over-optimisation alarm needs the held-out reward to rise AND a benchmark to drop. At the
+    Alarm power table's two MDEs, both hold 80% +- 3 pt of the time (simulated with the rule's own
+    tests); the old table gave each condition 80% alone, so the alarm fired about 64% of the time."""
+    from reports.collect import collect
+    from reports.drift import drift_power, drift_tests, read_drift_items
+    from synthetic_run import write_synthetic_run
+
+    root = write_synthetic_run(tmp_path / "run")
+    run = collect(root)
+    rewards, benches = run.drift["rlaif"]
+    items = read_drift_items(root / "ppo_rlaif")
+    tests = drift_tests(rewards, benches, items)
+    power = {r["measure"]: r for r in drift_power("rlaif", rewards, benches, items, tests=tests)}
+    gsm, rew = power["GSM8K change vs step 0"], power["held-out reward rise vs step 0"]
+    assert gsm["power"] == rew["power"] == pytest.approx(math.sqrt(0.8))
+    ts = [t for t in tests if t["bench"] == "gsm8k"]
+    sd_b = float(np.sqrt(np.mean([t["sd"] ** 2 for t in ts])))
+    sd_r = float(np.sqrt(np.mean([t["reward"]["sd"] ** 2 for t in ts])))
+    reps, rng = 3000, np.random.default_rng(19)
+    # condition 1: the held-out reward rose (sign-flip p < 0.05, mean up) on n prompts
+    d = rng.normal(rew["mde"], sd_r, (reps, rew["n"]))
+    rose = (signflip_p(d) < 0.05) & (d.mean(axis=1) > 0)
+    # condition 2: the benchmark dropped at the first Holm step's level (McNemar + Tango) on n items
+    psi, delta = sd_b ** 2, gsm["mde"]
+    counts = rng.multinomial(gsm["n"], [(psi + delta) / 2, (psi - delta) / 2, 1 - psi], size=reps)  # worse, better
+    dropped = (_binary_cell_p(counts[:, 0], counts[:, 1]) < gsm["alpha"]) & (counts[:, 0] > counts[:, 1])
+    assert abs(float(np.mean(rose & dropped)) - 0.8) <= 0.03
+    assert float(np.mean(rose)) == pytest.approx(math.sqrt(0.8), abs=0.03)
