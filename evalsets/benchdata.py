@@ -1,12 +1,43 @@
 """`BenchData`: one benchmark's loaded items, the currency between loaders, kinds and the runner;
-and the doc shapes every source (local files, the hub, the embedded sets) builds."""
+the doc shapes every source (local files, the hub, the embedded sets) builds; and a benchmark's own
+code, the `<name>.py` its spec names as its format (evalsets/spec.py)."""
 from __future__ import annotations
 
+import functools
+import importlib.util
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.errors import UserError
+
 DATA_DIR = Path(__file__).parent / "data"  # the embedded copies (a spec's `embedded` folder)
+SHIPPED_SPECS = Path(__file__).parent / "specs"
+
+
+def code_file(spec_path: str, name: str) -> Path | None:
+    """A benchmark's own code file: beside its spec, else among the shipped specs (a user's spec may
+    reuse a shipped benchmark's reader); None when neither has it."""
+    for d in ([Path(spec_path).parent] if spec_path else []) + [SHIPPED_SPECS]:
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
+def own_code(sp):
+    """The module of a spec's `format: <name>.py` (lm-eval's tasks/<name>/utils.py), loaded once."""
+    file = code_file(sp.path, sp.format)
+    if file is None:
+        raise UserError(f"benchmark {sp.name}: its format {sp.format} is not beside its spec")
+    return _module(str(file))
+
+
+@functools.lru_cache(maxsize=None)
+def _module(file: str):
+    found = importlib.util.spec_from_file_location(f"hrlaif_benchmark_code_{Path(file).stem}", file)
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    return module
 
 
 @dataclass

@@ -8,15 +8,14 @@ Layouts (spec format -> hub dataset):
   ceval/ceval-exam: id, question, A-D, answer letter). Subjects are the dataset's config names,
   restricted to lm-eval's subjects when the spec names an official task (cais/mmlu also has
   `all` and `auxiliary_train`).
-- gsm8k_jsonl: openai/gsm8k config `main`, fields question and answer.
 - humaneval_jsonl_gz: openai/openai_humaneval (task_id, prompt, entry_point, test, ...).
-- toxigen_txt: toxigen/toxigen-data config `train` (prompt, group, prompt_label, ...): the distinct
-  prompts of hateful prompt files (prompt_label 1), grouped by target group.
+- `<name>.py` (the benchmark's own code beside its spec): its `load_hub(sp)`, e.g. evalsets/specs/gsm8k.py
+  (openai/gsm8k config `main`) and toxigen.py (toxigen/toxigen-data config `train`).
 """
 from __future__ import annotations
 
 from core.errors import UserError
-from evalsets.benchdata import BenchData, humaneval_docs, mc_doc
+from evalsets.benchdata import BenchData, humaneval_docs, mc_doc, own_code
 
 
 def _why(e: Exception) -> str:
@@ -61,25 +60,11 @@ def subjects(sp) -> list[str]:
 def load_hub(sp) -> BenchData:
     name, hub, fmt = sp.name, sp.hub, sp.format
     src = f"hub:{hub.path}"
-    split = lambda s: load_split(hub.path, hub.name, s)  # noqa: E731
+    if fmt.endswith(".py") and hasattr(own_code(sp), "load_hub"):
+        return own_code(sp).load_hub(sp)
     if fmt == "humaneval_jsonl_gz":
         from evalsets.humaneval import load_problems
         return BenchData(name, src, humaneval_docs(load_problems(f"hub:{hub.path}")))
-    if fmt == "gsm8k_jsonl":
-        conv = lambda ds: [{"question": r["question"], "answer": r["answer"], "doc_id": f"test/{i}",  # noqa: E731
-                            "group": "test"} for i, r in enumerate(ds)]
-        return BenchData(name, src, {"test": conv(split(hub.eval_split))}, {"test": conv(split(hub.fewshot_split))})
-    if fmt == "toxigen_txt":
-        groups: dict[str, list[dict]] = {}
-        seen = set()
-        for r in split(hub.eval_split):
-            if r.get("prompt_label") != 1 or r["prompt"] in seen:
-                continue
-            seen.add(r["prompt"])
-            g = r["group"]
-            groups.setdefault(g, []).append({"prompt": r["prompt"].replace("\\n", "\n"),
-                                             "doc_id": f"{g}/{len(groups.get(g, []))}", "group": g})
-        return BenchData(name, src, groups)
     if fmt != "csv":
         raise UserError(f"benchmark {name} has no hub loader for format {fmt!r}; pass --data-dir")
     m = sp.csv

@@ -1,6 +1,7 @@
 """Load benchmark items from local files (official formats), the hub, or the embedded set.
 
-The spec drives everything: `format` names the reader, `local` the layout under --data-dir,
+The spec drives everything: `format` names the reader (a generic one here, or the benchmark's own
+`<name>.py` beside its spec, whose `read(path, group, sp)` reads one file), `local` the layout under --data-dir,
 `csv` the column mapping of a multiple-choice CSV. Every loader returns `BenchData`: eval
 docs grouped by subject/group, each doc with a stable `doc_id` (`<group>/<row or id>` in file
 order, so `--limit` and the gate's pairing do not depend on which other items were selected),
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.store import iter_jsonl_numbered
-from evalsets.benchdata import DATA_DIR, BenchData, humaneval_docs, mc_doc
+from evalsets.benchdata import DATA_DIR, BenchData, humaneval_docs, mc_doc, own_code
 
 # ---------------------------------------------------------------- file readers
 
@@ -76,25 +77,6 @@ def read_csv(path: Path, group: str, sp) -> list[dict]:
     return docs
 
 
-def read_gsm8k(path: Path, group: str, sp) -> list[dict]:
-    docs = []
-    for lineno, r in iter_jsonl_numbered(path):
-        if "question" not in r or "answer" not in r:
-            raise UserError(f"{path}:{lineno}: expected fields question and answer (GSM8K jsonl)")
-        docs.append({"question": r["question"], "answer": r["answer"],
-                     "doc_id": f"{group}/{lineno - 1}", "group": group})
-    return docs
-
-
-def read_toxigen(path: Path, group: str, sp) -> list[dict]:
-    docs = []
-    for i, line in enumerate(read_text(path).splitlines()):
-        if line.strip():
-            # The official files join sentences with a literal backslash-n.
-            docs.append({"prompt": line.replace("\\n", "\n"), "doc_id": f"{group}/{i}", "group": group})
-    return docs
-
-
 def read_chat_prompts(path: Path, category_map: dict) -> dict[str, list[dict]]:
     """BELLE eval set ({question, std_answer, class}) or MT-Bench questions ({category, turns})."""
     groups: dict[str, list[dict]] = {}
@@ -118,9 +100,18 @@ def read_chat_prompts(path: Path, category_map: dict) -> dict[str, list[dict]]:
 
 
 # Readers of one file per group (subject); the layout's {subject}/{group} placeholder names the group.
-READERS = {"csv": read_csv, "gsm8k_jsonl": read_gsm8k, "toxigen_txt": read_toxigen}
+READERS = {"csv": read_csv}
 WHOLE_FILE = ("chat_prompts", "humaneval_jsonl_gz")
-FORMATS = (*READERS, *WHOLE_FILE)  # a spec's `format`
+FORMATS = (*READERS, *WHOLE_FILE)  # a spec's `format`, or `<name>.py`: the benchmark's own reader
+
+
+def reader(sp):
+    """The one-file reader of a spec's format: a generic one, or `read` of the benchmark's own code."""
+    if sp.format in READERS:
+        return READERS[sp.format]
+    if sp.format.endswith(".py"):
+        return own_code(sp).read
+    raise UserError(f"benchmark {sp.name}: unknown format {sp.format!r} (known: {', '.join(FORMATS)}, <name>.py)")
 
 
 def discover(root: Path, pattern: str) -> dict[str, Path]:
@@ -154,9 +145,7 @@ def load_local(sp, root: Path, source: str, category_map: dict | None = None) ->
         if not path.exists():
             raise UserError(f"no {name} data under {root} (expected {local.eval})")
         return BenchData(name, source, humaneval_docs(load_problems(path)))
-    if fmt not in READERS:
-        raise UserError(f"benchmark {name}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    read = READERS[fmt]
+    read = reader(sp)
     evals = discover(root, local.eval)
     if not evals:
         raise UserError(f"no {name} data under {root} (expected {local.eval})")

@@ -58,14 +58,14 @@ def _read_spec(path: Path) -> BenchmarkSpec:
         raise UserError(f"benchmark spec {path} must be a mapping of fields")
     if data.get("name", path.stem) != path.stem:
         raise UserError(f"benchmark spec {path}: name {data['name']!r} must equal the file name {path.stem!r}")
+    if "path" in data:
+        raise UserError(f"benchmark spec {path}: unknown key 'path' (the registry sets it: the spec file)")
     try:
-        sp = from_mapping(BenchmarkSpec, {**data, "name": path.stem})
+        return from_mapping(BenchmarkSpec, {**data, "name": path.stem, "path": str(path)})
     except UnknownKeyError as e:
         raise UserError(f"benchmark spec {path}: {_unknown(e)}") from None
     except UserError as e:
         raise UserError(f"benchmark spec {path}: {e}") from None
-    object.__setattr__(sp, "path", str(path))
-    return sp
 
 
 def _unknown(e: UnknownKeyError) -> str:

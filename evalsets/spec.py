@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from core.settings import Settings, SettingError, setting
+from core.settings import Settings, SettingError, nearest, setting
+from evalsets.benchdata import code_file
 from evalsets.kinds import KINDS
 from evalsets.loaders import FORMATS
 from evalsets.scoring import AGGREGATES, UNITS
@@ -23,6 +24,13 @@ from evalsets.scoring import AGGREGATES, UNITS
 
 def _nonempty(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
+
+
+def _format(v: str) -> str | None:
+    if v in FORMATS or v.endswith(".py"):
+        return None
+    hint = f"; did you mean {nearest(v, FORMATS)!r}?" if nearest(v, FORMATS) else ""
+    return f"must be one of {', '.join(FORMATS)} or <name>.py, the benchmark's own reader (got {v!r}{hint})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,9 +182,11 @@ class BenchmarkSpec(Settings):
     title: str = setting(help="name in results.json and reports (required)", check=_nonempty)
     label: str | None = setting(None, "table column (default: title)")
     kind: str = setting(help="how it is run and scored: a kind of evalsets/kinds (required)", choices=tuple(KINDS))
-    format: str = setting(help="file format, i.e. the reader (evalsets/loaders.py FORMATS): csv (see `csv`), "
-                               "gsm8k_jsonl, toxigen_txt, humaneval_jsonl_gz, chat_prompts (required)",
-                          choices=FORMATS)
+    format: str = setting(help="the reader of its files (required): a generic one of evalsets/loaders.py FORMATS "
+                               "(csv: see `csv`; humaneval_jsonl_gz; chat_prompts), or `<name>.py`, the "
+                               "benchmark's own code beside its spec (or beside the shipped specs): `read(path, "
+                               "group, spec)` per file, optionally `load_hub(spec)` (evalsets/specs/gsm8k.py)",
+                          check=_format)
     order: float | None = setting(None, "place in tables and in `--benchmarks all` (none: last, by name)")
     default: bool = setting(False, "in the set `hrlaif eval` runs when no benchmark is named")
     metric: str = setting(help="metric name in results.json (required)", check=_nonempty)
@@ -210,8 +220,7 @@ class BenchmarkSpec(Settings):
     classify: Classify | None = setting(None, "classify kind: how the continuation stops")
     judge: Judged | None = setting(None, "judge kind: stop strings, categories, category map")
     derived: dict[str, DerivedSpec] = setting(default_factory=dict, help="metrics computed from the same rows")
-    # set by the registry: the spec file
-    path: str = field(default="", init=False, compare=False)
+    path: str = setting("", "the spec file: set by the registry, not a key of the file")
 
     # A benchmark is scored by its kind, against no baseline: what a derived metric says for itself.
     against_baseline: ClassVar[bool] = False
@@ -228,5 +237,7 @@ class BenchmarkSpec(Settings):
         if self.kind not in OWN_GENERATION and not self.lm_eval_task and self.prompt is None:
             raise SettingError("prompt", f"missing: kind {self.kind} prompts through an lm-eval task, so the spec "
                                          "names one (lm_eval_task) or gives its own template (prompt)")
+        if self.format.endswith(".py") and self.path and code_file(self.path, self.format) is None:
+            raise SettingError("format", f"{self.format} is neither beside the spec nor among the shipped specs")
         if self.format == "csv" and self.csv is None:
             raise SettingError("csv", "missing: format csv needs the column mapping `csv:`")

@@ -124,28 +124,14 @@ def sentences(prompt: str) -> list[str]:
 
 
 def _local_prompts(sp, root: Path) -> tuple[list[dict], list[dict]]:
-    from evalsets.loaders import discover, read_toxigen
+    from evalsets.loaders import discover, reader
 
     benign_pattern = sp.local.benign
     if not benign_pattern:
         raise UserError(f"benchmark {sp.name}: the spec names no benign prompt files (local.benign)")
-    hate = [d for g, p in discover(root, sp.local.eval).items() for d in read_toxigen(p, g, sp)]
-    benign = [d for g, p in discover(root, benign_pattern).items() for d in read_toxigen(p, g, sp)]
-    return hate, benign
-
-
-def _hub_prompts(sp) -> tuple[list[dict], list[dict]]:  # pragma: no cover - needs network
-    import datasets
-
-    hub = sp.hub
-    rows = datasets.load_dataset(hub.path, *([hub.name] if hub.name else []), split=hub.eval_split)
-    seen: set[str] = set()
-    hate, benign = [], []
-    for r in rows:
-        if r["prompt"] in seen:
-            continue
-        seen.add(r["prompt"])
-        (hate if r.get("prompt_label") == 1 else benign).append({"prompt": r["prompt"].replace("\\n", "\n")})
+    read = reader(sp)
+    hate = [d for g, p in discover(root, sp.local.eval).items() for d in read(p, g, sp)]
+    benign = [d for g, p in discover(root, benign_pattern).items() for d in read(p, g, sp)]
     return hate, benign
 
 
@@ -157,8 +143,9 @@ def audit_set(sp, continued: list[dict], data_dir: str | None = None, hub: bool 
     if data_dir:
         hate, benign = _local_prompts(sp, Path(data_dir).expanduser())
         source = f"local:{Path(data_dir).expanduser().resolve()}"
-    elif hub and sp.hub is not None:
-        hate, benign = _hub_prompts(sp)
+    elif hub and sp.hub is not None:  # the benchmark's own code knows its labels
+        from evalsets.benchdata import own_code
+        hate, benign = own_code(sp).labelled_hub_prompts(sp)
         source = f"hub:{sp.hub.path}"
     else:
         hate, benign = _local_prompts(sp, DATA_DIR)

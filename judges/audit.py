@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from core.judge_audit import pair_record, rate
-from core.settings import check_fields, existing_file, setting
+from core.settings import Settings, existing_file, setting
 from judges.client import INVALID
 
 REPEAT_N = 8  # requests sent twice for repeatability (a small sample: each costs a call)
 
 
 @dataclass
-class AuditConfig:
+class AuditConfig(Settings):
     """Every knob of `hrlaif audit-judge` (harness/commands/audit_judge.py); the judge is a JudgeConfig."""
 
     pairs: str = setting("", "preference pairs, in the formats eval-rm takes: hh-rlhf {chosen, rejected} "
@@ -26,9 +26,6 @@ class AuditConfig:
                                        "judge's (judges/prompts.py)", choices=("labelling", "evaluation"))
     repeat: int = setting(REPEAT_N, "requests sent a second time with the cache bypassed (repeatability)", min=0)
     out: str | None = setting(None, "also write the audit here (JSON)")
-
-    def validate(self) -> None:
-        check_fields(self)
 
 
 def judge_both_orders(judge, items: Sequence[dict], make_messages: Callable[[str, str, str], list[dict]],

@@ -247,7 +247,8 @@ MISSPELT = [
      "unknown key 'filters' (a field of the generate_extract: section, for kind generate_extract)"),
     ("metric: acc", "metric: acc\njudge: {until: []}",
      "judge: is the section of kind judge, and this spec's kind is multiple_choice"),
-    ("higher_is_better: true", "higher_is_better: yes please", "higher_is_better: expected true/false, got 'yes please'"),
+    ("higher_is_better: true", "higher_is_better: yes please",
+     "higher_is_better: expected true/false, got 'yes please'"),
     ("order: 25 ", "order: [25] ", "order: expected a number or null, got [25]"),
 ]
 
@@ -289,3 +290,34 @@ def test_every_spec_field_is_documented_once():
     assert {"embedded_limit", "num_fewshot", "kind", *SECTIONS} <= names
     assert registry.spec("humaneval").embedded_limit == 20
     assert dataclasses.is_dataclass(registry.spec("gsm8k").generate_extract)
+
+
+def test_benchmark_code_sits_beside_its_spec(spec_dir, tmp_path, monkeypatch):
+    """A benchmark with a file format of its own names its reader as `format: <name>.py` beside its
+    spec (lm-eval's tasks/<name>/utils.py); a spec elsewhere may reuse a shipped one (gsm8k.py)."""
+    from evalsets.loaders import load
+
+    (spec_dir / "cmmlu.yaml").unlink()
+    (spec_dir / "cmmlu_official.yaml").unlink()
+    (spec_dir / "riddles.py").write_text(
+        "def read(path, group, sp):\n"
+        "    rows = [line.split('|') for line in path.read_text(encoding='utf-8').splitlines() if line]\n"
+        "    return [{'question': q, 'answer': 'A #### ' + a, 'doc_id': f'{group}/{i}', 'group': group}\n"
+        "            for i, (q, a) in enumerate(rows)]\n", encoding="utf-8")
+    spec = (registry.SPEC_DIR / "gsm8k.yaml").read_text(encoding="utf-8").replace("name: gsm8k", "name: riddles")
+    (spec_dir / "riddles.yaml").write_text(spec.replace("format: gsm8k.py", "format: riddles.py")
+                                           .replace("gsm8k/test.jsonl", "riddles.txt"), encoding="utf-8")
+    (spec_dir / "gsm8k_again.yaml").write_text(spec.replace("name: riddles", "name: gsm8k_again"), encoding="utf-8")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "riddles.txt").write_text("two plus two?|4\nten less one?|9\n", encoding="utf-8")
+    monkeypatch.setenv(registry.ENV, str(spec_dir))
+    data = load(registry.spec("riddles"), tmp_path / "data")
+    assert [(d["doc_id"], d["answer"]) for d in data.docs] == [("test/0", "A #### 4"), ("test/1", "A #### 9")]
+    again = load(registry.spec("gsm8k_again"))  # the shipped evalsets/specs/gsm8k.py reads the embedded copy
+    assert [d["doc_id"] for d in again.docs] == [d["doc_id"] for d in load(registry.spec("gsm8k")).docs]
+    (spec_dir / "riddles.yaml").write_text(spec.replace("format: gsm8k.py", "format: riddle.py"), encoding="utf-8")
+    with pytest.raises(UserError, match=r"riddles.yaml: format: riddle.py is neither beside the spec nor among"):
+        registry.names()
+    (spec_dir / "riddles.yaml").write_text(spec.replace("format: gsm8k.py", "format: cvs"), encoding="utf-8")
+    with pytest.raises(UserError, match=r"riddles.yaml: format: must be one of .*\(got 'cvs'; did you mean 'csv'\?\)$"):
+        registry.names()

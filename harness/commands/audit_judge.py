@@ -66,8 +66,6 @@ def run(args) -> int:
     from trainers.reward_eval import load_pairs
 
     cfg, jc = configs(args)
-    cfg.validate()
-    jc.validate()
     items = load_pairs(cfg.pairs, cfg.limit)
     if args.dry_run:
         dry_run(cfg, jc, items)
