@@ -90,12 +90,12 @@ def setting(default: Any = MISSING, help: str = "", *, default_factory: Callable
     return field(default=default, metadata=meta)
 
 
-def redeclare(cls, name: str, default: Any = MISSING, *, help: str | None = None) -> Any:
+def redeclare(cls, name: str, default: Any = MISSING, *, help: str | None = None, **rules) -> Any:
     """Field `name` of settings dataclass `cls` with another default and/or help, for a subclass
     that shares the field but not its default (`lr: float = redeclare(EngineSettings, "lr", 2e-5)`):
-    type checks, choices and range stay those of the one declaration."""
+    type and rules stay those of the one declaration unless `rules` (min=, check= ...) say otherwise."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    meta = dict(f.metadata) | ({"help": help} if help is not None else {})
+    meta = dict(f.metadata) | ({"help": help} if help is not None else {}) | rules
     if default is MISSING and f.default_factory is not MISSING:  # type: ignore[misc]
         return field(default_factory=f.default_factory, metadata=meta)  # type: ignore[misc]
     return field(default=f.default if default is MISSING else default, metadata=meta)

@@ -167,7 +167,8 @@ class PPOConfig(EngineSettings):
     """Every PPO knob (trainers/ppo.py). Batch sizes are global (summed over ranks). Optimiser (lr: the
     actor's), ZeRO, precision, device, seed: EngineSettings."""
 
-    lr: float = redeclare(EngineSettings, "lr", 1e-6, help="actor learning rate (the critic's: critic_lr)")
+    lr: float = redeclare(EngineSettings, "lr", 1e-6, help="actor learning rate (the critic's: critic_lr)",
+                          min=0, check=None)  # 0 = a frozen actor, as before the settings were shared
 
     model: str | None = setting(None, f"actor checkpoint, also the frozen reference: {MODEL_HELP}", pipeline=True)
     reward_model: str = setting("", "reward model: a harness reward-model directory, or an HF sequence-classification "
