@@ -86,6 +86,28 @@ def test_sft_reports_to_wandb_offline(tiny_model_dir, tmp_path, monkeypatch):
     assert len(_rows(out / "metrics.jsonl")) == 3
 
 
+def test_reward_model_reports_steps_and_heldout_accuracy(tiny_model_dir, tmp_path, monkeypatch):
+    """train-rm with report_to mlflow: every step's loss and pair accuracy, and the held-out accuracy
+    with its clustered 95% CI and n, as in metrics.jsonl and rm_metrics.json."""
+    from test_reward_model import _synthetic_labels
+    from trainers.configs import RMConfig
+    from trainers.reward_model import train_reward_model
+
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    _synthetic_labels(tmp_path / "labels.jsonl", n_prompts=10)
+    out = train_reward_model(RMConfig(model=str(tiny_model_dir), labels=str(tmp_path / "labels.jsonl"),
+                                      out=str(tmp_path / "rm"), max_steps=3, groups_per_step=2, seed=3, max_len=64,
+                                      precision="fp32", report_to=["mlflow"]))
+    steps, m = _rows(out / "metrics.jsonl"), json.loads((out / "rm_metrics.json").read_text())["heldout_acc"]
+    run, history = _mlflow_run(uri, "rm")
+    assert run.data.tags["stage"] == "reward_model" and run.info.status == "FINISHED"
+    for key in ("loss", "pair_acc"):
+        assert history(f"rm/{key}") == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in steps]
+    for key, value in (("score", m["score"]), ("ci_lo", m["ci95"][0]), ("ci_hi", m["ci95"][1]), ("n", m["n"])):
+        assert history(f"rm/heldout_acc/{key}") == [(0, pytest.approx(value))]
+
+
 def test_eval_final_results_with_cis(tiny_model_dir, tmp_path, monkeypatch, run_cli):
     """`hrlaif eval --report-to mlflow,tensorboard`: each benchmark's score, CI bounds and n, as in results.json."""
     uri = (tmp_path / "mlruns").as_uri()
