@@ -111,6 +111,15 @@ class PrefixCachingHFLM(HFLM):
         bar.close()
         return results
 
+    def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
+        """lm-eval's generation (HF `generate`, its stop sequences and settings), with the decoder's
+        linear layers on PPO's decoding path for the batch's few rows (core.decoding): weights
+        packed once per call instead of re-read per step (bench/decode_speed.py measures it)."""
+        from core.decoding import decoding_linears
+
+        with self._autocast(), decoding_linears(self.model, context.shape[0]):  # packs for autocast's dtype
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
     # ------------------------------------------------------------------ model passes
     @staticmethod
     def _forward(module, **kw):

@@ -125,20 +125,22 @@ def test_decoding_on_packed_weights_matches_the_plain_forward(tiny_model_dir, pr
     """Decoding packs each Linear's weight once per generate call; in bf16 that is bit for bit
     what autocast computes, in fp32 equal to the last bits."""
     from transformers import AutoModelForCausalLM
+
+    from core import decoding
     from trainers import generation
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13]]
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
     runs = {}
     for packed in (True, False):
-        original = generation._packing_dtype
-        generation._packing_dtype = original if packed else (lambda: None)
+        original = decoding.packing_dtype
+        decoding.packing_dtype = original if packed else (lambda: None)
         try:
             with ctx():
                 runs[packed] = generation.generate(model, prompts, max_new_tokens=8, eos_ids=[0], pad_id=1,
                                                    seeds=[3, 4])
         finally:
-            generation._packing_dtype = original
+            decoding.packing_dtype = original
     a, b = runs[True], runs[False]
     assert torch.equal(a.sequences, b.sequences)
     if precision == "bf16":

@@ -54,3 +54,23 @@ def test_loglikelihoods_match_hflm(lms):
         assert lb == pytest.approx(la, abs=1e-4, rel=1e-5) and ga == gb
     t = cached.token_counts  # the few-shot block ran once, not once per question
     assert t["prefix"] > 0 and t["prefix"] + t["suffix"] < t["requested"] / 3
+
+
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+def test_generation_on_the_decoding_path_matches_hflm(tiny_model_dir, amp):
+    """Evaluation's generation runs the decoder's linears on PPO's decoding path (core.decoding):
+    the same greedy text as lm-eval's HFLM, in fp32 and under bf16 autocast."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    kw = {"pretrained": model, "tokenizer": tok, "batch_size": 3, "device": "cpu", "mixed_precision_dtype": amp}
+    gen = {"until": ["\n\n"], "do_sample": False, "max_gen_toks": 12}
+    reqs = [Instance("generate_until", {}, (f"Question {q}: what is {q} plus {'one ' * q}?\nAnswer:", gen), q)
+            for q in range(4)]
+    a = HFLM(**kw).generate_until(reqs, disable_tqdm=True)
+    b = PrefixCachingHFLM(**kw).generate_until(reqs, disable_tqdm=True)
+    assert a == b and any(a)
+    assert all("forward" not in vars(m) for m in model.modules())  # the plain forwards are back
