@@ -6,7 +6,7 @@ one-line error naming the spec file and the key, with the nearest valid one ("un
 'num_fewshots' (did you mean 'num_fewshot'?)"), as lm-eval's TaskConfig rejects unknown keys.
 Fields only one kind reads sit in a section named after the kind (`generate_extract:`,
 `classify:`, `judge:`); a spec has its own kind's section and no other. A benchmark's own code
-(a reader of its own file format) sits beside its spec as `<name>.py` (see `reader`), as
+(a reader of its own file format) sits beside its spec as `<name>.py` (see `format`), as
 lm-eval's tasks/<name>/utils.py does; nothing else in the code names a benchmark.
 evalsets/specs/*.yaml are the examples; tests/test_new_benchmark.py adds one from YAML alone.
 """
