@@ -204,6 +204,7 @@ class Rollout:
     finished: torch.Tensor      # (B,) bool
     prompt_width: int
     hidden: torch.Tensor | None = None  # (B, P+R, H) shared-trunk output, when there is a trunk
+    adv_std: float | None = None  # spread of this shard's advantages before whitening (an early-warning signal)
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
@@ -241,9 +242,11 @@ def finish_rollout(ro: Rollout, logprobs: torch.Tensor, values: torch.Tensor, kl
     logprobs, values = logprobs.float() * mask, values.float() * mask
     kl = kl_penalty(logprobs, ro.ref_logprobs, "k1") * mask
     adv, returns = gae(token_rewards(ro.reward, kl, kl_coef, mask), values, mask, cfg.gamma, cfg.lam)
+    n = mask.sum().clamp(min=1)
+    spread = float(((adv - (adv * mask).sum() / n) ** 2 * mask).sum().div(n).sqrt())
     if cfg.whiten_advantages:
         adv = whiten(adv, mask, all_reduce)
-    return replace(ro, logprobs=logprobs, values=values, advantages=adv, returns=returns, kl=kl)
+    return replace(ro, logprobs=logprobs, values=values, advantages=adv, returns=returns, kl=kl, adv_std=spread)
 
 
 def make_rollout(*, actor, ref, critic, reward_model, prompts: list[list[int]], seeds: list[int],

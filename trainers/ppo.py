@@ -283,6 +283,8 @@ class PPOTrainer:
             if k != "entropy":
                 row[k] = s[u + i] / self.world
         row["kl_coef"] = self.kl.value
+        if ro.adv_std is not None:  # raw advantages' spread, averaged over ranks (whitening hides it)
+            row["adv_std"] = all_reduce(torch.tensor([ro.adv_std], dtype=torch.float64)).item() / self.world
         row.update({f"time_{k}": round(times.get(k, 0.0), 4) for k in ("gen", "score", "train")})
         row["truncated"] = int(s[5])
         row["session"] = self.session
