@@ -89,14 +89,14 @@ def test_429_exhausts_retries_with_exponential_backoff(tmp_path, monkeypatch):
 
 
 def test_hang_times_out_and_gives_up(tmp_path):
-    # Two 0.3 s attempts take well under a second; the bound is ~15x that, and a client that
-    # ignored its timeout would wait for the server's 60 s hang twice.
+    # Two 0.3 s attempts take well under a second; the bound is generous (a busy shared runner),
+    # and a client that ignored its timeout would wait for the server's 60 s hang twice.
     with FakeJudge(mode="hang", hang_s=60) as fj:
         j = Judge(cfg(fj, tmp_path, timeout=0.3, retries=1))
         t0 = time.perf_counter()
         with pytest.raises(JudgeUnavailable, match="APITimeoutError"):
             j.choose(MSG)
-        assert time.perf_counter() - t0 < 10.0
+        assert time.perf_counter() - t0 < 30.0
         assert fj.chat_calls == 2
 
 

@@ -42,7 +42,9 @@ def test_two_ranks_match_one_rank_on_the_first_step(tiny_model_dir, rm_dir, tmp_
     r1 = subprocess.run([sys.executable, "-m", "harness.cli", *args, "--out", str(one), "--zero-stage", "0"],
                         env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r1.returncode == 0, r1.stderr[-3000:]
-    r2 = subprocess.run([str(TORCHRUN), "--nproc_per_node", "2", "--master_port", "29533", "-m", "harness.cli",
+    from judges.server import free_port  # a fixed port collides with a parallel run on the same host
+
+    r2 = subprocess.run([str(TORCHRUN), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "harness.cli",
                          *args, "--out", str(two), "--zero-stage", "2"],
                         env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r2.returncode == 0, r2.stderr[-3000:]
