@@ -1,5 +1,5 @@
 """Multiple choice scored by log-likelihood (MMLU, C-Eval, any CSV benchmark with a spec): the
-option letter with the highest log-likelihood is the answer. Prompts come from the official
+option letter with the highest log-likelihood (per character with `metric: acc_norm`) is the answer. Prompts come from the official
 lm-eval task the spec names, or from the spec's own template (evalsets.lmeval_tasks)."""
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def run(data, sp, lm, cfg, ctx) -> list[dict]:
     for items in samples.values():
         for s in sorted(items, key=lambda s: s["doc_id"]):
             lls = [r[0] for r in s["filtered_resps"]]
-            choice = max(range(len(lls)), key=lls.__getitem__)
+            choice = _choice(lls, s, sp.metric)
             doc = s["doc"]
             target = doc["answer"] if isinstance(doc["answer"], str) else letters[doc["answer"]]
             rows.append({"doc_id": doc["doc_id"], "group": doc["group"], "target": target,
@@ -33,6 +33,15 @@ def run(data, sp, lm, cfg, ctx) -> list[dict]:
                          # lm-eval's hash of the document: an lm-eval run on the same documents pairs with it
                          "doc_hash": s.get("doc_hash")})
     return sorted(rows, key=lambda r: r["doc_id"])
+
+
+def _choice(lls: list[float], sample: dict, metric: str) -> int:
+    """The option the metric picks: the highest log-likelihood (acc), or per character of the option's
+    text (acc_norm, lm-eval's length normalisation: cloze forms, where options differ in length)."""
+    if metric == "acc_norm":
+        lens = [max(1, len(args[1])) for args in sample["arguments"]]
+        return max(range(len(lls)), key=lambda i: lls[i] / lens[i])
+    return max(range(len(lls)), key=lls.__getitem__)
 
 
 def summarize(sp, samples: list[dict]) -> dict:
