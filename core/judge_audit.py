@@ -85,6 +85,19 @@ def _preference(rec: dict) -> float | None:
     return ((d1 == "A") + (d2 == "B")) / 2
 
 
+def _agreement(pairs: Sequence[dict], truth_sources: Sequence[str]) -> dict | None:
+    """Agreement with the truth (ties half) and how often the truly better response is the longer one."""
+    truths = [(r, _preference(r)) for r in pairs if r.get("truth") in (0, 1)]
+    if not truths:
+        return None
+    scored = [(r, p) for r, p in truths if p is not None]
+    agree = sum(0.5 if p == 0.5 else float((p > 0.5) == (r["truth"] == 1)) for r, p in scored)
+    unequal = [r for r, _ in truths if r["x_len"] != r["y_len"]]
+    longer = rate(sum((r["x_len"] > r["y_len"]) == (r["truth"] == 1) for r in unequal), len(unequal))
+    return rate(agree, len(scored)) | {"truth": list(truth_sources), "invalid": len(truths) - len(scored),
+                                       "truth_longer": longer["score"]}
+
+
 def audit(pairs: Sequence[dict], role: str, judge: dict | None = None, repeat: dict | None = None,
           truth_sources: Sequence[str] = (), **extra) -> dict:
     """The audit of one judge role from its pair records (and a repeatability result, if measured)."""
@@ -100,21 +113,13 @@ def audit(pairs: Sequence[dict], role: str, judge: dict | None = None, repeat: d
     length = {"score": None if lb["score"] is None else lb["score"] - 0.5,
               "ci95": [None if v is None else v - 0.5 for v in lb["ci95"]], "n": lb["n"],
               "share_longer": lb["score"]}
-    truths = [(r, _preference(r)) for r in pairs if r.get("truth") in (0, 1)]
-    scored = [(r, p) for r, p in truths if p is not None]
-    agree = sum(0.5 if p == 0.5 else float((p > 0.5) == (r["truth"] == 1)) for r, p in scored)
     out = {
         "role": role, "judge": judge, "pairs": len(pairs), "valid_pairs": len(valid),
         "invalid_verdicts": sum(d in (INVALID, None) for r in pairs for d in r["verdicts"]),
         "order_consistency": rate(consistent, len(valid)),
         "first_slot_rate": rate(first, len(decisions)),
         "length_bias": length,
-        "agreement": (rate(agree, len(scored)) | {"truth": list(truth_sources), "invalid": len(truths) - len(scored),
-                                                  "truth_longer": rate(sum(
-                                                      (r["x_len"] > r["y_len"]) == (r["truth"] == 1)
-                                                      for r, _ in truths if r["x_len"] != r["y_len"]),
-                                                      sum(r["x_len"] != r["y_len"] for r, _ in truths))["score"]})
-        if truths else None,
+        "agreement": _agreement(pairs, truth_sources),
         "repeatability": repeat,
         **extra,
     }

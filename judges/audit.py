@@ -28,7 +28,7 @@ class AuditConfig(Settings):
     out: str | None = setting(None, "also write the audit here (JSON)")
 
 
-def judge_both_orders(judge, items: Sequence[dict], make_messages: Callable[[str, str, str], list[dict]],
+def judge_both_orders(judge, items: Sequence[dict], make_messages: Callable[[str, str, str], list[dict]]
                       ) -> tuple[list[dict], list[list[dict]]]:
     """Pair records for items {id, prompt, chosen, rejected} (x = chosen, truth 1), and the requests sent."""
     msgs = []
