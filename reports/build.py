@@ -24,6 +24,7 @@ from reports.drift import read_drift_items
 from reports.paired import paired_frame
 from reports.plots import save_drift_plot
 from reports.render import write_pages
+from reports.table1 import rm_paired
 from reports.seeds import DEFINITION as SEED_DEFINITION, seed_blocks
 from reports.verdict_trust import RUN_CONFIG, audit_blocks, cell_marks, degenerate_notice, run_untrusted
 from reports.sections import (drift_blocks, grading_notice, judge_usage_blocks, power_table, redteam_blocks,
@@ -69,8 +70,11 @@ GENERAL_DEFINITIONS = STAT_DEFINITIONS + [
     "judged in both answer orders. 50% means no preference. W/T/L gives the raw counts.",
     "ToxiGen: share of generations the classifier flags as toxic, in per mille (‰); lower is better.",
     "Satisfaction rate: share of prompts whose answer the judge rates as satisfying the user's need.",
-    "Label accuracy: share of AI-feedback preference pairs that agree with the reference (human or verified) "
-    "order, per prompt category, for basic RLAIF labelling and for hybrid (HRLAIF) labelling.",
+    "Label accuracy: share of AI-feedback preference pairs that agree with the reference (human) order, per "
+    "prompt category, for basic RLAIF labelling and for hybrid (HRLAIF) labelling; against the second answer "
+    "check the rows are named answer-check agreement (hybrid's own verified pairs make it near 100% there). "
+    "hybrid − basic and RM hybrid − RM basic are paired differences on the same pairs (+1, 0 or -1 per pair) "
+    "with a 95% bootstrap CI that resamples prompts.",
     "Reward-model accuracy: share of held-out preference pairs the RM orders correctly; clipped share is the "
     "fraction of PPO rewards cut at |r| > clip.",
     "Accuracies over pairs (label and RM accuracy): the pairs of one prompt share its responses, so the CI is a "
@@ -154,9 +158,15 @@ def _blocks(run: RunData, alarms: list[dict], power: list[dict], plots: dict[str
            "win_ratio_by_category"),
           ("h2", "Label accuracy: basic vs hybrid AI feedback"),
           ("table", tables.label_accuracy_table(run.label_accuracy), "label_accuracy"),
+          ("note", "Rows '(answer-check agreement)' score the labels against the second answer check: hybrid's "
+                   "verified pairs enforce the same 'correct beats wrong', so hybrid wins there by construction; they "
+                   "show how often two answer checks agree, not label quality. Label accuracy proper is against "
+                   "human preferences (hh-rlhf, annotate sheets); '· both correct (human)' rows are pairs of two "
+                   "correct answers humans ranked, the only verifiable pairs the AI judge decides within hybrid "
+                   "labelling. hybrid − basic is paired on the same truth pairs, its 95% CI clustered by prompt."),
           *_disagreement_blocks(run),
           ("h2", "Reward-model accuracy per category"),
-          ("table", tables.rm_table(run.rm_per_category, run.rm_summary), "rm_accuracy")]
+          ("table", tables.rm_table(run.rm_per_category, run.rm_summary, rm_paired(run.run_dir)), "rm_accuracy")]
     b += drift_blocks(run, items, plots, report_dir)
     b += redteam_blocks(run.run_dir)
     b += judge_usage_blocks(run.run_dir)

@@ -182,8 +182,23 @@ def pair_cell(r) -> str:
     return text + " (CI not clustered)" if int(r["n"] or 0) >= MIN_N_CI else text
 
 
+def paired_pair_cell(r: dict) -> str:
+    """A paired difference of two accuracies on the same pairs, CI clustered by prompt."""
+    s = f"Δ {r['score'] * 100:+.1f} pt"
+    if int(r.get("n") or 0) < MIN_N_CI or not present(r.get("lo")):
+        return s + f" n={int(r.get('n') or 0)} {FEW}"
+    k = int(r["n_clusters"]) if present(r.get("n_clusters")) else None
+    return s + f" [{r['lo'] * 100:+.1f}, {r['hi'] * 100:+.1f}] paired, n={int(r['n'])}" + (
+        f" ({k} prompts)" if k else "")
+
+
+AGREEMENT = "answer-check agreement"  # rows scored against the second answer check (trainers/feedback/accuracy.py)
+
+
 def label_accuracy_table(label_df: pd.DataFrame) -> pd.DataFrame:
-    """Rows = categories; columns basic, hybrid, and hybrid − basic."""
+    """Rows = categories; columns basic, hybrid, and hybrid − basic (paired on the same truth pairs
+    with a prompt-clustered CI; a file without it: the bare difference, said to be unpaired). Rows
+    scored against the second answer check are 'answer-check agreement', not label accuracy."""
     if label_df.empty:
         return pd.DataFrame()
     idx = label_df.set_index(["category", "mode"])
@@ -192,13 +207,18 @@ def label_accuracy_table(label_df: pd.DataFrame) -> pd.DataFrame:
         row = {}
         for mode in ("basic", "hybrid"):
             row[mode] = pair_cell(idx.loc[(c, mode)].to_dict()) if (c, mode) in idx.index else DASH
-        if (c, "basic") in idx.index and (c, "hybrid") in idx.index:
-            row["hybrid − basic"] = fmt_delta(idx.loc[(c, "hybrid")].score - idx.loc[(c, "basic")].score)
+        if (c, "hybrid_minus_basic") in idx.index:
+            row["hybrid − basic"] = paired_pair_cell(idx.loc[(c, "hybrid_minus_basic")].to_dict())
+        elif (c, "basic") in idx.index and (c, "hybrid") in idx.index:
+            row["hybrid − basic"] = fmt_delta(idx.loc[(c, "hybrid")].score - idx.loc[(c, "basic")].score) + \
+                " (unpaired)"
         else:
             row["hybrid − basic"] = DASH
         truth = [t for t in label_df[label_df.category == c].truth if isinstance(t, str)]
         if truth or label_df.truth.notna().any():
             row["truth"] = truth[0] if truth else DASH
+        if truth and truth[0].startswith("second answer check") and AGREEMENT not in c:
+            c = f"{c} ({AGREEMENT})"  # a file written before the rows were named so
         out[c] = row
     df = pd.DataFrame.from_dict(out, orient="index")
     df.index.name = "Category"
@@ -223,8 +243,9 @@ def disagreement_table(dis: dict | None) -> pd.DataFrame:
     return df
 
 
-def rm_table(rm_cat: pd.DataFrame, rm_summary: pd.DataFrame) -> pd.DataFrame:
-    """Reward-model pairwise accuracy per category, plus held-out overall and the clipped share."""
+def rm_table(rm_cat: pd.DataFrame, rm_summary: pd.DataFrame, paired: dict | None = None) -> pd.DataFrame:
+    """Reward-model pairwise accuracy per category, plus held-out overall and the clipped share;
+    `paired` (reports.table1.rm_paired): RM hybrid − RM basic on the shared held-out pairs."""
     if rm_cat.empty and rm_summary.empty:
         return pd.DataFrame()
     # Both RMs always get a column: a missing one is information for the basic-vs-hybrid comparison.
@@ -244,7 +265,9 @@ def rm_table(rm_cat: pd.DataFrame, rm_summary: pd.DataFrame) -> pd.DataFrame:
     out["(clipped share)"] = {
         f"RM {m}": (f"{summ.loc[m, 'clipped_share'] * 100:.2f}% at |r|>{summ.loc[m, 'clip']:g}"
                     if m in summ.index and present(summ.loc[m].clipped_share) else DASH) for m in modes}
-    df = pd.DataFrame.from_dict(out, orient="index")
+    if paired:  # one pair set scored by both RMs: their paired difference
+        out.setdefault("(shared held-out pairs)", {})["RM hybrid − RM basic"] = paired_pair_cell(paired)
+    df = pd.DataFrame.from_dict(out, orient="index").fillna(DASH)
     df.index.name = "Category"
     return df
 

@@ -18,6 +18,9 @@ from trainers.feedback.redteam import (load_harmful_prompts, load_hh_pairs, load
                                        parse_transcript)
 from judges.answers import check, extract_letter, extract_number, verify
 
+# Table 1 rows scored against the second answer check (trainers/feedback/accuracy.py)
+AGREE_MATH, AGREE_MC = "math (answer-check agreement)", "multiple_choice (answer-check agreement)"
+
 MCQ_PROMPT = "Which of these is a fruit?\nA. car\nB. apple\nC. dog\nD. stone"
 
 
@@ -97,11 +100,11 @@ def test_hybrid_orders_correct_above_wrong_and_leaves_wrong_unordered(tmp_path):
     assert {tuple(p) for p in b["pairs"]} == {(3, 2), (3, 1), (3, 0), (2, 1), (2, 0), (1, 0)}
     assert b["judge_meta"]["judgements"] == 12 and b["correct"] == [None] * 4
     acc = label_accuracy({"basic": [b], "hybrid": [h]})
-    assert acc["math"]["hybrid"]["score"] == 1.0 and acc["math"]["hybrid"]["n"] == 4
-    assert acc["math"]["basic"]["score"] == 0.0 and acc["math"]["basic"]["n"] == 4
+    assert acc[AGREE_MATH]["hybrid"]["score"] == 1.0 and acc[AGREE_MATH]["hybrid"]["n"] == 4
+    assert acc[AGREE_MATH]["basic"]["score"] == 0.0 and acc[AGREE_MATH]["basic"]["n"] == 4
     # the 4 pairs share one prompt: one cluster, so no interval (a Wilson one would pretend n=4)
-    assert acc["math"]["basic"]["n_clusters"] == 1 and all(x != x for x in acc["math"]["basic"]["ci95"])
-    assert "second answer check" in acc["math"]["truth"]
+    assert acc[AGREE_MATH]["basic"]["n_clusters"] == 1 and all(x != x for x in acc[AGREE_MATH]["basic"]["ci95"])
+    assert "second answer check" in acc[AGREE_MATH]["truth"]
 
 
 def test_both_orders_cancel_a_position_biased_judge(tmp_path):
@@ -270,8 +273,8 @@ def test_cli_hybrid_end_to_end_with_fake_judge(tmp_path, run_cli, cache_env, sha
     assert {p["why"] for p in pairs} == {"verified", "judge", "redteam"}
     assert len(pairs) == sum(len(r["pairs"]) for r in labels)
     acc = read_json(tmp_path / "h" / "label_accuracy.json")
-    assert acc["math"]["hybrid"]["score"] == 1.0 and acc["multiple_choice"]["hybrid"]["score"] == 1.0
-    assert acc["multiple_choice"]["basic"]["score"] == 0.0  # the long wrong answer wins on style
+    assert acc[AGREE_MATH]["hybrid"]["score"] == 1.0 and acc[AGREE_MC]["hybrid"]["score"] == 1.0
+    assert acc[AGREE_MC]["basic"]["score"] == 0.0  # the long wrong answer wins on style
     assert acc["harmlessness (hh-rlhf)"]["basic"]["n"] == 8 and acc["harmlessness (hh-rlhf)"]["hybrid"]["n"] == 8
     assert "open_qa" not in acc
     # both answer checks agree on all 6 verifiable responses here
@@ -371,15 +374,15 @@ def test_embedded_judge_end_to_end(tmp_path, run_cli, cache_env):
         assert code == 0, err
         res[mode] = time.perf_counter() - t0
     acc = read_json(tmp_path / "hybrid" / "label_accuracy.json")
-    assert acc["math"]["hybrid"]["score"] == 1.0 and acc["math"]["hybrid"]["n"] == 3
-    assert acc["multiple_choice"]["hybrid"]["score"] == 1.0
-    assert 0.0 <= acc["math"]["basic"]["score"] <= 1.0 and acc["math"]["basic"]["n"] == 3
+    assert acc[AGREE_MATH]["hybrid"]["score"] == 1.0 and acc[AGREE_MATH]["hybrid"]["n"] == 3
+    assert acc[AGREE_MC]["hybrid"]["score"] == 1.0
+    assert 0.0 <= acc[AGREE_MATH]["basic"]["score"] <= 1.0 and acc[AGREE_MATH]["basic"]["n"] == 3
     summ = read_json(tmp_path / "basic" / "summary.json")
     assert summ["judge"]["embedded"] and summ["judge"]["startup_s"] > 0
     assert summ["pairwise_judgements"] == 2 + 6 + 2 + 2
     assert summ["invalid_judgements"] <= summ["pairwise_judgements"]
     print(f"embedded e2e: basic {res['basic']:.1f}s hybrid {res['hybrid']:.1f}s, startup {summ['judge']['startup_s']:.1f}s,"
-          f" basic math acc {acc['math']['basic']['score']:.2f}, invalid {summ['invalid_judgements']}")
+          f" basic math acc {acc[AGREE_MATH]['basic']['score']:.2f}, invalid {summ['invalid_judgements']}")
     from judges import server as judge_server
     with pytest.raises(ProcessLookupError):  # the server (and its process group) is gone
         os.killpg(judge_server.last_pid, 0)

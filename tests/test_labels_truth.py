@@ -9,6 +9,9 @@ from judges.client import Judge, JudgeConfig
 from trainers.feedback.accuracy import check_disagreements, label_accuracy
 from trainers.feedback.labelling import label_basic, label_hybrid, summarize
 
+# Table 1 rows scored against the second answer check (trainers/feedback/accuracy.py)
+AGREE_MATH, AGREE_MC = "math (answer-check agreement)", "multiple_choice (answer-check agreement)"
+
 
 def judge_for(fj: FakeJudge, tmp_path) -> Judge:
     return Judge(JudgeConfig(url=fj.url, model="fake", key_env=None, timeout=5, retries=1, backoff=0.01,
@@ -31,7 +34,7 @@ def test_a_cut_response_is_unverifiable_not_graded_on_its_last_number(tmp_path):
     assert row["judge_meta"]["cut_unverifiable"] == 1 and summarize([row])["cut_unverifiable"] == 1
     # and it has no truth in Table 1 either
     acc = label_accuracy({"hybrid": [row]})
-    assert acc["math"]["hybrid"]["n"] == 1
+    assert acc[AGREE_MATH]["hybrid"]["n"] == 1
 
 
 def test_table1_truth_is_the_second_check_not_the_labellers():
@@ -43,8 +46,8 @@ def test_table1_truth_is_the_second_check_not_the_labellers():
     assert second_check.check("math", s["responses"][0], "7").correct is True
     acc = label_accuracy({"hybrid": [row]})
     # Scored against its own check, hybrid could never be wrong; against the second check it is.
-    assert acc["math"]["hybrid"]["score"] == 0.0 and acc["math"]["hybrid"]["ties"] == 1
-    assert acc["math"]["truth"].startswith("second answer check")
+    assert acc[AGREE_MATH]["hybrid"]["score"] == 0.0 and acc[AGREE_MATH]["hybrid"]["ties"] == 1
+    assert acc[AGREE_MATH]["truth"].startswith("second answer check")
     d = check_disagreements([s])
     assert d["checked"] == 2 and d["n"] == 1
     item = d["items"][0]

@@ -168,7 +168,7 @@ def evaluate(model, tok, groups: list[dict], max_len: int, clip: float, autocast
     """Pairwise accuracy of the clipped scores (r_i > r_j strictly; a tie counts as wrong), overall and
     per category, with a bootstrap CI over prompts (a prompt's pairs share its responses: they are
     resampled together); clipped share = scores the clip changed."""
-    per_cat, every, ids, raws = defaultdict(list), [], [], []
+    per_cat, every, ids, raws, outcomes = defaultdict(list), [], [], [], []
     device = next(model.parameters()).device
     for g in groups:
         gids, mask, _ = encode_group(tok, g["prompt"], g["responses"], max_len)
@@ -179,9 +179,10 @@ def evaluate(model, tok, groups: list[dict], max_len: int, clip: float, autocast
             ok = float(reward[i] > reward[j])
             per_cat[g["category"]].append((ok, g["id"]))
             every.append((ok, g["id"]))
+            outcomes.append([str(g["id"]), int(i), int(j), int(ok)])
     return {"acc": pair_accuracy(every), "per_category": {c: pair_accuracy(v) for c, v in sorted(per_cat.items())},
             "clipped_share": (sum(abs(x) > clip for x in raws) / len(raws)) if raws else 0.0,
-            "n_rewards": len(raws)}
+            "n_rewards": len(raws), "outcomes": outcomes}
 
 
 def pair_accuracy(outcomes: list[tuple[float, str]]) -> dict:
@@ -321,7 +322,10 @@ def train_reward_model(cfg: RMConfig) -> Path:
     if shared_eval:
         metrics["shared_heldout_acc"] = {**shared_eval["acc"], "file": str(cfg.heldout_pairs),
                                          "sha256_12": file_hash(cfg.heldout_pairs, 12),
-                                         "per_category": shared_eval["per_category"]}
+                                         "per_category": shared_eval["per_category"],
+                                         # [id, better, worse, 1 if ordered right]: both RMs on the same pairs,
+                                         # for the report's paired RM hybrid − RM basic (reports/table1.py)
+                                         "pairs": shared_eval["outcomes"]}
     write_json(out / "rm_metrics.json", metrics)
     tracker.results({k: metrics[k] for k in ("heldout_acc", "shared_heldout_acc") if k in metrics}, "rm")
     tracker.close()

@@ -11,9 +11,17 @@ Truth, per source (each table row names its own in `truth`):
 Where the labeller's check and the second check disagree on a response, it is listed
 (`answer_check_disagreements` in label_accuracy.json, and the report).
 
+Rows scored against the second answer check are named "<category> (answer-check agreement)":
+hybrid's verified pairs enforce the same "correct beats wrong", so hybrid scores near 100% there
+by construction; they measure agreement of two answer checks, not label quality. Label accuracy
+proper is against human preferences (hh-rlhf, annotate sheets), where pairs of two correct answers
+of a verifiable prompt (the reasoning pairs the AI judge decides within hybrid labelling) get a
+row of their own ("<category> (human) · both correct (human)").
+
 Accuracy = share of truth pairs the labels order correctly (a tie or a reversed pair is wrong:
 the label carries no right answer), with a 95% bootstrap CI that resamples prompts (a prompt's
-pairs share its responses: core.stats.cluster_bootstrap_mean).
+pairs share its responses: core.stats.cluster_bootstrap_mean). Hybrid − basic is paired on the
+same truth pairs (each pair scores +1, 0 or -1), its CI clustered by prompt (`hybrid_minus_basic`).
 """
 from __future__ import annotations
 
@@ -29,6 +37,10 @@ TRUTH_CHECK = f"second answer check ({second_check.NAME}), not the labeller's"
 TRUTH_HH = "human preference (hh-rlhf chosen/rejected)"
 TRUTH_HUMAN = "human preference (hrlaif annotate)"
 DISAGREEMENTS = "answer_check_disagreements"  # the key in label_accuracy.json (not a category)
+AGREEMENT = "answer-check agreement"  # rows scored against the second answer check
+BOTH_CORRECT = "both correct (human)"  # human-ranked pairs of two correct answers
+PAIRED = "hybrid_minus_basic"  # the paired difference on the same pairs, in each row
+HUMAN_SUFFIX = " (human)"  # the label stage's rows scored against human sheets
 MAX_LISTED = 50  # disagreements listed in full; all are counted
 
 
@@ -63,9 +75,36 @@ def truth_of(row: dict) -> str:
     return row.get("truth") or (TRUTH_CHECK if row.get("gt_pairs") is None else TRUTH_HUMAN)
 
 
+def both_correct(row: dict, i: int, j: int) -> bool:
+    """Both responses of a human-ranked pair are right by the second answer check (a verifiable
+    prompt): the reasoning pairs, the only ones among verifiable prompts the hybrid labeller leaves
+    to the AI judge."""
+    cat = str(row.get("category", "")).removesuffix(HUMAN_SUFFIX)
+    if row.get("gt_pairs") is None or not answers.is_verifiable(cat) or not row.get("std_answer"):
+        return False
+    return all(_finished(row, k) and second_check.check(cat, row["responses"][k], row["std_answer"],
+                                                        row.get("prompt")).correct is True for k in (i, j))
+
+
+def row_name(row: dict, cat: str, i: int, j: int) -> tuple[str, str]:
+    """(table row, truth) of one truth pair: rows scored against the second answer check are
+    'answer-check agreement' (hybrid's verified pairs enforce the same 'correct beats wrong', so
+    they measure agreement of two answer checks, not label accuracy); human-ranked pairs of two
+    correct answers get a row of their own."""
+    truth = truth_of(row)
+    if truth == TRUTH_CHECK:
+        return f"{cat} ({AGREEMENT})", truth
+    if both_correct(row, i, j):
+        return f"{cat} · {BOTH_CORRECT}", f"{truth}, between two answers the second check finds correct"
+    return cat, truth
+
+
 def label_accuracy(labels_by_mode: dict[str, Sequence[dict]], category_of=None) -> dict:
-    """{category: {mode: {score, n, n_clusters, ci95, ci_method, ties}, truth: str}}."""
+    """{row: {mode: {score, n, n_clusters, ci95, ci_method, ties}, truth: str, hybrid_minus_basic:
+    {score, n, n_clusters, ci95, ci_method}}}: per row (row_name) each mode's accuracy, and hybrid −
+    basic paired on the same truth pairs with a CI clustered by prompt."""
     table: dict[str, dict] = {}
+    outcome: dict[str, dict[str, dict[tuple, int]]] = {}  # row -> mode -> {(id, i, j): 1 | 0}
     for mode, labels in labels_by_mode.items():
         per_cat: dict[str, list[tuple[int, str]]] = {}
         ties: dict[str, int] = {}
@@ -74,14 +113,23 @@ def label_accuracy(labels_by_mode: dict[str, Sequence[dict]], category_of=None) 
             if not gt:
                 continue
             cat = category_of(row) if category_of else row["category"]
-            table.setdefault(cat, {})["truth"] = truth_of(row)
             have = {tuple(p) for p in row["pairs"]}
             for i, j in gt:
-                per_cat.setdefault(cat, []).append((int((i, j) in have), str(row["id"])))
-                ties[cat] = ties.get(cat, 0) + int((i, j) not in have and (j, i) not in have)
+                name, truth = row_name(row, cat, i, j)
+                table.setdefault(name, {})["truth"] = truth
+                ok = int((i, j) in have)
+                per_cat.setdefault(name, []).append((ok, str(row["id"])))
+                outcome.setdefault(name, {}).setdefault(mode, {})[(str(row["id"]), i, j)] = ok
+                ties[name] = ties.get(name, 0) + int((i, j) not in have and (j, i) not in have)
         for cat, scores in per_cat.items():
             table[cat][mode] = cluster_bootstrap_mean([s for s, _ in scores], [c for _, c in scores]) | {
                 "ties": ties.get(cat, 0)}
+    for name, by in outcome.items():
+        if "basic" in by and "hybrid" in by:
+            keys = sorted(set(by["basic"]) & set(by["hybrid"]))
+            if keys:
+                table[name][PAIRED] = cluster_bootstrap_mean([by["hybrid"][k] - by["basic"][k] for k in keys],
+                                                             [k[0] for k in keys])
     return dict(sorted(table.items()))
 
 
@@ -131,12 +179,14 @@ def format_accuracy_table(table: dict, modes: Sequence[str] = ("basic", "hybrid"
     for cat, row in table.items():
         if cat == DISAGREEMENTS:
             continue
+        d = row.get(PAIRED)
         cells = []
         for m in modes:
             r = row.get(m)
             cells.append(f"{'-':>34}" if not r else
                          f"{r['score']:>14.3f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] ({r['n']})".rjust(34))
-        lines.append(f"{cat:<24}" + "".join(cells) + f"  {row.get('truth', '')}")
+        paired = f"  hybrid-basic {d['score']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d else ""
+        lines.append(f"{cat:<24}" + "".join(cells) + paired + f"  {row.get('truth', '')}")
     d = table.get(DISAGREEMENTS)
     if d:
         lines.append(f"answer checks disagree on {d['n']} of {d['checked']} verifiable responses")
