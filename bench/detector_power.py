@@ -23,6 +23,13 @@ an item's probability is its real outcome, 30% the mean accuracy: a model whose 
 flip on some items between seeds). The drift and failure nulls keep the reward rise / judge
 preference, the worst case for a false alarm.
 
+With --seed-items A B (the item outputs of two PPO seeds of one configuration: PPO stage dirs, whose
+last drift checkpoint is read, evaluation dirs, or per-item JSONL files), "two seeds" is no longer
+simulated: each trial draws n items and pairs seed A's real outcome with seed B's on each, so the null
+has the real churn between seeds (items gained and items lost). The planted alternatives then start
+from seed B too: the candidate is the other seed with p% of its correct items dropped, so it both gains
+and loses items against the baseline, the case least favourable to the gate (a pure drop is the easiest).
+
 Item outcomes: with --eval-dir, the real per-item scores of that evaluation (samples/<bench>.jsonl;
 e.g. the embedded model on the shared MMLU slice); without it, synthetic 0/1 draws at --accuracy.
 Held-out rewards are synthetic (per-prompt level N(0, 1) plus noise N(0, 0.3)).
@@ -44,6 +51,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.stats import min_margin, win_ratio  # noqa: E402
+from reports.collect import read_item_file  # noqa: E402
+from reports.drift import read_drift_items  # noqa: E402
 from harness.gate import compare_benchmark  # noqa: E402
 from reports.alarms import failure_fires, satisfaction_drop  # noqa: E402
 from reports.collect import item_scores  # noqa: E402
@@ -65,6 +74,47 @@ def load_pool(eval_dir: str | None, bench: str, accuracy: float, rng) -> tuple[n
         return x, f"real per-item outputs: {eval_dir}/samples/{bench}.jsonl ({len(x)} items, acc {x.mean():.3f})"
     x = (rng.random(2000) < accuracy).astype(float)
     return x, f"synthetic 0/1 draws at accuracy {accuracy:.2f} (no --eval-dir)"
+
+
+def seed_outcomes(path: str, bench: str) -> dict[str, float]:
+    """{doc_id: 0/1} of one PPO seed: a PPO dir (its last drift checkpoint), an eval dir or a JSONL file."""
+    p = Path(path)
+    if p.is_file():
+        rows = {k: r["score"] for k, r in read_item_file(p).items()}
+    elif (p / "drift").is_dir():
+        steps = read_drift_items(p)
+        if not steps:
+            raise SystemExit(f"{p}: no drift checkpoints")
+        rows = steps[max(steps)]["benches"].get(bench) or {}
+    else:
+        rows = item_scores(p, bench, required=True)
+    out = {k: float(v) for k, v in rows.items() if v is not None}
+    if not out or not set(out.values()) <= {0.0, 1.0}:
+        raise SystemExit(f"{p}: no 0/1 {bench} item scores")
+    return out
+
+
+class SeedPool:
+    """Real outcomes of two seeds on the same items: rows (seed A, seed B)."""
+
+    def __init__(self, a: dict[str, float], b: dict[str, float]):
+        common = sorted(a.keys() & b.keys())
+        if len(common) < 10:
+            raise SystemExit(f"the two seeds share only {len(common)} items")
+        self.a = np.array([a[k] for k in common])
+        self.b = np.array([b[k] for k in common])
+
+    def draw(self, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+        idx = rng.choice(len(self.a), n, replace=n > len(self.a))
+        return self.a[idx], self.b[idx]
+
+    def describe(self) -> str:
+        gained, lost = int(((self.a == 0) & (self.b == 1)).sum()), int(((self.a == 1) & (self.b == 0)).sum())
+        return (f"{len(self.a)} items, seed A {self.a.mean():.3f}, seed B {self.b.mean():.3f}; seed B gains "
+                f"{gained} and loses {lost} of them ({(gained + lost) / len(self.a):.1%} churn)")
+
+
+SEEDS: SeedPool | None = None  # --seed-items
 
 
 def draw(pool: np.ndarray, n: int, rng) -> np.ndarray:
@@ -102,10 +152,16 @@ def drift_trial(pool, n, n_heldout, frac, null, rng) -> bool:
     base = {b: draw(pool, n, rng) for b in ("bench_a", "bench_b")}
     level = rng.normal(0, 1, n_heldout)
     items, rewards = {}, []
+    later = {b: SEEDS.draw(n, rng) for b in base} if SEEDS is not None else {}
+    if later:  # step 0 is seed A's outcomes, every later checkpoint seed B's: real churn, no real change
+        base = {b: ab[0] for b, ab in later.items()}
     for t, step in enumerate(DRIFT_STEPS):
         per = {}
         for b, x in base.items():
-            y = x if t == 0 or null == "identical" else reseed(x, acc, rng) if null == "two seeds" else x
+            if later and t > 0 and null != "identical":
+                y = later[b][1]
+            else:
+                y = x if t == 0 or null == "identical" else reseed(x, acc, rng) if null == "two seeds" else x
             if null is None and b == "bench_a" and t == len(DRIFT_STEPS) - 1:
                 y = drop(y, frac, rng)
             per[b] = as_map(y)
@@ -130,7 +186,11 @@ def failure_trial(pool, n, frac, null, rng) -> bool:
 
 # ---------------------------------------------------------------- tables
 def pair(pool, n, rng, effect) -> tuple[np.ndarray, np.ndarray]:
-    """(baseline, candidate) of n items: effect is a drop fraction, "identical" or "two seeds"."""
+    """(baseline, candidate) of n items: effect is a drop fraction, "identical" or "two seeds". With
+    real seeds, the candidate is seed B (with the planted drop on top)."""
+    if SEEDS is not None:
+        a, b = SEEDS.draw(n, rng)
+        return (a, a) if effect == "identical" else (a, b) if effect == "two seeds" else (a, drop(b, effect, rng))
     a = draw(pool, n, rng)
     if effect == "identical":
         return a, a
@@ -142,6 +202,10 @@ def pair(pool, n, rng, effect) -> tuple[np.ndarray, np.ndarray]:
 def at_margin(pool, n, rng) -> tuple[np.ndarray, np.ndarray]:
     """A candidate exactly the margin worse in expectation (each correct item dropped with
     probability margin / accuracy)."""
+    if SEEDS is not None:  # the other seed, made worse by the margin on top of its real difference
+        a, b = SEEDS.draw(n, rng)
+        extra = MARGIN + b.mean() - a.mean() if n else MARGIN
+        return a, drop(b, min(1.0, max(0.0, extra) / max(b.mean(), 1e-9)), rng)
     a = draw(pool, n, rng)
     return a, drop(a, MARGIN / max(pool.mean(), 1e-9), rng)
 
@@ -165,6 +229,9 @@ def main(argv=None) -> int:
     ap.add_argument("--trials", type=int, default=300, help="trials per planted-effect cell")
     ap.add_argument("--null-trials", type=int, default=1000, help="trials per null cell")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed-items", nargs=2, metavar=("A", "B"), default=None,
+                    help="the item outputs of two PPO seeds of one configuration (PPO dirs, eval dirs or JSONL "
+                         "files): the real two-seed null, and alternatives that gain and lose items")
     ap.add_argument("--json", default=None, help="also write every rate to this JSON file")
     ap.add_argument("--margin", type=float, default=1.0, help="the gate's non-inferiority margin, in points")
     ap.add_argument("--gate-only", action="store_true",
@@ -174,7 +241,12 @@ def main(argv=None) -> int:
     MARGIN = args.margin / 100
     rng = np.random.default_rng(args.seed)
     sizes = [int(s) for s in args.sizes.split(",")]
-    pool, source = load_pool(args.eval_dir, args.bench, args.accuracy, rng)
+    global SEEDS
+    if args.seed_items:
+        SEEDS = SeedPool(*(seed_outcomes(p, args.bench) for p in args.seed_items))
+        pool, source = SEEDS.a, f"two PPO seeds' real outputs ({' vs '.join(args.seed_items)}): {SEEDS.describe()}"
+    else:
+        pool, source = load_pool(args.eval_dir, args.bench, args.accuracy, rng)
     acc = pool.mean()
     effects = {f"drop {float(d):g}% of correct items (Δ ≈ -{float(d) * acc:.1f} pt)": float(d) / 100
                for d in args.drops.split(",")}
