@@ -14,7 +14,7 @@ The proxy (unless --reward-model names one) is the weakest reward model there is
 backbone with a seeded, untrained scalar head. It scores something about every response, so PPO can
 push it up without limit, and nothing about it is quality: everything PPO gains on it is exploitation.
 
-    python bench/overoptimise.py                       # both runs (about 30 min on 2 cores), then the verdicts
+    python bench/overoptimise.py --data-dir ../shared/data   # both runs (about 30 min on 2 cores), then the verdicts
     python bench/overoptimise.py --null-seed 2         # also the control at a second seed (the detector
                                                        # power bench's real two-seed null)
     python bench/overoptimise.py --analyse-only        # the verdicts from runs already on disk
@@ -167,6 +167,8 @@ def main() -> int:
     ap.add_argument("--control-kl-coef", type=float, default=0.3, help="the control's KL coefficient")
     ap.add_argument("--reward-model", default=None, help="the proxy (default: an untrained head on the backbone)")
     ap.add_argument("--null-seed", type=int, default=None, help="also run the control at this seed")
+    ap.add_argument("--data-dir", default=None, help="benchmark data in the official layouts (over the config's "
+                                                     "data_dir; the embedded MMLU slice has only 30 items)")
     ap.add_argument("--analyse-only", action="store_true")
     args = ap.parse_args()
     hold_back_torch()
@@ -176,6 +178,8 @@ def main() -> int:
 
     try:
         cfg = load_config(args.config)
+        if args.data_dir:
+            cfg = replace(cfg, data_dir=str(Path(args.data_dir).resolve()))
         out = Path(args.out)
         model = str(resolve(cfg.model).path)
         arms = [("overoptimised", cfg.seed, cfg.ppo.kl_coef), ("control", cfg.seed, args.control_kl_coef)]
