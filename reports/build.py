@@ -23,6 +23,7 @@ from reports.collect import (HEAD_TO_HEAD, SATISFACTION, VARIANT_LABELS, VARIANT
 from reports.drift import read_drift_items
 from reports.paired import paired_frame
 from reports.plots import save_drift_plot
+from reports.human import human_blocks
 from reports.render import write_pages
 from reports.table1 import rm_paired
 from reports.seeds import DEFINITION as SEED_DEFINITION, seed_blocks
@@ -148,6 +149,7 @@ def _blocks(run: RunData, alarms: list[dict], power: list[dict], plots: dict[str
           ("table", tables.comparison_table(run.benchmarks, paired, exclude=(HEAD_TO_HEAD,)), "comparison"),
           ("note", f"{_direction_note(run)} Δ is the paired difference to SFT on the same items; "
                    "win ratio is measured against SFT, so SFT's own cell is the baseline.")]
+    b += human_blocks(run.results, paired, VARIANT_LABELS, "sft")
     b += versus_blocks(run, _eval_dirs(run))
     b += list(seeds)  # training seeds: per-seed scores and Δs that resample seeds (reports/seeds.py)
     b += [("h2", "Satisfaction rate per category"),

@@ -22,6 +22,7 @@ from reports.collect import (benchmark_frame, benchmark_order, breakdown_frame, 
                              read_results)
 from reports.paired import comparable, paired_frame
 from reports.plots import save_bar_chart
+from reports.human import human_blocks
 from reports.render import write_pages
 from reports.verdict_trust import cell_marks, untrusted
 
@@ -108,6 +109,7 @@ def build_compare(dirs: list[Path | str], out: Path | str, names: list[str] | No
                                f"with the first entry, {labels[keys[0]]}, on the same items."),
                       ("ul", [f"{labels[k]}: {describe_model(results[k])}, {paths[k]}" for k in keys]),
                       ("h2", "Comparison"), ("table", table, "comparison"),
+                      *human_blocks(results, paired, labels, keys[0]),
                       ("h2", "Per benchmark")]
     breakdowns = []
     for bench, png in plots.items():

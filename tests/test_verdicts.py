@@ -152,3 +152,47 @@ def test_cells_show_holm_p_with_its_family_and_each_sides_invalid_rate(tmp_path)
     s = pf[pf.bench == "satisfaction"].iloc[0].to_dict()
     assert (s["invalid_base"], s["invalid_cand"]) == (0.0, 0.06) and s["p_invalid"] == pytest.approx(2 * 0.5 ** 12)
     assert "excl. 12 invalid (invalid 0.0% vs 6.0%, McNemar p=0.00049)" in fmt_paired(s)
+
+
+def _sheet(path: Path, rows: list[dict]) -> Path:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["doc_id", "category", "human_satisfied", "human_preference", "_a_is_model"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_imported_human_sheets_get_their_own_rows_in_the_report_and_compare(tmp_path, run_cli):
+    """`hrlaif annotate import` records the human verdicts in the eval dir: the run report and
+    `hrlaif compare` show human satisfaction and win ratio, the paired human Δ between variants and
+    κ against the AI judge."""
+    from core.store import read_jsonl
+    from reports.build import build_report
+    from synthetic_run import write_synthetic_run
+
+    root = write_synthetic_run(tmp_path / "run")
+    for v, liked in (("sft", lambda i: i % 2 == 0), ("rlaif", lambda i: i % 5 == 0)):
+        ai = read_jsonl(root / f"eval_{v}" / "samples" / "satisfaction.jsonl")[:60]
+        rows = [{"doc_id": r["doc_id"], "category": r["group"], "human_satisfied": "yes" if liked(i) else "no",
+                 "human_preference": ("A" if i % 3 else "B") if v == "rlaif" else "", "_a_is_model": "1"}
+                for i, r in enumerate(ai)]
+        code, out, err = run_cli("annotate", "import", "--sheet", _sheet(tmp_path / f"{v}.csv", rows),
+                                 "--eval", root / f"eval_{v}")
+        assert code == 0, err
+    res = read_json(root / "eval_rlaif" / "results.json")["benchmarks"]
+    assert res["human_satisfaction"]["score"] == pytest.approx(12 / 60) and res["human_satisfaction"]["n"] == 60
+    assert res["human_win_ratio"]["score"] == pytest.approx(40 / 60) and "judge" not in res["human_satisfaction"]
+    md = (build_report(root) / "report.md").read_text()
+    sec = md.split("## Human verdicts")[1].split("## ")[0]
+    rl = next(line for line in sec.splitlines() if line.startswith("| RLAIF"))
+    # paired on the 60 prompts both were rated on: SFT liked 30, RLAIF 12, RLAIF liked only where SFT did
+    assert "Δ -30.0 pt [" in rl and "| 20.0% [" in rl and "W/T/L 40/0/20" in rl
+    kappa = read_json(root / "eval_rlaif" / "human_agreement.json")["satisfaction_kappa"]
+    assert f"| {kappa:.2f} (n=" in rl and "[self-graded]" not in sec
+    assert "| SFT | 50.0% [" in sec and "(baseline)" in sec
+    code, _, err = run_cli("compare", root / "eval_sft", root / "eval_rlaif", "--out", tmp_path / "cmp")
+    assert code == 0, err
+    cmp = (tmp_path / "cmp" / "comparison.md").read_text().split("## Human verdicts")[1].split("## ")[0]
+    assert "Δ -30.0 pt [" in cmp and "Human win ratio" in cmp

@@ -5,7 +5,9 @@ export: a CSV sheet from an eval dir's satisfaction samples, one row per prompt,
         model's response, the baseline's (if judged), and empty verdict columns. The A/B
         order is shuffled per row (seeded) so raters cannot learn which side is the model.
 import: reads the filled sheet, reports the human satisfaction rate and win ratio with
-        95% CIs, and their agreement with the AI judge (Cohen's kappa).
+        95% CIs, and their agreement with the AI judge (Cohen's kappa); records them in the eval
+        dir as the benchmarks human_satisfaction / human_win_ratio (results.json + samples/), so
+        the run report and `hrlaif compare` show them, paired between variants.
 With --samples (human truth for the label-accuracy table, Table 1):
 export: one row per pair of a prompt's sampled responses (A/B order shuffled, seeded), with an
         empty preference column.
@@ -129,6 +131,7 @@ def import_(args) -> int:
     sheet = _read_sheet(args.sheet)
     ai = {r["doc_id"]: r for r in _samples(args.eval)}
     sat_h, sat_pairs, pref_h, pref_pairs = [], [], [], []
+    items: dict[str, list[dict]] = {HUMAN_SAT: [], HUMAN_WIN: []}  # per-prompt human verdicts, paired by doc_id
     for n, row in enumerate(sheet, start=2):
         where = f"{args.sheet}:{n}"
         if row["doc_id"] not in ai:
@@ -136,6 +139,7 @@ def import_(args) -> int:
         s = _verdict(row.get(SAT_COL, ""), where)
         if s is not None:
             sat_h.append(s)
+            items[HUMAN_SAT].append({"doc_id": row["doc_id"], "group": row.get("category") or None, "score": s})
             if ai[row["doc_id"]].get("score") is not None:
                 sat_pairs.append((s, int(ai[row["doc_id"]]["score"])))
         if PREF_COL in row:
@@ -144,6 +148,7 @@ def import_(args) -> int:
             p = _preference(row.get(PREF_COL, ""), row["_a_is_model"], where)
             if p is not None:
                 pref_h.append(p)
+                items[HUMAN_WIN].append({"doc_id": row["doc_id"], "group": row.get("category") or None, "score": p})
                 if ai[row["doc_id"]].get("win") is not None:
                     pref_pairs.append((p, ai[row["doc_id"]]["win"]))
     if not sat_h and not pref_h:
@@ -161,6 +166,7 @@ def import_(args) -> int:
         report["n_preference_compared"] = len(pref_pairs)
     out = args.out or str(Path(args.eval) / "human_agreement.json")
     write_json(out, report)
+    record_human(Path(args.eval), report, items, args.sheet)
     hs = report["human_satisfaction"]
     print(f"human satisfaction {100 * hs['score']:.1f}% [{100 * hs['ci95'][0]:.1f}, {100 * hs['ci95'][1]:.1f}] "
           f"n={hs['n']}; kappa vs AI judge: {report['satisfaction_kappa']}")
@@ -170,6 +176,36 @@ def import_(args) -> int:
               f"kappa vs AI judge: {report['preference_kappa']}")
     print(f"wrote {out}")
     return 0
+
+
+HUMAN_SAT, HUMAN_WIN = "human_satisfaction", "human_win_ratio"
+
+
+def record_human(eval_dir: Path, report: dict, items: dict[str, list[dict]], sheet: str) -> None:
+    """The human verdicts as benchmarks of the evaluation (results.json entries + samples/<name>.jsonl),
+    so the report and `hrlaif compare` show them in rows of their own, pair them by doc_id between
+    variants like any benchmark (paired Δ), and give κ against the AI judge. Not judge-graded, so
+    never self-graded."""
+    from core.store import read_json, write_jsonl
+
+    res = read_json(eval_dir / "results.json")
+    kappa = {HUMAN_SAT: report.get("satisfaction_kappa"), HUMAN_WIN: report.get("preference_kappa")}
+    compared = {HUMAN_SAT: report.get("n_compared"), HUMAN_WIN: report.get("n_preference_compared")}
+    for name, rows in items.items():
+        if not rows:
+            continue
+        stat = report["human_satisfaction"] if name == HUMAN_SAT else report["human_win_ratio"]
+        write_jsonl(eval_dir / "samples" / f"{name}.jsonl", rows)
+        entry = {"metric": "satisfaction_rate" if name == HUMAN_SAT else "win_ratio", "score": stat["score"],
+                 "n": stat["n"], "ci95": stat["ci95"], "unit": "%", "higher_is_better": True, "human": True,
+                 "title": "Human satisfaction" if name == HUMAN_SAT else "Human win ratio vs baseline",
+                 "against_baseline": name == HUMAN_WIN, "source": str(sheet),
+                 "definition": ("share of prompts human raters judged satisfying (hrlaif annotate)" if name == HUMAN_SAT
+                                else "(wins + 0.5 ties) / prompts, human raters, vs the evaluation's baseline model"),
+                 "extra": {"kappa_vs_ai_judge": kappa[name], "n_compared": compared[name],
+                           **({k: stat[k] for k in ("wins", "ties", "losses")} if name == HUMAN_WIN else {})}}
+        res["benchmarks"][name] = entry
+    write_json(eval_dir / "results.json", res)
 
 
 # -- Table 1: human preferences between sampled responses ---------------------------------
