@@ -203,7 +203,9 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
         raise UserError(f"--alpha must be in (0, 1), got {alpha}")
     margins = dict(margins or {})
     base_res, cand_res = read_results(Path(baseline)), read_results(Path(candidate))
-    benches = benchmarks or gated(base_res)
+    # human verdicts (hrlaif annotate) are gated only when both sides were rated
+    benches = benchmarks or [b for b in gated(base_res) if b in cand_res["benchmarks"]
+                             or not (base_res["benchmarks"][b] or {}).get("human")]
     unknown = sorted(set(margins) - set(benches) - {"default"})
     if unknown:
         raise UserError(f"--margin names benchmarks not gated here: {', '.join(unknown)}")
