@@ -33,8 +33,8 @@ Z95 = 1.959963984540054
 MIN_N_CI = 5
 INVALID_RULE = ("An invalid item (\"score\": null: the judge or classifier gave no usable answer) is excluded "
                 "from its model's score and from both sides of every paired comparison (Δ and its p, the "
-                "HRLAIF-vs-RLAIF contrast, the alarms and the gate), and counted: invalid=K beside a score, "
-                "excluded K beside a paired difference.")
+                "HRLAIF-vs-RLAIF contrast, the alarms), and counted: invalid=K beside a score, excluded K beside a "
+                "paired difference; the gate's verdict counts it at the worst case for the candidate instead.")
 # stdlib normal quantiles: importing scipy.stats would double a report's start-up time.
 _NORM = NormalDist()
 

@@ -81,6 +81,10 @@ GENERAL_DEFINITIONS = STAT_DEFINITIONS + [
     "Accuracies over pairs (label and RM accuracy): the pairs of one prompt share its responses, so the CI is a "
     "bootstrap that resamples whole prompts ('(K prompts)'); '(CI not clustered)' marks a file written before "
     "that, whose CI treats pairs as independent and is too narrow.",
+    "'[self-graded]': the cell was graded by the evaluation judge while that judge is the labelling judge or the "
+    "policy's own base model (same weights hash for a local judge, same URL + model otherwise): it measures "
+    "agreement with that judge. The alarms and the gate leave such cells out ('not evaluable: self-graded') unless "
+    "the run config sets allow_self_graded: true. Human verdicts (hrlaif annotate) are never self-graded.",
     "'—' marks a benchmark or stage that is missing from the run directory.",
 ]
 
