@@ -188,6 +188,9 @@ def record_human(eval_dir: Path, report: dict, items: dict[str, list[dict]], she
     never self-graded."""
     from core.store import read_json, write_jsonl
 
+    if not (eval_dir / "results.json").exists():
+        print(f"{eval_dir} has no results.json: the human verdicts are not recorded as its benchmarks")
+        return
     res = read_json(eval_dir / "results.json")
     kappa = {HUMAN_SAT: report.get("satisfaction_kappa"), HUMAN_WIN: report.get("preference_kappa")}
     compared = {HUMAN_SAT: report.get("n_compared"), HUMAN_WIN: report.get("n_preference_compared")}
