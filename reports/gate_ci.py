@@ -24,7 +24,8 @@ def _cell(text: str) -> str:
 
 
 def markdown(report: dict) -> str:
-    """The gate table (scores, paired Δ, its Holm-level CI, margin, p) and the reason for each FAIL."""
+    """The gate table (scores, paired Δ, its CI at level 1 − alpha (no Holm: all must pass), margin, p) and the
+    reason for each FAIL."""
     verdict = "PASS" if report["passed"] else "FAIL"
     lines = [f"## hrlaif gate: {verdict}", "",
              f"Baseline `{report['baseline']}`, candidate `{report['candidate']}`; α = {report['alpha']:g}. "
