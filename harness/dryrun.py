@@ -264,7 +264,10 @@ def _judge_line(cfg: RunConfig, role: str) -> str:
     jc = getattr(cfg, ROLES[role])
     ident = "the embedded llama.cpp judge" if jc.url is None else f"{jc.identity()['model']} at {jc.identity()['url']}"
     if role != "labelling" and jc.same_judge(cfg.judge):
-        ident += " (the labelling judge's model" + (": the grader is the labeller)" if role == "evaluation" else ")")
+        ident += " (the labelling judge's model" + (": the grader is the labeller, so its verdicts are self-graded "
+                                                   "and the alarms and gate leave them out unless allow_self_graded)"
+                                                   if role == "evaluation" and not cfg.allow_self_graded else
+                                                   ": the grader is the labeller)" if role == "evaluation" else ")")
     return f"  {role:<13} {ident}"
 
 
