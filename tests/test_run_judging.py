@@ -131,7 +131,7 @@ def test_dry_run_counts_requests_tokens_and_cost_without_loading_anything(tmp_pa
     assert cached["prompt_tokens"] == 0 and cached["cost"] == 0
     # eval_judge and harm_judge inherit the endpoint and its prices
     assert all(r["cost"] is not None for r in rows)
-    assert "(the labelling judge's model: the grader is the labeller)" in out
+    assert "(the labelling judge's model: the grader is the labeller, so its verdicts are self-graded" in out
 
 
 def test_dry_run_count_matches_what_labelling_sends(tmp_path, run_cli, monkeypatch):
