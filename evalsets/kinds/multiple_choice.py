@@ -38,8 +38,8 @@ def run(data, sp, lm, cfg, ctx) -> list[dict]:
 def _choice(lls: list[float], sample: dict, metric: str) -> int:
     """The option the metric picks: the highest log-likelihood (acc), or per character of the option's
     text (acc_norm, lm-eval's length normalisation: cloze forms, where options differ in length)."""
-    if metric == "acc_norm":
-        lens = [max(1, len(args[1])) for args in sample["arguments"]]
+    if metric == "acc_norm":  # lm-eval divides by the option's text, without the " " that joins it to the prompt
+        lens = [max(1, len(args[1][1:] if args[1].startswith(" ") else args[1])) for args in sample["arguments"]]
         return max(range(len(lls)), key=lambda i: lls[i] / lens[i])
     return max(range(len(lls)), key=lls.__getitem__)
 
