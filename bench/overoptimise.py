@@ -58,6 +58,20 @@ def proxy_reward_model(model: str, out: Path, seed: int, clip: float) -> Path:
     return out
 
 
+def subject_dir(src: Path, subjects: list[str], dst: Path) -> Path:
+    """A data dir whose mmlu/{test,dev} hold only `subjects` (links to SRC's files)."""
+    for split in ("test", "dev"):
+        (dst / "mmlu" / split).mkdir(parents=True, exist_ok=True)
+        for sub in subjects:
+            f = src / "mmlu" / split / f"{sub}_{split}.csv"
+            if not f.is_file():
+                raise SystemExit(f"--subjects: {f} not found")
+            link = dst / "mmlu" / split / f.name
+            if not link.exists():
+                link.symlink_to(f.resolve())
+    return dst
+
+
 def run_arm(cfg, model: str, rm: Path, out: Path, seed: int, kl_coef: float) -> None:
     """One PPO run with its drift log; skipped when OUT/final exists (delete OUT to redo it)."""
     from evalsets.runner import evaluate_in_process
@@ -169,6 +183,9 @@ def main() -> int:
     ap.add_argument("--null-seed", type=int, default=None, help="also run the control at this seed")
     ap.add_argument("--data-dir", default=None, help="benchmark data in the official layouts (over the config's "
                                                      "data_dir; the embedded MMLU slice has only 30 items)")
+    ap.add_argument("--subjects", default=None,
+                    help="comma list: evaluate the MMLU-layout drift benchmark on these subjects only (OUT/data "
+                         "links their files), e.g. those where the model starts above chance")
     ap.add_argument("--analyse-only", action="store_true")
     args = ap.parse_args()
     hold_back_torch()
@@ -180,6 +197,9 @@ def main() -> int:
         cfg = load_config(args.config)
         if args.data_dir:
             cfg = replace(cfg, data_dir=str(Path(args.data_dir).resolve()))
+        if args.subjects:
+            cfg = replace(cfg, data_dir=str(subject_dir(Path(cfg.data_dir or ""), args.subjects.split(","),
+                                                        Path(args.out) / "data")))
         out = Path(args.out)
         model = str(resolve(cfg.model).path)
         arms = [("overoptimised", cfg.seed, cfg.ppo.kl_coef), ("control", cfg.seed, args.control_kl_coef)]
