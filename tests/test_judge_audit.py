@@ -160,7 +160,8 @@ def test_audit_judge_dry_run_sends_nothing(run_cli, pairs_file, monkeypatch, tmp
     with FakeJudge(mode="always_a") as fj:
         code, out, err = run_cli("audit-judge", "--pairs", pairs_file, "--limit", "10", "--repeat", "3",
                                  "--judge-url", fj.url, "--judge-key-env", "none", "--dry-run",
-                                 "--judge-price-per-1k-prompt-tokens", "1", "--judge-price-per-1k-completion-tokens", "2")
+                                 "--judge-price-per-1k-prompt-tokens", "1",
+                                 "--judge-price-per-1k-completion-tokens", "2")
         assert code == 0, err
         assert fj.chat_calls == 0
     assert "10 pairs x 2 orders + 3 repeated (cache bypassed) = 23 requests" in out
@@ -211,3 +212,28 @@ def test_hybrid_label_stage_audits_the_harmlessness_judge(run_cli, tmp_path, mon
     assert h["flag_rate"]["score"] == 0.0 and h["flag_rate"]["n"] == 12  # it never flags: no signal
     assert h["agreement"]["score"] == 0.5 and h["agreement"]["n"] == 6 and h["repeatability"]["n"] == 8
     assert h["degenerate"] is None  # the pairwise rule does not apply to one verdict per response
+
+
+def test_eval_audit_from_the_win_ratio_rows(tmp_path):
+    """The evaluation judge's audit from an evaluation's pairwise rows, truth from both sides' verified
+    answers (eval_sft's for the win ratio vs SFT), repeatability through an open judge."""
+    from types import SimpleNamespace
+
+    from harness.judging import eval_audit
+
+    run = tmp_path / "run"
+    sft = [{"doc_id": f"d{i}", "verified": i % 2 == 1} for i in range(10)]
+    ours = [{"doc_id": f"d{i}", "prompt": f"q{i}", "output": "GOOD " + "y" * (i + 1), "baseline_output": "bad",
+             "verified": i % 2 == 0, "pairwise": ["A", "B"], "p_ours": 0.9} for i in range(10)]
+    write_jsonl(run / "eval_sft" / "samples" / "satisfaction.jsonl", sft)
+    write_jsonl(run / "eval_rlaif" / "samples" / "satisfaction.jsonl", ours)
+    with FakeJudge(mode="smart", rank=["GOOD"]) as fj:
+        jc = JudgeConfig(url=fj.url, model="fake", key_env=None, cache_dir="", workers=1)
+        a = eval_audit(SimpleNamespace(eval_judge=jc), run / "eval_rlaif", Judge(jc))
+    assert read_json(run / "eval_rlaif" / AUDIT_FILE) == a and a["role"] == "evaluation"
+    assert a["pairs"] == 10 and a["order_consistency"]["score"] == 1.0 and a["first_slot_rate"]["score"] == 0.5
+    # ours verified correct where SFT's is wrong (even i) -> truth 1; the reverse (odd i) -> truth 0
+    ag = a["agreement"]
+    assert ag["n"] == 10 and ag["score"] == 0.5 and "second answer check" in ag["truth"][0]
+    assert a["repeatability"]["n"] == 8 and a["repeatability"]["score"] == 1.0 and a["degenerate"] is None
+    assert eval_audit(SimpleNamespace(eval_judge=jc), run / "eval_sft") is None  # no pairwise rows: no audit
