@@ -16,16 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_names_and_paths_resolve(tmp_path):
-    assert shipped_configs() == ["paper-7b", "quickstart"]
+    assert shipped_configs() == ["overoptimise", "paper-7b", "quickstart"]
     assert config_path(None) == config_path("quickstart") == SHIPPED / "quickstart.yaml"
     assert config_path("paper-7b") == SHIPPED / "paper-7b.yaml"
     mine = tmp_path / "paper-7b"  # a file of that name wins over the shipped config
     mine.write_text("seed: 7\n")
     assert config_path(str(mine)) == mine and load_config(str(mine)).seed == 7
     with pytest.raises(UserError, match=r"config not found: paper-70b is neither a file nor a shipped config "
-                                         r"\(paper-7b, quickstart\)"):
+                                         r"\(overoptimise, paper-7b, quickstart\)"):
         config_path("paper-70b")
-    with pytest.raises(UserError, match=r"config file not found: nope.yaml \(shipped configs: paper-7b, quickstart\)"):
+    with pytest.raises(UserError, match=r"config file not found: nope.yaml \(shipped configs: overoptimise, paper-7b, quickstart\)"):
         config_path("nope.yaml")
 
 
@@ -47,6 +47,13 @@ def test_configs_are_package_data_and_linked_from_configs_dir():
         assert any(fnmatch(rel, pat) for pat in data), rel
         link = ROOT / "configs" / f"{name}.yaml"
         assert link.resolve() == (SHIPPED / f"{name}.yaml").resolve(), link
+
+
+def test_overoptimise_config_over_optimises_on_a_benchmark_with_headroom():
+    """bench/overoptimise.py's settings: no KL penalty, every block, drift on MMLU cloze with gold verdicts."""
+    cfg = load_config("overoptimise")
+    assert cfg.ppo.kl_coef == 0 and not cfg.ppo.adaptive_kl and cfg.ppo.train_layers == 0
+    assert cfg.ppo.drift_benchmarks == ["mmlu_cloze"] and cfg.ppo.drift_every and cfg.ppo.heldout_limit
 
 
 def test_unknown_config_name_is_one_line(run_cli):
