@@ -78,9 +78,9 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = evaluate(args.baseline, out / "baseline", args)
-    cand = evaluate(args.candidate, out / "candidate", args)
     auto = resolve_precision("auto", "cpu")
     rerun = evaluate(args.baseline, out / "baseline_rerun", args, batch_size=2, precision=auto)
+    cand = evaluate(args.candidate, out / "candidate", args)
     n = json.loads((base / "results.json").read_text())["benchmarks"][args.bench]["n"]
     null_margin = round(min_margin(n) * 100 + 0.05, 2)
     print(f"\n== regression: {args.candidate} vs its start, margin {args.margin} pt")
