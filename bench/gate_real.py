@@ -3,8 +3,8 @@
   regression  the candidate is a checkpoint made worse by real training (default: the over-optimised PPO
               policy of bench/overoptimise.py), gated against the model it started from, on the benchmark
               it lost (MMLU cloze): the gate must FAIL it there and print the drop with its CI;
-  null        the baseline re-evaluated under a change that must not matter (another batch size, and
-              fp32 vs this host's auto precision): the gate must PASS it at the smallest margin its n
+  null        the baseline re-evaluated under a change that must not matter (another batch size, and with
+              --null-precision another precision): the gate must PASS it at the smallest margin its n
               supports (core.stats.min_margin; 0.6 pt at 600 items), plus whatever the change really moved.
 
     python bench/gate_real.py --candidate runs/overoptimise/overoptimised/final --data-dir ../shared/data
@@ -41,7 +41,7 @@ def evaluate(model: str | None, out: Path, args, **over) -> Path:
     if (out / "results.json").exists():
         return out
     flags = ["eval", "--benchmarks", args.bench, "--limit", args.limit, "--no-use-cache", "--out", out,
-             "--batch-size", over.get("batch_size", 8), "--precision", over.get("precision", "fp32")]
+             "--batch-size", over.get("batch_size", 8), "--precision", over.get("precision", args.precision)]
     if model:
         flags += ["--model", model]
     if args.data_dir:
@@ -71,6 +71,9 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=600)
     ap.add_argument("--margin", type=float, default=1.0, help="regression gate's margin, points")
     ap.add_argument("--out", default="runs/gate_real")
+    ap.add_argument("--precision", default="auto", help="of the baseline and candidate evaluations")
+    ap.add_argument("--null-precision", default=None,
+                    help="the null re-evaluation's precision (default: the same; e.g. fp32 against auto = bf16)")
     args = ap.parse_args()
     hold_back_torch()
     from core.stats import min_margin
@@ -78,21 +81,22 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = evaluate(args.baseline, out / "baseline", args)
-    auto = resolve_precision("auto", "cpu")
-    rerun = evaluate(args.baseline, out / "baseline_rerun", args, batch_size=2, precision=auto)
+    first = resolve_precision(args.precision, "cpu")
+    second = resolve_precision(args.null_precision or args.precision, "cpu")
+    rerun = evaluate(args.baseline, out / "baseline_rerun", args, batch_size=2, precision=second)
     cand = evaluate(args.candidate, out / "candidate", args)
     n = json.loads((base / "results.json").read_text())["benchmarks"][args.bench]["n"]
     null_margin = round(min_margin(n) * 100 + 0.05, 2)
     print(f"\n== regression: {args.candidate} vs its start, margin {args.margin} pt")
     (out / "regression").mkdir(exist_ok=True)
     reg = gate(base, cand, args.margin, out / "regression", args.bench)
-    print(f"== null: the baseline again at batch size 2 and precision {auto} (was 8, fp32); margin {null_margin} pt "
+    print(f"== null: the baseline again at batch size 2 and precision {second} (was 8, {first}); margin {null_margin} pt "
           f"= the smallest {n} items support")
     (out / "null").mkdir(exist_ok=True)
     null = gate(base, rerun, null_margin, out / "null", args.bench)
     ok = reg["exit"] == 1 and null["exit"] == 0
     summary = {"host": describe(), "n": n, "regression": reg, "null": null, "null_margin_pt": null_margin,
-               "null_change": {"batch_size": [8, 2], "precision": ["fp32", auto]}, "as_expected": ok}
+               "null_change": {"batch_size": [8, 2], "precision": [first, second]}, "as_expected": ok}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"host CPU flags: {' '.join(describe()['cpu_flags'])}")
     print("verdict: " + ("regression FAILED and null PASSED, as expected" if ok else "NOT as expected"))
