@@ -51,12 +51,16 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.stats import min_margin, win_ratio  # noqa: E402
-from reports.collect import read_item_file  # noqa: E402
-from reports.drift import read_drift_items  # noqa: E402
 from harness.gate import compare_benchmark  # noqa: E402
 from reports.alarms import failure_fires, satisfaction_drop  # noqa: E402
-from reports.collect import item_scores  # noqa: E402
-from reports.drift import overoptimisation_alarms  # noqa: E402
+from reports.collect import (
+    item_scores,  # noqa: E402
+    read_item_file,  # noqa: E402
+)
+from reports.drift import (
+    overoptimisation_alarms,  # noqa: E402
+    read_drift_items,  # noqa: E402
+)
 
 ALPHA_GATE = 0.05
 MARGIN = 0.01  # --margin (points / 100)

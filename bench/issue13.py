@@ -32,9 +32,9 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZ
 
 def host() -> None:
     import torch
+    from ppo_throughput import peak_flops
 
     from core import hardware
-    from ppo_throughput import peak_flops
 
     d = hardware.describe()
     print(f"host: {d['machine']}, {os.cpu_count()} cores, flags {' '.join(d['cpu_flags']) or '(none of note)'}; "

@@ -73,8 +73,8 @@ def main(argv=None) -> int:
         return time.perf_counter() - t, len(seqs), sum(seqs), loss.item()
 
     rows = []
-    from trainers.precision import Placement
     from core.hardware import resolve_precision
+    from trainers.precision import Placement
     place = Placement("cpu", resolve_precision(args.precision, "cpu"))
     print(f"precision {place.precision}; backbone: {ident.get('name')} ({sum(p.numel() for p in rm.parameters()) / 1e6:.1f}M params), "
           f"torch threads {torch.get_num_threads()}, forward+backward per group, mean of {args.reps}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import UserError
-from core.store import cache_dir, file_hash, write_json, read_json
+from core.store import cache_dir, file_hash, read_json, write_json
 
 log = logging.getLogger(__name__)
 

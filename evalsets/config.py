@@ -7,7 +7,7 @@ from pathlib import Path
 
 from core import hardware
 from core.errors import UserError
-from core.settings import Settings, SettingError, existing_file, setting
+from core.settings import SettingError, Settings, existing_file, setting
 from core.trackers import report_to_setting
 from evalsets import registry
 from evalsets.engine import BACKENDS

@@ -29,7 +29,7 @@ class LazyModel:
     @property
     def identity(self) -> dict:
         if self._identity is None:
-            from core.models import resolve, dir_weights_hash
+            from core.models import dir_weights_hash, resolve
             ref = resolve(self.spec)
             wh = dir_weights_hash(Path(ref.path)) if ref.kind != "hub" else None
             if wh is None:
@@ -67,6 +67,7 @@ class LazyModel:
         # Tokenizer only (cheap): cache keys need to know about the chat template.
         if self._tok is None:
             from transformers import AutoTokenizer
+
             from core.models import prepare_tokenizer
             self._tok = AutoTokenizer.from_pretrained(self.identity["path"])
             prepare_tokenizer(self._tok)

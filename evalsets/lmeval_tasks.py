@@ -19,6 +19,7 @@ from pathlib import Path
 
 from evalsets.benchdata import BenchData
 
+
 @lru_cache(maxsize=8)
 def task_index(dirs: tuple[str, ...] = ()):
     """lm-eval's TaskManager over the named folders of lm_eval/tasks only: indexing all of

@@ -17,7 +17,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from core import hardware
-from core.errors import UserError
 from core.store import stable_hash, write_json, write_jsonl
 from core.trackers import Trackers
 from evalsets import cache, engine, kinds, registry

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from core.settings import Settings, SettingError, nearest, setting
+from core.settings import SettingError, Settings, nearest, setting
 from evalsets.benchdata import code_file
 from evalsets.kinds import KINDS
 from evalsets.loaders import FORMATS

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 
 from core.errors import UserError

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
-from core.settings import Settings, SettingError, existing_dir, from_mapping, setting
+from core.settings import SettingError, Settings, existing_dir, from_mapping, setting
 from evalsets.config import EvalConfig
 from judges.config import JudgeConfig
 from trainers.configs import LabelConfig, PPOConfig, RMConfig, SampleConfig, SFTConfig

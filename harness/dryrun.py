@@ -104,10 +104,10 @@ def plan(cfg: RunConfig) -> list[Calls]:
 
 def _calls(cfg: RunConfig) -> list[Calls]:
     """The judge requests of each stage of one training seed (its single-seed name)."""
+    from judges.answers import is_verifiable
     from trainers.data_formats import load_prompts
     from trainers.feedback.redteam import HARMLESS
     from trainers.sampling import stratified
-    from judges.answers import is_verifiable
 
     prompts = load_prompts(cfg.sample.prompts)
     prompts = stratified(prompts, cfg.sample.limit) if cfg.sample.limit else prompts

@@ -121,7 +121,8 @@ def gold_judge(cfg, out: Path) -> Iterator[Callable]:
 def head_to_head(cfg, ours_dir: Path, theirs_dir: Path) -> dict | None:
     """`win_ratio_vs_rlaif` into ours_dir/results.json (+ samples/win_ratio_vs_rlaif.jsonl); None
     when either evaluation has no satisfaction samples."""
-    from evalsets.satisfaction import H2H, head_to_head as judge_h2h, head_to_head_summary
+    from evalsets.satisfaction import H2H, head_to_head_summary
+    from evalsets.satisfaction import head_to_head as judge_h2h
     from judges.prompts import EVAL_VERSION
     from judges.server import LOG_NAME, session_for
 
@@ -156,8 +157,8 @@ def eval_audit(cfg, out: Path, judge=None, baseline_dir: Path | None = None, ver
     truth: a verified-correct response against a verified-wrong one (the second answer check). With an
     open `judge`, a repeatability sample too. None (no file) when the evaluation judged no pair.
     baseline_dir / versus_dir: the SFT's and RLAIF's evaluations (their verified answers; default siblings)."""
-    from evalsets.satisfaction import H2H
     from core.judge_audit import AUDIT_FILE, audit, pair_record
+    from evalsets.satisfaction import H2H
     from judges.audit import repeatability
     from judges.prompts import eval_pairwise_messages
 

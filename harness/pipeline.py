@@ -24,8 +24,7 @@ from typing import Callable
 from core.errors import UserError
 from core.store import read_json, stable_hash, write_json
 from harness.config import RunConfig, to_dict
-from harness.stages import (STAGES, VARIANTS, Stage, View, instances, plain, stage_names,  # noqa: F401
-                            clear_stage_dir as _clear_stage_dir, ppo_can_continue as _ppo_can_continue)
+from harness.stages import STAGES, VARIANTS, Stage, View, instances, plain, stage_names  # noqa: F401
 
 
 def run_pipeline(cfg: RunConfig, run_dir: Path, *, resume: bool = False, from_stage: str | None = None,

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from core.errors import UserError
-from core.store import cache_dir as default_cache_root, stable_hash, write_text
+from core.store import cache_dir as default_cache_root
+from core.store import stable_hash, write_text
 from judges.config import JudgeConfig, safe_url
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-
 from statistics import NormalDist
 
 import pandas as pd

@@ -13,23 +13,38 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.judge_audit import DEFINITIONS as AUDIT_DEFINITIONS
 from core.stats import INVALID_RULE, MIN_N_CI
 from core.store import write_json, write_text
-from core.judge_audit import DEFINITIONS as AUDIT_DEFINITIONS
 from reports import tables
 from reports.alarms import RULES, assess, not_evaluable
-from reports.collect import (HEAD_TO_HEAD, SATISFACTION, VARIANT_LABELS, VARIANTS, RunData, benchmark_order,
-                             collect, label_disagreements)
+from reports.collect import (
+    HEAD_TO_HEAD,
+    SATISFACTION,
+    VARIANT_LABELS,
+    VARIANTS,
+    RunData,
+    benchmark_order,
+    collect,
+    label_disagreements,
+)
 from reports.drift import read_drift_items
+from reports.human import human_blocks
 from reports.paired import paired_frame
 from reports.plots import save_drift_plot
-from reports.human import human_blocks
 from reports.render import write_pages
+from reports.sections import (
+    drift_blocks,
+    grading_notice,
+    judge_usage_blocks,
+    power_table,
+    redteam_blocks,
+    versus_blocks,
+)
+from reports.seeds import DEFINITION as SEED_DEFINITION
+from reports.seeds import seed_blocks
 from reports.table1 import rm_paired
-from reports.seeds import DEFINITION as SEED_DEFINITION, seed_blocks
 from reports.verdict_trust import RUN_CONFIG, audit_blocks, cell_marks, degenerate_notice, run_untrusted
-from reports.sections import (drift_blocks, grading_notice, judge_usage_blocks, power_table, redteam_blocks,
-                              versus_blocks)
 
 # What every table cell means: shared by the run report and `hrlaif compare`.
 STAT_DEFINITIONS = [

@@ -18,11 +18,10 @@ from core.store import write_text
 from evalsets import registry
 from reports import tables
 from reports.build import STAT_DEFINITIONS, benchmark_definitions, describe_model
-from reports.collect import (benchmark_frame, benchmark_order, breakdown_frame, check_documents, read_items,
-                             read_results)
+from reports.collect import benchmark_frame, benchmark_order, breakdown_frame, check_documents, read_items, read_results
+from reports.human import human_blocks
 from reports.paired import comparable, paired_frame
 from reports.plots import save_bar_chart
-from reports.human import human_blocks
 from reports.render import write_pages
 from reports.verdict_trust import cell_marks, untrusted
 

@@ -29,7 +29,6 @@ import json
 import math
 import re
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from judges import prompts as P

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 from scipy import stats as sps
+from synthetic_run import RATES, drift_run, noise_drift, overopt_drift, write_drift, write_synthetic_run
 
 from core.store import read_jsonl, write_jsonl
 from reports.alarms import compute_alarms, rlaif_failure_alarms
 from reports.build import build_report
 from reports.collect import benchmark_frame, collect, drift_frames, load_results
 from reports.drift import gold_proxy_frame, overoptimisation_alarms, read_drift_items
-from synthetic_run import RATES, drift_run, noise_drift, overopt_drift, write_drift, write_synthetic_run
 
 
 def _alarms(tmp_path, run, items=True, name="ppo"):

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from scipy import stats as sps
+from synthetic_run import fake_checkpoint, read_eval_samples, write_eval_dir, write_synthetic_run
 
 from core.store import read_jsonl, write_jsonl
 from reports.build import build_report
-from synthetic_run import fake_checkpoint, read_eval_samples, write_eval_dir, write_synthetic_run
 
 
 @pytest.fixture(scope="module")

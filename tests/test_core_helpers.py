@@ -11,7 +11,6 @@ import torch
 
 from core.errors import UserError
 
-
 # ------------------------------------------------------------------------- JSON lines
 
 def test_jsonl_reader_takes_bom_gzip_and_line_separators_inside_strings(tmp_path):

@@ -5,7 +5,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from declared import DECLARED, require
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"

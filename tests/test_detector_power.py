@@ -53,8 +53,8 @@ def test_gate_only_prints_the_false_pass_rate_against_alpha(bench, capsys):
 
 def test_real_outputs_from_an_eval_dir(bench, tmp_path, capsys):
     sys.path.insert(0, str(ROOT / "tests"))
-    from synthetic_run import make_samples, write_eval_dir
     import numpy as np
+    from synthetic_run import make_samples, write_eval_dir
 
     d = write_eval_dir(tmp_path / "ev", {"mmlu": make_samples("mmlu", 0.3, np.random.default_rng(0), n=200)})
     assert bench["main"](["--eval-dir", str(d), "--trials", "4", "--null-trials", "4", "--sizes", "50",

@@ -184,6 +184,7 @@ def test_a_models_satisfaction_responses_serve_as_a_later_baseline(tiny_model_di
     from dataclasses import replace
 
     from fake_judge import FakeJudge
+
     from core.models import build_tiny_model
     from evalsets.kinds import judge as judge_kind
     from judges.config import JudgeConfig

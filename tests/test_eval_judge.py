@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from fake_judge import FakeJudge
+
 from core.store import read_json, read_jsonl, write_json, write_jsonl
 from evalsets import scoring
 from evalsets.registry import metric

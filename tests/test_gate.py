@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats as sps
+from synthetic_run import RATES, degrade_eval_dir, fake_checkpoint, make_samples, read_eval_samples, write_eval_dir
 
-from harness.gate import compare
 from core.store import read_jsonl, write_json, write_jsonl
-from synthetic_run import (RATES, degrade_eval_dir, fake_checkpoint, make_samples, read_eval_samples,
-                           write_eval_dir)
+from harness.gate import compare
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from synthetic_run import RATES, degrade_eval_dir, make_samples, write_eval_dir
 
 ROOT = Path(__file__).resolve().parents[1]

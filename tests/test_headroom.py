@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from evalsets import registry
 from evalsets.kinds.multiple_choice import _choice

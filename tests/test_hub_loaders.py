@@ -5,8 +5,8 @@ toxigen/toxigen-data). Rows come from the shared data slices; each hub load must
 docs (and, for multiple choice, the same official lm-eval prompt) as the local loader on the same rows."""
 from __future__ import annotations
 
-import dataclasses
 import csv
+import dataclasses
 import gzip
 import json
 from pathlib import Path

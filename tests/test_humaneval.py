@@ -5,11 +5,11 @@ import json
 from math import comb
 
 import pytest
-
 from declared import require
+
+from core.errors import UserError
 from evalsets import humaneval
 from evalsets.humaneval import STOP_SEQUENCES, truncate_at_stop
-from core.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import threading
 import time
 
 import pytest
-
 from fake_judge import FakeJudge
+
 from core.errors import UserError
 from judges import prompts as P
 from judges.client import INVALID, Judge, JudgeConfig, JudgeUnavailable, Response, decide

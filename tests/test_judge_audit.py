@@ -9,10 +9,10 @@ import random
 import re
 
 import pytest
+from fake_judge import FakeJudge
 
 from core.judge_audit import AUDIT_FILE, audit, degenerate, harm_audit, pair_record
 from core.store import read_json, write_json, write_jsonl
-from fake_judge import FakeJudge
 from judges.audit import judge_both_orders, repeatability
 from judges.client import Judge
 from judges.config import JudgeConfig
@@ -99,7 +99,7 @@ def test_degenerate_judge_notice_gate_and_alarms(tmp_path):
     from reports.alarms import compute_alarms
     from reports.build import build_report
     from reports.collect import collect
-    from reports.verdict_trust import DEGENERATE, run_untrusted, untrusted
+    from reports.verdict_trust import DEGENERATE, run_untrusted
 
     root = _degenerate_run(tmp_path)
     # the synthetic run's RLAIF carries the failure signature: it fires with a sound judge (test_alarms.py)
@@ -127,8 +127,9 @@ def test_a_degenerate_labeller_taints_the_cells_it_grades(tmp_path):
 
 
 def test_sound_judge_gives_no_notice(tmp_path):
-    from reports.build import build_report
     from synthetic_run import write_synthetic_run
+
+    from reports.build import build_report
 
     root = write_synthetic_run(tmp_path / "run")
     good = audit([pair_record(i, "GOOD", "b", "A" if i % 2 else "B", "B" if i % 2 else "A", truth=int(i % 2))

@@ -14,9 +14,9 @@ import pytest
 
 from core.errors import UserError
 from core.store import read_json, read_jsonl
-from tests.test_labelling import sample, write_samples
 from judges import server as judge_server
 from judges.server import ServerConfig, judge_session
+from tests.test_labelling import sample, write_samples
 
 FAKE = (sys.executable, str(Path(__file__).with_name("fake_llama_server.py")))
 

@@ -6,17 +6,16 @@ import os
 import time
 
 import pytest
-
 from declared import require
 from fake_judge import FakeJudge
+
 from core.errors import UserError
 from core.store import read_json, read_jsonl
+from judges.answers import check, extract_letter, extract_number, verify
 from judges.client import Judge, JudgeConfig
 from trainers.feedback.accuracy import label_accuracy
 from trainers.feedback.labelling import assert_acyclic, label_basic, label_hybrid, merge_pairs, summarize
-from trainers.feedback.redteam import (load_harmful_prompts, load_hh_pairs, load_embedded_prompts,
-                                       parse_transcript)
-from judges.answers import check, extract_letter, extract_number, verify
+from trainers.feedback.redteam import load_embedded_prompts, load_harmful_prompts, load_hh_pairs, parse_transcript
 
 # Table 1 rows scored against the second answer check (trainers/feedback/accuracy.py)
 AGREE_MATH, AGREE_MC = "math (answer-check agreement)", "multiple_choice (answer-check agreement)"

@@ -3,11 +3,12 @@ human sheets), and red-team rewrites that must pass the harm check again. Script
 from __future__ import annotations
 
 from fake_judge import FakeJudge
+
 from core.store import read_json, read_jsonl, write_jsonl
 from judges import second_check
 from judges.client import Judge, JudgeConfig
 from trainers.feedback.accuracy import check_disagreements, label_accuracy
-from trainers.feedback.labelling import label_basic, label_hybrid, summarize
+from trainers.feedback.labelling import label_hybrid, summarize
 
 # Table 1 rows scored against the second answer check (trainers/feedback/accuracy.py)
 AGREE_MATH, AGREE_MC = "math (answer-check agreement)", "multiple_choice (answer-check agreement)"

@@ -75,6 +75,7 @@ def test_kl_estimators_and_token_rewards():
 def test_generation_is_per_prompt_deterministic_and_left_padded(tiny_model_dir):
     """A prompt's sample depends on its seed only, not on the batch it is in (rank splits rely on it)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from trainers.generation import generate
     from trainers.models import logprobs_from_logits, policy_logits
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)

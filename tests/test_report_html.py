@@ -12,11 +12,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from synthetic_run import rare_category, write_synthetic_run
 
 from reports.build import build_report
 from reports.compare import build_compare
 from reports.index import build_index
-from synthetic_run import rare_category, write_synthetic_run
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

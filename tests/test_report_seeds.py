@@ -6,10 +6,10 @@ import csv
 import statistics
 
 import pytest
+from synthetic_run import RATES, SEED_SHIFT, SIZES, add_seeds, write_synthetic_run
 
 from reports.build import build_report
 from reports.seeds import ONE_SEED, seed_dirs
-from synthetic_run import RATES, SEED_SHIFT, SIZES, add_seeds, write_synthetic_run
 
 
 def _exact(p: float, n: int) -> float:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+
 def _seqcls(tok, out: Path, seed: int) -> Path:
     from transformers import LlamaConfig, LlamaForSequenceClassification
     torch.manual_seed(seed)
@@ -54,6 +55,7 @@ def _trainer(model, rm, tmp_path, **kw):
 
 def test_hf_classifier_with_the_actors_tokenizer_reads_the_rollout_ids(tiny_model_dir, same_tok_rm, tmp_path):
     from transformers import AutoModelForSequenceClassification
+
     from trainers.experience import reward_inputs
     from trainers.models import SequenceClassifierRM
     t = _trainer(tiny_model_dir, same_tok_rm, tmp_path)

@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from fake_judge import FakeJudge
+
 from core.store import read_json, read_jsonl, write_jsonl
 from harness.config import QUICKSTART, RunConfig, load_config
 from trainers.reward_model import load_labels, split_heldout

@@ -104,9 +104,10 @@ def test_alarm_power_accounts_for_both_conditions(tmp_path):
     """The over-optimisation alarm needs the held-out reward to rise AND a benchmark to drop. At the
     Alarm power table's two MDEs, both hold 80% +- 3 pt of the time (simulated with the rule's own
     tests); the old table gave each condition 80% alone, so the alarm fired about 64% of the time."""
+    from synthetic_run import write_synthetic_run
+
     from reports.collect import collect
     from reports.drift import drift_power, drift_tests, read_drift_items
-    from synthetic_run import write_synthetic_run
 
     root = write_synthetic_run(tmp_path / "run")
     run = collect(root)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import RunConfig
 from core.errors import UserError
+from harness.config import RunConfig
 from harness.pipeline import StageRunner, _run_lock
 
 

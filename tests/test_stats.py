@@ -9,9 +9,24 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from core.stats import (MIN_N_CI, clopper_pearson, cluster_bootstrap_mean, holm, inconclusive, mcnemar_diff_ci,
-                        mcnemar_exact, mcnemar_p, min_detectable_diff, min_margin, pair_scores, paired_diff,
-                        paired_noninferiority, tango_ci, tango_z, wilson)
+from core.stats import (
+    MIN_N_CI,
+    clopper_pearson,
+    cluster_bootstrap_mean,
+    holm,
+    inconclusive,
+    mcnemar_diff_ci,
+    mcnemar_exact,
+    mcnemar_p,
+    min_detectable_diff,
+    min_margin,
+    pair_scores,
+    paired_diff,
+    paired_noninferiority,
+    tango_ci,
+    tango_z,
+    wilson,
+)
 
 
 @pytest.mark.parametrize("b,c", [(0, 5), (3, 12), (10, 10), (25, 40), (1, 0), (130, 100), (0, 0), (7, 0)])

@@ -3,13 +3,20 @@ and AUROC, and an `unreliable` entry when the classifier is at chance (judge and
 from __future__ import annotations
 
 import pytest
-
 from fake_judge import FakeJudge
+
 from evalsets import registry
 from evalsets.kinds import classify
 from evalsets.loaders import load
-from evalsets.toxicity import (AUDIT_PER_CLASS, HFClassifier, JudgeClassifier, audit, audit_set, sentences,
-                               unreliable_reason)
+from evalsets.toxicity import (
+    AUDIT_PER_CLASS,
+    HFClassifier,
+    JudgeClassifier,
+    audit,
+    audit_set,
+    sentences,
+    unreliable_reason,
+)
 from judges.client import Judge, JudgeConfig
 
 

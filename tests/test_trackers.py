@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_ppo import _fake_eval_factory, write_prompts
 
 
@@ -90,6 +89,7 @@ def test_reward_model_reports_steps_and_heldout_accuracy(tiny_model_dir, tmp_pat
     """train-rm with report_to mlflow: every step's loss and pair accuracy, and the held-out accuracy
     with its clustered 95% CI and n, as in metrics.jsonl and rm_metrics.json."""
     from test_reward_model import _synthetic_labels
+
     from trainers.configs import RMConfig
     from trainers.reward_model import train_reward_model
 

@@ -24,6 +24,7 @@ def _count_block_calls(model):
 
 def test_split_forward_equals_full_forward(deep_tiny_dir):
     from transformers import AutoModelForCausalLM
+
     from core.tensors import position_ids
     from trainers.trunk import SharedTrunk
     ref = AutoModelForCausalLM.from_pretrained(deep_tiny_dir).eval().requires_grad_(False)
@@ -76,6 +77,7 @@ def test_ppo_with_shared_trunk_matches_full_forwards(deep_tiny_dir, tmp_path, ra
 
 def test_trunk_states_collected_while_decoding_match_a_full_pass(deep_tiny_dir):
     from transformers import AutoModelForCausalLM
+
     from trainers.generation import generate
     from trainers.trunk import SharedTrunk
     model = AutoModelForCausalLM.from_pretrained(deep_tiny_dir).eval()

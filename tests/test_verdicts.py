@@ -102,9 +102,9 @@ def test_quickstart_report_leaves_self_graded_cells_out_of_alarms_and_gate(tmp_p
     judge is the labeller. Its judge-graded cells say so, the RLAIF-failure alarm and the gate leave
     them out, and allow_self_graded (the run config's setting) counts them again."""
     import pandas as pd
+    from synthetic_run import write_synthetic_run
 
     from reports.build import build_report
-    from synthetic_run import write_synthetic_run
 
     root = write_synthetic_run(tmp_path / "run")
     out = build_report(root)
@@ -168,9 +168,10 @@ def test_imported_human_sheets_get_their_own_rows_in_the_report_and_compare(tmp_
     """`hrlaif annotate import` records the human verdicts in the eval dir: the run report and
     `hrlaif compare` show human satisfaction and win ratio, the paired human Δ between variants and
     κ against the AI judge."""
+    from synthetic_run import write_synthetic_run
+
     from core.store import read_jsonl
     from reports.build import build_report
-    from synthetic_run import write_synthetic_run
 
     root = write_synthetic_run(tmp_path / "run")
     for v, liked in (("sft", lambda i: i % 2 == 0), ("rlaif", lambda i: i % 5 == 0)):

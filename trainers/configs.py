@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.hardware import PRECISIONS, check_device
-from core.settings import Settings, SettingError, existing_file, greater_than, less_than, redeclare, setting
+from core.settings import SettingError, Settings, existing_file, greater_than, less_than, redeclare, setting
 from core.trackers import report_to_setting
 from judges.answers import VERIFIABLE
 

@@ -32,7 +32,6 @@ from core.tensors import last_token_index, right_pad
 from trainers.generation import Generation, generate
 from trainers.models import logprobs_from_logits, policy_logits, rm_inputs, run_model
 
-
 # ----------------------------------------------------------------------- batch order
 
 def global_batch(step: int, batch_size: int, n: int, seed: int) -> list[int]:

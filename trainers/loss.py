@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
 # ------------------------------------------------------------------------ reward model
 
 def pair_loss(rewards: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:

@@ -49,14 +49,20 @@ from trainers import checkpointing as ckpt
 from trainers import drift
 from trainers.configs import PPOConfig
 from trainers.data_formats import ensure_chat_template, load_prompts, tokenize_prompts
-from trainers.distributed import (EngineConfig, all_reduce, barrier, gather_objects, init_distributed,
-                                  make_engine)
-from trainers.experience import (Rollout, TextBridge, finish_rollout, global_batch, kl_penalty, make_rollout,
-                                 sample_seed)
+from trainers.distributed import EngineConfig, all_reduce, barrier, gather_objects, init_distributed, make_engine
+from trainers.experience import Rollout, TextBridge, finish_rollout, global_batch, kl_penalty, make_rollout, sample_seed
 from trainers.freezing import train_top_layers
 from trainers.loss import policy_loss, value_loss
-from trainers.models import (RewardModel, ValueModel, load_reward_model, logprobs_and_entropy, policy_logits,
-                             prefer_eager_attention, run_model, same_vocabulary)
+from trainers.models import (
+    RewardModel,
+    ValueModel,
+    load_reward_model,
+    logprobs_and_entropy,
+    policy_logits,
+    prefer_eager_attention,
+    run_model,
+    same_vocabulary,
+)
 from trainers.precision import cast_frozen, resolve
 from trainers.trunk import SharedTrunk, decoder_of
 

@@ -2,12 +2,12 @@
 compare the two responses pairwise (the win ratio, a derived metric of the spec)."""
 from __future__ import annotations
 
+from core.store import stable_hash
 from evalsets import cache, scoring
 from evalsets.lazy_model import LazyModel
 from evalsets.lmeval_run import gen_len, generate, use_chat
 from evalsets.lmeval_tasks import generation_configs
 from evalsets.satisfaction import judge_pairwise, judge_satisfaction
-from core.store import stable_hash
 
 
 def settings(sp, cfg, lm, ctx) -> dict:

@@ -59,8 +59,8 @@ def _who(jc: JudgeConfig) -> str:
 def run(args) -> int:
     import time
 
-    from core.store import write_json
     from core.judge_audit import audit, format_audit
+    from core.store import write_json
     from judges.audit import judge_both_orders, repeatability
     from judges.server import session_for
     from trainers.reward_eval import load_pairs

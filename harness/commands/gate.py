@@ -42,8 +42,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from harness import gate
     from core.store import write_json
+    from harness import gate
 
     benches = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else None
     margins = gate.parse_margins(args.margin)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from judges import prompts as P
 from core.judge_audit import audit, harm_audit, pair_record
+from judges import prompts as P
 from judges.audit import REPEAT_N, repeatability
 from trainers.feedback.accuracy import TRUTH_CHECK, ground_truth_pairs
 

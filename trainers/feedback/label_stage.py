@@ -23,8 +23,8 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from core.errors import UserError
-from core.store import append_jsonl, read_jsonl, write_json, write_jsonl
 from core.judge_audit import AUDIT_FILE, HARM_AUDIT_FILE, format_audit
+from core.store import append_jsonl, read_jsonl, write_json, write_jsonl
 from judges.config import JudgeConfig
 from trainers.configs import LabelConfig
 from trainers.feedback.accuracy import DISAGREEMENTS, TRUTH_HH

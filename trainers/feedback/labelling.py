@@ -40,8 +40,8 @@ from typing import Iterable, Sequence
 
 from core.errors import UserError
 from judges import prompts as P
-from judges.client import INVALID, Judge
 from judges.answers import VERIFIABLE, check, is_verifiable
+from judges.client import INVALID, Judge
 from judges.prompts import TIE_BAND
 
 log = logging.getLogger(__name__)
