@@ -5,6 +5,10 @@ completions (with first-token logprobs, the `smart` rules of tests/fake_judge.py
 die the way a crashing llama.cpp backend does:
   FAKE_LLAMA_CRASH_ON=N    SIGSEGV on the N-th chat request (1 = the first, like the AMX crash)
   FAKE_LLAMA_ANSWERED=F    append a hash of every answered request's messages to file F
+  FAKE_LLAMA_DELAY=S       take S seconds per chat request (a slow judge, to be killed mid-stage)
+  FAKE_LLAMA_OTHER=TEXT    the reply to prompts the `smart` rules do not know (their "OK"), e.g.
+                           "Yes" for the evaluation's satisfaction checks
+It also serves as an external OpenAI-compatible judge (judge.url), one that a test can kill -9.
 """
 import argparse
 import faulthandler
@@ -14,6 +18,7 @@ import math
 import os
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,6 +27,8 @@ from tests.fake_judge import smart_reply  # noqa: E402
 
 CRASH_ON = int(os.environ.get("FAKE_LLAMA_CRASH_ON", "0"))
 ANSWERED = os.environ.get("FAKE_LLAMA_ANSWERED")
+DELAY = float(os.environ.get("FAKE_LLAMA_DELAY", "0"))
+OTHER = os.environ.get("FAKE_LLAMA_OTHER")
 lock = threading.Lock()
 count = [0]
 
@@ -50,7 +57,10 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.write(f"fake-llama: crashing on chat request {n}\n")
             sys.stderr.flush()
             faulthandler._sigsegv()  # a real, synchronous segfault in this thread, like a bad kernel
+        time.sleep(DELAY)
         text = smart_reply(body["messages"])
+        if text == "OK" and OTHER:
+            text = OTHER
         tok = text.split()[0] if text.split() else text
         lp = {"content": [{"token": tok, "logprob": math.log(0.9), "bytes": None,
                            "top_logprobs": [{"token": tok, "logprob": math.log(0.9), "bytes": None},

@@ -1,5 +1,8 @@
 """`hrlaif run` end to end on the tiny model with the real embedded judge: every stage, the
-report with three rows, drift plots for both variants, stage skipping and --from."""
+report with three rows, drift plots for both variants, stage skipping and --from.
+
+The run gets a fresh, empty HRLAIF_CACHE: no judge answer and no evaluation output of an earlier
+run (or another test) can stand in for the real judge and the real evaluation."""
 from __future__ import annotations
 
 import csv
@@ -32,10 +35,12 @@ eval:
   max_gen_toks: {{gsm8k: 8, toxigen: 8, satisfaction: 8}}
 """)
     out = root / "run"
-    t0 = time.time()
-    code, stdout, err = run_cli("run", cfg, "--out", out)
-    assert code == 0, err[-3000:]
-    return cfg, out, stdout, time.time() - t0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HRLAIF_CACHE", str(root / "cache"))
+        t0 = time.time()
+        code, stdout, err = run_cli("run", cfg, "--out", out)
+        assert code == 0, err[-3000:]
+        yield cfg, out, stdout, time.time() - t0
 
 
 def test_every_stage_finished_with_manifest(tiny_run):
@@ -45,6 +50,26 @@ def test_every_stage_finished_with_manifest(tiny_run):
         m = json.loads((out / stage / "manifest.json").read_text())
         assert m["status"] == "done" and m["wall_time_s"] >= 0 and "torch" in m["versions"], stage
     assert "run finished" in stdout and "report.md" in stdout
+
+
+def test_the_real_judge_served_every_judging_stage_and_the_evaluation_ran(tiny_run):
+    _, out, _, _ = tiny_run
+    usage = json.loads((out / "judge_usage.json").read_text())
+    # the cache was empty: every judging stage sent requests to the embedded llama.cpp server
+    for stage in ("redteam", "label_basic", "label_hybrid", "eval_sft", "eval_rlaif", "eval_hrlaif"):
+        served = {r: u for r, u in usage["stages"][stage].items() if u}
+        assert served, stage
+        assert sum(u["http_calls"] for u in served.values()) > 0, (stage, served)
+        assert sum(u["completion_tokens"] for u in served.values()) > 0, (stage, served)
+    assert usage["total"]["http_calls"] > 0 and usage["total"]["prompt_tokens"] > 0
+    summary = json.loads((out / "label_basic" / "summary.json").read_text())
+    assert summary["judge"]["embedded"] and summary["judge"]["startup_s"] > 0  # the real server, started here
+    for variant in ("sft", "rlaif", "hrlaif"):
+        res = json.loads((out / f"eval_{variant}" / "results.json").read_text())
+        assert not any(b.get("cached") for b in res["benchmarks"].values()), variant  # outputs computed here
+        sat = [json.loads(x) for x in (out / f"eval_{variant}" / "samples" / "satisfaction.jsonl").read_text()
+               .splitlines()]
+        assert len(sat) == 3 and any(r["by"] == "judge" for r in sat), variant  # graded by the judge
 
 
 def test_report_has_three_rows_and_drift_plots(tiny_run):
