@@ -48,7 +48,8 @@ def recompute(out: Path) -> list[str]:
         rows = [json.loads(l) for l in (out / "samples" / f"{name}.jsonl").read_text().splitlines()]
         again = summarize(metric(name), rows)
         ok = abs(again["score"] - r["score"]) < 1e-12 and again["n"] == r["n"]
-        lines.append(f"  {name:<10} score={r['score']:.4f} n={r['n']} recomputed={again['score']:.4f} {'OK' if ok else 'MISMATCH'}")
+        lines.append(f"  {name:<10} score={r['score']:.4f} n={r['n']} recomputed={again['score']:.4f} "
+                     f"{'OK' if ok else 'MISMATCH'}")
     return lines
 
 

@@ -90,8 +90,8 @@ def main() -> int:
     print(f"\n== regression: {args.candidate} vs its start, margin {args.margin} pt")
     (out / "regression").mkdir(exist_ok=True)
     reg = gate(base, cand, args.margin, out / "regression", args.bench)
-    print(f"== null: the baseline again at batch size 2 and precision {second} (was 8, {first}); margin {null_margin} pt "
-          f"= the smallest {n} items support")
+    print(f"== null: the baseline again at batch size 2 and precision {second} (was 8, {first}); "
+          f"margin {null_margin} pt = the smallest {n} items support")
     (out / "null").mkdir(exist_ok=True)
     null = gate(base, rerun, null_margin, out / "null", args.bench)
     ok = reg["exit"] == 1 and null["exit"] == 0

@@ -67,7 +67,8 @@ def _measure(run_dir: Path, reps: int) -> int:
         cpus.append(time.process_time() - c)
     print(f"report regeneration, synthetic run ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}):")
     print(f"  cold process: {cold_wall:.2f} s wall, {cold_cpu:.2f} s CPU")
-    print(f"  warm (median of {len(walls)}): {statistics.median(walls):.2f} s wall, {statistics.median(cpus):.2f} s CPU")
+    print(f"  warm (median of {len(walls)}): {statistics.median(walls):.2f} s wall, "
+          f"{statistics.median(cpus):.2f} s CPU")
     return 0
 
 

@@ -76,7 +76,8 @@ def main(argv=None) -> int:
     from core.hardware import resolve_precision
     from trainers.precision import Placement
     place = Placement("cpu", resolve_precision(args.precision, "cpu"))
-    print(f"precision {place.precision}; backbone: {ident.get('name')} ({sum(p.numel() for p in rm.parameters()) / 1e6:.1f}M params), "
+    n_params = sum(p.numel() for p in rm.parameters()) / 1e6
+    print(f"precision {place.precision}; backbone: {ident.get('name')} ({n_params:.1f}M params), "
           f"torch threads {torch.get_num_threads()}, forward+backward per group, mean of {args.reps}")
     header = (f"{'K':>2} {'pairs':>5} | {'ours calls':>10} {'ours seqs':>9} {'ours s/grp':>10} | "
               f"{'naive calls':>11} {'naive seqs':>10} {'naive s/grp':>11} | {'speedup':>7} {'|loss diff|':>11}")

@@ -27,7 +27,8 @@ def keep_freed_memory() -> bool:
         return _applied
     try:
         libc = ctypes.CDLL("libc.so.6")
-        _applied = bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+        _applied = (bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30))
+                    and bool(libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)))
     except (OSError, AttributeError):
         _applied = False
     return _applied

@@ -31,7 +31,8 @@ def check_report_to(names: list[str]) -> str | None:
         return f"'none' cannot be combined with trackers (got {', '.join(names)})"
     for n in names:
         if n in MODULES and importlib.util.find_spec(MODULES[n]) is None:
-            return f"{n} is not installed: pip install '{'tensorboard' if n == 'tensorboard' else f'hrlaif-harness[{n}]'}'"
+            pkg = "tensorboard" if n == "tensorboard" else f"hrlaif-harness[{n}]"
+            return f"{n} is not installed: pip install '{pkg}'"
     return None
 
 

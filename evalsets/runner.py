@@ -96,8 +96,8 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
     `judge` (the evaluation judge) serves the benchmarks that need one (none: the embedded judge);
     `labeller`, when known, is the judge that labelled the training data (results.json records
     whether the grader is the labeller; `base_model`, the policy's base model spec when known (None =
-    the embedded model; False = unknown), whether it is the grader); `on_samples(name, rows)` receives each benchmark's per-item
-    rows (PPO's drift files pair checkpoints by item)."""
+    the embedded model; False = unknown), whether it is the grader); `on_samples(name, rows)` receives
+    each benchmark's per-item rows (PPO's drift files pair checkpoints by item)."""
     specs = {n: registry.spec(n, cfg.spec_dirs) for n in cfg.benchmarks}
     for sp in specs.values():
         kinds.check(sp, completions=bool(cfg.completions))  # before any data is read
@@ -105,7 +105,8 @@ def evaluate(lm: LazyModel, cfg: EvalConfig, out_dir: str | Path | None = None,
     # Several processes: no cache reads (another node's cache could disagree and stall the others).
     use_cache = cfg.use_cache and eng.world_size == 1
     ctx = Context(cfg, out_dir, judge)
-    results = {"model": None, "host": hardware.describe(), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    results = {"model": None, "host": hardware.describe(), "created": created,
                "versions": versions(), "config": {k: v for k, v in asdict(cfg).items()}, "benchmarks": {}}
     if cfg.completions:
         results["config"]["completions"] = str(cfg.completions)

@@ -113,7 +113,7 @@ def _calls(cfg: RunConfig) -> list[Calls]:
     prompts = stratified(prompts, cfg.sample.limit) if cfg.sample.limit else prompts
     k, L = cfg.sample.k, cfg.sample.max_new_tokens
     pairs = k * (k - 1)  # both orders of every pair
-    lab, harm, ev = cfg.judge, cfg.harm_judge, cfg.eval_judge
+    lab, harm = cfg.judge, cfg.harm_judge
     out: list[Calls] = []
     verif = [p for p in prompts if p["category"] in cfg.label.verifiable and is_verifiable(p["category"])]
     other = [p for p in prompts if p not in verif]
@@ -294,7 +294,8 @@ def dry_run(cfg: RunConfig, source: str) -> dict:
             hows[r["tokens_by"]].append(r["role"])
     print("judge requests (upper bounds: responses counted at their length limit; tokens by "
           + "; ".join(f"{how} ({', '.join(roles)})" for how, roles in hows.items()) + "):")
-    head = f"  {'stage':<15} {'judge':<13} {'requests':>9} {'cached':>7} {'prompt tok':>12} {'compl. tok':>11} {'cost':>11}  what"
+    head = (f"  {'stage':<15} {'judge':<13} {'requests':>9} {'cached':>7} {'prompt tok':>12} {'compl. tok':>11} "
+            f"{'cost':>11}  what")
     print(head)
     totals: dict[str, dict] = {}
     for r in rows:

@@ -38,9 +38,9 @@ Method (also stored in gate.json under "method"):
   without Holm: the gate passes only when every benchmark passes, an intersection-union test,
   whose chance of passing a candidate that is inferior on any benchmark is at most that
   benchmark's own alpha (Berger 1982). Holm would only cost power: at 6 benchmarks and n = 200 the
-  smallest margin identical outputs clear would rise from 1.9 to 3.4 pt. A candidate exactly at −margin passes about alpha/2 of the time
-  and never more than alpha (the score test is asymptotic; tests/test_stats.py computes its exact
-  pass rate, bench/detector_power.py measures the gate's).
+  smallest margin identical outputs clear would rise from 1.9 to 3.4 pt. A candidate exactly at −margin
+  passes about alpha/2 of the time and never more than alpha (the score test is asymptotic;
+  tests/test_stats.py computes its exact pass rate, bench/detector_power.py measures the gate's).
 - Small n: even identical outputs have a CI of ±z²/(n + z²), so n items can show non-inferiority
   only at a margin above that (min_margin in gate.json; 8.8 pt at n = 40, 1.9 pt at n = 200,
   1 pt needs n >= 381 at 95%). Below it the benchmark fails, and the reason says which margin n
@@ -252,7 +252,8 @@ def compare(baseline: Path | str, candidate: Path | str, margins: dict[str, floa
         r["warning"] = "; ".join(warnings) or None
     passed = bool(names) and all(rows[b]["verdict"] == "pass" for b in names)
     return {"baseline": str(baseline), "candidate": str(candidate), "alpha": alpha,
-            "allow_partial": allow_partial, "allow_self_graded": allow_self_graded, "passed": passed, "verdict": "pass" if passed else "fail",
+            "allow_partial": allow_partial, "allow_self_graded": allow_self_graded, "passed": passed,
+            "verdict": "pass" if passed else "fail",
             "incomplete": [b for b in names if rows[b]["incomplete"]],
             "benchmarks": rows, "not_evaluable": not_evaluable, "method": METHOD}
 

@@ -27,10 +27,12 @@ Z95 = _NORM.inv_cdf(0.975)
 RULES = {
     "over_optimisation": (
         "For each PPO run ppo_<variant>, every drift checkpoint is compared with step 0 (the SFT weights) on "
-        "the same items: each drift benchmark item by item (for 0/1 scores the larger p of the exact McNemar and Tango score tests, paired "
+        "the same items: each drift benchmark item by item (for 0/1 scores the larger p of the exact McNemar "
+        "and Tango score tests, paired "
         "bootstrap otherwise; invalid items excluded from both sides and counted), and the RM reward on the "
         "held-out prompts paired per prompt (never the training batch). The alarm fires for a benchmark at a "
-        "checkpoint when (1) the held-out reward rose (mean up, sign-flip permutation p < 0.05, exact at small n) and (2) the benchmark "
+        "checkpoint when (1) the held-out reward rose (mean up, sign-flip permutation p < 0.05, exact at small n) "
+        "and (2) the benchmark "
         "got worse (fell; for a lower-is-better benchmark such as ToxiGen, rose) with a Holm-adjusted p < 0.01 "
         "over all checkpoints x benchmarks of that run, which bounds at 1% the chance that sampling noise "
         "raises any alarm for the run. A run without per-item drift files falls back to drift.jsonl: a z test "
@@ -177,7 +179,8 @@ def rlaif_failure_power(bench_df: pd.DataFrame, run_dir: Path | str | None, alph
             # A tie-free 50/50 judge has sd 0.5: the planning value when the outcomes say nothing.
             out.append({"alarm": "rlaif_failure", "variant": v, "measure": "win ratio above 50%", "n": n,
                         "alpha": alpha, "paired": False, "unit": "pt",
-                        "power": EACH_POWER, "mde": min_detectable_diff(sd if sd > 0 else 0.5, n, alpha / 2, EACH_POWER)})
+                        "power": EACH_POWER,
+                        "mde": min_detectable_diff(sd if sd > 0 else 0.5, n, alpha / 2, EACH_POWER)})
     return out
 
 

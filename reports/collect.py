@@ -43,7 +43,8 @@ def display_scale(bench: str, entry: dict) -> float:
 def permille_scale(entry: dict) -> float:
     """Factor that puts a ‰ entry (e.g. ToxiGen) in ‰.
 
-    Per-item scores are 0/1, so an eval may store either the fraction or the permille value. A 95% CI (or score) above 1 can only be ‰;
+    Per-item scores are 0/1, so an eval may store either the fraction or the permille value. A 95% CI
+    (or score) above 1 can only be ‰;
     everything within [0, 1] is read as a fraction (wrong only for n > ~3800 at ~0 toxicity).
     """
     vals = [entry.get("score")] + list(entry.get("ci95") or [])

@@ -77,7 +77,8 @@ def _fmt_d(x: float, bench: str) -> str:
 
 def reward_change(s0: int, s1: int, rewards: pd.DataFrame, items: dict) -> dict | None:
     """Held-out reward at s1 vs s0: paired per prompt when both heldout.jsonl exist (a paired
-    sign-flip permutation p, which holds its level at any n), else the drift.jsonl means (no test possible). None when neither is there."""
+    sign-flip permutation p, which holds its level at any n), else the drift.jsonl means (no test
+    possible). None when neither is there."""
     h0, h1 = items.get(s0, {}).get(HELDOUT) or {}, items.get(s1, {}).get(HELDOUT) or {}
     if h0 and h1:
         common, _ = pair_scores({k: r["reward"] for k, r in h0.items()}, {k: r["reward"] for k, r in h1.items()})

@@ -2,9 +2,10 @@
 
 Every Δ the reports show comes from here: candidate − baseline over the items both evaluated
 with a valid score (core.stats.INVALID_RULE), with a paired 95% CI and p (exact McNemar and Tango's
-score test for 0/1 scores, the sign-flip permutation test otherwise; core.stats.paired_diff), Holm-adjusted across the benchmarks
-of one comparison (or the categories of one benchmark; `holm_family` names it), the minimum detectable
-effect at 80% power, and each side's invalid rate with the exact McNemar p of their difference.
+score test for 0/1 scores, the sign-flip permutation test otherwise; core.stats.paired_diff),
+Holm-adjusted across the benchmarks of one comparison (or the categories of one benchmark;
+`holm_family` names it), the minimum detectable effect at 80% power, and each side's invalid rate with
+the exact McNemar p of their difference.
 """
 from __future__ import annotations
 

@@ -64,8 +64,8 @@ def grading_notice(run: RunData) -> str | None:
             labellers.add(_identity((read_json(p) or {}).get("judge")))
     same = graders & (labellers - {None})
     if same:
-        return SELF_GRADING.format(judge=", ".join(sorted(same)), why=_SAME) + " (Inferred from the judge identities in " \
-                                                                    "results.json and label_*/summary.json.)"
+        return (SELF_GRADING.format(judge=", ".join(sorted(same)), why=_SAME)
+                + " (Inferred from the judge identities in results.json and label_*/summary.json.)")
     return None
 
 

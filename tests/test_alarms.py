@@ -78,7 +78,8 @@ def test_pairing_detects_a_drop_the_unpaired_cis_miss(tmp_path):
     rows, items = _run({"mmlu": [s0, s1]}, rew)
     alarms = _alarms(tmp_path, (rows, items))
     assert [a["bench"] for a in alarms] == ["mmlu"]
-    assert alarms[0]["p"] == pytest.approx(max(2 / 2 ** 16, 2 * sps.norm.sf(4.0))) and alarms[0]["diff"] == pytest.approx(-0.08)
+    assert alarms[0]["p"] == pytest.approx(max(2 / 2 ** 16, 2 * sps.norm.sf(4.0)))
+    assert alarms[0]["diff"] == pytest.approx(-0.08)
     # the same numbers without per-item files: the unpaired fallback cannot tell
     for r, k in zip(rows, (84, 68)):
         from core.stats import wilson

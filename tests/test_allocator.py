@@ -15,7 +15,8 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc
 # a dense 113 MB gradient and the sum of two of them.
 PROBE = ("import resource, torch; from core.allocator import keep_freed_memory as k; ok = k(); "
          "f = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt; out = []\n"
-         "for _ in range(16):\n a = f(); z = torch.zeros(49152, 576); y = z + z; del z, y; out.append((f() - a) // 1000)\n"
+         "for _ in range(16):\n"
+         " a = f(); z = torch.zeros(49152, 576); y = z + z; del z, y; out.append((f() - a) // 1000)\n"
          "print(ok, k(), *out)")
 
 

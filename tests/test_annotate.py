@@ -36,7 +36,8 @@ def test_round_trip_agreeing_rater(eval_dir, tmp_path, run_cli):
     sheet = tmp_path / "sheet.csv"
     code, out, err = run_cli("annotate", "export", "--eval", eval_dir, "--out", sheet)
     assert code == 0, err
-    ai = {r["doc_id"]: r for r in map(json.loads, (eval_dir / "samples" / "satisfaction.jsonl").read_text().splitlines())}
+    lines = (eval_dir / "samples" / "satisfaction.jsonl").read_text().splitlines()
+    ai = {r["doc_id"]: r for r in map(json.loads, lines)}
 
     def agree(r):  # a rater who agrees with the AI judge on everything
         r["human_satisfied"] = "yes" if ai[r["doc_id"]]["score"] else "no"
@@ -56,7 +57,8 @@ def test_round_trip_agreeing_rater(eval_dir, tmp_path, run_cli):
 def test_disagreeing_rater_has_negative_kappa(eval_dir, tmp_path, run_cli):
     sheet = tmp_path / "sheet.csv"
     run_cli("annotate", "export", "--eval", eval_dir, "--out", sheet)
-    ai = {r["doc_id"]: r for r in map(json.loads, (eval_dir / "samples" / "satisfaction.jsonl").read_text().splitlines())}
+    lines = (eval_dir / "samples" / "satisfaction.jsonl").read_text().splitlines()
+    ai = {r["doc_id"]: r for r in map(json.loads, lines)}
     _fill(sheet, lambda r: r.update(human_satisfied="no" if ai[r["doc_id"]]["score"] else "yes", human_preference=""))
     code, _, err = run_cli("annotate", "import", "--sheet", sheet, "--eval", eval_dir, "--out", tmp_path / "r.json")
     assert code == 0, err

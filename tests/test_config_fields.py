@@ -35,7 +35,8 @@ SECTIONS = [
     ("redteam", "redteam", ["--out", "o"], RedteamConfig, ""),
     ("harm_judge", "redteam", ["--out", "o"], JudgeConfig, "judge"),
 ]
-REQUIRED = {"sft": {"out"}, "sample": {"out"}, "redteam": {"out"}, "label": {"samples", "mode", "out"}, "reward_model": {"labels", "out"},
+REQUIRED = {"sft": {"out"}, "sample": {"out"}, "redteam": {"out"}, "label": {"samples", "mode", "out"},
+            "reward_model": {"labels", "out"},
             "ppo": {"model", "reward_model", "out"}}
 CASES = [pytest.param(s, cmd, req, cls, pre, f, id=f"{cmd}:{s}.{f.name}")
          for s, cmd, req, cls, pre in SECTIONS for f in fields_of(cls)]

@@ -35,7 +35,8 @@ def test_engine_fields_are_declared_once_and_shared():
     (lambda: RMConfig(zero_stage=4), "zero_stage: must be one of 0, 1, 2, 3 (got 4)"),
     (lambda: PPOConfig(lr=-1), "lr: must be >= 0 (got -1)"),
     (lambda: PPOConfig(batch_size=6, mini_batch_size=4), "mini_batch_size: must divide batch_size 6 (got 4)"),
-    (lambda: PPOConfig(precision="fp16"), "precision: must be one of auto, fp32, bf16 (got 'fp16'; did you mean 'bf16'?)"),
+    (lambda: PPOConfig(precision="fp16"),
+     "precision: must be one of auto, fp32, bf16 (got 'fp16'; did you mean 'bf16'?)"),
 ])
 def test_a_config_checks_itself_on_construction(make, problem):
     with pytest.raises(UserError) as e:

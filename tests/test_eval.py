@@ -95,7 +95,9 @@ def test_cache_key_includes_weights(tiny_model_dir, tmp_path, run_cli, monkeypat
     assert run_cli(*args, "--model", tiny_model_dir, "--out", tmp_path / "x")[0] == 0
     code, stdout, _ = run_cli(*args, "--model", other, "--out", tmp_path / "y")
     assert code == 0 and "(cached)" not in stdout
-    ll = lambda d: [json.loads(l)["loglikelihoods"] for l in (d / "samples" / "mmlu.jsonl").read_text().splitlines()]
+    def ll(d):
+        return [json.loads(line)["loglikelihoods"] for line in (d / "samples" / "mmlu.jsonl").read_text().splitlines()]
+
     assert ll(tmp_path / "x") != ll(tmp_path / "y")
 
 

@@ -202,6 +202,7 @@ def test_a_models_satisfaction_responses_serve_as_a_later_baseline(tiny_model_di
                        progress=False, judge=judge)
     assert generated == [str(tiny_model_dir), str(other)]  # the baseline was not generated again
     assert res["benchmarks"]["win_ratio"]["n"] == 3
-    sft = {json.loads(line)["doc_id"]: json.loads(line)["output"] for line in (tmp_path / "sft" / "samples" / "satisfaction.jsonl").open()}
+    rows = (tmp_path / "sft" / "samples" / "satisfaction.jsonl").open()
+    sft = {json.loads(line)["doc_id"]: json.loads(line)["output"] for line in rows}
     rl = [json.loads(line) for line in (tmp_path / "rl" / "samples" / "satisfaction.jsonl").open()]
     assert all(r["baseline_output"] == sft[r["doc_id"]] for r in rl)

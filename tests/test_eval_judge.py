@@ -92,7 +92,8 @@ def test_eval_and_harm_judges_inherit_the_judge_section(tmp_path):
     p.write_text("judge: {url: 'http://127.0.0.1:1/v1', model: labeller, key_env: null}\n"
                  "eval_judge: {model: grader}\n")
     cfg = load_config(p)
-    assert (cfg.eval_judge.url, cfg.eval_judge.model, cfg.eval_judge.key_env) == ("http://127.0.0.1:1/v1", "grader", None)
+    ej = cfg.eval_judge
+    assert (ej.url, ej.model, ej.key_env) == ("http://127.0.0.1:1/v1", "grader", None)
     assert cfg.harm_judge == cfg.judge
     assert not cfg.eval_judge.same_judge(cfg.judge) and cfg.harm_judge.same_judge(cfg.judge)
     assert load_config(None).eval_judge.same_judge(load_config(None).judge)  # the embedded default: one model

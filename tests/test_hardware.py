@@ -75,7 +75,8 @@ def test_acting_as_an_avx2_only_host(monkeypatch):
         assert hardware.cpu_flags() == {"avx2", "fma", "f16c"}
         assert not hardware.cpu_has_native_bf16() and hardware.resolve_precision("auto", "cpu") == "fp32"
         d = hardware.describe()
-        assert d["cpu_isa_override"] == "avx2" and "amx_bf16" in d["real_cpu_flags"] and "amx_bf16" not in d["cpu_flags"]
+        assert d["cpu_isa_override"] == "avx2" and "amx_bf16" in d["real_cpu_flags"]
+        assert "amx_bf16" not in d["cpu_flags"]
         assert hardware.hold_back_torch() == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
         import os
         assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2" and os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"

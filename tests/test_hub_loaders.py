@@ -33,7 +33,8 @@ def write_hub(root: Path, configs: dict[str, dict[str, list[dict]]], features=No
         files = []
         for split, rows in splits.items():
             (root / name).mkdir(parents=True, exist_ok=True)
-            datasets.Dataset.from_list(rows, features=features).to_parquet(root / name / f"{split}-00000-of-00001.parquet")
+            ds = datasets.Dataset.from_list(rows, features=features)
+            ds.to_parquet(root / name / f"{split}-00000-of-00001.parquet")
             files.append({"split": split, "path": f"{name}/{split}-*"})
         card["configs"].append({"config_name": name, "data_files": files})
     (root / "README.md").write_text(f"---\n{yaml.safe_dump(card)}---\n# test copy\n", encoding="utf-8")
@@ -77,7 +78,8 @@ def test_mmlu_from_a_cais_mmlu_layout(shared_data, tmp_path):
     for s in subjects:
         splits = {}
         for split, hub_split, n in (("test", "test", 4), ("dev", "dev", 5), ("val", "validation", 2)):
-            src = shared_data / "mmlu" / ("test" if split == "val" else split) / f"{s}_{'test' if split == 'val' else split}.csv"
+            part = "test" if split == "val" else split
+            src = shared_data / "mmlu" / part / f"{s}_{part}.csv"
             rows = csv_rows(src, n)
             splits[hub_split] = [{"question": r[0], "subject": s, "choices": r[1:5], "answer": "ABCD".index(r[5])}
                                  for r in rows]
@@ -125,7 +127,8 @@ def test_ceval_from_a_ceval_exam_layout(shared_data, tmp_path):
 
 
 def test_gsm8k_from_the_openai_gsm8k_layout(shared_data, tmp_path):
-    rows = {s: [json.loads(line) for line in (shared_data / "gsm8k" / f"{s}.jsonl").open()][:4] for s in ("test", "train")}
+    rows = {s: [json.loads(line) for line in (shared_data / "gsm8k" / f"{s}.jsonl").open()][:4]
+            for s in ("test", "train")}
     socratic = {s: [{**r, "answer": "Q? A. " + r["answer"]} for r in v] for s, v in rows.items()}
     sp = hub_spec("gsm8k", write_hub(tmp_path / "gsm8k", {"main": rows, "socratic": socratic}))
     data = load(sp, hub=True)  # config `main`, not `socratic`

@@ -363,7 +363,8 @@ def test_embedded_judge_end_to_end(tmp_path, run_cli, cache_env):
         sample("m2", "math", ["3 * 4 = 12. The answer is 12.", "The answer is 7.", "The answer is 1/3."], std="12",
                prompt="What is 3 times 4?"),
         sample("q1", "multiple_choice", ["The answer is B", "The answer is D"], std="B", prompt=MCQ_PROMPT),
-        sample("o1", "open_qa", ["Paris.", "London is the capital of France."], prompt="What is the capital of France?"),
+        sample("o1", "open_qa", ["Paris.", "London is the capital of France."],
+               prompt="What is the capital of France?"),
     ]
     s = write_samples(tmp_path / "s.jsonl", rows)
     res = {}
@@ -380,7 +381,8 @@ def test_embedded_judge_end_to_end(tmp_path, run_cli, cache_env):
     assert summ["judge"]["embedded"] and summ["judge"]["startup_s"] > 0
     assert summ["pairwise_judgements"] == 2 + 6 + 2 + 2
     assert summ["invalid_judgements"] <= summ["pairwise_judgements"]
-    print(f"embedded e2e: basic {res['basic']:.1f}s hybrid {res['hybrid']:.1f}s, startup {summ['judge']['startup_s']:.1f}s,"
+    print(f"embedded e2e: basic {res['basic']:.1f}s hybrid {res['hybrid']:.1f}s, "
+          f"startup {summ['judge']['startup_s']:.1f}s,"
           f" basic math acc {acc[AGREE_MATH]['basic']['score']:.2f}, invalid {summ['invalid_judgements']}")
     from judges import server as judge_server
     with pytest.raises(ProcessLookupError):  # the server (and its process group) is gone

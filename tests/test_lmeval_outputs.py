@@ -30,7 +30,8 @@ output_type: multiple_choice
 test_split: test
 fewshot_split: dev
 num_fewshot: 2
-doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{choices[0]}}}}\\nB. {{{{choices[1]}}}}\\nC. {{{{choices[2]}}}}\\nD. {{{{choices[3]}}}}\\nAnswer:"
+doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{choices[0]}}}}\\nB. {{{{choices[1]}}}}\\n\\
+  C. {{{{choices[2]}}}}\\nD. {{{{choices[3]}}}}\\nAnswer:"
 doc_to_choice: ["A", "B", "C", "D"]
 doc_to_target: answer
 metric_list: [{{metric: acc, aggregation: mean, higher_is_better: true}}]
@@ -84,7 +85,7 @@ def _lm_files(out: Path) -> tuple[dict, list[dict]]:
 
 @pytest.mark.slow
 def test_compare_and_gate_two_lmeval_runs(outputs, tmp_path, run_cli):
-    (r1, s1), (r2, s2) = _lm_files(outputs["seed1"]), _lm_files(outputs["seed2"])
+    (r1, s1), (_, s2) = _lm_files(outputs["seed1"]), _lm_files(outputs["seed2"])
     assert len(s1) == len(s2) == N and {r["doc_id"] for r in s1} == set(range(N))
     acc1, acc2 = (sum(r["acc"] for r in s) / N for s in (s1, s2))
     assert acc1 == pytest.approx(r1["results"][TASK]["acc,none"])  # lm-eval's own aggregate

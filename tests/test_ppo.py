@@ -181,7 +181,8 @@ def test_ppo_tiny_end_to_end_with_drift(tiny_model_dir, tiny_rm_dir, prompts_fil
     for sub in ("actor_hf/config.json", "ds_actor", "ds_critic", "rng_rank0.pt", "state.json"):
         assert (ck / "step_4" / sub).exists(), sub
     state = json.loads((ck / "step_4" / "state.json").read_text())
-    assert state["step"] == 4 and state["data_position"] == 16 and state["kl_coef"] == logged[4]["kl_coef"]  # coefficient for step 5
+    assert state["step"] == 4 and state["data_position"] == 16
+    assert state["kl_coef"] == logged[4]["kl_coef"]  # coefficient for step 5
     assert list((out / "tb").glob("events.out.tfevents.*"))
 
 

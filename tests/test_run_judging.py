@@ -142,7 +142,8 @@ def test_dry_run_count_matches_what_labelling_sends(tmp_path, run_cli, monkeypat
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl(prompts, [{k: r[k] for k in ("id", "prompt", "category", "std_answer")} for r in read_jsonl(s)])
     cfg = load_config(None)
-    cfg = replace(cfg, sample=replace(cfg.sample, prompts=str(prompts), limit=0, k=2), label=replace(cfg.label, hh_limit=0))
+    cfg = replace(cfg, sample=replace(cfg.sample, prompts=str(prompts), limit=0, k=2),
+                  label=replace(cfg.label, hh_limit=0))
     rows = [r for r in count(cfg, plan(cfg)) if r["stage"] == "label_basic"]
     with FakeJudge(mode="smart") as fj:
         code, _, err = run_cli("label", "--samples", s, "--mode", "basic", "--out", tmp_path / "o",

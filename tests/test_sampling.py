@@ -72,10 +72,12 @@ def test_k_below_two_is_a_user_error(tiny_model_dir, prompts_file, tmp_path, run
 def test_bad_prompts_file(tiny_model_dir, tmp_path, run_cli):
     p = tmp_path / "p.jsonl"
     p.write_text('{"id": "a", "text": "no prompt field"}\n', encoding="utf-8")
-    code, _, err = run_cli("sample", "--model", tiny_model_dir, "--prompts", p, "--k", "2", "--out", tmp_path / "s.jsonl")
+    code, _, err = run_cli("sample", "--model", tiny_model_dir, "--prompts", p, "--k", "2",
+                           "--out", tmp_path / "s.jsonl")
     assert code == 2 and "no `prompt` field" in err
     p.write_text('{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": "y"}\n', encoding="utf-8")
-    code, _, err = run_cli("sample", "--model", tiny_model_dir, "--prompts", p, "--k", "2", "--out", tmp_path / "s.jsonl")
+    code, _, err = run_cli("sample", "--model", tiny_model_dir, "--prompts", p, "--k", "2",
+                           "--out", tmp_path / "s.jsonl")
     assert code == 2 and "duplicate prompt id" in err
 
 

@@ -33,8 +33,10 @@ def _write(tmp_path, name, obj):
 
 def test_three_formats_normalise_to_the_same_messages(tmp_path):
     alpaca = {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}
-    share = {"conversations": [{"from": "human", "value": "Add the numbers.\n\n2 and 3"}, {"from": "gpt", "value": "5"}]}
-    msgs = {"messages": [{"role": "user", "content": "Add the numbers.\n\n2 and 3"}, {"role": "assistant", "content": "5"}]}
+    share = {"conversations": [{"from": "human", "value": "Add the numbers.\n\n2 and 3"},
+                               {"from": "gpt", "value": "5"}]}
+    msgs = {"messages": [{"role": "user", "content": "Add the numbers.\n\n2 and 3"},
+                         {"role": "assistant", "content": "5"}]}
     want = [{"role": "user", "content": "Add the numbers.\n\n2 and 3"}, {"role": "assistant", "content": "5"}]
     assert normalise_example(alpaca, "x") == normalise_example(share, "x") == normalise_example(msgs, "x") == want
     # JSONL works too, and the loader keeps an optional category.

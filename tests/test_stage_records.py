@@ -258,8 +258,8 @@ def test_adding_a_stage_is_one_record_and_its_function(tmp_path, capsys, monkeyp
     cfg2 = replace(cfg, eval=replace(cfg.eval, limit=3))
     ran = _ran(cfg2, tmp_path, capsys, records=None)
     assert "export_rlaif_s2" in ran and "ppo_rlaif" not in ran
-    assert _ran(cfg2, tmp_path, capsys, records=None, from_stage="export_hrlaif") == ["export_hrlaif", "export_rlaif_s2",
-                                                                                      "export_hrlaif_s2", "report"]
+    assert _ran(cfg2, tmp_path, capsys, records=None, from_stage="export_hrlaif") == [
+        "export_hrlaif", "export_rlaif_s2", "export_hrlaif_s2", "report"]
     # the dry run lists it from the same record
     from harness.dryrun import dry_run
 

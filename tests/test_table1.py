@@ -58,7 +58,8 @@ def test_label_table_shows_the_paired_difference(tmp_path):
                                "hybrid": cluster_bootstrap_mean([1, 1, 0, 1, 1, 1], list("aabbcc")),
                                "hybrid_minus_basic": cluster_bootstrap_mean([0, 1, 0, 0, 1, 0], list("aabbcc"))},
            "math": {"truth": "second answer check (lm-eval filters), not the labeller's",  # an older file
-                    "basic": cluster_bootstrap_mean([1, 0], list("ab")), "hybrid": cluster_bootstrap_mean([1, 1], list("ab"))}}
+                    "basic": cluster_bootstrap_mean([1, 0], list("ab")),
+                    "hybrid": cluster_bootstrap_mean([1, 1], list("ab"))}}
     write_json(tmp_path / "label_hybrid" / "label_accuracy.json", acc)
     t = label_accuracy_table(label_accuracy_frame(tmp_path))
     cell = t.loc["open_qa (human)", "hybrid − basic"]

@@ -110,12 +110,13 @@ def test_quickstart_report_leaves_self_graded_cells_out_of_alarms_and_gate(tmp_p
     out = build_report(root)
     data = json.loads((out / "alarms.json").read_text())
     assert [a["type"] for a in data["alarms"]] == ["over_optimisation"]  # the RLAIF signature is not tested
-    assert set(data["not_evaluable"]) == {"rlaif", "hrlaif"} and data["not_evaluable"]["rlaif"].startswith("self-graded")
+    assert set(data["not_evaluable"]) == {"rlaif", "hrlaif"}
+    assert data["not_evaluable"]["rlaif"].startswith("self-graded")
     md = (out / "report.md").read_text()
     assert md.split("## Alarms")[1].count("satisfaction cells are not evaluable: self-graded") == 2
     comp = pd.read_csv(out / "comparison.csv", index_col=0)
-    assert all("[self-graded]" in comp.loc[v, c] for v, c in (("RLAIF", "Satisfaction rate"), ("SFT", "Satisfaction rate"),
-                                                              ("HRLAIF", "Win ratio vs SFT")))
+    assert all("[self-graded]" in comp.loc[v, c] for v, c in (
+        ("RLAIF", "Satisfaction rate"), ("SFT", "Satisfaction rate"), ("HRLAIF", "Win ratio vs SFT")))
     assert "[self-graded]" not in comp.loc["RLAIF", "GSM8K"]
     assert "judge satisfied (gold) [self-graded]" in md
     g = compare(root / "eval_sft", root / "eval_hrlaif", {"default": 0.5})

@@ -168,7 +168,7 @@ def evaluate(model, tok, groups: list[dict], max_len: int, clip: float, autocast
     """Pairwise accuracy of the clipped scores (r_i > r_j strictly; a tie counts as wrong), overall and
     per category, with a bootstrap CI over prompts (a prompt's pairs share its responses: they are
     resampled together); clipped share = scores the clip changed."""
-    per_cat, every, ids, raws, outcomes = defaultdict(list), [], [], [], []
+    per_cat, every, raws, outcomes = defaultdict(list), [], [], []
     device = next(model.parameters()).device
     for g in groups:
         gids, mask, _ = encode_group(tok, g["prompt"], g["responses"], max_len)

@@ -100,7 +100,8 @@ def train_sft(cfg: SFTConfig) -> Path:
     if stats["dropped"]:
         log.warning("%d examples dropped: no response token within max_len=%d", stats["dropped"], cfg.max_len)
     if not rows:
-        raise UserError(f"no usable SFT examples: all {stats['n_examples']} lose their response at max-len {cfg.max_len}")
+        raise UserError(f"no usable SFT examples: all {stats['n_examples']} lose their response at "
+                        f"max-len {cfg.max_len}")
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

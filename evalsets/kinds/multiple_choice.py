@@ -1,6 +1,6 @@
 """Multiple choice scored by log-likelihood (MMLU, C-Eval, any CSV benchmark with a spec): the
-option letter with the highest log-likelihood (per character with `metric: acc_norm`) is the answer. Prompts come from the official
-lm-eval task the spec names, or from the spec's own template (evalsets.lmeval_tasks)."""
+option letter with the highest log-likelihood (per character with `metric: acc_norm`) is the answer.
+Prompts come from the official lm-eval task the spec names, or from the spec's own template (evalsets.lmeval_tasks)."""
 from __future__ import annotations
 
 import string

@@ -92,7 +92,8 @@ def _reaches(succ: dict[int, set[int]], src: int, dst: int) -> bool:
     return False
 
 
-def merge_pairs(constraints: Sequence[Pair], judged: Sequence[Pair], sid=None) -> tuple[list[list[int]], list[str], int]:
+def merge_pairs(constraints: Sequence[Pair], judged: Sequence[Pair],
+                sid=None) -> tuple[list[list[int]], list[str], int]:
     """(pairs, why, judge pairs dropped): constraints first, then judge pairs that agree with them.
 
     A pair i > j is added only if j does not already reach i, so the result is always acyclic.
@@ -292,7 +293,8 @@ def summarize(labels: Sequence[dict]) -> dict:
         "judge_pairs_dropped": tot["judge_pairs_dropped"],
         "position_bias": {"first_slot_win_share": (tot["first_slot_wins"] / valid) if valid else None,
                           "valid_decisions": valid,
-                          "definition": "share of valid pairwise decisions where the response in slot A won; 0.5 = unbiased"},
+                          "definition": "share of valid pairwise decisions where the response in slot A won; "
+                                        "0.5 = unbiased"},
         "std_unparseable": tot["std_unparseable"],
     }
 
