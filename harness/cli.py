@@ -31,8 +31,6 @@ COMMANDS = {
     "eval-rm": ("harness.commands.eval_rm", "accuracy of any reward model on preference pairs (clustered CI)"),
     "audit-judge": ("harness.commands.audit_judge", "can a judge tell responses apart? order consistency, "
                                                     "position and length bias, agreement, repeatability"),
-    "audit-judge": ("harness.commands.audit_judge", "can a judge tell responses apart? order consistency, "
-                                                    "position and length bias, agreement, repeatability"),
     "compare": ("harness.commands.compare", "evaluation dirs or checkpoints side by side: paired Δ with CIs"),
 }
 
