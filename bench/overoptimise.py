@@ -74,7 +74,7 @@ def subject_dir(src: Path, subjects: list[str], dst: Path) -> Path:
 def run_arm(cfg, model: str, rm: Path, out: Path, seed: int, kl_coef: float) -> None:
     """One PPO run with its drift log; skipped when OUT/final exists (delete OUT to redo it)."""
     from evalsets.runner import evaluate_in_process
-    from harness.judging import gold_judge
+    from harness.run_judges import gold_judge
     from trainers.ppo import train
 
     if (out / "final").exists():

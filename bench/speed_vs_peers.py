@@ -1,4 +1,4 @@
-"""Issue 13's figures in one run, each beside its peer (run on a quiet machine; ~25 min in full):
+"""Speed of each part beside its peer (issue 13's figures) in one run (run on a quiet machine; ~25 min in full):
 
 1. the host: CPU flags, and the measured matmul peak in fp32 and bf16 (the case for `precision: auto`);
 2. MMLU, `hrlaif eval` vs the lm-eval CLI: wall time at each tool's defaults and at equal precision, and
@@ -8,8 +8,8 @@
 4. the quickstart, cold: `hrlaif run` with empty judge and evaluation caches (the converted embedded
    model is reused; it is not part of the run), its wall time and every stage's.
 
-    python bench/issue13.py                 # everything
-    python bench/issue13.py --skip ppo,quickstart --mmlu-items 8   # a smoke run
+    python bench/speed_vs_peers.py                 # everything
+    python bench/speed_vs_peers.py --skip ppo,quickstart --mmlu-items 8   # a smoke run
 """
 from __future__ import annotations
 

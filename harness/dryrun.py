@@ -20,7 +20,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from harness.config import RunConfig
-from harness.judging import hh_audit_items
+from harness.run_judges import hh_audit_items
 from harness.stages import instances, training_seeds
 from judges import prompts as P
 from judges.audit import REPEAT_N

@@ -7,7 +7,7 @@
 Both variants share the SFT model, the sampled responses, the held-out pairs their reward models
 are scored on, and the evaluation sets; they differ only in the labels (hybrid's include the
 red-team pairs). Three judges: `judge` labels, `harm_judge` red-teams, `eval_judge` grades
-(harness/judging.py). With `seeds: [s1, s2, ...]` the reward model, PPO and evaluation of each
+(harness/run_judges.py). With `seeds: [s1, s2, ...]` the reward model, PPO and evaluation of each
 variant run once per training seed; the first seed keeps the single-seed stage names (rm_basic,
 ppo_rlaif, eval_rlaif), the others get `_s<seed>` (rm_basic_s2, ppo_rlaif_s2, eval_rlaif_s2).
 
@@ -31,7 +31,7 @@ from typing import Callable
 from core.errors import UserError
 from core.store import read_json
 from harness.config import RunConfig
-from harness.judging import USAGE_FILE, heldout_stage, hh_file, redteam_stage
+from harness.run_judges import USAGE_FILE, heldout_stage, hh_file, redteam_stage
 from judges.config import JudgeConfig
 
 # PPO variant -> its label mode, and the extra inputs of its reward model and evaluation.
@@ -168,7 +168,7 @@ def reward_model(c, out: Path, sft_model: Path, labels: Path, samples: Path, hel
                  red: Path | None = None) -> Path:
     """K-wise reward model on the partial orders: one forward per response, clipped reward. Both
     hold out the shared ids and are scored on their truth pairs; hybrid's data adds the red-team pairs."""
-    from harness.judging import rm_config, rm_training_data
+    from harness.run_judges import rm_config, rm_training_data
     from trainers.reward_model import train_reward_model
 
     labels, samples = rm_training_data(labels, samples, red, out)
@@ -179,7 +179,7 @@ def ppo(c, out: Path, sft_model: Path, rm: Path) -> Path:
     """PPO of the SFT model against one reward model, logging reward-vs-benchmark drift.
     Continues from OUT/checkpoints/latest when the runner kept this stage's partial state."""
     from evalsets.runner import evaluate_in_process
-    from harness.judging import gold_judge
+    from harness.run_judges import gold_judge
     from trainers.ppo import train
 
     pcfg = replace(c.ppo, model=str(sft_model), reward_model=str(rm), out=str(out))
@@ -199,7 +199,7 @@ def evaluate(c, out: Path, model: Path, baseline: Path | None = None, versus: Pa
     """Every benchmark on one variant, graded by the evaluation judge; the win ratio is against the
     SFT model; with `versus` (RLAIF's eval dir) also the HRLAIF-vs-RLAIF head-to-head."""
     from evalsets.runner import evaluate_to_dir
-    from harness.judging import eval_audit, head_to_head
+    from harness.run_judges import eval_audit, head_to_head
 
     ecfg = replace(c.eval, model=str(model), out=str(out), baseline_model=str(baseline) if baseline else None)
     evaluate_to_dir(ecfg.model, ecfg.out, ecfg, judge=c.eval_judge, labeller=c.labeller, base_model=c.base_model)
@@ -211,7 +211,7 @@ def evaluate(c, out: Path, model: Path, baseline: Path | None = None, versus: Pa
 
 
 def report(c, out: Path, *evals: Path) -> Path:
-    from harness.judging import write_judge_usage
+    from harness.run_judges import write_judge_usage
     from reports.build import build_report
 
     write_judge_usage(out.parent, c.usage)  # the real judge counts of this run, for the report

@@ -59,7 +59,7 @@ def test_head_to_head_pairs_on_doc_id_both_orders(tmp_path):
 
 def test_pipeline_head_to_head_writes_the_entry_and_its_rows(tmp_path, monkeypatch):
     from harness.config import RunConfig
-    from harness.judging import head_to_head as stage_h2h
+    from harness.run_judges import head_to_head as stage_h2h
 
     monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "hc"))
     for name, out in (("hr", "a careful, complete answer"), ("rl", "ok")):

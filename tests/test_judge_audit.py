@@ -220,7 +220,7 @@ def test_eval_audit_from_the_win_ratio_rows(tmp_path):
     answers (eval_sft's for the win ratio vs SFT), repeatability through an open judge."""
     from types import SimpleNamespace
 
-    from harness.judging import eval_audit
+    from harness.run_judges import eval_audit
 
     run = tmp_path / "run"
     sft = [{"doc_id": f"d{i}", "verified": i % 2 == 1} for i in range(10)]

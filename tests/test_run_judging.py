@@ -30,7 +30,7 @@ def samples_file(path: Path) -> Path:
 
 
 def test_shared_heldout_set_is_independent_truth_on_the_rms_own_draw(tmp_path, shared_data):
-    from harness.judging import heldout_stage, rm_config
+    from harness.run_judges import heldout_stage, rm_config
 
     s = samples_file(tmp_path / "samples.jsonl")
     cfg = RunConfig(seed=5, data_dir=str(shared_data))
@@ -52,7 +52,7 @@ def test_shared_heldout_set_is_independent_truth_on_the_rms_own_draw(tmp_path, s
 
 
 def test_hybrid_rm_data_adds_the_red_team_rows(tmp_path):
-    from harness.judging import rm_training_data
+    from harness.run_judges import rm_training_data
 
     s = samples_file(tmp_path / "samples.jsonl")
     labels = [r | {"mode": "hybrid", "pairs": [[0, 1]]} for r in read_jsonl(s)]
@@ -191,7 +191,7 @@ def test_human_pairs_sheet_round_trip(tmp_path, run_cli):
 
 
 def test_red_team_prompts_hold_apart_the_audited_hh_pairs(shared_data):
-    from harness.judging import hh_audit_items
+    from harness.run_judges import hh_audit_items
     from trainers.feedback.redteam_stage import RedteamConfig, harmful_prompts
 
     cfg = RunConfig(data_dir=str(shared_data))

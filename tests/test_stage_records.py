@@ -269,7 +269,7 @@ def test_adding_a_stage_is_one_record_and_its_function(tmp_path, capsys, monkeyp
     assert re.search(r"\d+ export_hrlaif_s2\s+export of HRLAIF's results \(seed 2\)", out)
     # and no other module spells the per-stage lists it would have had to join
     src = Path(stages.__file__).parent
-    assert "USAGE_SOURCES" not in (src / "judging.py").read_text()
+    assert "USAGE_SOURCES" not in (src / "run_judges.py").read_text()
     assert "STAGE_PLAN" not in (src / "dryrun.py").read_text()
     assert "ppo_rlaif" not in (src / "pipeline.py").read_text()
 
