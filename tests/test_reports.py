@@ -107,8 +107,10 @@ def test_report_md_sections_in_order_with_all_tables(report_dir):
     assert all(f"| {c} |" in sat for c in CATEGORIES) and len(CATEGORIES) == 12
     label = md.split("## Label accuracy")[1].split("## ")[0]
     # clustered by prompt: n pairs, (K prompts); what the truth was; where the two answer checks disagree
-    assert re.search(r"\| math \| 62\.5% \[\d+\.\d, \d+\.\d\] n=40 \(10 prompts\) \| 90\.0% \[\d+\.\d, \d+\.\d\] "
-                     r"n=40 \(10 prompts\) \| Δ \+27\.5 pt \| second answer check \|", label)
+    # (a file without the paired difference: the bare Δ, said to be unpaired; the row named answer-check agreement)
+    assert re.search(r"\| math \(answer-check agreement\) \| 62\.5% \[\d+\.\d, \d+\.\d\] n=40 \(10 prompts\) \| "
+                     r"90\.0% \[\d+\.\d, \d+\.\d\] n=40 \(10 prompts\) \| Δ \+27\.5 pt \(unpaired\) \| second answer check \|",
+                     label)
     assert "disagree on 1 of 30 checked responses" in label and "| p7 #2 | math | 12 | 12.0 -> False |" in label
     rm = md.split("## Reward-model accuracy per category")[1].split("## ")[0]
     assert "(clipped share)" in rm and "0.40% at \\|r\\|>10" in rm and "(held-out, all)" in rm
