@@ -13,13 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from core.errors import UserError
+from core.layout import MODES, VARIANTS, EvalDir, RunLayout
 from core.store import read_json, read_jsonl
 from evalsets import registry
 from reports import lmeval_output
 
-VARIANTS = ("sft", "rlaif", "hrlaif")
 VARIANT_LABELS = {"sft": "SFT", "rlaif": "RLAIF", "hrlaif": "HRLAIF"}
-RM_MODES = ("basic", "hybrid")
+RM_MODES = tuple(MODES.values())
 # The paper's headline metrics, with sections of their own (per-category tables, the failure alarm).
 SATISFACTION, WIN_RATIO = "satisfaction", "win_ratio"
 # eval_hrlaif's head-to-head against RLAIF (same row format as win_ratio; samples field win_vs_rlaif).
@@ -83,7 +83,7 @@ def read_results(eval_dir: Path | str) -> dict:
         raise UserError(f"evaluation directory not found: {eval_dir}")
     if lmeval_output.is_lmeval_dir(eval_dir):  # an lm-eval --output_path dir (with --log_samples)
         return lmeval_output.read_results(eval_dir)
-    p = eval_dir / "results.json"
+    p = EvalDir(eval_dir).results
     res = read_json(p)
     if not isinstance(res, dict) or not isinstance(res.get("benchmarks"), dict):
         raise UserError(f"{p} has no 'benchmarks' object")
@@ -95,8 +95,8 @@ def load_results(run_dir: Path | str) -> dict[str, dict | None]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory not found: {run_dir}")
-    return {v: read_results(run_dir / f"eval_{v}") if (run_dir / f"eval_{v}" / "results.json").exists() else None
-            for v in VARIANTS}
+    layout = RunLayout(run_dir)
+    return {v: read_results(layout.eval(v).dir) if layout.eval(v).results.exists() else None for v in VARIANTS}
 
 
 def benchmark_frame(results: dict[str, dict | None]) -> pd.DataFrame:
@@ -163,8 +163,8 @@ def _acc(e: dict, lo: float, hi: float) -> dict:
 
 def _label_files(run_dir: Path):
     # Hybrid last, so its (more complete) file wins on overlap.
-    for stage in ("label_basic", "label_hybrid"):
-        p = run_dir / stage / "label_accuracy.json"
+    for mode in RM_MODES:
+        p = RunLayout(run_dir).label(mode).accuracy
         if p.exists():
             data = read_json(p)
             if not isinstance(data, dict):
@@ -204,8 +204,7 @@ def rm_frames(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
     cats, summary = [], []
     for mode in RM_MODES:
         # `hrlaif run` keeps the RM checkpoint (with its metrics) in rm_<mode>/model/
-        p = next((q for q in (run_dir / f"rm_{mode}" / "rm_metrics.json",
-                              run_dir / f"rm_{mode}" / "model" / "rm_metrics.json") if q.exists()), None)
+        p = next((q for q in RunLayout(run_dir).rm(mode).metrics_candidates if q.exists()), None)
         if p is None:
             continue
         m = read_json(p)
@@ -280,7 +279,7 @@ def collect(run_dir: Path | str) -> RunData:
     results = load_results(run_dir)
     drift = {}
     for v in VARIANTS:
-        p = run_dir / f"ppo_{v}" / "drift.jsonl"
+        p = RunLayout(run_dir).ppo(v).drift
         if p.exists():
             drift[v] = drift_frames(p)
     rm_cat, rm_sum = rm_frames(run_dir)

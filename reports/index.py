@@ -10,10 +10,11 @@ import pandas as pd
 
 from core.console import DASH
 from core.errors import UserError
+from core.layout import VARIANTS, RunLayout
 from core.store import read_json
 from evalsets import registry
 from reports import tables
-from reports.collect import SATISFACTION, VARIANT_LABELS, VARIANTS, WIN_RATIO, load_results
+from reports.collect import SATISFACTION, VARIANT_LABELS, WIN_RATIO, load_results
 from reports.render import write_pages
 
 HEADLINE = (SATISFACTION, WIN_RATIO)
@@ -23,14 +24,13 @@ def find_runs(runs_dir: Path) -> list[Path]:
     """Run directories directly under runs_dir (or runs_dir itself): any dir holding an eval_<variant>/
     results.json or a stage manifest. Newest first."""
     cands = [runs_dir] + sorted(p for p in runs_dir.iterdir() if p.is_dir())
-    runs = [p for p in cands if any((p / f"eval_{v}" / "results.json").exists() for v in VARIANTS)
-            or any(p.glob("*/manifest.json"))]
+    runs = [p for p in cands if RunLayout(p).has_results() or RunLayout(p).manifests()]
     return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def _stages(run: Path) -> str:
     done = total = 0
-    for m in run.glob("*/manifest.json"):
+    for m in RunLayout(run).manifests():
         total += 1
         try:
             done += (read_json(m) or {}).get("status") == "done"
@@ -40,7 +40,7 @@ def _stages(run: Path) -> str:
 
 
 def _alarms(run: Path) -> str:
-    p = run / "report" / "alarms.json"
+    p = RunLayout(run).report.alarms
     if not p.exists():
         return "no report"
     data = read_json(p) or {}
@@ -75,7 +75,7 @@ def build_index(runs_dir: Path | str, out_dir: Path | str | None = None) -> Path
                     continue
                 row[f"{registry.info(bench)['label']} ({VARIANT_LABELS[v]})"] = _headline(results, v, bench)
         row["alarms"] = _alarms(run)
-        page = run / "report" / "report.html"
+        page = RunLayout(run).report.html
         row["report"] = "report" if page.exists() else "not built (hrlaif report RUN)"
         if page.exists():
             links[(name, "report")] = os.path.relpath(page, out)
