@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.errors import UserError
+from core.layout import RunLayout, StageDir
 from core.store import read_json, stable_hash, write_json
 from harness.config import RunConfig, to_dict
 from harness.stages import STAGES, VARIANTS, Stage, View, instances, plain, stage_names  # noqa: F401
@@ -116,7 +117,7 @@ class StageRunner:
         # An input is known by the run that produced it: a stage that re-ran invalidates its consumers.
         input_ids = {str(x): self.output_ids.get(str(x), str(x)) for x in inputs if x is not None}
         fingerprint = stable_hash([name, config_hash, input_ids])
-        manifest_path = out / "manifest.json"
+        manifest_path = StageDir(out).manifest
         old = read_json(manifest_path) if manifest_path.exists() else None
         status = old.get("status") if old else None
         same = old is not None and old.get("fingerprint") == fingerprint
@@ -174,7 +175,7 @@ class StageRunner:
         total = time.time() - self.t0
         print(f"\nrun finished in {total / 60:.1f} min; report: {report_dir / 'report.md'} "
               f"(and report.html, comparison.csv, drift_*.png)", flush=True)
-        write_json(self.run_dir / "run_summary.json", {"wall_time_s": round(total, 1), "stages_s": self.timings,
+        write_json(RunLayout(self.run_dir).run_summary, {"wall_time_s": round(total, 1), "stages_s": self.timings,
                                                        "report": str(report_dir), "config": to_dict(self.cfg)})
 
 

@@ -22,11 +22,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
+from core.layout import USAGE_FILE, EvalDir, RunLayout
 from core.store import read_json, read_jsonl, write_json, write_jsonl
 
 HELDOUT_IDS = "ids.json"
 HELDOUT_PAIRS = "pairs.jsonl"
-USAGE_FILE = "judge_usage.json"
 
 
 def hh_file(cfg) -> Path | None:
@@ -136,10 +136,10 @@ def head_to_head(cfg, ours_dir: Path, theirs_dir: Path) -> dict | None:
         eval_audit(cfg, Path(ours_dir), judge, versus_dir=Path(theirs_dir))  # session open: repeatability too
     summary = head_to_head_summary(rows, cfg.eval_judge.identity() | {"prompts": EVAL_VERSION})
     summary.update(source=f"eval_hrlaif vs {Path(theirs_dir).name}", seconds=0.0, cached=False)
-    res = read_json(Path(ours_dir) / "results.json")
+    res = read_json(EvalDir(Path(ours_dir)).results)
     res["benchmarks"][H2H] = summary
     res["judge_usage"] = (res.get("judge_usage") or {}) | {"head_to_head": usage}
-    write_json(Path(ours_dir) / "results.json", res)
+    write_json(EvalDir(Path(ours_dir)).results, res)
     print(f"  {H2H:<12} HRLAIF vs RLAIF {100 * summary['score']:.1f}%  n={summary['n']}  "
           f"(W/T/L {summary['extra']['wins']}/{summary['extra']['ties']}/{summary['extra']['losses']}, "
           f"invalid {summary['extra']['invalid']})", flush=True)
@@ -165,8 +165,8 @@ def eval_audit(cfg, out: Path, judge=None, baseline_dir: Path | None = None, ver
     out = Path(out)
     recs, requests, sources = [], [], set()
     for f in sorted((out / "samples").glob("*.jsonl")):
-        baseline = (versus_dir or out.parent / "eval_rlaif") if f.stem == H2H else (baseline_dir or
-                                                                                   out.parent / "eval_sft")
+        run = RunLayout(out.parent)
+        baseline = (versus_dir or run.eval("rlaif").dir) if f.stem == H2H else (baseline_dir or run.eval("sft").dir)
         ours, theirs = _verified(out), _verified(baseline)
         for r in read_jsonl(f):
             if not isinstance(r.get("pairwise"), list) or "baseline_output" not in r or len(r["pairwise"]) != 2:
