@@ -109,7 +109,8 @@ def test_report_md_sections_in_order_with_all_tables(report_dir):
     # clustered by prompt: n pairs, (K prompts); what the truth was; where the two answer checks disagree
     # (a file without the paired difference: the bare Δ, said to be unpaired; the row named answer-check agreement)
     assert re.search(r"\| math \(answer-check agreement\) \| 62\.5% \[\d+\.\d, \d+\.\d\] n=40 \(10 prompts\) \| "
-                     r"90\.0% \[\d+\.\d, \d+\.\d\] n=40 \(10 prompts\) \| Δ \+27\.5 pt \(unpaired\) \| second answer check \|",
+                     r"90\.0% \[\d+\.\d, \d+\.\d\] n=40 \(10 prompts\) \| Δ \+27\.5 pt \(unpaired\) \| "
+                     r"second answer check \|",
                      label)
     assert "disagree on 1 of 30 checked responses" in label and "| p7 #2 | math | 12 | 12.0 -> False |" in label
     rm = md.split("## Reward-model accuracy per category")[1].split("## ")[0]
