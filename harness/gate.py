@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UserError
+from core.layout import EvalDir
 from core.stats import holm, is_binary, mcnemar_p, pair_scores, paired_bootstrap, paired_noninferiority
 from evalsets import registry
 from reports.collect import check_documents, read_items, read_results
@@ -316,7 +317,7 @@ def evaluate_if_checkpoint(path: Path, out_dir: Path, role: str, other: Path,
         raise UserError(f"not found: {path}")
     if not is_checkpoint(path):
         return path
-    ref = None if is_checkpoint(other) or not (Path(other) / "results.json").exists() else read_results(Path(other))
+    ref = None if is_checkpoint(other) or not EvalDir(Path(other)).results.exists() else read_results(Path(other))
     if benchmarks is None and ref is not None:
         benchmarks = gated(ref)
     cfg = (ref or {}).get("config") or {}

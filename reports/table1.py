@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.layout import RunLayout
 from core.stats import cluster_bootstrap_mean
 from core.store import read_json
 
 
 def _shared_pairs(run_dir: Path, mode: str) -> dict[tuple, int] | None:
-    for p in (run_dir / f"rm_{mode}" / "rm_metrics.json", run_dir / f"rm_{mode}" / "model" / "rm_metrics.json"):
+    for p in RunLayout(run_dir).rm(mode).metrics_candidates:
         if p.exists():
             pairs = ((read_json(p) or {}).get("shared_heldout_acc") or {}).get("pairs")
             return {(str(i), int(a), int(b)): int(ok) for i, a, b, ok in pairs} if pairs else None
