@@ -28,9 +28,11 @@ _NAN = float("nan")
 
 
 def benchmark_order(present) -> list[str]:
-    """Comparison columns: every registered benchmark and derived metric in spec order (a missing
-    one shows as a dash), then any other benchmark a results.json holds."""
-    order = registry.table_order()
+    """Comparison columns: every default benchmark and derived metric, and every other registered one
+    a results.json holds, in spec order (a missing default shows as a dash); then any unregistered
+    benchmark a results.json holds."""
+    shown = set(registry.defaults()) | set(present)
+    order = [b for b in registry.table_order() if b in shown or getattr(registry.metric(b), "parent", None) in shown]
     return order + sorted(set(present) - set(order))
 
 

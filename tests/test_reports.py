@@ -21,8 +21,9 @@ from reports.render import render_markdown
 from reports.sections import grading_notice, versus_blocks
 from reports.tables import FEW, category_table, comparison_table, label_accuracy_table, to_markdown
 
-# Column labels and order come from the benchmark specs.
-LABEL = {b: registry.info(b)["label"] for b in registry.table_order()}
+# Column labels and order come from the benchmark specs: the default set (the synthetic run has only those).
+LABEL = {b: registry.info(b)["label"] for b in registry.table_order()
+         if b in registry.defaults() or getattr(registry.metric(b), "parent", None) in registry.defaults()}
 CELL = re.compile(r"^\d+\.\d[%‰] \[\d+\.\d, \d+\.\d\] n=\d+")
 
 
