@@ -171,7 +171,8 @@ def _write(path: Path) -> Path:
 
 def test_ppo_stage_restarts_cleanly_on_a_checkpoint_of_other_settings(tmp_path, capsys):
     """A checkpoint written with other training settings is not resumed (that used to exit 2)."""
-    from harness.pipeline import _clear_stage_dir, _ppo_can_continue
+    from harness.stages import clear_stage_dir as _clear_stage_dir
+    from harness.stages import ppo_can_continue as _ppo_can_continue
     from trainers.ppo import PPOConfig
 
     cfg = PPOConfig(model="m", reward_model="rm", out=str(tmp_path), lr=1e-5)
