@@ -40,8 +40,12 @@ metadata: {{version: 1.0}}
 
 
 def _lm_eval(model: Path, tasks: Path, out: Path, seed: int) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DS_ACCELERATOR": "cpu",
-           "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    # A single-process DeepSpeed test earlier in the session leaves RANK/WORLD_SIZE/MASTER_* in os.environ;
+    # lm-eval's accelerate would then wait for peers that never come.
+    dist = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {**{k: v for k, v in os.environ.items() if k not in dist}, "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT),
+           "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
            "--tasks", TASK, "--include_path", str(tasks), "--limit", str(N), "--seed", str(seed),
            "--log_samples", "--output_path", str(out), "--batch_size", "4", "--device", "cpu"]
