@@ -80,7 +80,12 @@ def t_mde(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
     # the far tail's cdf underflows to NaN at large nc: it is 0 there
     f = lambda nc: float(np.nan_to_num(sps.nct.sf(tc, df, nc), nan=1.0)  # noqa: E731
                          + np.nan_to_num(sps.nct.cdf(-tc, df, nc), nan=0.0)) - power
-    return brentq(f, 0.0, 12.0, xtol=1e-10) * sd / math.sqrt(n)
+    hi = 12.0
+    while f(hi) < 0:  # few items (t's critical value is large): the power needs a larger shift
+        hi *= 2
+        if hi > 1e4:
+            return float("inf")
+    return brentq(f, 0.0, hi, xtol=1e-10) * sd / math.sqrt(n)
 
 
 @functools.lru_cache(maxsize=32)
