@@ -82,15 +82,17 @@ def test_server_dying_mid_run_is_noticed_at_once_and_rerun_repeats_nothing(fake_
     first, second = tmp_path / "answered1.txt", tmp_path / "answered2.txt"
     # Request 1 is the start-up probe; 6 judgements per prompt, so the crash lands in prompt 3.
     fake_server(crash_on=1 + 6 * 2 + 3, answered=first)
+    # --audit-repeat 0: the judge audit's repeatability requests bypass the cache on purpose
     code, _, err = run_cli("label", "--samples", s, "--mode", "basic", "--out", out, "--workers", "1",
-                           "--no-accuracy")
+                           "--no-accuracy", "--audit-repeat", "0")
     assert code == 2 and "died mid-run" in err and "killed by signal SIGSEGV" in err
     assert str(out / "judge-server.log") in err and "Traceback" not in err
     assert "judge retry" not in caplog.text  # noticed on the failed request, not after retries
     assert [r["id"] for r in read_jsonl(out / "labels.jsonl")] == ["o0", "o1"]
 
     fake_server(crash_on=0, answered=second)
-    code, _, err = run_cli("label", "--samples", s, "--mode", "basic", "--out", out, "--no-accuracy")
+    code, _, err = run_cli("label", "--samples", s, "--mode", "basic", "--out", out, "--no-accuracy",
+                           "--audit-repeat", "0")
     assert code == 0, err
     done = set(first.read_text().split())
     again = set(second.read_text().split())
