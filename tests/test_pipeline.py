@@ -55,12 +55,16 @@ def test_every_stage_finished_with_manifest(tiny_run):
 def test_the_real_judge_served_every_judging_stage_and_the_evaluation_ran(tiny_run):
     _, out, _, _ = tiny_run
     usage = json.loads((out / "judge_usage.json").read_text())
-    # the cache was empty: every judging stage sent requests to the embedded llama.cpp server
+    # The cache was empty, so every answer came from the embedded llama.cpp server during this run: each
+    # judging stage asked, and what it did not send itself an earlier stage of this run had sent (the tiny
+    # policies barely move under PPO, so RLAIF's and HRLAIF's evaluations can ask exactly SFT's questions).
     for stage in ("redteam", "label_basic", "label_hybrid", "eval_sft", "eval_rlaif", "eval_hrlaif"):
         served = {r: u for r, u in usage["stages"][stage].items() if u}
-        assert served, stage
-        assert sum(u["http_calls"] for u in served.values()) > 0, (stage, served)
-        assert sum(u["completion_tokens"] for u in served.values()) > 0, (stage, served)
+        assert served and sum(u["requests"] for u in served.values()) > 0, stage
+        assert all(u["http_calls"] + u["cache_hits"] >= u["requests"] for u in served.values()), (stage, served)
+        if stage in ("redteam", "label_basic", "eval_sft"):  # the first of each judge role: no cache to hit yet
+            assert sum(u["http_calls"] for u in served.values()) > 0, (stage, served)
+            assert sum(u["completion_tokens"] for u in served.values()) > 0, (stage, served)
     assert usage["total"]["http_calls"] > 0 and usage["total"]["prompt_tokens"] > 0
     summary = json.loads((out / "label_basic" / "summary.json").read_text())
     assert summary["judge"]["embedded"] and summary["judge"]["startup_s"] > 0  # the real server, started here
