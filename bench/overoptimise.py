@@ -3,12 +3,12 @@ on the control? And do the training signals proposed as early warnings (KL growt
 advantages) depart from the control before the benchmark falls?
 
 Two PPO runs of the same model against the same exploitable proxy reward, with the settings of a run
-config (`overoptimise`, harness/configs/overoptimise.yaml):
+config (`overoptimise`, hrlaif/harness/configs/overoptimise.yaml):
   overoptimised  the config's PPO: no KL penalty, a large learning rate;
   control        the same with a sound KL coefficient (--control-kl-coef).
 Both log drift every `drift_every` steps: the proxy reward on held-out prompts, a benchmark with headroom
 (MMLU cloze) item by item, and the evaluation judge's gold verdicts. The alarm is the report's own code
-(reports.drift.overoptimisation_alarms); the plots are the report's drift plots.
+(hrlaif.reports.drift.overoptimisation_alarms); the plots are the report's drift plots.
 
 The proxy (unless --reward-model names one) is the weakest reward model there is: the policy's own
 backbone with a seeded, untrained scalar head. It scores something about every response, so PPO can
@@ -36,8 +36,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.hardware import describe, hold_back_torch  # noqa: E402
-from core.store import read_jsonl, write_json  # noqa: E402
+from hrlaif.core.hardware import describe, hold_back_torch  # noqa: E402
+from hrlaif.core.store import read_jsonl, write_json  # noqa: E402
 
 SIGNALS = {"kl_k3": "KL to the reference (k3)", "entropy": "policy entropy", "adv_std": "advantage spread (raw)"}
 
@@ -48,7 +48,7 @@ def proxy_reward_model(model: str, out: Path, seed: int, clip: float) -> Path:
         return out
     import torch
 
-    from trainers.models import RewardModel
+    from hrlaif.trainers.models import RewardModel
 
     torch.manual_seed(seed)
     rm, tok, _ = RewardModel.from_backbone(model, clip=clip)
@@ -73,9 +73,9 @@ def subject_dir(src: Path, subjects: list[str], dst: Path) -> Path:
 
 def run_arm(cfg, model: str, rm: Path, out: Path, seed: int, kl_coef: float) -> None:
     """One PPO run with its drift log; skipped when OUT/final exists (delete OUT to redo it)."""
-    from evalsets.runner import evaluate_in_process
-    from harness.run_judges import gold_judge
-    from trainers.ppo import train
+    from hrlaif.evalsets.runner import evaluate_in_process
+    from hrlaif.harness.run_judges import gold_judge
+    from hrlaif.trainers.ppo import train
 
     if (out / "final").exists():
         print(f"{out.name}: already on disk, reused", flush=True)
@@ -106,9 +106,9 @@ def departure_step(over: pd.Series, control: pd.Series, k: float = 3.0, run: int
 
 
 def analyse(out: Path, arms: list[str]) -> dict:
-    from reports.collect import drift_frames
-    from reports.drift import drift_tests, overoptimisation_alarms, read_drift_items
-    from reports.plots import save_drift_plot
+    from hrlaif.reports.collect import drift_frames
+    from hrlaif.reports.drift import drift_tests, overoptimisation_alarms, read_drift_items
+    from hrlaif.reports.plots import save_drift_plot
 
     result = {"host": describe(), "arms": {}}
     metrics = {}
@@ -188,9 +188,9 @@ def main() -> int:
     ap.add_argument("--analyse-only", action="store_true")
     args = ap.parse_args()
     hold_back_torch()
-    from core.errors import UserError
-    from core.models import resolve
-    from harness.config import load_config
+    from hrlaif.core.errors import UserError
+    from hrlaif.core.models import resolve
+    from hrlaif.harness.config import load_config
 
     try:
         cfg = load_config(args.config)

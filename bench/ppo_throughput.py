@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 ARMS = ("trl:fp32", "trl:bf16", "ours:auto", "ours:fp32")
 SHARED_GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
-EMBEDDED_GSM8K = ROOT / "evalsets" / "data" / "gsm8k" / "test.jsonl"
+EMBEDDED_GSM8K = ROOT / "hrlaif" / "evalsets" / "data" / "gsm8k" / "test.jsonl"
 
 
 def peak_flops(dtype: str, n: int = 1024, seconds: float = 1.0) -> float:
@@ -56,10 +56,10 @@ def prepare(args, work: Path) -> tuple[str, str, list[str]]:
     """Actor dir, an RM dir (RewardModel on the actor backbone, random head), the prompt texts."""
     import torch
 
-    from core.models import build_tiny_model, load_tokenizer, resolve
-    from core.store import read_jsonl
-    from trainers.data_formats import render_prompt
-    from trainers.models import RewardModel
+    from hrlaif.core.models import build_tiny_model, load_tokenizer, resolve
+    from hrlaif.core.store import read_jsonl
+    from hrlaif.trainers.data_formats import render_prompt
+    from hrlaif.trainers.models import RewardModel
     actor = str(build_tiny_model(work / "tiny")) if args.tiny else resolve(args.model).path
     rm_dir = work / "rm"
     if not (rm_dir / "reward_config.json").exists():
@@ -87,8 +87,8 @@ def prepare(args, work: Path) -> tuple[str, str, list[str]]:
 def run_ours(args, work: Path, actor: str, rm_dir: str, precision: str) -> dict:
     import shutil
 
-    from trainers.configs import PPOConfig
-    from trainers.ppo import train
+    from hrlaif.trainers.configs import PPOConfig
+    from hrlaif.trainers.ppo import train
     out = work / f"ours_{precision}"
     shutil.rmtree(out, ignore_errors=True)
     rows = train(PPOConfig(model=actor, reward_model=rm_dir, out=str(out), prompts=str(work / "prompts.jsonl"),
@@ -109,7 +109,7 @@ def run_trl(args, work: Path, actor: str, bf16: bool) -> dict:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl import PPOConfig, PPOTrainer
 
-    from trainers.data_formats import render_prompt
+    from hrlaif.trainers.data_formats import render_prompt
     tok = AutoTokenizer.from_pretrained(actor, padding_side="left")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -232,8 +232,8 @@ def main() -> None:
     summary = {a: {"precision": r[0]["precision"], "step_s": _med([s for x in r for s in x["step_s"]]),
                    **{k: _med([s for x in r for s in x[k]]) for k in ("gen_s", "score_s", "train_s", "response_len")
                       if k in r[0]}} for a, r in results.items()}
-    from core.models import load_tokenizer
-    from trainers.data_formats import render_prompt
+    from hrlaif.core.models import load_tokenizer
+    from hrlaif.trainers.data_formats import render_prompt
     tok = load_tokenizer(actor)
     prompt_len = statistics.mean(len(tok(render_prompt(tok, p), add_special_tokens=False)["input_ids"])
                                  for p in prompts)
@@ -251,7 +251,7 @@ def main() -> None:
         speedups["ours:fp32 vs trl:fp32 (equal precision)"] = (summary["trl:fp32"]["step_s"]
                                                                / summary["ours:fp32"]["step_s"])
 
-    from core.hardware import describe
+    from hrlaif.core.hardware import describe
     print(f"\nhost: {describe()}; torch threads {args.threads}; mean prompt {prompt_len:.0f} tokens; "
           f"matmul peak " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
     print(f"{'arm':<10} {'prec':<5} {'s/step':>7} {'gen':>6} {'score':>6} {'train':>6}   "

@@ -1,7 +1,7 @@
 """How long `hrlaif report DIR` takes to regenerate a report (synthetic run directory).
 
 Two figures, wall and CPU seconds:
-- cold: a fresh `python -m harness.cli report DIR` process (imports included), as a user runs it;
+- cold: a fresh `python -m hrlaif.harness.cli report DIR` process (imports included), as a user runs it;
 - warm: `report` again in one process after a first build (imports paid), median of --reps.
 
 The tests only bound this loosely (tests/test_reports.py); this script prints the figure.
@@ -46,14 +46,14 @@ def _measure(run_dir: Path, reps: int) -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
     c0, t0 = _children_cpu(), time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(run_dir)], cwd=ROOT, env=env,
+    p = subprocess.run([sys.executable, "-m", "hrlaif.harness.cli", "report", str(run_dir)], cwd=ROOT, env=env,
                        capture_output=True, text=True)
     cold_wall, cold_cpu = time.perf_counter() - t0, _children_cpu() - c0
     if p.returncode != 0:
         sys.exit(f"hrlaif report failed ({p.returncode}): {p.stderr[-2000:]}")
 
-    from harness.cli import main as cli
-    from reports.build import build_report
+    from hrlaif.harness.cli import main as cli
+    from hrlaif.reports.build import build_report
 
     build_report(run_dir)  # pay the imports once
     walls, cpus = [], []

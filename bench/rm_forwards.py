@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from trainers.data_formats import load_instruction_data  # noqa: E402
-from trainers.loss import kwise_group_loss, pairwise_group_loss  # noqa: E402
-from trainers.models import RewardModel  # noqa: E402
-from trainers.reward_model import encode_group  # noqa: E402
+from hrlaif.trainers.data_formats import load_instruction_data  # noqa: E402
+from hrlaif.trainers.loss import kwise_group_loss, pairwise_group_loss  # noqa: E402
+from hrlaif.trainers.models import RewardModel  # noqa: E402
+from hrlaif.trainers.reward_model import encode_group  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.tiny:
-        from core.models import build_tiny_model
+        from hrlaif.core.models import build_tiny_model
         spec = str(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny"))
     else:
         spec = None
@@ -73,8 +73,8 @@ def main(argv=None) -> int:
         return time.perf_counter() - t, len(seqs), sum(seqs), loss.item()
 
     rows = []
-    from core.hardware import resolve_precision
-    from trainers.precision import Placement
+    from hrlaif.core.hardware import resolve_precision
+    from hrlaif.trainers.precision import Placement
     place = Placement("cpu", resolve_precision(args.precision, "cpu"))
     n_params = sum(p.numel() for p in rm.parameters()) / 1e6
     print(f"precision {place.precision}; backbone: {ident.get('name')} ({n_params:.1f}M params), "

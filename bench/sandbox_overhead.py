@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evalsets import sandbox  # noqa: E402
+from hrlaif.evalsets import sandbox  # noqa: E402
 
 PROGRAM = "x = sum(range(100))\nassert x == 4950\n"
 

@@ -34,7 +34,7 @@ def host() -> None:
     import torch
     from ppo_throughput import peak_flops
 
-    from core import hardware
+    from hrlaif.core import hardware
 
     d = hardware.describe()
     print(f"host: {d['machine']}, {os.cpu_count()} cores, flags {' '.join(d['cpu_flags']) or '(none of note)'}; "
@@ -62,7 +62,7 @@ def ppo(reps: int) -> None:
 
 def quickstart() -> None:
     """`hrlaif run` (the README's command) with empty judge and evaluation caches."""
-    from core.store import cache_dir
+    from hrlaif.core.store import cache_dir
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
@@ -72,7 +72,7 @@ def quickstart() -> None:
             (cache / "models").symlink_to(models)
         out = Path(tmp) / "run"
         t = time.perf_counter()
-        p = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--out", str(out)],
+        p = subprocess.run([sys.executable, "-m", "hrlaif.harness.cli", "run", "--out", str(out)],
                            env={**ENV, "HRLAIF_CACHE": str(cache)}, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t
         if p.returncode != 0:

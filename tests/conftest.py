@@ -12,7 +12,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-from core.hardware import hold_back_torch  # noqa: E402  (imports no torch)
+from hrlaif.core.hardware import hold_back_torch  # noqa: E402  (imports no torch)
 
 hold_back_torch()  # HRLAIF_CPU_ISA=avx2 (.ci/run's second pass): torch dispatches as on an AVX2-only host
 
@@ -36,7 +36,7 @@ def cache_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, cache_root) -> Path:
     """A ~0.4M-parameter random Llama with the embedded SmolLM2 tokenizer and chat template."""
-    from core.models import build_tiny_model
+    from hrlaif.core.models import build_tiny_model
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
@@ -47,7 +47,7 @@ def random_rm():
     def save(backbone_dir, out: Path, seed: int, clip: float = 5.0) -> Path:
         import torch
 
-        from trainers.models import RewardModel
+        from hrlaif.trainers.models import RewardModel
         torch.manual_seed(seed)
         rm, tok, _ = RewardModel.from_backbone(str(backbone_dir), clip=clip)
         rm.save_pretrained(out)
@@ -69,7 +69,7 @@ def run_cli():
     import contextlib
     import io
 
-    from harness.cli import main
+    from hrlaif.harness.cli import main
 
     def _run(*argv: str):
         out, err = io.StringIO(), io.StringIO()
@@ -177,7 +177,7 @@ def host_proof(request):
 def pytest_terminal_summary(terminalreporter):
     if not _HOST_PROOFS:
         return
-    from core.hardware import cpu_flags, host_isa
+    from hrlaif.core.hardware import cpu_flags, host_isa
     flags = " ".join(sorted(f for f in cpu_flags() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")))
     terminalreporter.section(f"host-dependent checks (CPU flags seen: {flags or 'none'}; HRLAIF_CPU_ISA={host_isa()})")
     for nodeid, text in _HOST_PROOFS:

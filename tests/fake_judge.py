@@ -31,7 +31,7 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from judges import prompts as P
+from hrlaif.judges import prompts as P
 
 PAIR_RE = re.compile(re.escape(P.RESP_A) + r"\n(.*?)\n\n" + re.escape(P.RESP_B) + r"\n(.*?)\n" + re.escape(P.END),
                      re.S)

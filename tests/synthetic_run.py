@@ -6,7 +6,7 @@ PPO variants, the win ratio's `win` field (null when invalid), as the real evalu
 Drift checkpoints have per-item files (ppo_<v>/drift/step_<N>/<bench>.jsonl, heldout.jsonl): each
 checkpoint re-draws a share of step 0's items at the same rate (sampling noise, paired) and then
 moves exactly as far as the test's rate asks. Every results.json is computed from its samples with
-core.stats, as the real eval does.
+hrlaif.core.stats, as the real eval does.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.stats import cluster_bootstrap_mean, mean_ci, wilson, win_ratio
-from core.store import read_json, read_jsonl, write_json, write_jsonl
+from hrlaif.core.stats import cluster_bootstrap_mean, mean_ci, wilson, win_ratio
+from hrlaif.core.store import read_json, read_jsonl, write_json, write_jsonl
 
 CATEGORIES = ["math", "multiple_choice", "code", "reading_comprehension", "text_creation", "open_qa",
               "brainstorming", "classification", "extraction", "rewriting", "summarization", "toxic_rejection"]
@@ -256,7 +256,7 @@ def write_synthetic_run(root: Path, seed: int = 0, rates: dict | None = None, ov
         label[c] = {"basic": _pair_accuracy(0.62 + 0.01 * i, 10, 4, rng, clustered),
                     "hybrid": _pair_accuracy(0.9 if verifiable else 0.62 + 0.01 * i, 10, 4, rng, clustered),
                     "truth": "second answer check" if verifiable else "human (hh-rlhf)"}
-    # where the labeller's answer check and the second check disagree (trainers/feedback/accuracy.py)
+    # where the labeller's answer check and the second check disagree (hrlaif/trainers/feedback/accuracy.py)
     label["answer_check_disagreements"] = {
         "checked": 30, "n": 1, "definition": "responses where the two checks disagree",
         "items": [{"id": "p7", "response": 2, "category": "math", "std_answer": "12", "text": "so the answer is 12.0",
@@ -289,23 +289,23 @@ def write_synthetic_run(root: Path, seed: int = 0, rates: dict | None = None, ov
 
 
 def fake_checkpoint(monkeypatch, ckpt: Path, outputs: Path) -> list[tuple]:
-    """Make `ckpt` a checkpoint dir (config.json) and replace evalsets.runner.evaluate_to_dir with one
+    """Make `ckpt` a checkpoint dir (config.json) and replace hrlaif.evalsets.runner.evaluate_to_dir with one
     that writes `outputs`' samples for the benchmarks it is asked for; returns the calls made
     (model spec, output dir name, benchmarks)."""
     import sys
     import types
 
-    from evalsets.runner import EvalConfig  # our own package: never a reason to skip
+    from hrlaif.evalsets.runner import EvalConfig  # our own package: never a reason to skip
     calls: list[tuple] = []
 
-    def evaluate_to_dir(model_spec, out_dir, cfg=None, **kw):  # signature of evalsets.runner's
+    def evaluate_to_dir(model_spec, out_dir, cfg=None, **kw):  # signature of hrlaif.evalsets.runner's
         benchmarks = EvalConfig(**kw).benchmarks  # the keywords must be valid EvalConfig fields
         calls.append((model_spec, Path(out_dir).name, list(benchmarks)))
         write_eval_dir(out_dir, {b: s for b, s in read_eval_samples(outputs).items() if b in benchmarks})
 
-    fake = types.ModuleType("evalsets.runner")
+    fake = types.ModuleType("hrlaif.evalsets.runner")
     fake.evaluate_to_dir = evaluate_to_dir
-    monkeypatch.setitem(sys.modules, "evalsets.runner", fake)
+    monkeypatch.setitem(sys.modules, "hrlaif.evalsets.runner", fake)
     Path(ckpt).mkdir(parents=True, exist_ok=True)
     (Path(ckpt) / "config.json").write_text("{}")
     return calls

@@ -9,11 +9,11 @@ import pytest
 from scipy import stats as sps
 from synthetic_run import RATES, drift_run, noise_drift, overopt_drift, write_drift, write_synthetic_run
 
-from core.store import read_jsonl, write_jsonl
-from reports.alarms import compute_alarms, rlaif_failure_alarms
-from reports.build import build_report
-from reports.collect import benchmark_frame, collect, drift_frames, load_results
-from reports.drift import gold_proxy_frame, overoptimisation_alarms, read_drift_items
+from hrlaif.core.store import read_jsonl, write_jsonl
+from hrlaif.reports.alarms import compute_alarms, rlaif_failure_alarms
+from hrlaif.reports.build import build_report
+from hrlaif.reports.collect import benchmark_frame, collect, drift_frames, load_results
+from hrlaif.reports.drift import gold_proxy_frame, overoptimisation_alarms, read_drift_items
 
 
 def _alarms(tmp_path, run, items=True, name="ppo"):
@@ -82,7 +82,7 @@ def test_pairing_detects_a_drop_the_unpaired_cis_miss(tmp_path):
     assert alarms[0]["diff"] == pytest.approx(-0.08)
     # the same numbers without per-item files: the unpaired fallback cannot tell
     for r, k in zip(rows, (84, 68)):
-        from core.stats import wilson
+        from hrlaif.core.stats import wilson
         r["benchmarks"]["mmlu"]["ci95"] = list(wilson(k, 200))
     assert _alarms(tmp_path, (rows, items), items=False, name="legacy") == []
 

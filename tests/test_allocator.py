@@ -1,4 +1,4 @@
-"""harness/allocator.py: glibc reuses big freed blocks instead of faulting in fresh pages."""
+"""hrlaif/harness/allocator.py: glibc reuses big freed blocks instead of faulting in fresh pages."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc
 
 # Minor page faults (thousands) per iteration of what a tied-embedding backward allocates:
 # a dense 113 MB gradient and the sum of two of them.
-PROBE = ("import resource, torch; from core.allocator import keep_freed_memory as k; ok = k(); "
+PROBE = ("import resource, torch; from hrlaif.core.allocator import keep_freed_memory as k; ok = k(); "
          "f = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt; out = []\n"
          "for _ in range(16):\n"
          " a = f(); z = torch.zeros(49152, 576); y = z + z; del z, y; out.append((f() - a) // 1000)\n"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core.store import write_jsonl
+from hrlaif.core.store import write_jsonl
 
 
 @pytest.fixture()

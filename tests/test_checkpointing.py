@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import UserError
-from trainers import checkpointing as ckpt
+from hrlaif.core.errors import UserError
+from hrlaif.trainers import checkpointing as ckpt
 
 
 def _fake(root, *names):
@@ -36,7 +36,7 @@ def test_latest_naming_a_missing_checkpoint_is_a_user_error(tmp_path):
 
 
 def test_read_log_drops_only_a_torn_last_line(tmp_path):
-    from core.store import read_jsonl
+    from hrlaif.core.store import read_jsonl
     f = tmp_path / "metrics.jsonl"
     f.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "kl"')
     assert read_jsonl(f, torn_tail_ok=True) == [{"step": 1}, {"step": 2}]

@@ -9,8 +9,8 @@ import pytest
 from scipy import stats as sps
 from synthetic_run import fake_checkpoint, read_eval_samples, write_eval_dir, write_synthetic_run
 
-from core.store import read_jsonl, write_jsonl
-from reports.build import build_report
+from hrlaif.core.store import read_jsonl, write_jsonl
+from hrlaif.reports.build import build_report
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_mismatched_item_sets_exit_2_with_one_line(run, tmp_path, run_cli):
 
 
 def test_checkpoints_are_evaluated_on_the_first_dirs_items(run, tmp_path, run_cli, monkeypatch):
-    """A dir with config.json is a checkpoint: evaluated (evalsets.runner) on the first entry's benchmarks."""
+    """A dir with config.json is a checkpoint: evaluated (hrlaif.evalsets.runner) on the first entry's benchmarks."""
     ckpt = tmp_path / "step_40"
     calls = fake_checkpoint(monkeypatch, ckpt, run / "eval_hrlaif")
     code, _, err = run_cli("compare", run / "eval_sft", ckpt, "--names", "sft,ppo step 40", "--out", tmp_path / "o")

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from harness.config import QUICKSTART, RunConfig, load_config
-from trainers.configs import PPOConfig, SFTConfig
+from hrlaif.harness.config import QUICKSTART, RunConfig, load_config
+from hrlaif.trainers.configs import PPOConfig, SFTConfig
 
 
 def _run(run_cli, tmp_path, text: str):
@@ -42,7 +42,7 @@ def test_missing_config_file(run_cli, tmp_path):
 
 
 def test_default_is_quickstart_and_partial_config_keeps_defaults(tmp_path):
-    quick = load_config(None)  # harness/configs/quickstart.yaml over the defaults
+    quick = load_config(None)  # hrlaif/harness/configs/quickstart.yaml over the defaults
     assert quick == load_config(QUICKSTART) != RunConfig()
     assert (quick.ppo.steps, quick.ppo.lr, quick.sft.max_steps, quick.eval.limit) == (8, 1e-5, 3, 12)
     f = tmp_path / "c.yaml"

@@ -1,5 +1,5 @@
 """Every setting of every stage, walked field by field: it can be set in the run YAML (through
-harness.config.load_config) and with its `hrlaif <command>` flag (through the real parser), both
+hrlaif.harness.config.load_config) and with its `hrlaif <command>` flag (through the real parser), both
 give the same default, and a bad value derived from the field's type and constraints gets the
 same one-line error from both (`ppo.steps: ...` vs `--steps: ...`). Fields the pipeline fills
 in are refused in YAML and accepted on the command line. No model is loaded."""
@@ -12,14 +12,14 @@ import typing
 import pytest
 import yaml
 
-from core.errors import UserError
-from core.settings import default_of, fields_of, flag
-from evalsets.config import EvalConfig
-from harness.cli import COMMANDS, parse_args
-from harness.config import load_config
-from judges.config import JudgeConfig
-from trainers.configs import LabelConfig, PPOConfig, RMConfig, SampleConfig, SFTConfig
-from trainers.feedback.redteam_stage import RedteamConfig
+from hrlaif.core.errors import UserError
+from hrlaif.core.settings import default_of, fields_of, flag
+from hrlaif.evalsets.config import EvalConfig
+from hrlaif.harness.cli import COMMANDS, parse_args
+from hrlaif.harness.config import load_config
+from hrlaif.judges.config import JudgeConfig
+from hrlaif.trainers.configs import LabelConfig, PPOConfig, RMConfig, SampleConfig, SFTConfig
+from hrlaif.trainers.feedback.redteam_stage import RedteamConfig
 
 # (run-config section, command, its required flags, dataclass, flag prefix)
 LABEL_ARGS = ["--samples", "s.jsonl", "--mode", "basic", "--out", "o"]
@@ -203,7 +203,7 @@ def test_cross_field_rule_worded_alike(tmp_path):
 
 
 def test_every_section_is_walked():
-    from harness.config import RunConfig
+    from hrlaif.harness.config import RunConfig
 
     sections = {f.name: typing.get_type_hints(RunConfig)[f.name] for f in dataclasses.fields(RunConfig)
                 if dataclasses.is_dataclass(typing.get_type_hints(RunConfig)[f.name])}

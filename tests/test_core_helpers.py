@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import UserError
+from hrlaif.core.errors import UserError
 
 # ------------------------------------------------------------------------- JSON lines
 
 def test_jsonl_reader_takes_bom_gzip_and_line_separators_inside_strings(tmp_path):
-    from core.store import iter_jsonl_numbered, read_json_records, read_jsonl
+    from hrlaif.core.store import iter_jsonl_numbered, read_json_records, read_jsonl
     rows = [{"a": 1}, {"b": "x\u2028y\u0085z"}]  # U+2028 / NEL are legal unescaped inside JSON strings
     text = "\ufeff" + "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n\n"
     plain = tmp_path / "d.jsonl"
@@ -35,7 +35,7 @@ def test_jsonl_reader_takes_bom_gzip_and_line_separators_inside_strings(tmp_path
     ("  \n", "is empty"),
 ])
 def test_data_file_errors_are_one_line_and_name_the_line(tmp_path, content, msg):
-    from core.store import read_json_records
+    from hrlaif.core.store import read_json_records
     p = tmp_path / "d.jsonl"
     p.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(UserError, match=msg) as e:
@@ -46,7 +46,7 @@ def test_data_file_errors_are_one_line_and_name_the_line(tmp_path, content, msg)
 def test_trainer_data_goes_through_the_core_reader(tmp_path):
     """SFT data and prompts: a BOM-prefixed JSONL file loads (the trainers' old reader rejected it
     as invalid JSON on line 1), and a bad line is named by number."""
-    from trainers.data_formats import load_instruction_data, load_prompts
+    from hrlaif.trainers.data_formats import load_instruction_data, load_prompts
     p = tmp_path / "d.jsonl"
     p.write_text("\ufeff" + json.dumps({"instruction": "x", "output": "y"}) + "\n", encoding="utf-8")
     assert load_instruction_data(p)[0]["messages"][-1] == {"role": "assistant", "content": "y"}
@@ -59,7 +59,7 @@ def test_trainer_data_goes_through_the_core_reader(tmp_path):
 # ------------------------------------------------------------------------------ tensors
 
 def test_padding_position_ids_and_last_token():
-    from core.tensors import last_token_index, left_pad, position_ids, right_pad
+    from hrlaif.core.tensors import last_token_index, left_pad, position_ids, right_pad
     ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     assert position_ids(mask).tolist() == [[0, 1, 2], [0, 0, 0]]  # a left-padded row starts at 0
@@ -74,7 +74,7 @@ def test_padding_position_ids_and_last_token():
 def test_seed_everything_seeds_python_numpy_and_torch_like_transformers():
     from transformers import set_seed
 
-    from core.seeding import seed_everything
+    from hrlaif.core.seeding import seed_everything
 
     def draws():
         return random.random(), float(np.random.rand()), torch.rand(3).tolist()
@@ -90,7 +90,7 @@ def test_seed_everything_seeds_python_numpy_and_torch_like_transformers():
 # ------------------------------------------------------------------------------ models
 
 def test_load_model_with_any_head_and_one_error_wording(tiny_model_dir, tmp_path):
-    from core.models import load_model
+    from hrlaif.core.models import load_model
     lm, tok, ident = load_model(str(tiny_model_dir))
     backbone, _, ident_b = load_model(str(tiny_model_dir), head="backbone")
     assert hasattr(lm, "lm_head") and not hasattr(backbone, "lm_head")
@@ -105,7 +105,7 @@ def test_load_model_with_any_head_and_one_error_wording(tiny_model_dir, tmp_path
 
 
 def test_reward_and_value_models_load_through_the_same_path(tiny_model_dir, tmp_path):
-    from trainers.models import RewardModel, ValueModel, load_reward_model
+    from hrlaif.trainers.models import RewardModel, ValueModel, load_reward_model
     rm, tok, ident = RewardModel.from_backbone(str(tiny_model_dir), clip=3.0)
     assert ident["weights_sha"]  # the RM's base model is identified like any other load
     rm.save_pretrained(tmp_path / "rm")
@@ -120,8 +120,8 @@ def test_reward_and_value_models_load_through_the_same_path(tiny_model_dir, tmp_
 
 
 def test_ppo_names_an_unloadable_actor_like_every_other_stage(tiny_rm_dir, tmp_path):
-    from trainers.configs import PPOConfig
-    from trainers.ppo import PPOTrainer
+    from hrlaif.trainers.configs import PPOConfig
+    from hrlaif.trainers.ppo import PPOTrainer
     broken = tmp_path / "actor"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
@@ -134,9 +134,9 @@ def test_ppo_names_an_unloadable_actor_like_every_other_stage(tiny_rm_dir, tmp_p
 def test_verifiable_categories_have_one_definition():
     import inspect
 
-    from judges.answers import VERIFIABLE, is_verifiable
-    from trainers.configs import LabelConfig
-    from trainers.feedback.labelling import label_hybrid, label_one
+    from hrlaif.judges.answers import VERIFIABLE, is_verifiable
+    from hrlaif.trainers.configs import LabelConfig
+    from hrlaif.trainers.feedback.labelling import label_hybrid, label_one
     assert VERIFIABLE == ("math", "multiple_choice")
     for fn in (label_one, label_hybrid):
         assert inspect.signature(fn).parameters["verifiable"].default is VERIFIABLE

@@ -1,4 +1,4 @@
-"""The trainers' shared engine settings are declared once (trainers/configs.py EngineSettings), each
+"""The trainers' shared engine settings are declared once (hrlaif/trainers/configs.py EngineSettings), each
 trainer keeps its own lr default, EngineConfig is built from them, and every settings dataclass checks
 itself on construction: no caller calls validate() (read from the source)."""
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import UserError
-from core.settings import fields_of
-from trainers.configs import EngineSettings, PPOConfig, RMConfig, SFTConfig
-from trainers.distributed import EngineConfig, ds_config
+from hrlaif.core.errors import UserError
+from hrlaif.core.settings import fields_of
+from hrlaif.trainers.configs import EngineSettings, PPOConfig, RMConfig, SFTConfig
+from hrlaif.trainers.distributed import EngineConfig, ds_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ("lr", "weight_decay", "grad_clip", "zero_stage", "precision", "device", "seed")
@@ -59,7 +59,7 @@ def test_engine_config_is_built_from_the_settings():
 
 def test_no_caller_validates_by_hand():
     calls = [f"{p.relative_to(ROOT)}:{i}" for pkg in ("core", "judges", "trainers", "evalsets", "reports", "harness")
-             for p in (ROOT / pkg).rglob("*.py") if p.name != "settings.py"
+             for p in (ROOT / "hrlaif" / pkg).rglob("*.py") if p.name != "settings.py"
              for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
              if re.search(r"\w\.validate\(\)", line)]
     assert not calls, calls

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from evalsets.kinds import summarize
-from evalsets.registry import metric
+from hrlaif.evalsets.kinds import summarize
+from hrlaif.evalsets.registry import metric
 
 FAST = ["--max-gen-toks", "gsm8k=16,humaneval=16,toxigen=8"]
 
@@ -76,8 +76,8 @@ def test_rerun_hits_cache_and_loads_no_model(embedded_eval, tiny_model_dir, tiny
     def no_loading(*a, **kw):
         raise AssertionError("a cached re-run loaded a model")
 
-    monkeypatch.setattr("core.models.load_causal_lm", no_loading)
-    monkeypatch.setattr("evalsets.toxicity.make_classifier", no_loading)
+    monkeypatch.setattr("hrlaif.core.models.load_causal_lm", no_loading)
+    monkeypatch.setattr("hrlaif.evalsets.toxicity.make_classifier", no_loading)
     code, stdout, _ = run_cli(*args, "--out", tmp_path / "b")
     assert code == 0 and stdout.count("(cached)") == 5
     a = json.loads((tmp_path / "a" / "results.json").read_text())["benchmarks"]
@@ -87,7 +87,7 @@ def test_rerun_hits_cache_and_loads_no_model(embedded_eval, tiny_model_dir, tiny
 
 def test_cache_key_includes_weights(tiny_model_dir, tmp_path, run_cli, monkeypatch):
     """Two checkpoints with the same tokenizer and config never share cached outputs."""
-    from core.models import build_tiny_model
+    from hrlaif.core.models import build_tiny_model
 
     monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "cache"))  # a fresh cache: no earlier run's outputs
     other = build_tiny_model(tmp_path / "other", seed=7)
@@ -117,7 +117,7 @@ def test_shared_data_limit_30_is_reproducible(shared_data, tiny_model_dir, tiny_
 
 
 def test_humaneval_completions_file_without_model(tmp_path, run_cli):
-    from evalsets.humaneval import load_problems
+    from hrlaif.evalsets.humaneval import load_problems
 
     probs = list(load_problems(None).values())[:5]
     f = tmp_path / "c.jsonl"

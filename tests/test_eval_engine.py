@@ -1,4 +1,4 @@
-"""How evaluation runs (evalsets.engine): device, precision, backend and process layout chosen per
+"""How evaluation runs (hrlaif.evalsets.engine): device, precision, backend and process layout chosen per
 host, recorded in results.json and in the cache key. GPUs, vLLM and several processes are not
 available here: their selection logic runs with the host faked; the numbers run on the CPU."""
 from __future__ import annotations
@@ -10,13 +10,13 @@ import types
 import pytest
 import torch
 
-from core import hardware
-from core.errors import UserError
-from evalsets import engine
-from evalsets.config import EvalConfig
-from evalsets.lazy_model import LazyModel
-from evalsets.prefix_lm import PrefixCachingHFLM
-from evalsets.runner import evaluate, evaluate_in_process
+from hrlaif.core import hardware
+from hrlaif.core.errors import UserError
+from hrlaif.evalsets import engine
+from hrlaif.evalsets.config import EvalConfig
+from hrlaif.evalsets.lazy_model import LazyModel
+from hrlaif.evalsets.prefix_lm import PrefixCachingHFLM
+from hrlaif.evalsets.runner import evaluate, evaluate_in_process
 
 
 @pytest.fixture()
@@ -101,9 +101,9 @@ def test_non_main_rank_scores_its_share_and_writes_nothing(host, monkeypatch, ti
     monkeypatch.setattr(engine, "hf_model", lambda *a, **k: "hf-model")  # no process group here
     calls = []
     monkeypatch.setattr("lm_eval.simple_evaluate", lambda **kw: calls.append(kw["model"]))
-    monkeypatch.setattr("evalsets.cache.get", lambda k: pytest.fail("a rank > 0 read the cache"))
-    monkeypatch.setattr("evalsets.kinds.classify.make_classifier", lambda *a: pytest.fail("classified"))
-    monkeypatch.setattr("evalsets.kinds.execute.score_completions", lambda *a: pytest.fail("executed"))
+    monkeypatch.setattr("hrlaif.evalsets.cache.get", lambda k: pytest.fail("a rank > 0 read the cache"))
+    monkeypatch.setattr("hrlaif.evalsets.kinds.classify.make_classifier", lambda *a: pytest.fail("classified"))
+    monkeypatch.setattr("hrlaif.evalsets.kinds.execute.score_completions", lambda *a: pytest.fail("executed"))
     cfg = EvalConfig(benchmarks=["mmlu", "gsm8k", "humaneval", "toxigen"], limit=2)
     res = evaluate(LazyModel(str(tiny_model_dir)), cfg, tmp_path / "out", progress=False)
     assert calls == ["hf-model"] * 4 and res["benchmarks"] == {}
@@ -125,7 +125,7 @@ def test_precision_is_recorded_and_keys_the_cache(tiny_model_dir, tmp_path, run_
 
 
 def test_drift_evaluation_in_bf16_leaves_the_actor_alone(tiny_model_dir):
-    from core.models import load_causal_lm
+    from hrlaif.core.models import load_causal_lm
 
     model, tok, _ = load_causal_lm(str(tiny_model_dir))
     model.train()
@@ -151,7 +151,7 @@ def test_bf16_and_fp32_pick_the_same_mmlu_letters(shared_data, tmp_path, monkeyp
     at most 2. A 135M model is near chance on MMLU, so its letters sit close together: a stricter
     test of bf16 than a larger model. Where bf16 is emulated (AVX2-only hosts: 3x slower than fp32)
     the same invariant is checked on 8 items, one per subject."""
-    from core.models import resolve
+    from hrlaif.core.models import resolve
 
     native = hardware.cpu_has_native_bf16()
     n = 48 if native else 8
@@ -185,9 +185,9 @@ def test_a_models_satisfaction_responses_serve_as_a_later_baseline(tiny_model_di
 
     from fake_judge import FakeJudge
 
-    from core.models import build_tiny_model
-    from evalsets.kinds import judge as judge_kind
-    from judges.config import JudgeConfig
+    from hrlaif.core.models import build_tiny_model
+    from hrlaif.evalsets.kinds import judge as judge_kind
+    from hrlaif.judges.config import JudgeConfig
 
     other = build_tiny_model(tmp_path / "other", seed=5)  # before the fresh cache: no second GGUF conversion
     monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "cache"))

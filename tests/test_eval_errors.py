@@ -92,6 +92,6 @@ def test_completions_for_a_kind_that_cannot_score_them(run_cli, tmp_path):
 
 def test_real_console_script_exit_code(tmp_path):
     """The installed entry point (not just main()) exits 2 with one stderr line."""
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "eval", "--limit", "0"],
+    p = subprocess.run([sys.executable, "-m", "hrlaif.harness.cli", "eval", "--limit", "0"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1

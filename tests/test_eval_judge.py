@@ -7,12 +7,12 @@ import json
 
 from fake_judge import FakeJudge
 
-from core.store import read_json, read_jsonl, write_json, write_jsonl
-from evalsets import scoring
-from evalsets.registry import metric
-from evalsets.satisfaction import H2H, gold_verdicts, head_to_head, judge_pairwise
-from judges import prompts as P
-from judges.client import Judge, JudgeConfig
+from hrlaif.core.store import read_json, read_jsonl, write_json, write_jsonl
+from hrlaif.evalsets import scoring
+from hrlaif.evalsets.registry import metric
+from hrlaif.evalsets.satisfaction import H2H, gold_verdicts, head_to_head, judge_pairwise
+from hrlaif.judges import prompts as P
+from hrlaif.judges.client import Judge, JudgeConfig
 
 
 def judge_for(fj: FakeJudge, tmp_path, **kw) -> Judge:
@@ -58,8 +58,8 @@ def test_head_to_head_pairs_on_doc_id_both_orders(tmp_path):
 
 
 def test_pipeline_head_to_head_writes_the_entry_and_its_rows(tmp_path, monkeypatch):
-    from harness.config import RunConfig
-    from harness.run_judges import head_to_head as stage_h2h
+    from hrlaif.harness.config import RunConfig
+    from hrlaif.harness.run_judges import head_to_head as stage_h2h
 
     monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "hc"))
     for name, out in (("hr", "a careful, complete answer"), ("rl", "ok")):
@@ -86,7 +86,7 @@ def test_gold_verdicts_are_satisfaction_calls_with_null_for_invalid(tmp_path):
 
 
 def test_eval_and_harm_judges_inherit_the_judge_section(tmp_path):
-    from harness.config import load_config
+    from hrlaif.harness.config import load_config
 
     p = tmp_path / "c.yaml"
     p.write_text("judge: {url: 'http://127.0.0.1:1/v1', model: labeller, key_env: null}\n"
@@ -100,12 +100,12 @@ def test_eval_and_harm_judges_inherit_the_judge_section(tmp_path):
 
 
 def test_results_record_whether_the_grader_is_the_labeller():
-    from evalsets.runner import grader_record
+    from hrlaif.evalsets.runner import grader_record
 
     same = grader_record(JudgeConfig(), JudgeConfig(workers=7))
     assert same["grader_is_labeller"] is True
     # the embedded judge is named by the hash of the GGUF it serves, not by strings alone
-    from core.models import source_weights_id
+    from hrlaif.core.models import source_weights_id
     gguf = source_weights_id(None)
     assert same["judges"] == {"evaluation": {"url": "embedded", "model": "embedded", "weights": gguf},
                               "labelling": {"url": "embedded", "model": "embedded", "weights": gguf},
@@ -118,8 +118,8 @@ def test_results_record_whether_the_grader_is_the_labeller():
 def test_results_record_whether_the_grader_is_the_policys_base_model(tmp_path):
     """Issue 19: the quickstart's embedded judge is also the policy's base model (the same GGUF's
     weights); an endpoint serving the base model's hub id is too; another model is not."""
-    from evalsets.runner import grader_record
-    from reports.verdict_trust import self_graded
+    from hrlaif.evalsets.runner import grader_record
+    from hrlaif.reports.verdict_trust import self_graded
 
     quick = grader_record(JudgeConfig(), JudgeConfig(), base_model=None)  # the embedded base model
     assert quick["grader_is_base_model"] is True
@@ -146,8 +146,8 @@ def test_judge_usage_counts_tokens_of_sent_requests_only(tmp_path):
 
 
 def test_drift_benchmarks_are_graded_by_the_evaluation_judge(tmp_path, tiny_model_dir, monkeypatch):
-    from core.models import load_causal_lm
-    from evalsets.runner import evaluate_in_process
+    from hrlaif.core.models import load_causal_lm
+    from hrlaif.evalsets.runner import evaluate_in_process
 
     monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "hc"))
     model, tok, _ = load_causal_lm(str(tiny_model_dir))

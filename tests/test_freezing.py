@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import UserError
-from trainers.freezing import train_top_layers
+from hrlaif.core.errors import UserError
+from hrlaif.trainers.freezing import train_top_layers
 
 
 def test_only_top_blocks_train(tiny_model_dir):

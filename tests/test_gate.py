@@ -10,8 +10,8 @@ import pytest
 from scipy import stats as sps
 from synthetic_run import RATES, degrade_eval_dir, fake_checkpoint, make_samples, read_eval_samples, write_eval_dir
 
-from core.store import read_jsonl, write_json, write_jsonl
-from harness.gate import compare
+from hrlaif.core.store import read_jsonl, write_json, write_jsonl
+from hrlaif.harness.gate import compare
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +243,7 @@ def test_bad_inputs_exit_2(base, tmp_path, run_cli):
 
 
 def test_checkpoint_dirs_are_evaluated_first(base, tmp_path, run_cli, monkeypatch):
-    """A dir with config.json is a checkpoint: the gate asks evalsets.runner for an eval dir,
+    """A dir with config.json is a checkpoint: the gate asks hrlaif.evalsets.runner for an eval dir,
     with the benchmarks of the other side so that both sides have the same items."""
     ckpt = tmp_path / "ckpt"
     calls = fake_checkpoint(monkeypatch, ckpt, base)

@@ -90,7 +90,7 @@ def _hrlaif_argv(cmd: str, env: dict) -> list[str]:
 
 def _check_commands(commands: list[str], env: dict) -> None:
     """The configs' hrlaif commands parse with hrlaif's own argument parser; pip uses the constraints."""
-    from harness.cli import parse_args
+    from hrlaif.harness.cli import parse_args
 
     names = [c.split()[1] for c in commands if c.startswith("hrlaif")]
     assert names == ["eval", "gate"]

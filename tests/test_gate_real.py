@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def eval_dirs(tmp_path_factory, run_cli):
-    from evalsets.humaneval import load_problems
+    from hrlaif.evalsets.humaneval import load_problems
 
     root = tmp_path_factory.mktemp("gate")
     probs = list(load_problems(None).values())[:40]

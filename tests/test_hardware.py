@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from core import hardware
-from core.errors import UserError
+from hrlaif.core import hardware
+from hrlaif.core.errors import UserError
 
 
 @pytest.fixture()

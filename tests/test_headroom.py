@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from evalsets import registry
-from evalsets.kinds.multiple_choice import _choice
+from hrlaif.evalsets import registry
+from hrlaif.evalsets.kinds.multiple_choice import _choice
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_mmlu_cloze_is_a_spec_on_mmlu_data(tiny_model_dir, tmp_path, run_cli):
     res = json.loads((tmp_path / "e" / "results.json").read_text())["benchmarks"]["mmlu_cloze"]
     rows = [json.loads(x) for x in (tmp_path / "e" / "samples" / "mmlu_cloze.jsonl").read_text().splitlines()]
     assert res["n"] == len(rows) == 6 and res["metric"] == "acc_norm"
-    data = ROOT / "evalsets" / "data" / "mmlu" / "test"  # the embedded slice, official layout
+    data = ROOT / "hrlaif" / "evalsets" / "data" / "mmlu" / "test"  # the embedded slice, official layout
     for r in rows:
         subject, idx = r["doc_id"].rsplit("/", 1)
         row = list(csv.reader((data / f"{subject}_test.csv").open(encoding="utf-8")))[int(idx)]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from evalsets import registry
-from evalsets.loaders import load
+from hrlaif.evalsets import registry
+from hrlaif.evalsets.loaders import load
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +61,7 @@ def same_docs(hub_data, local_data, keys: tuple[str, ...]) -> None:
 def first_prompt(data, sp) -> str:
     from lm_eval.api.task import ConfigurableTask
 
-    from evalsets.lmeval_tasks import task_configs
+    from hrlaif.evalsets.lmeval_tasks import task_configs
     task = ConfigurableTask(config=task_configs(data, sp)[0])
     return task.fewshot_context(task.eval_docs[0], num_fewshot=sp.num_fewshot)
 
@@ -168,7 +168,7 @@ def test_toxigen_from_the_toxigen_data_layout(shared_data, tmp_path):
 
 
 def test_a_missing_hub_dataset_is_one_line(tmp_path):
-    from core.errors import UserError
+    from hrlaif.core.errors import UserError
 
     with pytest.raises(UserError, match=r"cannot list the configs of .*nowhere on the hub"):
         load(hub_spec("mmlu", tmp_path / "nowhere"), hub=True)

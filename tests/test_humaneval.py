@@ -7,9 +7,9 @@ from math import comb
 import pytest
 from declared import require
 
-from core.errors import UserError
-from evalsets import humaneval
-from evalsets.humaneval import STOP_SEQUENCES, truncate_at_stop
+from hrlaif.core.errors import UserError
+from hrlaif.evalsets import humaneval
+from hrlaif.evalsets.humaneval import STOP_SEQUENCES, truncate_at_stop
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_several_samples_per_task_give_pass_at_k(problems):
                    (p0["canonical_solution"], hack, p0["canonical_solution"])]
     completions += [{"task_id": "HumanEval/1", "completion": c} for c in
                     (wrong, "    while True:\n        pass\n", p1["canonical_solution"])]
-    from evalsets.sandbox import Limits
+    from hrlaif.evalsets.sandbox import Limits
     summary, samples = humaneval.score_completions(problems, completions, k=(1, 2, 10),
                                                    limits=Limits(timeout_s=1.5))
     assert [s["doc_id"] for s in samples] == ["HumanEval/0#0", "HumanEval/0#1", "HumanEval/0#2",
@@ -145,10 +145,10 @@ def test_scoring_rejects_unknown_tasks(problems):
 def test_chat_models_use_the_instruct_protocol(monkeypatch):
     """A model with a chat template is prompted as lm-eval's humaneval_instruct (request in the
     chat template, answer prefixed with the signature); its body ends at the closing ```."""
-    from evalsets import registry
-    from evalsets.kinds import execute
-    from evalsets.loaders import load
-    from evalsets.runner import EvalConfig
+    from hrlaif.evalsets import registry
+    from hrlaif.evalsets.kinds import execute
+    from hrlaif.evalsets.loaders import load
+    from hrlaif.evalsets.runner import EvalConfig
 
     sp = registry.spec("humaneval")
     data = load(sp, None, False, None).limited(2)

@@ -9,9 +9,9 @@ import time
 import pytest
 from fake_judge import FakeJudge
 
-from core.errors import UserError
-from judges import prompts as P
-from judges.client import INVALID, Judge, JudgeConfig, JudgeUnavailable, Response, decide
+from hrlaif.core.errors import UserError
+from hrlaif.judges import prompts as P
+from hrlaif.judges.client import INVALID, Judge, JudgeConfig, JudgeUnavailable, Response, decide
 
 MSG = P.pairwise_messages("What is 2+2?", "4", "The answer is 4 because 2+2=4.")
 
@@ -77,7 +77,7 @@ def test_retry_500_then_success(tmp_path):
 
 def test_429_exhausts_retries_with_exponential_backoff(tmp_path, monkeypatch):
     sleeps = []
-    monkeypatch.setattr("judges.client.time.sleep", lambda s: sleeps.append(s))
+    monkeypatch.setattr("hrlaif.judges.client.time.sleep", lambda s: sleeps.append(s))
     with FakeJudge(mode="always_a", fail_first=100, fail_status=429) as fj:
         j = Judge(cfg(fj, tmp_path, retries=3, backoff=1.0, backoff_max=3.0))
         with pytest.raises(JudgeUnavailable, match=r"unavailable after 4 attempts: RateLimitError \(HTTP 429\)") as e:

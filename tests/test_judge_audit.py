@@ -1,4 +1,4 @@
-"""The judge audit (core/judge_audit.py, judges/audit.py) with scripted judges: one that always answers
+"""The judge audit (hrlaif/core/judge_audit.py, hrlaif/judges/audit.py) with scripted judges: one that always answers
 A (degenerate: the report's notice, the gate and the alarms skip its verdicts), one that prefers the
 longer response (length bias detected), one that follows a hidden truth (agreement near 100%, no
 notice); `hrlaif audit-judge` (unreachable endpoint, --dry-run, a real audit) and the label stage's
@@ -11,12 +11,12 @@ import re
 import pytest
 from fake_judge import FakeJudge
 
-from core.judge_audit import AUDIT_FILE, audit, degenerate, harm_audit, pair_record
-from core.store import read_json, write_json, write_jsonl
-from judges.audit import judge_both_orders, repeatability
-from judges.client import Judge
-from judges.config import JudgeConfig
-from judges.prompts import pairwise_messages
+from hrlaif.core.judge_audit import AUDIT_FILE, audit, degenerate, harm_audit, pair_record
+from hrlaif.core.store import read_json, write_json, write_jsonl
+from hrlaif.judges.audit import judge_both_orders, repeatability
+from hrlaif.judges.client import Judge
+from hrlaif.judges.config import JudgeConfig
+from hrlaif.judges.prompts import pairwise_messages
 
 N = 40
 
@@ -95,11 +95,11 @@ def _degenerate_run(tmp_path, grader: bool = False):
 
 
 def test_degenerate_judge_notice_gate_and_alarms(tmp_path):
-    from harness.gate import compare
-    from reports.alarms import compute_alarms
-    from reports.build import build_report
-    from reports.collect import collect
-    from reports.verdict_trust import DEGENERATE, run_untrusted
+    from hrlaif.harness.gate import compare
+    from hrlaif.reports.alarms import compute_alarms
+    from hrlaif.reports.build import build_report
+    from hrlaif.reports.collect import collect
+    from hrlaif.reports.verdict_trust import DEGENERATE, run_untrusted
 
     root = _degenerate_run(tmp_path)
     # the synthetic run's RLAIF carries the failure signature: it fires with a sound judge (test_alarms.py)
@@ -119,7 +119,7 @@ def test_degenerate_judge_notice_gate_and_alarms(tmp_path):
 
 def test_a_degenerate_labeller_taints_the_cells_it_grades(tmp_path):
     """The grader is the labeller: its degenerate labelling audit counts even where self-grading is allowed."""
-    from reports.verdict_trust import DEGENERATE, SELF_GRADED, untrusted
+    from hrlaif.reports.verdict_trust import DEGENERATE, SELF_GRADED, untrusted
 
     root = _degenerate_run(tmp_path, grader=True)
     why = untrusted(root / "eval_sft", allow=(SELF_GRADED,))["satisfaction"]
@@ -129,7 +129,7 @@ def test_a_degenerate_labeller_taints_the_cells_it_grades(tmp_path):
 def test_sound_judge_gives_no_notice(tmp_path):
     from synthetic_run import write_synthetic_run
 
-    from reports.build import build_report
+    from hrlaif.reports.build import build_report
 
     root = write_synthetic_run(tmp_path / "run")
     good = audit([pair_record(i, "GOOD", "b", "A" if i % 2 else "B", "B" if i % 2 else "A", truth=int(i % 2))
@@ -220,7 +220,7 @@ def test_eval_audit_from_the_win_ratio_rows(tmp_path):
     answers (eval_sft's for the win ratio vs SFT), repeatability through an open judge."""
     from types import SimpleNamespace
 
-    from harness.run_judges import eval_audit
+    from hrlaif.harness.run_judges import eval_audit
 
     run = tmp_path / "run"
     sft = [{"doc_id": f"d{i}", "verified": i % 2 == 1} for i in range(10)]

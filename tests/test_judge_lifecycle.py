@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = """
 import os, sys
-from judges.server import embedded_judge
+from hrlaif.judges.server import embedded_judge
 with embedded_judge() as cfg:
     print(cfg.url, flush=True)
     sys.stdin.read()  # wait to be killed
@@ -21,7 +21,8 @@ with embedded_judge() as cfg:
 
 
 def _server_pids(url_port: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"judges.llama_launcher.*--port {url_port}"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", f"hrlaif.judges.llama_launcher.*--port {url_port}"],
+                         capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import UserError
-from core.store import read_json, read_jsonl
-from judges import server as judge_server
-from judges.server import ServerConfig, judge_session
+from hrlaif.core.errors import UserError
+from hrlaif.core.store import read_json, read_jsonl
+from hrlaif.judges import server as judge_server
+from hrlaif.judges.server import ServerConfig, judge_session
 from tests.test_labelling import sample, write_samples
 
 FAKE = (sys.executable, str(Path(__file__).with_name("fake_llama_server.py")))
@@ -39,7 +39,7 @@ def fake_server(monkeypatch, tmp_path):
 def test_extra_buffer_types_are_disabled_in_the_launcher():
     import llama_cpp.llama_cpp as lib
 
-    from judges.llama_launcher import disable_extra_buffer_types
+    from hrlaif.judges.llama_launcher import disable_extra_buffer_types
 
     original = lib.llama_model_default_params
     assert original().use_extra_bufts  # llama.cpp's default: repack (AMX on hosts that have it)
@@ -75,7 +75,7 @@ def test_startup_crash_is_exit_2_from_the_cli(fake_server, tmp_path, run_cli):
 
 def test_server_dying_mid_run_is_noticed_at_once_and_rerun_repeats_nothing(fake_server, tmp_path, run_cli,
                                                                            caplog):
-    caplog.set_level(logging.INFO, logger="judges.client")
+    caplog.set_level(logging.INFO, logger="hrlaif.judges.client")
     rows = [sample(f"o{i}", "open_qa", ["a" * (i + 1), f"b{i}", f"cc{i}"]) for i in range(5)]  # 3 pairs x 2 orders
     s = write_samples(tmp_path / "s.jsonl", rows)
     out = tmp_path / "out"
@@ -142,7 +142,7 @@ def test_real_embedded_server_killed_mid_run(tmp_path, run_cli, monkeypatch):
 
 
 def test_embedded_weights_are_chosen_from_the_cpu_flags(monkeypatch):
-    from core import hardware
+    from hrlaif.core import hardware
 
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
     assert judge_server.resolve_weights("auto") == "bf16"
@@ -166,8 +166,8 @@ FLOAT_BITS = {"bf16": (8, 0.0), "f16": (11, 2.0 ** -25)}
 
 
 def _choices(weights: str, log: Path) -> list[tuple[str, float]]:
-    from judges.config import JudgeConfig
-    from judges.server import session_for
+    from hrlaif.judges.config import JudgeConfig
+    from hrlaif.judges.server import session_for
 
     with session_for(JudgeConfig(cache_dir="", embedded_weights=weights), str(log)) as judge:
         return [(c, p["A"]) for c, p in (judge.choose([{"role": "user", "content": q}], ("A", "B"))

@@ -9,15 +9,20 @@ import pytest
 from declared import require
 from fake_judge import FakeJudge
 
-from core.errors import UserError
-from core.store import read_json, read_jsonl
-from judges.answers import check, extract_letter, extract_number, verify
-from judges.client import Judge, JudgeConfig
-from trainers.feedback.accuracy import label_accuracy
-from trainers.feedback.labelling import assert_acyclic, label_basic, label_hybrid, merge_pairs, summarize
-from trainers.feedback.redteam import load_embedded_prompts, load_harmful_prompts, load_hh_pairs, parse_transcript
+from hrlaif.core.errors import UserError
+from hrlaif.core.store import read_json, read_jsonl
+from hrlaif.judges.answers import check, extract_letter, extract_number, verify
+from hrlaif.judges.client import Judge, JudgeConfig
+from hrlaif.trainers.feedback.accuracy import label_accuracy
+from hrlaif.trainers.feedback.labelling import assert_acyclic, label_basic, label_hybrid, merge_pairs, summarize
+from hrlaif.trainers.feedback.redteam import (
+    load_embedded_prompts,
+    load_harmful_prompts,
+    load_hh_pairs,
+    parse_transcript,
+)
 
-# Table 1 rows scored against the second answer check (trainers/feedback/accuracy.py)
+# Table 1 rows scored against the second answer check (hrlaif/trainers/feedback/accuracy.py)
 AGREE_MATH, AGREE_MC = "math (answer-check agreement)", "multiple_choice (answer-check agreement)"
 
 MCQ_PROMPT = "Which of these is a fruit?\nA. car\nB. apple\nC. dog\nD. stone"
@@ -176,7 +181,7 @@ def test_merge_pairs_is_acyclic_and_drops_only_real_contradictions():
     import itertools
     import random
 
-    from trainers.feedback.labelling import _reaches
+    from hrlaif.trainers.feedback.labelling import _reaches
 
     rnd = random.Random(0)
     for _ in range(300):
@@ -221,8 +226,8 @@ def test_redteam_loaders_official_formats(shared_data):
 
 
 def test_embedded_redteam_prompts():
-    from trainers.feedback.redteam import EMBEDDED_PROMPTS
-    assert EMBEDDED_PROMPTS.exists(), "package data evalsets/data/redteam/redteam_prompts.jsonl is missing"
+    from hrlaif.trainers.feedback.redteam import EMBEDDED_PROMPTS
+    assert EMBEDDED_PROMPTS.exists(), "package data hrlaif/evalsets/data/redteam/redteam_prompts.jsonl is missing"
     rows = load_embedded_prompts()
     assert rows and all(r["prompt"] for r in rows)
 
@@ -384,6 +389,6 @@ def test_embedded_judge_end_to_end(tmp_path, run_cli, cache_env):
     print(f"embedded e2e: basic {res['basic']:.1f}s hybrid {res['hybrid']:.1f}s, "
           f"startup {summ['judge']['startup_s']:.1f}s,"
           f" basic math acc {acc[AGREE_MATH]['basic']['score']:.2f}, invalid {summ['invalid_judgements']}")
-    from judges import server as judge_server
+    from hrlaif.judges import server as judge_server
     with pytest.raises(ProcessLookupError):  # the server (and its process group) is gone
         os.killpg(judge_server.last_pid, 0)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fake_judge import FakeJudge
 
-from core.store import read_json, read_jsonl, write_jsonl
-from judges import second_check
-from judges.client import Judge, JudgeConfig
-from trainers.feedback.accuracy import check_disagreements, label_accuracy
-from trainers.feedback.labelling import label_hybrid, summarize
+from hrlaif.core.store import read_json, read_jsonl, write_jsonl
+from hrlaif.judges import second_check
+from hrlaif.judges.client import Judge, JudgeConfig
+from hrlaif.trainers.feedback.accuracy import check_disagreements, label_accuracy
+from hrlaif.trainers.feedback.labelling import label_hybrid, summarize
 
-# Table 1 rows scored against the second answer check (trainers/feedback/accuracy.py)
+# Table 1 rows scored against the second answer check (hrlaif/trainers/feedback/accuracy.py)
 AGREE_MATH, AGREE_MC = "math (answer-check agreement)", "multiple_choice (answer-check agreement)"
 
 

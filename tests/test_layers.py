@@ -1,7 +1,7 @@
 """The floor of the package tree stays a floor (docs/ARCHITECTURE.md layers), read from the source.
 
-core/ imports nothing of ours; judges/ imports core only; trainers/ never imports evaluation,
-reports or the harness (drift evaluation is passed in); evalsets/ imports core and judges; reports/
+hrlaif/core/ imports nothing of ours; hrlaif/judges/ imports core only; hrlaif/trainers/ never imports evaluation,
+reports or the harness (drift evaluation is passed in); hrlaif/evalsets/ imports core and judges; hrlaif/reports/
 imports core and evalsets. No import cycle among these modules,
 lazy imports included; no module imports another's underscore names; none is over 400 lines.
 """
@@ -21,7 +21,7 @@ ALLOWED = {"core": {"core"}, "judges": {"core", "judges"},
 def _modules() -> dict[str, Path]:
     mods = {}
     for pkg in OURS:
-        for f in (ROOT / pkg).rglob("*.py"):
+        for f in (ROOT / "hrlaif" / pkg).rglob("*.py"):
             parts = f.relative_to(ROOT).with_suffix("").parts
             mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
     return mods
@@ -53,12 +53,12 @@ def _imports(mods: dict[str, Path]) -> dict[str, set[tuple[str, str]]]:
 
 MODS = _modules()
 IMPORTS = _imports(MODS)
-CHECKED = {m for m in MODS if m.split(".")[0] in ALLOWED}
+CHECKED = {m for m in MODS if m.split(".")[1] in ALLOWED}
 
 
 def test_lower_layers_import_only_what_is_below_them():
     bad = sorted(f"{m} imports {t}" for m in CHECKED for t, _ in IMPORTS[m]
-                 if t.split(".")[0] not in ALLOWED[m.split(".")[0]])
+                 if t.split(".")[1] not in ALLOWED[m.split(".")[1]])
     assert not bad, bad
 
 
@@ -92,6 +92,6 @@ def test_no_module_is_over_400_lines():
 
 def test_the_checks_see_real_imports():
     # guards the walker itself: a lazy import inside a function counts, and so does `from pkg import mod`
-    assert ("trainers.checkpointing", "") in IMPORTS["trainers.ppo"]
-    assert any(t == "core.models" for t, _ in IMPORTS["trainers.sft"])  # imported inside train_sft
-    assert IMPORTS["core.errors"] == set()
+    assert ("hrlaif.trainers.checkpointing", "") in IMPORTS["hrlaif.trainers.ppo"]
+    assert any(t == "hrlaif.core.models" for t, _ in IMPORTS["hrlaif.trainers.sft"])  # imported inside train_sft
+    assert IMPORTS["hrlaif.core.errors"] == set()

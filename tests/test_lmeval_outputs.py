@@ -1,7 +1,7 @@
-"""lm-eval output dirs as evaluation dirs in `hrlaif compare` and `hrlaif gate` (reports/lmeval_output.py).
+"""lm-eval output dirs as evaluation dirs in `hrlaif compare` and `hrlaif gate` (hrlaif/reports/lmeval_output.py).
 
 The slow test runs lm-eval's own CLI twice (two seeds, `--log_samples`, `--limit`) on the tiny random
-model over local MMLU data (a task YAML whose documents come from evalsets.lmeval_docs, offline), and
+model over local MMLU data (a task YAML whose documents come from hrlaif.evalsets.lmeval_docs, offline), and
 `hrlaif eval` on the same items, then compares and gates the outputs. The expected numbers are
 recomputed here from lm-eval's own files (its per-sample `acc`, its aggregate in results_*.json).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.errors import UserError
+from hrlaif.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 8
@@ -62,7 +62,7 @@ def outputs(tmp_path_factory, tiny_model_dir, shared_data, run_cli) -> dict:
             shared_data / "mmlu" / split / f"abstract_algebra_{split}.csv")
     tasks = root / "tasks"
     tasks.mkdir()
-    (tasks / "glue.py").write_text("from evalsets.lmeval_docs import harness_dataset  # noqa: F401\n")
+    (tasks / "glue.py").write_text("from hrlaif.evalsets.lmeval_docs import harness_dataset  # noqa: F401\n")
     (tasks / "task.yaml").write_text(TASK_YAML.format(task=TASK, data=root / "data"))
     procs = {s: _lm_eval(tiny_model_dir, tasks, root / f"seed{s}", s) for s in (1, 2)}
     logs = {s: [] for s in procs}
@@ -162,7 +162,7 @@ def test_items_that_do_not_match_are_refused(outputs, tmp_path, run_cli):
 
 
 def test_task_names_map_to_benchmarks():
-    from reports.lmeval_output import task_benchmark
+    from hrlaif.reports.lmeval_output import task_benchmark
 
     assert task_benchmark("mmlu_abstract_algebra")[:2] == ("mmlu", "abstract_algebra")
     assert task_benchmark("hrlaif_mmlu_college_physics")[:2] == ("mmlu", "college_physics")
@@ -183,7 +183,7 @@ def _fake_run(folder: Path, task: str, scores: list[float], stamp: str = "2026-0
 def test_layouts_and_unknown_tasks(tmp_path):
     """A nested model folder or the folder itself; an unknown task keeps its name; several models
     in one output dir are a one-line error; the newest results file wins."""
-    from reports.collect import read_items, read_results
+    from hrlaif.reports.collect import read_items, read_results
 
     _fake_run(tmp_path / "a" / "org__model", "arc_easy", [1, 0, 1, 1])
     res = read_results(tmp_path / "a")

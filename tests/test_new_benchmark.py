@@ -13,8 +13,8 @@ import shutil
 
 import pytest
 
-from core.errors import UserError
-from evalsets import registry
+from hrlaif.core.errors import UserError
+from hrlaif.evalsets import registry
 
 # Its own prompt template: the kind turns it into an lm-eval task (no code for this benchmark).
 CMMLU_SPEC = r"""
@@ -152,8 +152,8 @@ def test_cmmlu_from_a_spec_dir_end_to_end(spec_dir, tmp_path, tiny_model_dir, ru
 
 def test_report_tables_place_the_new_benchmark_by_its_spec(spec_dir, tmp_path, tiny_model_dir, run_cli,
                                                           monkeypatch):
-    from reports.collect import benchmark_frame, load_results
-    from reports.tables import comparison_table
+    from hrlaif.reports.collect import benchmark_frame, load_results
+    from hrlaif.reports.tables import comparison_table
 
     monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(registry.ENV, str(spec_dir))
@@ -196,7 +196,7 @@ def test_bad_specs_are_one_line_errors(spec_dir, tmp_path, monkeypatch):
     (spec_dir / "odd.yaml").write_text(CMMLU_SPEC.replace("name: cmmlu", "name: odd")
                                        .replace("kind: multiple_choice", "kind: guess"))
     with pytest.raises(UserError, match=r"odd.yaml: kind: must be one of multiple_choice, .* \(got 'guess'\)$"):
-        registry.spec("odd")  # the registered kinds only (evalsets/kinds KINDS), when the spec is read
+        registry.spec("odd")  # the registered kinds only (hrlaif/evalsets/kinds KINDS), when the spec is read
     (spec_dir / "odd.yaml").unlink()
     monkeypatch.setenv(registry.ENV, str(tmp_path / "nowhere"))
     with pytest.raises(UserError, match="spec directory not found"):
@@ -221,8 +221,8 @@ def test_template_spec_renders_its_own_prompt(spec_dir, tmp_path, monkeypatch):
     doc_to_text over the CSV's columns, the answer letter as target."""
     from lm_eval.api.task import ConfigurableTask
 
-    from evalsets.lmeval_tasks import task_configs
-    from evalsets.loaders import load
+    from hrlaif.evalsets.lmeval_tasks import task_configs
+    from hrlaif.evalsets.loaders import load
 
     monkeypatch.setenv(registry.ENV, str(spec_dir))
     data = load(registry.spec("cmmlu"), write_cmmlu(tmp_path / "data"))
@@ -282,8 +282,8 @@ def test_every_spec_field_is_documented_once():
     shipped specs use nothing else (they load); embedded_limit is one of them."""
     import dataclasses
 
-    from core.settings import fields_of
-    from evalsets.spec import SECTIONS, BenchmarkSpec, DerivedSpec
+    from hrlaif.core.settings import fields_of
+    from hrlaif.evalsets.spec import SECTIONS, BenchmarkSpec, DerivedSpec
 
     for cls in (BenchmarkSpec, DerivedSpec, *SECTIONS.values()):
         undocumented = [f.name for f in fields_of(cls) if not f.metadata.get("help")]
@@ -297,7 +297,7 @@ def test_every_spec_field_is_documented_once():
 def test_benchmark_code_sits_beside_its_spec(spec_dir, tmp_path, monkeypatch):
     """A benchmark with a file format of its own names its reader as `format: <name>.py` beside its
     spec (lm-eval's tasks/<name>/utils.py); a spec elsewhere may reuse a shipped one (gsm8k.py)."""
-    from evalsets.loaders import load
+    from hrlaif.evalsets.loaders import load
 
     (spec_dir / "cmmlu.yaml").unlink()
     (spec_dir / "cmmlu_official.yaml").unlink()
@@ -315,7 +315,7 @@ def test_benchmark_code_sits_beside_its_spec(spec_dir, tmp_path, monkeypatch):
     monkeypatch.setenv(registry.ENV, str(spec_dir))
     data = load(registry.spec("riddles"), tmp_path / "data")
     assert [(d["doc_id"], d["answer"]) for d in data.docs] == [("test/0", "A #### 4"), ("test/1", "A #### 9")]
-    again = load(registry.spec("gsm8k_again"))  # the shipped evalsets/specs/gsm8k.py reads the embedded copy
+    again = load(registry.spec("gsm8k_again"))  # the shipped hrlaif/evalsets/specs/gsm8k.py reads the embedded copy
     assert [d["doc_id"] for d in again.docs] == [d["doc_id"] for d in load(registry.spec("gsm8k")).docs]
     (spec_dir / "riddles.yaml").write_text(spec.replace("format: gsm8k.py", "format: riddle.py"), encoding="utf-8")
     with pytest.raises(UserError, match=r"riddles.yaml: format: riddle.py is neither beside the spec nor among"):

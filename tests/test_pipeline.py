@@ -44,7 +44,7 @@ eval:
 
 
 def test_every_stage_finished_with_manifest(tiny_run):
-    from harness.pipeline import STAGES
+    from hrlaif.harness.pipeline import STAGES
     _, out, stdout, _ = tiny_run
     for stage in STAGES:
         m = json.loads((out / stage / "manifest.json").read_text())
@@ -100,7 +100,7 @@ def test_report_has_three_rows_and_drift_plots(tiny_run):
 
 
 def test_the_judge_audits_are_recorded_and_reported(tiny_run):
-    """Each judging stage records its judge's audit (core/judge_audit.py); the report shows them near its top."""
+    """Each judging stage records its judge's audit (hrlaif/core/judge_audit.py); the report shows them near its top."""
     _, out, _, _ = tiny_run
     for stage, role, pairs in (("label_basic", "labelling", 6), ("label_hybrid", "labelling", None),
                                ("eval_rlaif", "evaluation", 3), ("eval_hrlaif", "evaluation", 6)):
@@ -115,7 +115,7 @@ def test_the_judge_audits_are_recorded_and_reported(tiny_run):
 
 
 def test_rerun_skips_unchanged_stages_and_from_reruns(tiny_run, run_cli):
-    from harness.pipeline import STAGES
+    from hrlaif.harness.pipeline import STAGES
     cfg, out, _, _ = tiny_run
     manifests = {s: (out / s / "manifest.json").read_text() for s in STAGES if s != "report"}
     code, stdout, err = run_cli("run", cfg, "--out", out, "--resume")

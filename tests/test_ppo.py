@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.errors import UserError
+from hrlaif.core.errors import UserError
 
 METRIC_FIELDS = {"step", "reward_raw", "reward_clipped", "kl", "kl_k1", "kl_k3", "entropy", "response_len",
                  "policy_loss",
@@ -34,7 +34,7 @@ def prompts_file(tmp_path) -> Path:
 # ------------------------------------------------------------------- experience maths
 
 def test_gae_matches_hand_computed_reference():
-    from trainers.experience import gae
+    from hrlaif.trainers.experience import gae
     rewards = torch.tensor([[0.0, 0.0, 1.0, 9.0], [0.5, -1.0, 0.0, 0.0]])
     values = torch.tensor([[0.1, 0.2, 0.3, 7.0], [0.4, 0.5, 3.0, 3.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
@@ -53,7 +53,7 @@ def test_gae_matches_hand_computed_reference():
 
 
 def test_kl_estimators_and_token_rewards():
-    from trainers.experience import kl_penalty, token_rewards, whiten
+    from hrlaif.trainers.experience import kl_penalty, token_rewards, whiten
     logp = torch.tensor([[-1.0, -2.0, -0.5]])
     ref = torch.tensor([[-1.5, -1.0, -0.5]])
     k1 = kl_penalty(logp, ref, "k1")
@@ -76,8 +76,8 @@ def test_generation_is_per_prompt_deterministic_and_left_padded(tiny_model_dir):
     """A prompt's sample depends on its seed only, not on the batch it is in (rank splits rely on it)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainers.generation import generate
-    from trainers.models import logprobs_from_logits, policy_logits
+    from hrlaif.trainers.generation import generate
+    from hrlaif.trainers.models import logprobs_from_logits, policy_logits
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     prompts = [tok("a much longer prompt than the other one here")["input_ids"], tok("short")["input_ids"]]
@@ -97,7 +97,7 @@ def test_generation_is_per_prompt_deterministic_and_left_padded(tiny_model_dir):
 
 def test_row_sampler_follows_each_rows_distribution_with_its_own_generator():
     """Inverse-CDF sampling: right frequencies, zero-probability tokens never drawn, rows independent."""
-    from trainers.generation import sample_rows
+    from hrlaif.trainers.generation import sample_rows
     probs = torch.tensor([[0.1, 0.0, 0.6, 0.3], [0.0, 0.0, 0.0, 1.0]])
     gens = [torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)]
     draws = torch.stack([sample_rows(probs, gens) for _ in range(4000)])
@@ -120,8 +120,8 @@ def _fake_eval_factory(calls):
 
 
 def test_ppo_tiny_end_to_end_with_drift(tiny_model_dir, tiny_rm_dir, prompts_file, tmp_path):
-    from trainers.configs import PPOConfig
-    from trainers.ppo import train
+    from hrlaif.trainers.configs import PPOConfig
+    from hrlaif.trainers.ppo import train
     held = write_prompts(tmp_path / "held.jsonl", 3, start=100)
     calls = []
     out = tmp_path / "run"
@@ -188,8 +188,8 @@ def test_ppo_tiny_end_to_end_with_drift(tiny_model_dir, tiny_rm_dir, prompts_fil
 
 def test_heldout_prompts_are_never_trained_on(tiny_model_dir, tiny_rm_dir, tmp_path):
     """Prompts shared with the held-out set (by id or text) are removed from training."""
-    from trainers.configs import PPOConfig
-    from trainers.ppo import PPOTrainer
+    from hrlaif.trainers.configs import PPOConfig
+    from hrlaif.trainers.ppo import PPOTrainer
     train_file = write_prompts(tmp_path / "train.jsonl", 6)
     held = write_prompts(tmp_path / "held.jsonl", 2, start=4)  # q4, q5 overlap
     cfg = PPOConfig(model=str(tiny_model_dir), reward_model=str(tiny_rm_dir), out=str(tmp_path / "o"),
@@ -220,8 +220,8 @@ class NaNReward(torch.nn.Module):
 
 def test_nan_loss_stops_with_user_error_and_keeps_last_checkpoint(tiny_model_dir, tiny_rm_dir, prompts_file,
                                                                    tmp_path):
-    from trainers.configs import PPOConfig
-    from trainers.ppo import train
+    from hrlaif.trainers.configs import PPOConfig
+    from hrlaif.trainers.ppo import train
     out = tmp_path / "nan"
     cfg = PPOConfig(model=str(tiny_model_dir), reward_model=str(tiny_rm_dir), out=str(out),
                     prompts=str(prompts_file), steps=4, batch_size=2, mini_batch_size=2, max_new_tokens=4,

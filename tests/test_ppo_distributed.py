@@ -39,13 +39,13 @@ def test_two_ranks_match_one_rank_on_the_first_step(tiny_model_dir, rm_dir, tmp_
             "--max-new-tokens", "6", "--lr", "1e-3", "--critic-lr", "1e-3", "--seed", "3", "--save-every", "2",
             "--train-layers", train_layers, "--precision", "fp32"]  # equality checks: fp32
     one, two = tmp_path / "one", tmp_path / "two"
-    r1 = subprocess.run([sys.executable, "-m", "harness.cli", *args, "--out", str(one), "--zero-stage", "0"],
+    r1 = subprocess.run([sys.executable, "-m", "hrlaif.harness.cli", *args, "--out", str(one), "--zero-stage", "0"],
                         env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r1.returncode == 0, r1.stderr[-3000:]
-    from judges.server import free_port  # a fixed port collides with a parallel run on the same host
+    from hrlaif.judges.server import free_port  # a fixed port collides with a parallel run on the same host
 
-    r2 = subprocess.run([str(TORCHRUN), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "harness.cli",
-                         *args, "--out", str(two), "--zero-stage", "2"],
+    r2 = subprocess.run([str(TORCHRUN), "--nproc_per_node", "2", "--master_port", str(free_port()),
+                         "-m", "hrlaif.harness.cli", *args, "--out", str(two), "--zero-stage", "2"],
                         env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r2.returncode == 0, r2.stderr[-3000:]
 
@@ -70,7 +70,7 @@ def test_one_cpu_rank_compiles_no_shared_memory_op(tmp_path):
     has no peer; init must leave an empty extensions dir and still give a working process group."""
     ext = tmp_path / "torch_extensions"
     code = ("import torch, torch.distributed as dist\n"
-            "from trainers.distributed import init_distributed\n"
+            "from hrlaif.trainers.distributed import init_distributed\n"
             "print(init_distributed('cpu'))\n"
             "t = torch.ones(3); dist.all_reduce(t); assert t.tolist() == [1.0, 1.0, 1.0]\n")
     env = _env() | {"TORCH_EXTENSIONS_DIR": str(ext)}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainers.configs import PPOConfig
+from hrlaif.trainers.configs import PPOConfig
 
 
 def _prompts(path: Path, n: int = 12, text: str = "Q{i}: tell me about {i} cats.") -> Path:
@@ -36,7 +36,7 @@ class VowelRM(torch.nn.Module):
 
 
 def test_the_reward_kl_is_k1_and_truncation_keeps_the_rm_score(tiny_model_dir, tiny_rm_dir, tmp_path):
-    from trainers.ppo import PPOTrainer
+    from hrlaif.trainers.ppo import PPOTrainer
     assert PPOConfig().missing_eos_reward is None
     t = PPOTrainer(PPOConfig(model=str(tiny_model_dir), reward_model=str(tiny_rm_dir), out=str(tmp_path / "o"),
                              prompts=str(_prompts(tmp_path / "p.jsonl")), steps=1, batch_size=4, mini_batch_size=2,
@@ -57,7 +57,7 @@ def test_the_reward_kl_is_k1_and_truncation_keeps_the_rm_score(tiny_model_dir, t
 def test_fused_first_forward_equals_separate_experience_passes(tiny_model_dir, tiny_rm_dir, tmp_path, monkeypatch):
     """One minibatch per step: old log-probs and values come from the update's own forward
     (two forwards fewer per step) and the step computes what the separate passes compute."""
-    from trainers.ppo import PPOTrainer
+    from hrlaif.trainers.ppo import PPOTrainer
     rows = {}
     for fused in (True, False):
         monkeypatch.setattr(PPOTrainer, "fused", property(lambda self, f=fused: f))
@@ -81,7 +81,7 @@ def test_short_bf16_ppo_run_stays_finite_and_raises_reward(char_lm_dir, char_tok
     """A tiny character-level policy learns to say more vowels in bf16 (autocast over fp32 master
     weights; log-probs, KL, advantages and losses in fp32), as it does in fp32."""
     precision = "bf16"
-    from trainers.ppo import train
+    from hrlaif.trainers.ppo import train
     rows = train(PPOConfig(model=str(char_lm_dir), reward_model="in-memory", out=str(tmp_path / precision),
                            prompts=str(_prompts(tmp_path / "p.jsonl", 16, "Q{i}")), steps=10, batch_size=8,
                            mini_batch_size=8, ppo_epochs=4, max_new_tokens=12, lr=2e-2, critic_lr=2e-2, drift_every=0,
@@ -95,7 +95,7 @@ def test_short_bf16_ppo_run_stays_finite_and_raises_reward(char_lm_dir, char_tok
 
 
 def test_drift_heldout_file_carries_gold_verdicts(tiny_model_dir, tiny_rm_dir, tmp_path):
-    from trainers.ppo import train
+    from hrlaif.trainers.ppo import train
     held = _prompts(tmp_path / "held.jsonl", 3)
     seen = []
 
@@ -126,8 +126,8 @@ def test_decoding_on_packed_weights_matches_the_plain_forward(tiny_model_dir, pr
     what autocast computes, in fp32 equal to the last bits."""
     from transformers import AutoModelForCausalLM
 
-    from core import decoding
-    from trainers import generation
+    from hrlaif.core import decoding
+    from hrlaif.trainers import generation
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13]]
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
@@ -150,13 +150,13 @@ def test_decoding_on_packed_weights_matches_the_plain_forward(tiny_model_dir, pr
 
 
 def test_trainer_device_and_precision_selection(monkeypatch):
-    """Every trainer resolves `device` / `precision` through core.hardware; the resolved device
+    """Every trainer resolves `device` / `precision` through hrlaif.core.hardware; the resolved device
     picks DeepSpeed's accelerator and, for cuda:N in a single process, the rank's device."""
-    from core import hardware
-    from core.errors import UserError
-    from trainers import distributed
-    from trainers.configs import RMConfig, SampleConfig, SFTConfig
-    from trainers.precision import Placement, resolve
+    from hrlaif.core import hardware
+    from hrlaif.core.errors import UserError
+    from hrlaif.trainers import distributed
+    from hrlaif.trainers.configs import RMConfig, SampleConfig, SFTConfig
+    from hrlaif.trainers.precision import Placement, resolve
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="no CUDA device is visible"):
         resolve(PPOConfig(device="cuda"))
@@ -190,8 +190,8 @@ def test_trainer_device_and_precision_selection(monkeypatch):
 
 def test_scalar_heads_stay_fp32_under_bf16_autocast(tiny_model_dir):
     """Rewards and values are not rounded to bf16's 3 significant digits: their heads run in fp32."""
-    from trainers.models import RewardModel, ValueModel
-    from trainers.precision import Placement, cast_frozen
+    from hrlaif.trainers.models import RewardModel, ValueModel
+    from hrlaif.trainers.precision import Placement, cast_frozen
     torch.manual_seed(0)
     rm, tok, _ = RewardModel.from_backbone(str(tiny_model_dir))
     rm.requires_grad_(False)

@@ -42,7 +42,7 @@ def uninterrupted(tiny_model_dir, rm_dir, prompts, tmp_path_factory) -> Path:
 
 
 def _cmd(model, rm, prompts, out, *extra):
-    return [sys.executable, "-m", "harness.cli", "ppo", "--model", str(model), "--reward-model", str(rm),
+    return [sys.executable, "-m", "hrlaif.harness.cli", "ppo", "--model", str(model), "--reward-model", str(rm),
             "--prompts", str(prompts), "--out", str(out), "--steps", "6", "--batch-size", "4",
             "--mini-batch-size", "2", "--ppo-epochs", "2", "--max-new-tokens", "6", "--lr", "1e-3",
             "--critic-lr", "1e-3", "--adaptive-kl", "--target-kl", "0.01", "--save-every", "2", "--seed", "7",

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from evalsets.prefix_lm import PrefixCachingHFLM, prefix_groups
+from hrlaif.evalsets.prefix_lm import PrefixCachingHFLM, prefix_groups
 
 pytestmark = pytest.mark.host  # fp32 identities that depend on which kernels the CPU dispatches
 
@@ -58,7 +58,7 @@ def test_loglikelihoods_match_hflm(lms):
 
 @pytest.mark.parametrize("amp", [None, torch.bfloat16])
 def test_generation_on_the_decoding_path_matches_hflm(tiny_model_dir, amp):
-    """Evaluation's generation runs the decoder's linears on PPO's decoding path (core.decoding):
+    """Evaluation's generation runs the decoder's linears on PPO's decoding path (hrlaif.core.decoding):
     the same greedy text as lm-eval's HFLM, in fp32 and under bf16 autocast."""
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM

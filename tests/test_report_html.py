@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from synthetic_run import rare_category, write_synthetic_run
 
-from reports.build import build_report
-from reports.compare import build_compare
-from reports.index import build_index
+from hrlaif.reports.build import build_report
+from hrlaif.reports.compare import build_compare
+from hrlaif.reports.index import build_index
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -8,8 +8,8 @@ import statistics
 import pytest
 from synthetic_run import RATES, SEED_SHIFT, SIZES, add_seeds, write_synthetic_run
 
-from reports.build import build_report
-from reports.seeds import ONE_SEED, seed_dirs
+from hrlaif.reports.build import build_report
+from hrlaif.reports.seeds import ONE_SEED, seed_dirs
 
 
 def _exact(p: float, n: int) -> float:
@@ -48,8 +48,8 @@ def test_three_seed_report_has_per_seed_cells_mean_sd_and_seed_level_deltas(tmp_
 
 
 def test_one_seed_report_says_checkpoint_level_only(tmp_path):
-    from reports.render import render_markdown
-    from reports.seeds import seed_blocks
+    from hrlaif.reports.render import render_markdown
+    from hrlaif.reports.seeds import seed_blocks
 
     sec = _section(render_markdown(seed_blocks(write_synthetic_run(tmp_path / "run"))[0]))
     rows = {line.split("|")[1].strip(): line for line in sec.splitlines() if line.startswith("|")}

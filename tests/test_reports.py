@@ -11,15 +11,15 @@ import pytest
 from scipy import stats as sps
 from synthetic_run import CATEGORIES, rare_category, write_synthetic_run
 
-from core.stats import INVALID_RULE, holm
-from core.store import read_jsonl, write_text
-from evalsets import registry
-from reports.build import build_report
-from reports.collect import benchmark_frame, collect, label_accuracy_frame, load_results, permille_scale
-from reports.paired import paired_frame
-from reports.render import render_markdown
-from reports.sections import grading_notice, versus_blocks
-from reports.tables import FEW, category_table, comparison_table, label_accuracy_table, to_markdown
+from hrlaif.core.stats import INVALID_RULE, holm
+from hrlaif.core.store import read_jsonl, write_text
+from hrlaif.evalsets import registry
+from hrlaif.reports.build import build_report
+from hrlaif.reports.collect import benchmark_frame, collect, label_accuracy_frame, load_results, permille_scale
+from hrlaif.reports.paired import paired_frame
+from hrlaif.reports.render import render_markdown
+from hrlaif.reports.sections import grading_notice, versus_blocks
+from hrlaif.reports.tables import FEW, category_table, comparison_table, label_accuracy_table, to_markdown
 
 # Column labels and order come from the benchmark specs: the default set (the synthetic run has only those).
 LABEL = {b: registry.info(b)["label"] for b in registry.table_order()

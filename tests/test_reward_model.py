@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from core.errors import UserError
-from trainers.configs import RMConfig
-from trainers.loss import kwise_group_loss, pairwise_group_loss
-from trainers.models import RewardModel, load_reward_model
-from trainers.reward_model import encode_group, load_labels, score_texts, train_reward_model
+from hrlaif.core.errors import UserError
+from hrlaif.trainers.configs import RMConfig
+from hrlaif.trainers.loss import kwise_group_loss, pairwise_group_loss
+from hrlaif.trainers.models import RewardModel, load_reward_model
+from hrlaif.trainers.reward_model import encode_group, load_labels, score_texts, train_reward_model
 
 RESPONSES = ["Four.", "It is 4 because 2 + 2 = 4.", "I think the answer is five", "22"]
 
@@ -163,7 +163,7 @@ def test_train_rm_learns_a_trivial_preference(tiny_model_dir, tmp_path):
 
 
 def test_heldout_split_is_by_prompt_id_and_seeded(tmp_path):
-    from trainers.reward_model import split_heldout
+    from hrlaif.trainers.reward_model import split_heldout
 
     labels = tmp_path / "labels.jsonl"
     _synthetic_labels(labels, n_prompts=20)
@@ -260,8 +260,8 @@ def test_training_loss_reads_the_raw_score_so_an_outlier_keeps_its_gradient(rm_t
 
 def test_heldout_accuracy_ci_resamples_prompts(tiny_model_dir, tmp_path):
     """Pairs of one prompt share its responses: the CI is a bootstrap over prompt ids."""
-    from core.stats import cluster_bootstrap_mean
-    from trainers.reward_model import evaluate
+    from hrlaif.core.stats import cluster_bootstrap_mean
+    from hrlaif.trainers.reward_model import evaluate
     labels = tmp_path / "labels.jsonl"
     _synthetic_labels(labels, n_prompts=6, k=4)
     groups = load_labels(labels)
@@ -283,7 +283,7 @@ def test_heldout_accuracy_ci_resamples_prompts(tiny_model_dir, tmp_path):
 def test_variants_hold_out_the_same_prompts_and_score_a_shared_pair_set(tiny_model_dir, tmp_path):
     """Two label sets of one sample file (ids missing from one of them) get the same held-out ids;
     the shared pair file is scored for both and never trained on."""
-    from core.store import read_jsonl
+    from hrlaif.core.store import read_jsonl
     labels = tmp_path / "labels.jsonl"
     rows = _synthetic_labels(labels, n_prompts=20)
     samples = tmp_path / "samples.jsonl"

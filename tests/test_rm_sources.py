@@ -45,8 +45,8 @@ def _prompts(path: Path) -> Path:
 
 
 def _trainer(model, rm, tmp_path, **kw):
-    from trainers.configs import PPOConfig
-    from trainers.ppo import PPOTrainer
+    from hrlaif.trainers.configs import PPOConfig
+    from hrlaif.trainers.ppo import PPOTrainer
     cfg = PPOConfig(model=str(model), reward_model=str(rm), out=str(tmp_path / "out"),
                     prompts=str(_prompts(tmp_path / "p.jsonl")), steps=1, batch_size=4, mini_batch_size=2,
                     ppo_epochs=1, max_new_tokens=6, drift_every=0, precision="fp32", seed=3, **kw)
@@ -56,14 +56,14 @@ def _trainer(model, rm, tmp_path, **kw):
 def test_hf_classifier_with_the_actors_tokenizer_reads_the_rollout_ids(tiny_model_dir, same_tok_rm, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from trainers.experience import reward_inputs
-    from trainers.models import SequenceClassifierRM
+    from hrlaif.trainers.experience import reward_inputs
+    from hrlaif.trainers.models import SequenceClassifierRM
     t = _trainer(tiny_model_dir, same_tok_rm, tmp_path)
     assert isinstance(t.reward_model, SequenceClassifierRM) and t.bridge is None
     ro = t.rollout(0, lambda name: contextlib.nullcontext())
     # the same numbers as the classifier run by hand on the rollout's own token ids
     clf = AutoModelForSequenceClassification.from_pretrained(same_tok_rm).eval()
-    from trainers.generation import Generation
+    from hrlaif.trainers.generation import Generation
     gen = Generation(ro.sequences, ro.attention_mask, ro.prompt_width, ro.response_mask,
                      torch.zeros_like(ro.response_mask), ro.finished)
     ids, mask = reward_inputs(gen, t.eos_ids, t.pad_id)
@@ -103,8 +103,8 @@ def test_hf_classifier_with_another_tokenizer_reads_retokenised_texts(tiny_model
 
 
 def test_a_causal_lm_is_not_taken_for_a_reward_model(tiny_model_dir):
-    from core.errors import UserError
-    from trainers.models import load_reward_model
+    from hrlaif.core.errors import UserError
+    from hrlaif.trainers.models import load_reward_model
     with pytest.raises(UserError, match="neither a harness reward-model directory nor a sequence classifier"):
         load_reward_model(tiny_model_dir)
 
@@ -113,7 +113,7 @@ def test_a_causal_lm_is_not_taken_for_a_reward_model(tiny_model_dir):
 
 def _outcomes(rm_dir, pairs) -> list[float]:
     """1.0 where the chosen response scores higher, each sequence scored alone (no padding)."""
-    from trainers.models import load_reward_model, rm_inputs
+    from hrlaif.trainers.models import load_reward_model, rm_inputs
     rm, tok = load_reward_model(rm_dir)
     right = []
     with torch.no_grad():
@@ -126,7 +126,7 @@ def _outcomes(rm_dir, pairs) -> list[float]:
 
 @pytest.mark.parametrize("which", ["harness", "hf"])
 def test_eval_rm_on_hh_rlhf_pairs(run_cli, shared_data, tiny_rm_dir, same_tok_rm, tmp_path, which):
-    from trainers.feedback.redteam import load_hh_pairs
+    from hrlaif.trainers.feedback.redteam import load_hh_pairs
     rm = tiny_rm_dir if which == "harness" else same_tok_rm
     hh = shared_data / "redteam" / "hh_harmless_test.jsonl"
     out = tmp_path / "r.json"
@@ -143,7 +143,7 @@ def test_eval_rm_on_hh_rlhf_pairs(run_cli, shared_data, tiny_rm_dir, same_tok_rm
 
 
 def test_eval_rm_on_labelled_groups_clusters_by_prompt(run_cli, tiny_rm_dir, tmp_path):
-    from core.stats import cluster_bootstrap_mean
+    from hrlaif.core.stats import cluster_bootstrap_mean
     groups = tmp_path / "heldout_pairs.jsonl"
     rows = [{"id": f"g{n}", "prompt": f"Question {n}?", "category": "math",
              "responses": [f"answer {n}", f"reply {n}!", f"no {n}"], "pairs": [[0, 1], [0, 2], [1, 2]]}

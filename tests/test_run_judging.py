@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fake_judge import FakeJudge
 
-from core.store import read_json, read_jsonl, write_jsonl
-from harness.config import QUICKSTART, RunConfig, load_config
-from trainers.reward_model import load_labels, split_heldout
+from hrlaif.core.store import read_json, read_jsonl, write_jsonl
+from hrlaif.harness.config import QUICKSTART, RunConfig, load_config
+from hrlaif.trainers.reward_model import load_labels, split_heldout
 
 MCQ = "Which is a fruit?\nA. car\nB. apple\nC. dog\nD. stone"
 
@@ -30,7 +30,7 @@ def samples_file(path: Path) -> Path:
 
 
 def test_shared_heldout_set_is_independent_truth_on_the_rms_own_draw(tmp_path, shared_data):
-    from harness.run_judges import heldout_stage, rm_config
+    from hrlaif.harness.run_judges import heldout_stage, rm_config
 
     s = samples_file(tmp_path / "samples.jsonl")
     cfg = RunConfig(seed=5, data_dir=str(shared_data))
@@ -52,7 +52,7 @@ def test_shared_heldout_set_is_independent_truth_on_the_rms_own_draw(tmp_path, s
 
 
 def test_hybrid_rm_data_adds_the_red_team_rows(tmp_path):
-    from harness.run_judges import rm_training_data
+    from hrlaif.harness.run_judges import rm_training_data
 
     s = samples_file(tmp_path / "samples.jsonl")
     labels = [r | {"mode": "hybrid", "pairs": [[0, 1]]} for r in read_jsonl(s)]
@@ -92,7 +92,7 @@ def no_models_no_judges(monkeypatch):
     """--dry-run must load no model and call no judge: any attempt fails the test."""
     import transformers
 
-    from judges import client, server
+    from hrlaif.judges import client, server
 
     def boom(*a, **kw):
         raise AssertionError("the dry run loaded a model or called a judge")
@@ -120,7 +120,7 @@ def test_dry_run_counts_requests_tokens_and_cost_without_loading_anything(tmp_pa
     assert code == 0, err
     assert "nothing is loaded, trained, or sent to a judge" in out and "14 report" in out
     assert "estimate: 4 characters per token" in out  # an endpoint: no local tokenizer
-    from harness.dryrun import count, plan
+    from hrlaif.harness.dryrun import count, plan
 
     rows = count(load_config(cfg), plan(load_config(cfg)))
     basic = next(r for r in rows if r["stage"] == "label_basic")
@@ -135,7 +135,7 @@ def test_dry_run_counts_requests_tokens_and_cost_without_loading_anything(tmp_pa
 
 
 def test_dry_run_count_matches_what_labelling_sends(tmp_path, run_cli, monkeypatch):
-    from harness.dryrun import count, plan
+    from hrlaif.harness.dryrun import count, plan
 
     monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "hc"))
     s = samples_file(tmp_path / "samples.jsonl")
@@ -191,8 +191,8 @@ def test_human_pairs_sheet_round_trip(tmp_path, run_cli):
 
 
 def test_red_team_prompts_hold_apart_the_audited_hh_pairs(shared_data):
-    from harness.run_judges import hh_audit_items
-    from trainers.feedback.redteam_stage import RedteamConfig, harmful_prompts
+    from hrlaif.harness.run_judges import hh_audit_items
+    from hrlaif.trainers.feedback.redteam_stage import RedteamConfig, harmful_prompts
 
     cfg = RunConfig(data_dir=str(shared_data))
     audited = {h["id"] for h in hh_audit_items(cfg)}

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.pipeline import STAGES
-from judges.server import free_port
+from hrlaif.harness.pipeline import STAGES
+from hrlaif.judges.server import free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ class Run:
         self.cfg, self.out, self.env, self.logs, self.n = cfg, out, env, logs, 0
 
     def _cmd(self, *extra):
-        return [sys.executable, "-m", "harness.cli", "run", str(self.cfg), "--out", str(self.out), *extra]
+        return [sys.executable, "-m", "hrlaif.harness.cli", "run", str(self.cfg), "--out", str(self.out), *extra]
 
     def manifest(self, stage: str) -> dict | None:
         p = self.out / stage / "manifest.json"

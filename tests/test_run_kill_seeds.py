@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from harness.config import load_config, with_seeds
-from harness.stages import stage_names
+from hrlaif.harness.config import load_config, with_seeds
+from hrlaif.harness.stages import stage_names
 from tests.fake_judge import FakeJudge
 from tests.test_run_kill import Run, _env
 

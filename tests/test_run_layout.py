@@ -1,5 +1,5 @@
-"""core/layout.py's RunLayout names every stage directory and artifact of a run dir (issue 20 item 3): its
-paths, their agreement with the stage records, and a source scan that fails when a module outside core/
+"""hrlaif/core/layout.py's RunLayout names every stage directory and artifact of a run dir (issue 20 item 3): its
+paths, their agreement with the stage records, and a source scan that fails when a module outside hrlaif/core/
 and the report writer spells a run-layout name itself."""
 from __future__ import annotations
 
@@ -7,20 +7,30 @@ import ast
 import re
 from pathlib import Path
 
-from core.layout import MODES, VARIANTS, RunLayout
+from hrlaif.core.layout import MODES, VARIANTS, RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("core", "judges", "trainers", "evalsets", "reports", "harness")
-# Where the layout may be spelled: the floor (core/layout.py) and the report writer (its own output dir).
-ALLOWED = {"core", "reports/build.py"}
+# Where the layout may be spelled: the floor (hrlaif/core/layout.py) and the report writer (its own output dir).
+ALLOWED = {"core", "hrlaif/reports/build.py"}
 # Modules not yet migrated to RunLayout (issue 20 item 3, still to do): take one off when it uses the layout.
 TO_MIGRATE = {
-    "harness/stages.py", "harness/dryrun.py",
-    "harness/commands/report.py", "reports/seeds.py", "reports/sections.py",
-    "reports/alarms.py", "reports/verdict_trust.py", "reports/lmeval_output.py",
-    # the stages' own writers: the artifact name a stage writes into its out dir
-    "trainers/checkpointing.py", "trainers/drift.py", "trainers/feedback/label_stage.py", "trainers/reward_model.py",
-    "evalsets/runner.py", "harness/commands/annotate.py", "harness/commands/eval.py", "harness/commands/train_rm.py",
+    "hrlaif/harness/stages.py",
+    "hrlaif/harness/dryrun.py",
+    "hrlaif/harness/commands/report.py",
+    "hrlaif/reports/seeds.py",
+    "hrlaif/reports/sections.py",
+    "hrlaif/reports/alarms.py",
+    "hrlaif/reports/verdict_trust.py",
+    "hrlaif/reports/lmeval_output.py",
+    "hrlaif/trainers/checkpointing.py",
+    "hrlaif/trainers/drift.py",
+    "hrlaif/trainers/feedback/label_stage.py",
+    "hrlaif/trainers/reward_model.py",
+    "hrlaif/evalsets/runner.py",
+    "hrlaif/harness/commands/annotate.py",
+    "hrlaif/harness/commands/eval.py",
+    "hrlaif/harness/commands/train_rm.py",
 }
 STAGE_DIR = re.compile(r"^(eval|ppo|label|rm|export)_(sft|rlaif|hrlaif|basic|hybrid)(_s\d+)?(/.*)?$")
 ARTIFACTS = {"drift.jsonl", "results.json", "heldout/pairs.jsonl", "manifest.json", "judge_usage.json",
@@ -48,7 +58,7 @@ def test_layout_paths(tmp_path):
 
 
 def test_layout_names_the_stage_records_dirs():
-    from harness.stages import STAGES
+    from hrlaif.harness.stages import STAGES
     names = set(STAGES)
     lay = RunLayout(Path("RUN"))
     for d in (lay.sft, lay.sample, lay.heldout, lay.eval("sft"), lay.report, *(lay.eval(v) for v in MODES),
@@ -76,16 +86,16 @@ def _layout_literals(path: Path) -> list[str]:
 def test_no_module_outside_core_spells_a_run_path():
     offenders, migrated = {}, []
     for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).rglob("*.py")):
+        for path in sorted((ROOT / "hrlaif" / pkg).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
-            if rel.split("/")[0] in ALLOWED or rel in ALLOWED:
+            if rel.split("/")[1] in ALLOWED or rel in ALLOWED:
                 continue
             hits = _layout_literals(path)
             if hits and rel not in TO_MIGRATE:
                 offenders[rel] = hits
             elif not hits and rel in TO_MIGRATE:
                 migrated.append(rel)
-    assert not offenders, f"run-layout literals outside core/layout.py (use RunLayout): {offenders}"
+    assert not offenders, f"run-layout literals outside hrlaif/core/layout.py (use RunLayout): {offenders}"
     assert not migrated, f"these no longer spell run paths: take them off TO_MIGRATE: {migrated}"
 
 

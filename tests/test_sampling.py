@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from core.errors import UserError
-from core.store import read_jsonl
-from trainers.sampling import SampleConfig, generate_k, sample_responses
+from hrlaif.core.errors import UserError
+from hrlaif.core.store import read_jsonl
+from hrlaif.trainers.sampling import SampleConfig, generate_k, sample_responses
 
 PROMPTS = [
     {"id": "p1", "prompt": "What is 2 + 2?", "category": "math", "std_answer": "4", "lang": "en"},
@@ -50,7 +50,7 @@ def test_samples_format_and_determinism(tiny_model_dir, prompts_file, tmp_path):
 def test_finished_flags_eos(tiny_model_dir):
     import torch
 
-    from core.models import load_causal_lm
+    from hrlaif.core.models import load_causal_lm
 
     model, tok, _ = load_causal_lm(str(tiny_model_dir))
     # Declare every token an end-of-sequence token: each response stops at its first token.

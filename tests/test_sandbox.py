@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from evalsets import humaneval, sandbox
-from evalsets.sandbox import Limits, run_program, run_programs
+from hrlaif.evalsets import humaneval, sandbox
+from hrlaif.evalsets.sandbox import Limits, run_program, run_programs
 
 ISO = sandbox.isolation()
 REAL_ROOT = os.geteuid() == 0 and sandbox._in_initial_userns()
@@ -207,11 +207,11 @@ def test_unencodable_model_output_does_not_crash_the_host():
 # ---- writes: nowhere but the program's own directory, as root and as an unprivileged user ----
 
 # Runs the sandbox from a separate harness process (another uid, or a user namespace).
-# Only the stdlib and the repo are needed: `evalsets.sandbox` imports nothing else.
+# Only the stdlib and the repo are needed: `hrlaif.evalsets.sandbox` imports nothing else.
 _CHILD = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from evalsets import sandbox
+from hrlaif.evalsets import sandbox
 args = json.loads(sys.argv[2])
 res = [sandbox.run_program(p, sandbox.Limits(**args["limits"])) for p in args["programs"]]
 print(json.dumps({"describe": sandbox.isolation().describe(), "results": [r.to_dict() for r in res]}))
@@ -410,7 +410,7 @@ def test_hidden_proc_layout_still_confines(outside):
 _NO_MNTNS = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from evalsets import sandbox
+from hrlaif.evalsets import sandbox
 iso = sandbox.Isolation(python=sys.argv[2], prefix=("unshare", "--net", "--pid", "--fork", "--"),
                         uid=None, gid=None, proc="private")
 print(json.dumps(sandbox._run_one("print('ran')", sandbox.Limits(guards=False), iso).to_dict()))

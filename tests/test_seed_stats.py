@@ -1,4 +1,4 @@
-"""The hierarchical (seeds, then items) interval of a variant-vs-variant Δ (core/seed_stats.py)."""
+"""The hierarchical (seeds, then items) interval of a variant-vs-variant Δ (hrlaif/core/seed_stats.py)."""
 from __future__ import annotations
 
 import time
@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from core.seed_stats import hierarchical_diff, seed_summary
+from hrlaif.core.seed_stats import hierarchical_diff, seed_summary
 
 
 def _item_only(a: np.ndarray, b: np.ndarray, rng, iters: int) -> tuple[float, float]:

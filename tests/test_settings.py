@@ -1,4 +1,4 @@
-"""core.settings: one dataclass field -> YAML key and CLI flag with the same default and errors."""
+"""hrlaif.core.settings: one dataclass field -> YAML key and CLI flag with the same default and errors."""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from core.errors import UserError
-from core.settings import SettingError, add_arguments, check_fields, from_args, from_mapping, setting
+from hrlaif.core.errors import UserError
+from hrlaif.core.settings import SettingError, add_arguments, check_fields, from_args, from_mapping, setting
 
 
 @dataclass

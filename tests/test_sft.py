@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from core.errors import UserError
-from trainers.data_formats import encode_chat, load_instruction_data, normalise_example
+from hrlaif.core.errors import UserError
+from hrlaif.trainers.data_formats import encode_chat, load_instruction_data, normalise_example
 
 ALPACA = [
     {"instruction": "Name a primary colour.", "input": "", "output": "Red is a primary colour."},
@@ -107,7 +107,7 @@ def test_multi_turn_masks_every_user_turn(tok):
 
 
 def test_truncation_is_counted_not_fatal(tok):
-    from trainers.sft import tokenize_examples
+    from hrlaif.trainers.sft import tokenize_examples
 
     examples = [{"messages": normalise_example(a, "x")} for a in ALPACA]
     enc = [encode_chat(tok, e["messages"], 4096) for e in examples]
@@ -132,8 +132,8 @@ def _metrics(out):
 def test_sft_loss_decreases_and_checkpoint_reloads(tiny_model_dir, tmp_path):
     import torch
 
-    from core.models import load_causal_lm
-    from trainers.sft import SFTConfig, train_sft
+    from hrlaif.core.models import load_causal_lm
+    from hrlaif.trainers.sft import SFTConfig, train_sft
 
     data = _write(tmp_path, "d.json", ALPACA)
     out = train_sft(SFTConfig(model=str(tiny_model_dir), data=str(data), out=str(tmp_path / "sft"),
@@ -150,8 +150,8 @@ def test_sft_loss_decreases_and_checkpoint_reloads(tiny_model_dir, tmp_path):
     assert ident["weights_sha"] != base_ident["weights_sha"]
     assert tok.chat_template
     # ... and really is the trained model: its loss on the data is the trained loss, not the base one.
-    from trainers.data_formats import load_instruction_data
-    from trainers.sft import collate, response_loss, tokenize_examples
+    from hrlaif.trainers.data_formats import load_instruction_data
+    from hrlaif.trainers.sft import collate, response_loss, tokenize_examples
     rows, _ = tokenize_examples(load_instruction_data(data), tok, 128)
     ids, mask, labels = collate(rows, tok.pad_token_id)
     with torch.no_grad():
@@ -164,7 +164,7 @@ def test_sft_loss_decreases_and_checkpoint_reloads(tiny_model_dir, tmp_path):
 
 
 def test_sft_is_seeded(tiny_model_dir, tmp_path):
-    from trainers.sft import SFTConfig, train_sft
+    from hrlaif.trainers.sft import SFTConfig, train_sft
 
     data = _write(tmp_path, "d.json", ALPACA)
     runs = [_metrics(train_sft(SFTConfig(model=str(tiny_model_dir), data=str(data), out=str(tmp_path / f"r{i}"),
@@ -176,8 +176,8 @@ def test_sft_is_seeded(tiny_model_dir, tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
     import torch
 
-    import trainers.sft as sft
-    from core.models import load_causal_lm
+    import hrlaif.trainers.sft as sft
+    from hrlaif.core.models import load_causal_lm
 
     real, calls = sft.response_loss, {"n": 0}
 
@@ -205,7 +205,7 @@ def test_cli_sft(tiny_model_dir, tmp_path, run_cli):
     assert code == 0, err
     assert (tmp_path / "o" / "config.json").exists() and len(_metrics(tmp_path / "o")) == 2
     # ZeRO-3 partitions parameters; the saved checkpoint must hold the gathered, full tensors.
-    from core.models import load_causal_lm
+    from hrlaif.core.models import load_causal_lm
     model, _, _ = load_causal_lm(str(tmp_path / "o"))
     base, _, _ = load_causal_lm(str(tiny_model_dir))
     for (name, p), (_, q) in zip(model.named_parameters(), base.named_parameters()):

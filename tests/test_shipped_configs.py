@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import UserError
-from harness.config import SHIPPED, config_path, load_config, shipped_configs
+from hrlaif.core.errors import UserError
+from hrlaif.harness.config import SHIPPED, config_path, load_config, shipped_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def test_paper_config_is_paper_scale():
 
 
 def test_configs_are_package_data_and_linked_from_configs_dir():
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["harness"]
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hrlaif.harness"]
     for name in shipped_configs():
         rel = f"configs/{name}.yaml"
         assert any(fnmatch(rel, pat) for pat in data), rel

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from core.paired_tests import mcnemar_power, signflip_p
-from core.stats import min_detectable_diff, paired_diff
-from reports.drift import reward_change
+from hrlaif.core.paired_tests import mcnemar_power, signflip_p
+from hrlaif.core.stats import min_detectable_diff, paired_diff
+from hrlaif.reports.drift import reward_change
 
 
 def _rate_ok(rate: float, reps: int, alpha: float = 0.05) -> bool:
@@ -24,7 +24,7 @@ def _rate_ok(rate: float, reps: int, alpha: float = 0.05) -> bool:
 
 @pytest.mark.parametrize("n", [6, 8])
 def test_held_out_reward_rose_test_holds_its_level_at_small_n(n):
-    """The alarm's 'reward rose' test (reports.drift.reward_change) on rewards that did not move:
+    """The alarm's 'reward rose' test (hrlaif.reports.drift.reward_change) on rewards that did not move:
     the percentile bootstrap rejected 11% of the time at n = 8; the sign-flip test <= 5%."""
     rng = np.random.default_rng(100 + n)
     reps, rejected = 600, 0
@@ -96,7 +96,7 @@ def test_cell_mde_is_the_binary_one_for_binary_scores():
     a = [0, 1] * 50
     b = [1, 1] * 50
     r = paired_diff(a, b)
-    from core.stats import paired_sd
+    from hrlaif.core.stats import paired_sd
     assert r["mde"] == pytest.approx(min_detectable_diff(paired_sd(a, b), 100, 0.025, binary=True))
 
 
@@ -106,8 +106,8 @@ def test_alarm_power_accounts_for_both_conditions(tmp_path):
     tests); the old table gave each condition 80% alone, so the alarm fired about 64% of the time."""
     from synthetic_run import write_synthetic_run
 
-    from reports.collect import collect
-    from reports.drift import drift_power, drift_tests, read_drift_items
+    from hrlaif.reports.collect import collect
+    from hrlaif.reports.drift import drift_power, drift_tests, read_drift_items
 
     root = write_synthetic_run(tmp_path / "run")
     run = collect(root)

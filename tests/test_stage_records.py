@@ -1,4 +1,4 @@
-"""Stages as records (harness/stages.py): each stage's fingerprint is what it reads, resolved.
+"""Stages as records (hrlaif/harness/stages.py): each stage's fingerprint is what it reads, resolved.
 
 With fake stage functions (no models): changing one setting re-runs exactly the stages that read
 it and their dependants (every field of the run config, one at a time); the stale-drift bug
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from core.store import write_json, write_jsonl
-from harness import stages
-from harness.config import RunConfig
-from harness.pipeline import run_pipeline
-from harness.stages import RECORDS, Stage, instances, pick, plain
+from hrlaif.core.store import write_json, write_jsonl
+from hrlaif.harness import stages
+from hrlaif.harness.config import RunConfig
+from hrlaif.harness.pipeline import run_pipeline
+from hrlaif.harness.stages import RECORDS, Stage, instances, pick, plain
 
 RAN = re.compile(r"\] (\S+)\s+running \.\.\.")
 
@@ -141,10 +141,10 @@ def _plain_write(path, obj) -> None:
 
 
 def test_each_setting_reruns_its_readers_and_only_their_dependants(tmp_path, capsys, monkeypatch):
-    import harness.pipeline
+    import hrlaif.harness.pipeline
 
-    monkeypatch.setattr(harness.pipeline, "_versions", dict)  # 150 runs: skip package lookups and fsyncs
-    monkeypatch.setattr(harness.pipeline, "write_json", _plain_write)
+    monkeypatch.setattr(hrlaif.harness.pipeline, "_versions", dict)  # 150 runs: skip package lookups and fsyncs
+    monkeypatch.setattr(hrlaif.harness.pipeline, "write_json", _plain_write)
     base_cfg = RunConfig()
     base = tmp_path / "base"
     _ran(base_cfg, base, capsys)
@@ -174,14 +174,14 @@ def test_each_setting_reruns_its_readers_and_only_their_dependants(tmp_path, cap
 def test_stage_functions_read_only_their_resolved_config(tmp_path, monkeypatch, capsys):
     """The real stage functions (heavy callees stubbed) through the View: reading a setting outside
     the record's resolved config raises; what the callees receive is the resolved config."""
-    import evalsets.runner
-    import reports.build
-    import trainers.feedback.label_stage
-    import trainers.feedback.redteam_stage
-    import trainers.ppo
-    import trainers.reward_model
-    import trainers.sampling
-    import trainers.sft
+    import hrlaif.evalsets.runner
+    import hrlaif.reports.build
+    import hrlaif.trainers.feedback.label_stage
+    import hrlaif.trainers.feedback.redteam_stage
+    import hrlaif.trainers.ppo
+    import hrlaif.trainers.reward_model
+    import hrlaif.trainers.sampling
+    import hrlaif.trainers.sft
 
     got = {}
 
@@ -200,15 +200,15 @@ def test_stage_functions_read_only_their_resolved_config(tmp_path, monkeypatch, 
         Path(out).mkdir(parents=True, exist_ok=True)
         write_json(Path(out) / "results.json", {"benchmarks": {}})
 
-    monkeypatch.setattr(trainers.sft, "train_sft", keep("sft", lambda c: c.out))
-    monkeypatch.setattr(trainers.sampling, "sample_responses", keep("sample", samples))
-    monkeypatch.setattr(trainers.feedback.redteam_stage, "run_redteam",
+    monkeypatch.setattr(hrlaif.trainers.sft, "train_sft", keep("sft", lambda c: c.out))
+    monkeypatch.setattr(hrlaif.trainers.sampling, "sample_responses", keep("sample", samples))
+    monkeypatch.setattr(hrlaif.trainers.feedback.redteam_stage, "run_redteam",
                         keep("redteam", lambda c, j, exclude_ids: Path(c.out) / "labels.jsonl"))
-    monkeypatch.setattr(trainers.feedback.label_stage, "label_samples", keep("label", lambda c, j, h: None))
-    monkeypatch.setattr(trainers.reward_model, "train_reward_model", keep("rm", lambda c: c.out))
-    monkeypatch.setattr(trainers.ppo, "train", keep("ppo", lambda c, **kw: None))
-    monkeypatch.setattr(evalsets.runner, "evaluate_to_dir", keep("eval", evaluated))
-    monkeypatch.setattr(reports.build, "build_report", lambda run_dir, **kw: Path(run_dir) / "report")
+    monkeypatch.setattr(hrlaif.trainers.feedback.label_stage, "label_samples", keep("label", lambda c, j, h: None))
+    monkeypatch.setattr(hrlaif.trainers.reward_model, "train_reward_model", keep("rm", lambda c: c.out))
+    monkeypatch.setattr(hrlaif.trainers.ppo, "train", keep("ppo", lambda c, **kw: None))
+    monkeypatch.setattr(hrlaif.evalsets.runner, "evaluate_to_dir", keep("eval", evaluated))
+    monkeypatch.setattr(hrlaif.reports.build, "build_report", lambda run_dir, **kw: Path(run_dir) / "report")
     cfg = RunConfig(seed=5)
     cfg = replace(cfg, eval=replace(cfg.eval, max_gen_toks={"gsm8k": 33}, precision="fp32"))
     run_pipeline(cfg, tmp_path)
@@ -239,13 +239,13 @@ NEW = Stage("export_{variant}{s}", _export, ("eval_{variant}{s}",), per="seed", 
 
 
 def test_adding_a_stage_is_one_record_and_its_function(tmp_path, capsys, monkeypatch):
-    """Files a new stage touches: 1 (harness/stages.py: the `export` function + its record in
+    """Files a new stage touches: 1 (hrlaif/harness/stages.py: the `export` function + its record in
     RECORDS). The order, --from/--only, the fingerprint, the seeds, the dry run's stage list and the
     judge usage table all follow from the record."""
     records = tuple(replace(r, fn=_fake) for r in RECORDS[:-1]) + (NEW, replace(RECORDS[-1], fn=stages.report))
     monkeypatch.setattr(stages, "RECORDS", records)  # the one edit: the record (and its function above)
-    import reports.build
-    monkeypatch.setattr(reports.build, "build_report", lambda run_dir, **kw: Path(run_dir) / "report")
+    import hrlaif.reports.build
+    monkeypatch.setattr(hrlaif.reports.build, "build_report", lambda run_dir, **kw: Path(run_dir) / "report")
     cfg = replace(RunConfig(), seeds=[1, 2])
     names = [i.name for i in instances(cfg)]
     assert names[-5:] == ["export_rlaif", "export_hrlaif", "export_rlaif_s2", "export_hrlaif_s2", "report"]
@@ -261,9 +261,9 @@ def test_adding_a_stage_is_one_record_and_its_function(tmp_path, capsys, monkeyp
     assert _ran(cfg2, tmp_path, capsys, records=None, from_stage="export_hrlaif") == [
         "export_hrlaif", "export_rlaif_s2", "export_hrlaif_s2", "report"]
     # the dry run lists it from the same record
-    from harness.dryrun import dry_run
+    from hrlaif.harness.dryrun import dry_run
 
-    monkeypatch.setattr("harness.dryrun.plan", lambda cfg: [])
+    monkeypatch.setattr("hrlaif.harness.dryrun.plan", lambda cfg: [])
     dry_run(cfg2, "test")
     out = capsys.readouterr().out
     assert re.search(r"\d+ export_hrlaif_s2\s+export of HRLAIF's results \(seed 2\)", out)
@@ -277,8 +277,8 @@ def test_adding_a_stage_is_one_record_and_its_function(tmp_path, capsys, monkeyp
 def test_dry_run_and_judge_bill_scale_with_seeds(run_cli):
     """Per-seed stages (reward model, PPO, evaluation of each variant) are planned and billed once
     per training seed; the shared stages (SFT, samples, labels, eval_sft) once."""
-    from harness.config import load_config, with_seeds
-    from harness.dryrun import count, plan
+    from hrlaif.harness.config import load_config, with_seeds
+    from hrlaif.harness.dryrun import count, plan
 
     one = load_config(None)
     three = with_seeds(one, "1,2,3")

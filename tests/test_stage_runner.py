@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import UserError
-from harness.config import RunConfig
-from harness.pipeline import StageRunner, _run_lock
+from hrlaif.core.errors import UserError
+from hrlaif.harness.config import RunConfig
+from hrlaif.harness.pipeline import StageRunner, _run_lock
 
 
 class Killed(BaseException):
@@ -147,7 +147,7 @@ def test_from_reruns_later_stages_and_only_runs_one(tmp_path, capsys):
     # --only stops after its stage: later unfinished stages are neither run nor required
     import shutil
     shutil.rmtree(tmp_path / "label_basic")
-    from harness.pipeline import _OnlyDone
+    from hrlaif.harness.pipeline import _OnlyDone
     with pytest.raises(_OnlyDone) as e:
         chain(_runner(tmp_path, only="sample"))
     assert e.value.result == tmp_path / "sample" / "s.txt"
@@ -171,9 +171,9 @@ def _write(path: Path) -> Path:
 
 def test_ppo_stage_restarts_cleanly_on_a_checkpoint_of_other_settings(tmp_path, capsys):
     """A checkpoint written with other training settings is not resumed (that used to exit 2)."""
-    from harness.stages import clear_stage_dir as _clear_stage_dir
-    from harness.stages import ppo_can_continue as _ppo_can_continue
-    from trainers.ppo import PPOConfig
+    from hrlaif.harness.stages import clear_stage_dir as _clear_stage_dir
+    from hrlaif.harness.stages import ppo_can_continue as _ppo_can_continue
+    from hrlaif.trainers.ppo import PPOConfig
 
     cfg = PPOConfig(model="m", reward_model="rm", out=str(tmp_path), lr=1e-5)
     assert not _ppo_can_continue(cfg, tmp_path)  # nothing there yet

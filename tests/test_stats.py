@@ -1,4 +1,4 @@
-"""core.stats checked against values computed independently: scipy's exact binomial test and
+"""hrlaif.core.stats checked against values computed independently: scipy's exact binomial test and
 Clopper-Pearson interval, hand-computed Holm and Wilson cases, and a clustered bootstrap whose
 answer is known in closed form."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from core.stats import (
+from hrlaif.core.stats import (
     MIN_N_CI,
     clopper_pearson,
     cluster_bootstrap_mean,

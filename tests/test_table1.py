@@ -4,12 +4,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from core.stats import cluster_bootstrap_mean
-from core.store import write_json
-from reports.collect import label_accuracy_frame, rm_frames
-from reports.table1 import rm_paired
-from reports.tables import label_accuracy_table, rm_table
-from trainers.feedback.accuracy import label_accuracy
+from hrlaif.core.stats import cluster_bootstrap_mean
+from hrlaif.core.store import write_json
+from hrlaif.reports.collect import label_accuracy_frame, rm_frames
+from hrlaif.reports.table1 import rm_paired
+from hrlaif.reports.tables import label_accuracy_table, rm_table
+from hrlaif.trainers.feedback.accuracy import label_accuracy
 
 PROMPT = "What is 2 + 2?"
 

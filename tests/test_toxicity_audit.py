@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from fake_judge import FakeJudge
 
-from evalsets import registry
-from evalsets.kinds import classify
-from evalsets.loaders import load
-from evalsets.toxicity import (
+from hrlaif.evalsets import registry
+from hrlaif.evalsets.kinds import classify
+from hrlaif.evalsets.loaders import load
+from hrlaif.evalsets.toxicity import (
     AUDIT_PER_CLASS,
     HFClassifier,
     JudgeClassifier,
@@ -17,7 +17,7 @@ from evalsets.toxicity import (
     sentences,
     unreliable_reason,
 )
-from judges.client import Judge, JudgeConfig
+from hrlaif.judges.client import Judge, JudgeConfig
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""`report_to` (core/trackers.py): TensorBoard, MLflow (a local file store) and W&B (offline mode)
+"""`report_to` (hrlaif/core/trackers.py): TensorBoard, MLflow (a local file store) and W&B (offline mode)
 receive each stage's per-step metrics, PPO's drift evaluations and final results with their CIs;
 read back here through each tracker's own reader. A tracker whose library is missing is a one-line
 error, exit 2."""
@@ -37,8 +37,8 @@ def _mlflow_run(uri: str, name: str):
 def test_ppo_reports_to_tensorboard_and_mlflow(tiny_model_dir, tiny_rm_dir, tmp_path, monkeypatch):
     """`report_to: [tensorboard, mlflow]` on a short PPO run: both hold every step's metrics and the
     drift evaluations (score, 95% CI bounds and n per benchmark), equal to metrics.jsonl / drift.jsonl."""
-    from trainers.configs import PPOConfig
-    from trainers.ppo import train
+    from hrlaif.trainers.configs import PPOConfig
+    from hrlaif.trainers.ppo import train
 
     uri = (tmp_path / "mlruns").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -69,7 +69,7 @@ def test_ppo_reports_to_tensorboard_and_mlflow(tiny_model_dir, tiny_rm_dir, tmp_
 def test_sft_reports_to_wandb_offline(tiny_model_dir, tmp_path, monkeypatch):
     """W&B in offline mode: the run file holds the config and every step's loss (the record format
     is W&B's own protobuf log, so the values are looked up as the strings W&B encodes them as)."""
-    from trainers.sft import SFTConfig, train_sft
+    from hrlaif.trainers.sft import SFTConfig, train_sft
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -90,8 +90,8 @@ def test_reward_model_reports_steps_and_heldout_accuracy(tiny_model_dir, tmp_pat
     with its clustered 95% CI and n, as in metrics.jsonl and rm_metrics.json."""
     from test_reward_model import _synthetic_labels
 
-    from trainers.configs import RMConfig
-    from trainers.reward_model import train_reward_model
+    from hrlaif.trainers.configs import RMConfig
+    from hrlaif.trainers.reward_model import train_reward_model
 
     uri = (tmp_path / "mlruns").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -128,7 +128,7 @@ def test_a_missing_extra_is_one_line(tmp_path):
     """Without the wandb package: `--report-to wandb` names the extra to install, exit 2, no traceback;
     'none' with a tracker is refused the same way."""
     code = ("import sys; sys.modules['wandb'] = None\n"
-            "from harness.cli import main\n"
+            "from hrlaif.harness.cli import main\n"
             f"sys.exit(main(['sft', '--out', {str(tmp_path / 'o')!r}, '--report-to', sys.argv[1]]))")
     for value, message in (("tensorboard,wandb", "hrlaif sft: error: --report-to: wandb is not installed: "
                                                  "pip install 'hrlaif-harness[wandb]'"),

@@ -1,4 +1,4 @@
-"""Shared frozen trunk (trainers/trunk.py): same PPO numbers, fewer block evaluations."""
+"""Shared frozen trunk (hrlaif/trainers/trunk.py): same PPO numbers, fewer block evaluations."""
 from __future__ import annotations
 
 import pytest
@@ -9,13 +9,13 @@ from tests.test_ppo import write_prompts
 
 @pytest.fixture(scope="module")
 def deep_tiny_dir(tmp_path_factory):
-    from core.models import build_tiny_model
+    from hrlaif.core.models import build_tiny_model
     return build_tiny_model(tmp_path_factory.mktemp("tiny4") / "model", layers=4)
 
 
 def _count_block_calls(model):
     """Count forward calls of every decoder block (hooks survive the layer-list swap)."""
-    from trainers.trunk import decoder_of
+    from hrlaif.trainers.trunk import decoder_of
     counts = {"n": 0}
     for layer in decoder_of(model).layers:
         layer.register_forward_hook(lambda *a: counts.__setitem__("n", counts["n"] + 1))
@@ -25,8 +25,8 @@ def _count_block_calls(model):
 def test_split_forward_equals_full_forward(deep_tiny_dir):
     from transformers import AutoModelForCausalLM
 
-    from core.tensors import position_ids
-    from trainers.trunk import SharedTrunk
+    from hrlaif.core.tensors import position_ids
+    from hrlaif.trainers.trunk import SharedTrunk
     ref = AutoModelForCausalLM.from_pretrained(deep_tiny_dir).eval().requires_grad_(False)
     other = AutoModelForCausalLM.from_pretrained(deep_tiny_dir).eval().requires_grad_(False)
     with torch.no_grad():
@@ -49,8 +49,8 @@ def test_split_forward_equals_full_forward(deep_tiny_dir):
 def test_ppo_with_shared_trunk_matches_full_forwards(deep_tiny_dir, tmp_path, random_rm):
     """train_layers=1 on a 4-block model: the 3 frozen blocks run once per rollout for all four
     models, and the run logs the same metrics as one that recomputes them everywhere."""
-    from trainers.configs import PPOConfig
-    from trainers.ppo import PPOTrainer
+    from hrlaif.trainers.configs import PPOConfig
+    from hrlaif.trainers.ppo import PPOTrainer
     rm_dir = random_rm(deep_tiny_dir, tmp_path / "rm", seed=3)
     prompts = write_prompts(tmp_path / "p.jsonl", 8)
     rows, calls = {}, {}
@@ -78,8 +78,8 @@ def test_ppo_with_shared_trunk_matches_full_forwards(deep_tiny_dir, tmp_path, ra
 def test_trunk_states_collected_while_decoding_match_a_full_pass(deep_tiny_dir):
     from transformers import AutoModelForCausalLM
 
-    from trainers.generation import generate
-    from trainers.trunk import SharedTrunk
+    from hrlaif.trainers.generation import generate
+    from hrlaif.trainers.trunk import SharedTrunk
     model = AutoModelForCausalLM.from_pretrained(deep_tiny_dir).eval()
     prompts = [[5, 6, 7, 8, 9], [11, 12, 13]]
     gen = generate(model, prompts, max_new_tokens=6, eos_ids=[0], pad_id=1, seeds=[1, 2], trunk_depth=2)
@@ -94,9 +94,9 @@ def test_trunk_states_collected_while_decoding_match_a_full_pass(deep_tiny_dir):
 def test_critic_from_a_reward_model_with_its_own_bottom_runs_in_full(deep_tiny_dir, tmp_path):
     """critic_init=reward with an RM whose bottom blocks were trained: RM and critic stay out of
     the trunk, actor and reference join it, and the metrics equal a run without a trunk."""
-    from trainers.configs import PPOConfig
-    from trainers.models import RewardModel
-    from trainers.ppo import PPOTrainer
+    from hrlaif.trainers.configs import PPOConfig
+    from hrlaif.trainers.models import RewardModel
+    from hrlaif.trainers.ppo import PPOTrainer
     torch.manual_seed(4)
     rm, tok, _ = RewardModel.from_backbone(str(deep_tiny_dir), clip=5.0)
     with torch.no_grad():

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.stats import min_margin
-from core.store import read_json, write_json, write_jsonl
-from harness.gate import compare
+from hrlaif.core.stats import min_margin
+from hrlaif.core.store import read_json, write_json, write_jsonl
+from hrlaif.harness.gate import compare
 
 SIX = ("ceval", "mmlu", "gsm8k", "humaneval", "toxigen", "satisfaction")
 
@@ -104,7 +104,7 @@ def test_quickstart_report_leaves_self_graded_cells_out_of_alarms_and_gate(tmp_p
     import pandas as pd
     from synthetic_run import write_synthetic_run
 
-    from reports.build import build_report
+    from hrlaif.reports.build import build_report
 
     root = write_synthetic_run(tmp_path / "run")
     out = build_report(root)
@@ -134,9 +134,9 @@ def test_quickstart_report_leaves_self_graded_cells_out_of_alarms_and_gate(tmp_p
 def test_cells_show_holm_p_with_its_family_and_each_sides_invalid_rate(tmp_path):
     """Items 2 and 3 in the report: a cell names the Holm family it was adjusted over, and shows both
     sides' invalid rates with the paired (McNemar) test of their difference."""
-    from core.stats import holm
-    from reports.paired import paired_frame
-    from reports.tables import fmt_paired
+    from hrlaif.core.stats import holm
+    from hrlaif.reports.paired import paired_frame
+    from hrlaif.reports.tables import fmt_paired
 
     rng = np.random.default_rng(3)
     base = {b: [float(x) for x in rng.random(200) < 0.5] for b in ("gsm8k", "mmlu", "satisfaction")}
@@ -171,8 +171,8 @@ def test_imported_human_sheets_get_their_own_rows_in_the_report_and_compare(tmp_
     κ against the AI judge."""
     from synthetic_run import write_synthetic_run
 
-    from core.store import read_jsonl
-    from reports.build import build_report
+    from hrlaif.core.store import read_jsonl
+    from hrlaif.reports.build import build_report
 
     root = write_synthetic_run(tmp_path / "run")
     for v, liked in (("sft", lambda i: i % 2 == 0), ("rlaif", lambda i: i % 5 == 0)):

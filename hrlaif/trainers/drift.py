@@ -1,0 +1,108 @@
+"""How far the PPO actor drifts from where it started, measured while training.
+
+Two measures, at step 0 (before the first update) and every `drift_every` steps:
+
+- held-out reward: greedy responses to prompts never trained on, scored by the reward model
+  (`split_prompts` removes them from the training set by id and by text, drift on or off), and,
+  with a `gold_fn(prompts, responses) -> [1 | 0 | None]` (the evaluation judge's verdict, passed
+  in by the pipeline), the gold verdict on the same responses: the gold-vs-proxy view;
+- benchmarks (optional): `evaluate_fn(model, tokenizer, benchmarks, limit, data_dir) ->
+  {bench: {score, ci95, n, items: [{doc_id, score}]}}` on a quick subset. The caller passes it in
+  (the pipeline passes `hrlaif.evalsets.runner.evaluate_in_process`): trainers never import evaluation
+  code, and no `evaluate_fn` means held-out reward only.
+
+Files (rank 0): one `drift.jsonl` record per checkpoint (step, the training batch's KL as k1, the
+reward's estimator, and k3, never negative, for a sqrt(KL) axis; rewards; benchmark summaries),
+and per-item files so that a checkpoint is compared with step 0 item by item:
+`drift/step_<N>/<bench>.jsonl` {doc_id, score} and `drift/step_<N>/heldout.jsonl`
+{id, reward, response, gold}.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from hrlaif.core.store import append_jsonl, write_jsonl
+from hrlaif.trainers.data_formats import DATA_DIR, load_prompts
+from hrlaif.trainers.experience import score
+from hrlaif.trainers.generation import generate
+
+HELDOUT_PROMPTS = DATA_DIR / "heldout_prompts.jsonl"
+
+
+def split_prompts(train: list[dict], cfg) -> tuple[list[dict], list[dict]]:
+    """(training prompts without any held-out one, held-out prompts to evaluate on).
+
+    `cfg` is a PPOConfig: `heldout_prompts` names the held-out file (None = the packaged
+    hrlaif/trainers/data/heldout_prompts.jsonl when present), `heldout_limit` how many to evaluate.
+    """
+    path = cfg.heldout_prompts or (str(HELDOUT_PROMPTS) if HELDOUT_PROMPTS.exists() else None)
+    held_all = load_prompts(path) if path else []  # excluded from training even with drift off
+    held_ids = {p["id"] for p in held_all}
+    held_text = {p["prompt"] for p in held_all}
+    train = [p for p in train if p["id"] not in held_ids and p["prompt"] not in held_text]
+    return train, (held_all[:cfg.heldout_limit] if cfg.drift_every else [])
+
+
+def response_texts(gen, tok, eos_ids: list[int]) -> list[str]:
+    """Each row's response as text: its tokens up to (without) EOS."""
+    eos = set(int(e) for e in eos_ids)
+    out = []
+    for row, keep in zip(gen.responses.tolist(), gen.response_mask.tolist()):
+        toks = [t for t, k in zip(row, keep) if k]
+        out.append(tok.decode(toks[:-1] if toks and toks[-1] in eos else toks, skip_special_tokens=True))
+    return out
+
+
+@torch.no_grad()
+def heldout_rows(model, reward_model, tok, prompts: list[dict], prompt_ids: list[list[int]], *, batch_size: int,
+                 max_new_tokens: int, eos_ids: list[int], pad_id: int, bridge=None) -> list[dict]:
+    """[{id, reward, response}] for greedy responses to `prompts` (this rank's share, in order)."""
+    rows = []
+    for k in range(0, len(prompt_ids), batch_size):
+        batch = prompts[k:k + batch_size]
+        gen = generate(model, prompt_ids[k:k + batch_size], max_new_tokens=max_new_tokens, eos_ids=eos_ids,
+                       pad_id=pad_id, greedy=True)
+        r, _ = score(reward_model, gen, eos_ids, pad_id, bridge=bridge, prompts=[p["prompt"] for p in batch])
+        rows += [{"id": p["id"], "prompt": p["prompt"], "reward": float(x), "response": text}
+                 for p, x, text in zip(batch, r.tolist(), response_texts(gen, tok, eos_ids))]
+    return rows
+
+
+def benchmark_scores(evaluate_fn, model, tok, cfg) -> dict:
+    """{bench: {score, ci95, n, items}} of the drift benchmarks, {} without benchmarks or evaluate_fn."""
+    if evaluate_fn is None or not cfg.drift_benchmarks:
+        return {}
+    res = evaluate_fn(model, tok, list(cfg.drift_benchmarks), cfg.drift_limit, cfg.drift_data_dir)
+    return {b: {"score": r["score"], "ci95": list(r["ci95"]), "n": r["n"], "items": list(r.get("items") or [])}
+            for b, r in res.items()}
+
+
+def log_drift(out: Path, step: int, row: dict, heldout: list[dict], benchmarks: dict, gold_fn=None,
+              times: dict | None = None) -> dict:
+    """Write checkpoint `step + 1`'s per-item files and append its drift.jsonl record (rank 0).
+
+    `row`: the step's training metrics (kl, kl_k3, reward_raw); `heldout`: every rank's
+    `heldout_rows`, in prompt order; `gold_fn`: the evaluation judge's verdicts, or None."""
+    out, n = Path(out), step + 1
+    t0 = time.perf_counter()
+    gold = gold_fn([h["prompt"] for h in heldout], [h["response"] for h in heldout]) if gold_fn and heldout \
+        else [None] * len(heldout)
+    if len(gold) != len(heldout):
+        raise ValueError(f"gold_fn returned {len(gold)} verdicts for {len(heldout)} responses")
+    items = out / "drift" / f"step_{n}"
+    write_jsonl(items / "heldout.jsonl", [{"id": h["id"], "reward": h["reward"], "response": h["response"],
+                                           "gold": g} for h, g in zip(heldout, gold)])
+    for bench, r in benchmarks.items():
+        write_jsonl(items / f"{bench}.jsonl", r["items"])
+    judged = [g for g in gold if g is not None]
+    rec = {"step": n, "kl": row["kl"], "kl_k3": row.get("kl_k3", row["kl"]), "reward_train": row["reward_raw"],
+           "reward_heldout": sum(h["reward"] for h in heldout) / len(heldout) if heldout else None,
+           "gold_heldout": sum(judged) / len(judged) if judged else None,
+           "gold_invalid": sum(g is None for g in gold) if gold_fn else None,
+           "benchmarks": {b: {k: v for k, v in r.items() if k != "items"} for b, r in benchmarks.items()},
+           "time_s": {k: round(v, 2) for k, v in ((times or {}) | {"gold": time.perf_counter() - t0}).items()}}
+    append_jsonl(out / "drift.jsonl", rec)
+    return rec
