@@ -8,9 +8,16 @@
 
 Stage *names* (the records in hrlaif/harness/stages.py) and directory names are the same strings; the
 helpers below build both (`eval_name`, `ppo_name`, ...), so a rename happens here only.
+
+A stage's own writer knows only its out dir, not the run: it takes that dir's class here instead
+(`PPODir(out).drift`, `EvalDir(out).results`, `LabelDir(out).accuracy`), or a file name constant when
+the dir is not a stage dir (`RM_METRICS` in `hrlaif train-rm --out`). Either way each artifact's name
+is declared once, in this file; tests/test_run_layout.py fails on a module elsewhere that spells one
+(only the report writer, hrlaif/reports/build.py, names the files of its own output dir).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +26,25 @@ VARIANTS = ("sft", "rlaif", "hrlaif")
 MODES = {"rlaif": "basic", "hrlaif": "hybrid"}
 PPO_VARIANTS = tuple(MODES)
 
-MANIFEST = "manifest.json"
-RESULTS = "results.json"
-SUMMARY = "summary.json"
-USAGE_FILE = "judge_usage.json"
+# The artifacts' file names. Constants for those a module needs as a bare name (a stage record's usage
+# file, a file kept when a stage dir is wiped, a trainer's out dir that is not a stage dir).
+MANIFEST = "manifest.json"          # every stage dir: the runner's record (fingerprint, resolved config)
+SUMMARY = "summary.json"            # label_*/ and redteam/: counts and the judges' usage
+USAGE_FILE = "judge_usage.json"     # RUN/ (the run's judge usage) and ppo_*/ (the gold judge's)
+RESULTS = "results.json"            # eval_*/ (`hrlaif eval --out`)
+DRIFT = "drift.jsonl"               # ppo_*/: reward vs benchmarks, one row per drift checkpoint
+METRICS = "metrics.jsonl"           # a trainer's per-step log (ppo_*/, the reward model dir)
+LABEL_ACCURACY = "label_accuracy.json"
+RM_METRICS = "rm_metrics.json"      # the reward model dir (`hrlaif train-rm --out`; RUN/rm_<mode>/model)
 RUN_SUMMARY = "run_summary.json"
+REPORT_HTML = "report.html"
+ALARMS = "alarms.json"
+SEED_SUFFIX = "_s"                  # eval_rlaif_s2: the stages of a training seed other than the first
+
+
+def seed_suffix(seed: int) -> str:
+    """The suffix of a training seed's stage names other than the first seed's (which have none)."""
+    return f"{SEED_SUFFIX}{seed}"
 
 
 def eval_name(variant: str, suffix: str = "") -> str:
@@ -75,6 +96,7 @@ class EvalDir(StageDir):
 
     @property
     def samples(self) -> Path:
+        """One file of per-item rows per benchmark: what paired comparisons and the seed CIs resample."""
         return self.dir / "samples"
 
     def sample_file(self, benchmark: str) -> Path:
@@ -89,15 +111,16 @@ class EvalDir(StageDir):
 class PPODir(StageDir):
     @property
     def drift(self) -> Path:
-        return self.dir / "drift.jsonl"
+        return self.dir / DRIFT
 
     @property
     def metrics(self) -> Path:
-        return self.dir / "metrics.jsonl"
+        return self.dir / METRICS
 
     @property
-    def state(self) -> Path:
-        return self.dir / "state.json"
+    def checkpoints(self) -> Path:
+        """The resumable checkpoints (their own layout: hrlaif/trainers/checkpointing.py)."""
+        return self.dir / "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -108,7 +131,7 @@ class LabelDir(StageDir):
 
     @property
     def accuracy(self) -> Path:
-        return self.dir / "label_accuracy.json"
+        return self.dir / LABEL_ACCURACY
 
 
 @dataclass(frozen=True)
@@ -119,8 +142,9 @@ class RMDir(StageDir):
 
     @property
     def metrics_candidates(self) -> tuple[Path, Path]:
-        """rm_metrics.json beside the model dir (current) or inside it (older runs)."""
-        return self.dir / "rm_metrics.json", self.model / "rm_metrics.json"
+        """rm_metrics.json beside the model dir, else inside it (where the RM stage's trainer writes it:
+        its out dir is the model dir); the first that exists is the one."""
+        return self.dir / RM_METRICS, self.model / RM_METRICS
 
     @property
     def train_labels(self) -> Path:
@@ -149,11 +173,11 @@ class HeldoutDir(StageDir):
 class ReportDir(StageDir):
     @property
     def html(self) -> Path:
-        return self.dir / "report.html"
+        return self.dir / REPORT_HTML
 
     @property
     def alarms(self) -> Path:
-        return self.dir / "alarms.json"
+        return self.dir / ALARMS
 
 
 @dataclass(frozen=True)
@@ -195,6 +219,14 @@ class RunLayout:
 
     def eval(self, variant: str, suffix: str = "") -> EvalDir:
         return EvalDir(self.root / eval_name(variant, suffix))
+
+    def seed_evals(self, variant: str) -> list[tuple[int, EvalDir]]:
+        """The evaluations of `variant` by the training seeds after the first (eval_<v>_s<seed>), by seed:
+        the report finds a run's seeds from its directories, so a partly finished run still reports."""
+        stem = eval_name(variant, SEED_SUFFIX)
+        seed = re.compile(re.escape(stem) + r"(\d+)")
+        found = [(int(m.group(1)), p) for p in self.root.glob(f"{stem}*") if (m := seed.fullmatch(p.name))]
+        return [(s, EvalDir(p)) for s, p in sorted(found)]
 
     @property
     def report(self) -> ReportDir:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hrlaif.core.errors import UserError
+from hrlaif.core.layout import PPO_VARIANTS, VARIANTS, eval_name, label_name, ppo_name
 from hrlaif.harness.config import RunConfig
 from hrlaif.harness.run_judges import hh_audit_items
 from hrlaif.harness.stages import instances, training_seeds
@@ -102,6 +103,9 @@ def plan(cfg: RunConfig) -> list[Calls]:
     return [replace(c, stage=i.name) for i in instances(cfg) if i.enabled(cfg) for c in calls if c.stage == i.base]
 
 
+LABEL_BASIC, LABEL_HYBRID, EVAL_SFT = label_name("basic"), label_name("hybrid"), eval_name("sft")
+
+
 def _calls(cfg: RunConfig) -> list[Calls]:
     """The judge requests of each stage of one training seed (its single-seed name)."""
     from hrlaif.judges.answers import is_verifiable
@@ -117,31 +121,31 @@ def _calls(cfg: RunConfig) -> list[Calls]:
     out: list[Calls] = []
     verif = [p for p in prompts if p["category"] in cfg.label.verifiable and is_verifiable(p["category"])]
     other = [p for p in prompts if p not in verif]
-    out.append(Calls("label_basic", "labelling", f"pairwise, {len(prompts)} prompts x {pairs}",
+    out.append(Calls(LABEL_BASIC, "labelling", f"pairwise, {len(prompts)} prompts x {pairs}",
                      [P.pairwise_messages(p["prompt"], "", "") for p in prompts for _ in range(pairs)], 2, L,
                      choice(lab)))
     hh = hh_audit_items(cfg)
     if hh and cfg.label.accuracy:
-        out.append(Calls("label_basic", "labelling", f"label audit, {len(hh)} hh-rlhf pairs x 2 orders",
+        out.append(Calls(LABEL_BASIC, "labelling", f"label audit, {len(hh)} hh-rlhf pairs x 2 orders",
                          [P.pairwise_messages(h["prompt"], h["chosen"], h["rejected"]) for h in hh for _ in (0, 1)],
                          0, 0, choice(lab)))
-        out.append(Calls("label_basic", "harmlessness", f"label audit, {len(hh)} hh-rlhf pairs x 2 harm checks",
+        out.append(Calls(LABEL_BASIC, "harmlessness", f"label audit, {len(hh)} hh-rlhf pairs x 2 harm checks",
                          [P.harmful_messages(h["prompt"], r) for h in hh for r in (h["chosen"], h["rejected"])],
                          0, 0, choice(harm)))
-    out.append(Calls("label_hybrid", "labelling", f"reasoning, {len(verif)} verifiable prompts x {pairs}",
+    out.append(Calls(LABEL_HYBRID, "labelling", f"reasoning, {len(verif)} verifiable prompts x {pairs}",
                      [P.reasoning_messages(p["prompt"], "", "", str(p.get("std_answer"))) for p in verif
                       for _ in range(pairs)], 2, L, choice(lab)))
-    out.append(Calls("label_hybrid", "labelling", f"pairwise, {len(other)} other prompts (label_basic's)",
+    out.append(Calls(LABEL_HYBRID, "labelling", f"pairwise, {len(other)} other prompts ({LABEL_BASIC}'s)",
                      [P.pairwise_messages(p["prompt"], "", "") for p in other for _ in range(pairs)], 2, L,
                      choice(lab), cached=True))
     if cfg.label.audit_repeat and prompts:  # the judge audit's repeatability sample: never from the cache
-        for stage in ("label_basic", "label_hybrid"):
+        for stage in (LABEL_BASIC, LABEL_HYBRID):
             out.append(Calls(stage, "labelling", f"judge audit, {cfg.label.audit_repeat} pairwise requests sent again",
                              [P.pairwise_messages(prompts[0]["prompt"], "", "")] * cfg.label.audit_repeat, 2, L,
                              choice(lab)))
     if cfg.label.redteam:
         harmless = [p for p in prompts if p["category"] == HARMLESS]
-        out += _redteam_calls("label_hybrid", harmless, k, L, harm)
+        out += _redteam_calls(LABEL_HYBRID, harmless, k, L, harm)
         out += _redteam_calls("redteam", _redteam_prompts(cfg, hh), cfg.redteam.k, cfg.redteam.max_new_tokens, harm)
     out += _gold_calls(cfg)
     out += _eval_calls(cfg)
@@ -173,19 +177,19 @@ def _gold_calls(cfg: RunConfig) -> list[Calls]:
         return []
     held = load_prompts(path)[:ppo.heldout_limit]
     checkpoints = 1 + ppo.steps // ppo.drift_every
-    out = [Calls(f"ppo_{v}", "evaluation", f"gold verdicts, {checkpoints} checkpoints x {len(held)} held-out",
+    out = [Calls(ppo_name(v), "evaluation", f"gold verdicts, {checkpoints} checkpoints x {len(held)} held-out",
                  [P.eval_satisfaction_messages(p["prompt"], "") for _ in range(checkpoints) for p in held], 1,
-                 ppo.max_new_tokens, choice(cfg.eval_judge)) for v in ("rlaif", "hrlaif")]
+                 ppo.max_new_tokens, choice(cfg.eval_judge)) for v in PPO_VARIANTS]
     # drift benchmarks that need the judge: every checkpoint grades them (the evaluation's calls per item)
     drift_eval = replace(cfg, eval=replace(cfg.eval, benchmarks=list(ppo.drift_benchmarks), limit=ppo.drift_limit))
-    for c in _eval_calls(drift_eval, stages=("eval_sft",)):
-        for v in ("rlaif", "hrlaif"):
-            out.append(replace(c, stage=f"ppo_{v}", what=f"drift {c.what}, {checkpoints} checkpoints",
+    for c in _eval_calls(drift_eval, stages=(EVAL_SFT,)):
+        for v in PPO_VARIANTS:
+            out.append(replace(c, stage=ppo_name(v), what=f"drift {c.what}, {checkpoints} checkpoints",
                                messages=c.messages * checkpoints))
     return out
 
 
-def _eval_calls(cfg: RunConfig, stages=("eval_sft", "eval_rlaif", "eval_hrlaif")) -> list[Calls]:
+def _eval_calls(cfg: RunConfig, stages=tuple(eval_name(v) for v in VARIANTS)) -> list[Calls]:
     from hrlaif.evalsets import registry
     from hrlaif.evalsets.loaders import load
     from hrlaif.evalsets.toxicity import audit_set
@@ -215,16 +219,16 @@ def _eval_calls(cfg: RunConfig, stages=("eval_sft", "eval_rlaif", "eval_hrlaif")
                 texts, _, _ = audit_set(sp, docs, cfg.data_dir)
                 out.append(Calls(stage, "evaluation", f"{name} classifier audit, {len(texts)} labelled sentences",
                                  [P.eval_toxicity_messages(t) for t in texts], 0, 0, choice(ev),
-                                 cached=stage != "eval_sft"))
+                                 cached=stage != EVAL_SFT))
                 continue
             out.append(Calls(stage, "evaluation", f"{name}, {n}",
                              [P.eval_satisfaction_messages(d["prompt"], "", d.get("std_answer")) for d in docs], 1,
                              length, choice(ev)))
-            if stage != "eval_sft":
+            if stage != EVAL_SFT:
                 out.append(Calls(stage, "evaluation", f"win ratio vs SFT, {n} x 2 orders",
                                  [P.eval_pairwise_messages(d["prompt"], "", "") for d in docs for _ in (0, 1)], 2,
                                  length, choice(ev)))
-            if stage == "eval_hrlaif":
+            if stage == eval_name("hrlaif"):
                 out.append(Calls(stage, "evaluation", f"HRLAIF vs RLAIF, {n} x 2 orders",
                                  [P.eval_pairwise_messages(d["prompt"], "", "") for d in docs for _ in (0, 1)], 2,
                                  length, choice(ev)))

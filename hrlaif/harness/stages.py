@@ -29,13 +29,31 @@ from types import SimpleNamespace
 from typing import Callable
 
 from hrlaif.core.errors import UserError
+from hrlaif.core.layout import (
+    MANIFEST,
+    MODES,
+    RESULTS,
+    SUMMARY,
+    USAGE_FILE,
+    EvalDir,
+    LabelDir,
+    PPODir,
+    RMDir,
+    RunLayout,
+    SampleDir,
+    eval_name,
+    label_name,
+    ppo_name,
+    rm_name,
+    seed_suffix,
+)
 from hrlaif.core.store import read_json
 from hrlaif.harness.config import RunConfig
-from hrlaif.harness.run_judges import USAGE_FILE, heldout_stage, hh_file, redteam_stage
+from hrlaif.harness.run_judges import heldout_stage, hh_file, redteam_stage
 from hrlaif.judges.config import JudgeConfig
 
-# PPO variant -> its label mode, and the extra inputs of its reward model and evaluation.
-VARIANTS = {"rlaif": "basic", "hrlaif": "hybrid"}
+# PPO variant -> its label mode (hrlaif/core/layout.py); the extra inputs of its reward model and evaluation: `_keys`.
+VARIANTS = MODES
 
 
 @dataclass(frozen=True)
@@ -79,7 +97,7 @@ def training_seeds(cfg: RunConfig) -> list[int]:
 
 def suffix(cfg: RunConfig, seed: int) -> str:
     """'' for the first training seed (the single-seed names), else '_s<seed>'."""
-    return "" if seed == training_seeds(cfg)[0] else f"_s{seed}"
+    return "" if seed == training_seeds(cfg)[0] else seed_suffix(seed)
 
 
 class Strict:
@@ -144,7 +162,7 @@ def sample(c, out: Path, sft_model: Path) -> Path:
     """K responses per prompt from the SFT model: the one sample set both variants label."""
     from hrlaif.trainers.sampling import sample_responses
 
-    return Path(sample_responses(replace(c.sample, model=str(sft_model), out=str(out / "samples.jsonl"))))
+    return Path(sample_responses(replace(c.sample, model=str(sft_model), out=str(SampleDir(out).samples))))
 
 
 def redteam(c, out: Path, sft_model: Path) -> Path:
@@ -161,7 +179,7 @@ def label(c, out: Path, samples: Path) -> Path:
     from hrlaif.trainers.feedback.label_stage import label_samples
 
     label_samples(replace(c.label, samples=str(samples), mode=c.mode, out=str(out)), c.judge, c.harm_judge)
-    return out / "labels.jsonl"
+    return LabelDir(out).labels
 
 
 def reward_model(c, out: Path, sft_model: Path, labels: Path, samples: Path, held: Path | None,
@@ -172,7 +190,7 @@ def reward_model(c, out: Path, sft_model: Path, labels: Path, samples: Path, hel
     from hrlaif.trainers.reward_model import train_reward_model
 
     labels, samples = rm_training_data(labels, samples, red, out)
-    return Path(train_reward_model(rm_config(c, sft_model, labels, samples, held, out / "model")))
+    return Path(train_reward_model(rm_config(c, sft_model, labels, samples, held, RMDir(out).model)))
 
 
 def ppo(c, out: Path, sft_model: Path, rm: Path) -> Path:
@@ -206,8 +224,8 @@ def evaluate(c, out: Path, model: Path, baseline: Path | None = None, versus: Pa
     if versus is not None:
         head_to_head(c, out, Path(versus).parent)  # writes the judge audit with the head-to-head pairs
     else:
-        eval_audit(c, out, baseline_dir=out.parent / "eval_sft")  # OUT/judge_audit.json (hrlaif/judges/audit.py)
-    return out / "results.json"
+        eval_audit(c, out, baseline_dir=RunLayout(out.parent).eval("sft").dir)  # OUT/judge_audit.json
+    return EvalDir(out).results
 
 
 def report(c, out: Path, *evals: Path) -> Path:
@@ -248,7 +266,7 @@ RECORDS: tuple[Stage, ...] = (
           plan="supervised fine-tuning of the base model"),
     Stage("sample", sample, ("sft",), config=lambda cfg, seed: {"sample": replace(cfg.sample, seed=cfg.seed)},
           plan="K responses per feedback prompt from the SFT model"),
-    Stage("redteam", redteam, ("sft",), when=lambda cfg: cfg.label.redteam, usage="summary.json",
+    Stage("redteam", redteam, ("sft",), when=lambda cfg: cfg.label.redteam, usage=SUMMARY,
           config=lambda cfg, seed: {"redteam": cfg.redteam, "harm_judge": cfg.harm_judge, "seed": cfg.seed,
                                     "data_dir": cfg.data_dir, "label": pick(cfg.label, "hh_limit")},
           plan="SFT answers to harmful prompts; harm checks, rewrites, re-checks (hybrid RM data)"),
@@ -256,17 +274,18 @@ RECORDS: tuple[Stage, ...] = (
           config=lambda cfg, seed: {"reward_model": pick(cfg.reward_model, "heldout_frac"), "seed": cfg.seed,
                                     "label": pick(cfg.label, "hh_limit", "human_pairs"), "data_dir": cfg.data_dir},
           plan="the shared held-out pair set (independent truth) both reward models are scored on"),
-    Stage("label_{mode}", label, ("sample",), resumable=True, per="variant", config=_label, usage="summary.json",
+    Stage(label_name("{mode}"), label, ("sample",), resumable=True, per="variant", config=_label, usage=SUMMARY,
           plan="{label_plan}"),
-    Stage("rm_{mode}{s}", reward_model, ("sft", "label_{mode}", "sample", "heldout", "{redteam}"), per="seed",
-          config=lambda cfg, seed: {"reward_model": replace(cfg.reward_model, heldout_frac=0.0), "seed": seed},
-          plan="reward model on the {mode} labels{redteam_pairs}"),
-    Stage("ppo_{variant}{s}", ppo, ("sft", "rm_{mode}{s}"), resumable=True, per="seed", config=_ppo,
-          usage=USAGE_FILE, plan="PPO against rm_{mode}{s}; drift log with gold verdicts of the evaluation judge"),
-    Stage("eval_sft", evaluate, ("sft",), config=_eval, usage="results.json", plan="benchmarks of the SFT model"),
-    Stage("eval_{variant}{s}", evaluate, ("ppo_{variant}{s}", "sft", "{versus}"), per="seed", config=_eval,
-          usage="results.json", plan="benchmarks of {VARIANT}; win ratio vs SFT{versus_plan}"),
-    Stage("report", report, ("eval_sft", "eval_{variant}{s}"), config=_report, always=True,
+    Stage(rm_name("{mode}", "{s}"), reward_model, ("sft", label_name("{mode}"), "sample", "heldout", "{redteam}"),
+          per="seed", plan="reward model on the {mode} labels{redteam_pairs}",
+          config=lambda cfg, seed: {"reward_model": replace(cfg.reward_model, heldout_frac=0.0), "seed": seed}),
+    Stage(ppo_name("{variant}", "{s}"), ppo, ("sft", rm_name("{mode}", "{s}")), resumable=True, per="seed",
+          config=_ppo, usage=USAGE_FILE,
+          plan="PPO against rm_{mode}{s}; drift log with gold verdicts of the evaluation judge"),
+    Stage(eval_name("sft"), evaluate, ("sft",), config=_eval, usage=RESULTS, plan="benchmarks of the SFT model"),
+    Stage(eval_name("{variant}", "{s}"), evaluate, (ppo_name("{variant}", "{s}"), "sft", "{versus}"), per="seed",
+          config=_eval, usage=RESULTS, plan="benchmarks of {VARIANT}; win ratio vs SFT{versus_plan}"),
+    Stage("report", report, (eval_name("sft"), eval_name("{variant}", "{s}")), config=_report, always=True,
           plan="report.md / report.html from the finished files"),
 )
 
@@ -276,7 +295,7 @@ def _keys(variant: str | None, s: str) -> dict:
     hybrid = variant == "hrlaif"
     return {"variant": variant or "", "mode": VARIANTS.get(variant, ""), "s": s, "VARIANT": (variant or "").upper(),
             "redteam": "redteam" if hybrid else "", "redteam_pairs": " + red-team pairs" if hybrid else "",
-            "versus": f"eval_rlaif{s}" if hybrid else "",
+            "versus": eval_name("rlaif", s) if hybrid else "",
             "versus_plan": " and head to head vs RLAIF" if hybrid else "",
             "label_plan": "HRLAIF labels: verify answers, judge reasoning among correct ones, red teaming" if hybrid
             else "RLAIF labels: the judge ranks every pair, both orders; label audit (Table 1)"}
@@ -309,7 +328,7 @@ def instances(cfg: RunConfig, records: tuple[Stage, ...] | None = None) -> list[
 def clear_stage_dir(out: Path) -> None:
     """Delete a stage's partial artifacts, keeping its manifest (the runner's record)."""
     for p in out.iterdir() if out.exists() else ():
-        if p.name != "manifest.json":
+        if p.name != MANIFEST:
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
@@ -317,14 +336,14 @@ def ppo_can_continue(pcfg, out: Path) -> bool:
     """True if OUT holds a checkpoint of this very training configuration."""
     from hrlaif.trainers import checkpointing as ckpt
 
-    root = out / "checkpoints"
+    root = PPODir(out).checkpoints
     try:
         path = ckpt.latest_checkpoint(root)
     except UserError as e:  # a broken pointer: nothing trustworthy to continue from
         print(f"ppo: {e}; starting at step 0", flush=True)
         return False
     if path is None:
-        if (out / "metrics.jsonl").exists():
+        if PPODir(out).metrics.exists():
             print("ppo: no checkpoint was written before the interruption; starting at step 0", flush=True)
         return False
     if read_json(path / "state.json").get("config_hash") != pcfg.trajectory_hash():
