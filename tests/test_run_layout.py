@@ -16,11 +16,6 @@ ALLOWED = {"core", "hrlaif/reports/build.py"}
 # Modules not yet migrated to RunLayout (issue 20 item 3, still to do): take one off when it uses the layout.
 TO_MIGRATE = {
     "hrlaif/harness/commands/report.py",
-    "hrlaif/reports/seeds.py",
-    "hrlaif/reports/sections.py",
-    "hrlaif/reports/alarms.py",
-    "hrlaif/reports/verdict_trust.py",
-    "hrlaif/reports/lmeval_output.py",
     "hrlaif/trainers/checkpointing.py",
     "hrlaif/trainers/drift.py",
     "hrlaif/trainers/feedback/label_stage.py",

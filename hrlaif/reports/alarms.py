@@ -14,6 +14,7 @@ from statistics import NormalDist
 
 import pandas as pd
 
+from hrlaif.core.layout import PPO_VARIANTS, RunLayout
 from hrlaif.core.stats import mcnemar_p, min_detectable_diff, pair_scores, paired_sd
 from hrlaif.evalsets import registry
 from hrlaif.reports.collect import VARIANT_LABELS, RunData, item_scores
@@ -93,8 +94,9 @@ def failure_fires(win_lo: float, drop: dict | None, alpha: float = 0.05) -> bool
 def _satisfaction_test(run_dir: Path | None, variant: str, sft: dict, cand: dict) -> dict:
     """satisfaction_drop on the item files when both exist, else a z test from the reported CIs."""
     if run_dir is not None:
-        t = satisfaction_drop(item_scores(run_dir / "eval_sft", "satisfaction") or {},
-                              item_scores(run_dir / f"eval_{variant}", "satisfaction") or {})
+        lay = RunLayout(run_dir)
+        t = satisfaction_drop(item_scores(lay.eval("sft").dir, "satisfaction") or {},
+                              item_scores(lay.eval(variant).dir, "satisfaction") or {})
         if t is not None:
             return t
     se = math.hypot(_se(sft["lo"], sft["hi"]), _se(cand["lo"], cand["hi"]))
@@ -112,7 +114,7 @@ def not_evaluable(run_dir: Path | str | None) -> dict[str, str]:
         return {}
     bad = run_untrusted(run_dir)
     out = {}
-    for v in ("rlaif", "hrlaif"):
+    for v in PPO_VARIANTS:
         why = [bad[k] for k in ((v, "win_ratio"), (v, "satisfaction"), ("sft", "satisfaction")) if k in bad]
         if why:
             out[v] = why[0]
@@ -130,7 +132,7 @@ def rlaif_failure_alarms(bench_df: pd.DataFrame, run_dir: Path | str | None = No
     skip = not_evaluable(run_dir)
     run_dir = Path(run_dir) if run_dir is not None else None
     alarms = []
-    for v in ("rlaif", "hrlaif"):
+    for v in PPO_VARIANTS:
         if v in skip:
             continue
         wr, sat = idx.get((v, "win_ratio")), idx.get((v, "satisfaction"))
@@ -163,7 +165,7 @@ def rlaif_failure_power(bench_df: pd.DataFrame, run_dir: Path | str | None, alph
     sft = idx.get(("sft", "satisfaction"))
     run_dir = Path(run_dir) if run_dir is not None else None
     out = []
-    for v in ("rlaif", "hrlaif"):
+    for v in PPO_VARIANTS:
         sat, wr = idx.get((v, "satisfaction")), idx.get((v, "win_ratio"))
         if sat is not None and sft is not None:
             t = _satisfaction_test(run_dir, v, sft, sat)
@@ -172,7 +174,7 @@ def rlaif_failure_power(bench_df: pd.DataFrame, run_dir: Path | str | None, alph
                         "power": EACH_POWER, "mde": min_detectable_diff(t["sd"], t["n"], alpha / 2, EACH_POWER,
                                                                         binary=True) if _finite(t["sd"]) else math.inf})
         if wr is not None:
-            wins = item_scores(run_dir / f"eval_{v}", "win_ratio") if run_dir is not None else None
+            wins = item_scores(RunLayout(run_dir).eval(v).dir, "win_ratio") if run_dir is not None else None
             x = [w for w in (wins or {}).values() if w is not None]
             sd = float(pd.Series(x).std()) if len(x) > 1 else 0.0
             n = len(x) or _int(wr.get("n"))

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from hrlaif.core import stats
 from hrlaif.core.errors import UserError
+from hrlaif.core.layout import EvalDir
 from hrlaif.core.store import read_json, read_jsonl
 from hrlaif.evalsets import registry
 
@@ -39,7 +40,7 @@ def run_dir(path: Path | str) -> Path | None:
     """The folder of an lm-eval output that holds results_*.json: PATH or its one subfolder with
     any; None when PATH is not an lm-eval output (e.g. an `hrlaif eval` dir)."""
     path = Path(path)
-    if not path.is_dir() or (path / "results.json").exists():
+    if not path.is_dir() or EvalDir(path).results.exists():
         return None
     if any(path.glob(RESULTS_GLOB)):
         return path

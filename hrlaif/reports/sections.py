@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from hrlaif.core.console import DASH
+from hrlaif.core.layout import MODES, RunLayout
 from hrlaif.core.store import read_json
 from hrlaif.evalsets import registry
 from hrlaif.reports import tables
@@ -58,8 +59,8 @@ def grading_notice(run: RunData) -> str | None:
         return SELF_GRADING.format(judge=", ".join(sorted(graders)) or "as recorded",
                                    why=why[0].partition(" (")[2].rstrip(")") if why else _SAME) if why else None
     labellers = {_identity((r.get("judges") or {}).get("labelling")) for r in evals}
-    for stage in ("label_basic", "label_hybrid"):
-        p = Path(run.run_dir) / stage / "summary.json"
+    for mode in MODES.values():
+        p = RunLayout(run.run_dir).label(mode).summary
         if p.exists():
             labellers.add(_identity((read_json(p) or {}).get("judge")))
     same = graders & (labellers - {None})
@@ -142,7 +143,7 @@ USAGE_COLUMNS = {"requests": "requests", "cache_hits": "cache hits", "http_calls
 
 def judge_usage_blocks(run_dir: Path) -> list[tuple]:
     """What the run actually asked of its judges (RUN/judge_usage.json, written by `hrlaif run`)."""
-    p = Path(run_dir) / "judge_usage.json"
+    p = RunLayout(run_dir).judge_usage
     if not p.exists():
         return []
     data = read_json(p) or {}
@@ -169,7 +170,7 @@ REDTEAM_COLUMNS = {"prompts": "harmful prompts", "responses": "SFT responses", "
 
 def redteam_blocks(run_dir: Path) -> list[tuple]:
     """AI red teaming's counts (RUN/redteam/summary.json): what went into the hybrid reward model."""
-    p = Path(run_dir) / "redteam" / "summary.json"
+    p = RunLayout(run_dir).redteam.summary
     if not p.exists():
         return []
     s = read_json(p) or {}

@@ -8,7 +8,6 @@ then all the evidence there is, and it speaks for one checkpoint, not for the me
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pandas as pd
 
 from hrlaif.core.console import DASH, present
 from hrlaif.core.errors import UserError
+from hrlaif.core.layout import PPO_VARIANTS, RunLayout
 from hrlaif.core.seed_stats import METHOD, hierarchical_diff, seed_summary
 from hrlaif.core.stats import MIN_N_CI, Z95
 from hrlaif.core.store import read_json
@@ -31,7 +31,6 @@ from hrlaif.reports.collect import (
 from hrlaif.reports.tables import FEW, cell
 
 ONE_SEED = "one training seed: checkpoint-level only"
-PPO_VARIANTS = ("rlaif", "hrlaif")
 CONTRASTS = (("rlaif", "sft"), ("hrlaif", "sft"), ("hrlaif", "rlaif"))
 ITERS = 4000
 DEFINITION = ("Training seeds: each seed's score is one reward model + PPO run of the variant (SFT, samples and "
@@ -43,7 +42,7 @@ DEFINITION = ("Training seeds: each seed's score is one reward model + PPO run o
 
 
 def _first_seed(run_dir: Path, variant: str) -> int | None:
-    p = run_dir / f"ppo_{variant}" / "manifest.json"
+    p = RunLayout(run_dir).ppo(variant).manifest
     try:
         return int(read_json(p)["config"]["ppo"]["seed"]) if p.exists() else None
     except (UserError, KeyError, TypeError, ValueError):
@@ -53,15 +52,13 @@ def _first_seed(run_dir: Path, variant: str) -> int | None:
 def seed_dirs(run_dir: Path | str) -> dict[str, list[tuple[int | None, Path]]]:
     """{variant: [(seed, eval dir)]}, the first seed's (unsuffixed) dir first; SFT: one shared dir."""
     run_dir = Path(run_dir)
+    lay = RunLayout(run_dir)
     out: dict[str, list] = {}
-    if (run_dir / "eval_sft" / "results.json").exists():
-        out["sft"] = [(None, run_dir / "eval_sft")]
+    if lay.eval("sft").results.exists():
+        out["sft"] = [(None, lay.eval("sft").dir)]
     for v in PPO_VARIANTS:
-        dirs = [(_first_seed(run_dir, v), run_dir / f"eval_{v}")] if (run_dir / f"eval_{v}" / "results.json").exists() \
-            else []
-        pat = re.compile(rf"^eval_{v}_s(\d+)$")
-        more = sorted((int(m.group(1)), p) for p in run_dir.glob(f"eval_{v}_s*")
-                      if (m := pat.match(p.name)) and (p / "results.json").exists())
+        dirs = [(_first_seed(run_dir, v), lay.eval(v).dir)] if lay.eval(v).results.exists() else []
+        more = [(seed, d.dir) for seed, d in lay.seed_evals(v) if d.results.exists()]
         if dirs or more:
             out[v] = dirs + more
     return out

@@ -25,12 +25,12 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from hrlaif.core.judge_audit import AUDIT_FILE, HARM_AUDIT_FILE, degenerate, pct, read_audit
+from hrlaif.core.layout import MODES, VARIANTS, RunLayout, eval_name, label_name
 from hrlaif.core.store import read_json
 
 SELF_GRADED = "self-graded"
 DEGENERATE = "degenerate judge"
 NOT_EVALUABLE = "not evaluable"
-VARIANTS = ("sft", "rlaif", "hrlaif")
 RUN_CONFIG = "run_config.json"  # the run's allow_self_graded, written by its report stage
 
 
@@ -76,7 +76,7 @@ def degenerate_judge(res: dict, eval_dir: Path | None = None) -> str | None:
         return None
     why = degenerate(read_audit(Path(eval_dir) / AUDIT_FILE))
     if why is None and res.get("grader_is_labeller"):
-        lab = degenerate(read_audit(Path(eval_dir).parent / "label_basic" / AUDIT_FILE))
+        lab = degenerate(read_audit(RunLayout(Path(eval_dir).parent).label("basic").dir / AUDIT_FILE))
         why = None if lab is None else f"the grader is the labelling judge, whose audit finds: {lab}"
     return f"{DEGENERATE} ({why})" if why else None
 
@@ -127,11 +127,11 @@ def allowed(allow_self_graded: bool) -> tuple[str, ...]:
 def run_allows(run_dir: Path | str) -> tuple[str, ...]:
     """The reasons a run's config allows (`allow_self_graded`), from RUN/run_config.json or the
     config recorded in RUN/run_summary.json."""
-    for name in (RUN_CONFIG, "run_summary.json"):
-        p = Path(run_dir) / name
+    lay = RunLayout(run_dir)
+    for p in (lay.root / RUN_CONFIG, lay.run_summary):
         if p.exists():
             data = read_json(p) or {}
-            cfg = data.get("config", data) if name == "run_summary.json" else data
+            cfg = data.get("config", data) if p == lay.run_summary else data
             return allowed(bool((cfg or {}).get("allow_self_graded")))
     return ()
 
@@ -141,9 +141,9 @@ def run_untrusted(run_dir: Path | str, allow: Iterable[str] | None = None) -> di
     allow = run_allows(run_dir) if allow is None else tuple(allow)
     out = {}
     for v in VARIANTS:
-        d = Path(run_dir) / f"eval_{v}"
-        if (d / "results.json").exists():
-            out.update({(v, b): why for b, why in untrusted(d, allow=allow).items()})
+        d = RunLayout(run_dir).eval(v)
+        if d.results.exists():
+            out.update({(v, b): why for b, why in untrusted(d.dir, allow=allow).items()})
     return out
 
 
@@ -157,16 +157,16 @@ def cell_marks(by: dict) -> dict:
 
 
 # ---------------------------------------------------------------- the judge audits in a report
-AUDIT_DIRS = ("label_basic", "label_hybrid", "eval_sft", "eval_rlaif", "eval_hrlaif")
+AUDIT_DIRS = (*(label_name(m) for m in MODES.values()), *(eval_name(v) for v in VARIANTS))
 
 
 def _audits(run_dir: Path | str) -> dict[str, dict]:
-    out = {}
+    out, lay = {}, RunLayout(run_dir)
     for stage in AUDIT_DIRS:
-        a = read_audit(Path(run_dir) / stage / AUDIT_FILE)
+        a = read_audit(lay.stage(stage).dir / AUDIT_FILE)
         if a:
             out[stage] = a
-        h = read_audit(Path(run_dir) / stage / HARM_AUDIT_FILE)
+        h = read_audit(lay.stage(stage).dir / HARM_AUDIT_FILE)
         if h:
             out[f"{stage} (harm checks)"] = h
     return out
@@ -174,10 +174,11 @@ def _audits(run_dir: Path | str) -> dict[str, dict]:
 
 # What rests on each audited stage's pairwise verdicts (the notice names it).
 RESTS_ON = {
-    "label_basic": "the basic labels, the basic reward model (rm_basic) and its accuracy, RLAIF's policy "
-                   "(ppo_rlaif) and so every RLAIF cell, and the basic column of the label-accuracy table",
-    "label_hybrid": "the hybrid labels' judge pairs (non-verifiable prompts, reasoning among correct answers), "
-                    "so the hybrid reward model (rm_hybrid) and HRLAIF in part (verified and red-team pairs do not)",
+    label_name("basic"): "the basic labels, the basic reward model (rm_basic) and its accuracy, RLAIF's policy "
+                         "(ppo_rlaif) and so every RLAIF cell, and the basic column of the label-accuracy table",
+    label_name("hybrid"): "the hybrid labels' judge pairs (non-verifiable prompts, reasoning among correct answers), "
+                          "so the hybrid reward model (rm_hybrid) and HRLAIF in part (verified and red-team pairs "
+                          "do not)",
     "eval": "the win ratios (vs SFT, HRLAIF vs RLAIF) and every other cell this judge graded (satisfaction, "
             "ToxiGen when the judge classifies)",
 }
