@@ -13,18 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("core", "judges", "trainers", "evalsets", "reports", "harness")
 # Where the layout may be spelled: the floor (hrlaif/core/layout.py) and the report writer (its own output dir).
 ALLOWED = {"core", "hrlaif/reports/build.py"}
-# Modules not yet migrated to RunLayout (issue 20 item 3, still to do): take one off when it uses the layout.
-TO_MIGRATE = {
-    "hrlaif/harness/commands/report.py",
-    "hrlaif/trainers/checkpointing.py",
-    "hrlaif/trainers/drift.py",
-    "hrlaif/trainers/feedback/label_stage.py",
-    "hrlaif/trainers/reward_model.py",
-    "hrlaif/evalsets/runner.py",
-    "hrlaif/harness/commands/annotate.py",
-    "hrlaif/harness/commands/eval.py",
-    "hrlaif/harness/commands/train_rm.py",
-}
 STAGE_DIR = re.compile(r"^(eval|ppo|label|rm|export)_(sft|rlaif|hrlaif|basic|hybrid)(_s\d+)?(/.*)?$")
 ARTIFACTS = {"drift.jsonl", "results.json", "heldout/pairs.jsonl", "manifest.json", "judge_usage.json",
              "run_summary.json", "label_accuracy.json", "rm_metrics.json", "report.html", "alarms.json"}
@@ -90,19 +78,17 @@ def _layout_literals(path: Path) -> list[str]:
 
 
 def test_no_module_outside_core_spells_a_run_path():
-    offenders, migrated = {}, []
+    offenders = {}
     for pkg in PACKAGES:
         for path in sorted((ROOT / "hrlaif" / pkg).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
             if rel.split("/")[1] in ALLOWED or rel in ALLOWED:
                 continue
             hits = _layout_literals(path)
-            if hits and rel not in TO_MIGRATE:
+            if hits:
                 offenders[rel] = hits
-            elif not hits and rel in TO_MIGRATE:
-                migrated.append(rel)
-    assert not offenders, f"run-layout literals outside hrlaif/core/layout.py (use RunLayout): {offenders}"
-    assert not migrated, f"these no longer spell run paths: take them off TO_MIGRATE: {migrated}"
+    assert not offenders, (f"run-layout literals outside hrlaif/core/layout.py: use RunLayout, a stage dir's class "
+                           f"(PPODir(out).drift) or a file name constant (layout.RM_METRICS): {offenders}")
 
 
 def test_the_scan_catches_a_spelt_path(tmp_path):

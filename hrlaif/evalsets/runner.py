@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from hrlaif.core import hardware
+from hrlaif.core.layout import EvalDir
 from hrlaif.core.store import stable_hash, write_json, write_jsonl
 from hrlaif.core.trackers import Trackers
 from hrlaif.evalsets import cache, engine, kinds, registry
@@ -193,10 +194,10 @@ def grader_record(grader: JudgeConfig, labeller: JudgeConfig | None, base_model:
 
 
 def _write(out_dir, results, samples_by_bench):
-    out = Path(out_dir)
+    out = EvalDir(Path(out_dir))
     for name, samples in samples_by_bench.items():
-        write_jsonl(out / "samples" / f"{name}.jsonl", samples)
-    write_json(out / "results.json", results)
+        write_jsonl(out.sample_file(name), samples)
+    write_json(out.results, results)
 
 
 def _print_line(name: str, s: dict) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from hrlaif.core.errors import UserError
+from hrlaif.core.layout import PPODir
 from hrlaif.core.store import read_json, read_jsonl, write_json, write_jsonl, write_text
 from hrlaif.trainers.distributed import barrier, rank_world
 
@@ -130,7 +131,7 @@ def save_checkpoint(root: Path | str, step: int, *, actor, critic, tokenizer, st
 
 def check_run_dir(out: Path, resume: bool) -> None:
     """A new run (no --resume) must not write over an earlier run's log and checkpoints."""
-    if not resume and ((out / "metrics.jsonl").exists() or (out / "checkpoints" / LATEST).exists()):
+    if not resume and (PPODir(out).metrics.exists() or (PPODir(out).checkpoints / LATEST).exists()):
         raise UserError(f"{out} already holds a PPO run: pass --resume or choose another --out")
 
 
@@ -140,7 +141,7 @@ def resume_run(out: Path, *, actor, critic, config_hash: str) -> tuple[dict, Pat
     Rank 0 then deletes newer or half-written checkpoints and drops the log rows written after
     the checkpoint (the resumed run replays those steps); the caller syncs the ranks after.
     """
-    root = out / "checkpoints"
+    root = PPODir(out).checkpoints
     path = latest_checkpoint(root)
     if path is None:
         raise UserError(f"--resume: no checkpoint in {root}")
@@ -150,8 +151,7 @@ def resume_run(out: Path, *, actor, critic, config_hash: str) -> tuple[dict, Pat
     step = int(state["step"])
     if rank_world()[0] == 0:
         clean_partial(root, latest_step=step)
-        for name in ("metrics.jsonl", "drift.jsonl"):
-            f = out / name
+        for f in (PPODir(out).metrics, PPODir(out).drift):
             if f.exists():  # a last line cut short by the kill is dropped: it is replayed anyway
                 write_jsonl(f, [r for r in read_jsonl(f, torn_tail_ok=True) if int(r["step"]) <= step])
         for n, d in _steps(out / "drift"):  # per-item drift files of the steps the resumed run replays

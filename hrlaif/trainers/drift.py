@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from hrlaif.core.layout import PPODir
 from hrlaif.core.store import append_jsonl, write_jsonl
 from hrlaif.trainers.data_formats import DATA_DIR, load_prompts
 from hrlaif.trainers.experience import score
@@ -104,5 +105,5 @@ def log_drift(out: Path, step: int, row: dict, heldout: list[dict], benchmarks: 
            "gold_invalid": sum(g is None for g in gold) if gold_fn else None,
            "benchmarks": {b: {k: v for k, v in r.items() if k != "items"} for b, r in benchmarks.items()},
            "time_s": {k: round(v, 2) for k, v in ((times or {}) | {"gold": time.perf_counter() - t0}).items()}}
-    append_jsonl(out / "drift.jsonl", rec)
+    append_jsonl(PPODir(out).drift, rec)
     return rec

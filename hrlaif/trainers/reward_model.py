@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from hrlaif.core.errors import UserError
+from hrlaif.core.layout import METRICS, RM_METRICS
 from hrlaif.core.seeding import seed_everything
 from hrlaif.core.store import append_jsonl, file_hash, read_jsonl, write_json, write_jsonl
 from hrlaif.core.tensors import right_pad
@@ -221,7 +222,7 @@ def train_reward_model(cfg: RMConfig) -> Path:
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    metrics_path = out / "metrics.jsonl"
+    metrics_path = out / METRICS
     metrics_path.unlink(missing_ok=True)
     tracker = Trackers(cfg.report_to, out, out.name, asdict(cfg), "reward_model")
 
@@ -326,7 +327,7 @@ def train_reward_model(cfg: RMConfig) -> Path:
                                          # [id, better, worse, 1 if ordered right]: both RMs on the same pairs,
                                          # for the report's paired RM hybrid − RM basic (hrlaif/reports/table1.py)
                                          "pairs": shared_eval["outcomes"]}
-    write_json(out / "rm_metrics.json", metrics)
+    write_json(out / RM_METRICS, metrics)
     tracker.results({k: metrics[k] for k in ("heldout_acc", "shared_heldout_acc") if k in metrics}, "rm")
     tracker.close()
     return out

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from hrlaif.core import stats
 from hrlaif.core.errors import UserError
+from hrlaif.core.layout import EvalDir
 from hrlaif.core.store import read_jsonl, write_json, write_text
 
 SAT_COL, PREF_COL = "human_satisfied", "human_preference"
@@ -188,17 +189,18 @@ def record_human(eval_dir: Path, report: dict, items: dict[str, list[dict]], she
     never self-graded."""
     from hrlaif.core.store import read_json, write_jsonl
 
-    if not (eval_dir / "results.json").exists():
-        print(f"{eval_dir} has no results.json: the human verdicts are not recorded as its benchmarks")
+    ev = EvalDir(eval_dir)
+    if not ev.results.exists():
+        print(f"{eval_dir} has no {ev.results.name}: the human verdicts are not recorded as its benchmarks")
         return
-    res = read_json(eval_dir / "results.json")
+    res = read_json(ev.results)
     kappa = {HUMAN_SAT: report.get("satisfaction_kappa"), HUMAN_WIN: report.get("preference_kappa")}
     compared = {HUMAN_SAT: report.get("n_compared"), HUMAN_WIN: report.get("n_preference_compared")}
     for name, rows in items.items():
         if not rows:
             continue
         stat = report["human_satisfaction"] if name == HUMAN_SAT else report["human_win_ratio"]
-        write_jsonl(eval_dir / "samples" / f"{name}.jsonl", rows)
+        write_jsonl(ev.sample_file(name), rows)
         entry = {"metric": "satisfaction_rate" if name == HUMAN_SAT else "win_ratio", "score": stat["score"],
                  "n": stat["n"], "ci95": stat["ci95"], "unit": "%", "higher_is_better": True, "human": True,
                  "title": "Human satisfaction" if name == HUMAN_SAT else "Human win ratio vs baseline",
@@ -208,7 +210,7 @@ def record_human(eval_dir: Path, report: dict, items: dict[str, list[dict]], she
                  "extra": {"kappa_vs_ai_judge": kappa[name], "n_compared": compared[name],
                            **({k: stat[k] for k in ("wins", "ties", "losses")} if name == HUMAN_WIN else {})}}
         res["benchmarks"][name] = entry
-    write_json(eval_dir / "results.json", res)
+    write_json(ev.results, res)
 
 
 # -- Table 1: human preferences between sampled responses ---------------------------------

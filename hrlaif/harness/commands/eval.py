@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from hrlaif.core import settings
+from hrlaif.core.layout import EvalDir
 from hrlaif.evalsets.config import EvalConfig
 from hrlaif.judges.config import JudgeConfig
 
@@ -36,5 +37,5 @@ def run(args) -> int:
     print(f"hrlaif eval: {', '.join(cfg.benchmarks)} -> {out}", flush=True)
     res = evaluate(LazyModel(cfg.model), cfg, out, judge=judge)
     print(f"model {res['model'].get('name')} (weights {res['model'].get('weights_sha')}); "
-          f"wrote {out / 'results.json'} in {time.time() - t0:.1f}s", flush=True)
+          f"wrote {EvalDir(out).results} in {time.time() - t0:.1f}s", flush=True)
     return 0

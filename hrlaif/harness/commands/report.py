@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from hrlaif.core.layout import ReportDir
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("run_dir", type=Path, nargs="?", help="run directory (the --out of `hrlaif run`)")
@@ -30,5 +32,5 @@ def run(args) -> int:
 
     out = build_report(args.run_dir, args.out)
     print(f"report written to {out} ({time.perf_counter() - t0:.1f} s): "
-          f"{out / 'report.md'}, {out / 'report.html'}, {out / 'comparison.csv'}")
+          f"{out / 'report.md'}, {ReportDir(out).html}, {out / 'comparison.csv'}")
     return 0

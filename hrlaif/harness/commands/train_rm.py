@@ -3,6 +3,7 @@ flags from RMConfig)."""
 from __future__ import annotations
 
 from hrlaif.core import settings
+from hrlaif.core.layout import RM_METRICS
 from hrlaif.trainers.configs import RMConfig
 
 
@@ -19,7 +20,7 @@ def run(args) -> int:
     from hrlaif.trainers.reward_model import train_reward_model
 
     out = train_reward_model(configs(args))
-    m = read_json(out / "rm_metrics.json")
+    m = read_json(out / RM_METRICS)
     acc = m["heldout_acc"]
     print(f"{out}  held-out pair accuracy {acc['score']:.3f} (n={acc['n']}, 95% CI {acc['ci95'][0]:.3f}-"
           f"{acc['ci95'][1]:.3f}), clipped share {m['clipped_share']:.3f}")

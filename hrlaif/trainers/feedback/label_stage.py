@@ -24,6 +24,7 @@ from pathlib import Path
 
 from hrlaif.core.errors import UserError
 from hrlaif.core.judge_audit import AUDIT_FILE, HARM_AUDIT_FILE, format_audit
+from hrlaif.core.layout import LabelDir
 from hrlaif.core.store import append_jsonl, read_jsonl, write_json, write_jsonl
 from hrlaif.judges.config import JudgeConfig
 from hrlaif.trainers.configs import LabelConfig
@@ -104,7 +105,7 @@ def label_samples(cfg: LabelConfig, judge_cfg: JudgeConfig | None = None,
     print("labelling judge audit (95% CIs): " + "; ".join(format_audit(audit)[:3]) + "; "
           + format_audit(audit)[-1])
     if table is not None:
-        write_json(out / "label_accuracy.json", table)
+        write_json(LabelDir(out).accuracy, table)
         has_truth = any(k != DISAGREEMENTS for k in table)
         print(format_accuracy_table(table) if has_truth else "label accuracy: no prompts with ground truth")
     pb = summary["position_bias"]["first_slot_win_share"]
