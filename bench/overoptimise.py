@@ -37,7 +37,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hrlaif.core.hardware import describe, hold_back_torch  # noqa: E402
-from hrlaif.core.store import read_jsonl, write_json  # noqa: E402
+from hrlaif.core.store import read_jsonl, write_json, write_jsonl  # noqa: E402
 
 SIGNALS = {"kl_k3": "KL to the reference (k3)", "entropy": "policy entropy", "adv_std": "advantage spread (raw)"}
 
@@ -57,6 +57,29 @@ def proxy_reward_model(model: str, out: Path, seed: int, clip: float) -> Path:
     return out
 
 
+def heldout_file(out: Path, n: int) -> Path:
+    """N held-out prompts: the packaged held-out set (12), then the embedded satisfaction set's prompts
+    (96, 12 categories x 2 languages, with standard answers for the gold verdicts) taken round-robin over
+    categories. Neither is ever a training prompt. Twelve prompts are too few for the paired test of the
+    held-out reward to see a rise of the size PPO makes (p 0.12 on a +0.8 rise in our first run)."""
+    from hrlaif.trainers.drift import HELDOUT_PROMPTS
+    rows = read_jsonl(HELDOUT_PROMPTS)
+    sat = read_jsonl(Path(__file__).resolve().parents[1] / "hrlaif" / "evalsets" / "data" / "satisfaction"
+                     / "eval_set.jsonl")
+    by_cat: dict[str, list] = {}
+    for i, r in enumerate(sat):
+        by_cat.setdefault(r["class"], []).append({"id": f"sat-{i:03d}", "prompt": r["question"], "category": r["class"],
+                                                  "std_answer": r.get("std_answer"), "lang": r.get("lang", "en")})
+    while len(rows) < n and any(by_cat.values()):
+        rows += [v.pop(0) for v in by_cat.values() if v][:n - len(rows)]
+    if len(rows) < n:
+        raise SystemExit(f"--heldout: only {len(rows)} held-out prompts are available")
+    path = out / "heldout_prompts.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(path, rows[:n])
+    return path
+
+
 def subject_dir(src: Path, subjects: list[str], dst: Path) -> Path:
     """A data dir whose mmlu/{test,dev} hold only `subjects` (links to SRC's files)."""
     for split in ("test", "dev"):
@@ -71,7 +94,7 @@ def subject_dir(src: Path, subjects: list[str], dst: Path) -> Path:
     return dst
 
 
-def run_arm(cfg, model: str, rm: Path, out: Path, seed: int, kl_coef: float) -> None:
+def run_arm(cfg, model: str, rm: Path, out: Path, seed: int, kl_coef: float, heldout: Path | None) -> None:
     """One PPO run with its drift log; skipped when OUT/final exists (delete OUT to redo it)."""
     from hrlaif.evalsets.runner import evaluate_in_process
     from hrlaif.harness.run_judges import gold_judge
@@ -83,6 +106,8 @@ def run_arm(cfg, model: str, rm: Path, out: Path, seed: int, kl_coef: float) -> 
     out.mkdir(parents=True, exist_ok=True)
     pcfg = replace(cfg.ppo, model=model, reward_model=str(rm), out=str(out), seed=seed, kl_coef=kl_coef,
                    adaptive_kl=False, drift_data_dir=cfg.data_dir, report_to=[])
+    if heldout is not None:
+        pcfg = replace(pcfg, heldout_prompts=str(heldout), heldout_limit=len(read_jsonl(heldout)))
     t = time.time()
     with gold_judge(cfg, out) as gold_fn:
         train(pcfg, evaluate_fn=functools.partial(evaluate_in_process, max_gen_toks=dict(cfg.eval.max_gen_toks),
@@ -185,6 +210,9 @@ def main() -> int:
     ap.add_argument("--subjects", default=None,
                     help="comma list: evaluate the MMLU-layout drift benchmark on these subjects only (OUT/data "
                          "links their files), e.g. those where the model starts above chance")
+    ap.add_argument("--heldout", type=int, default=48,
+                    help="held-out prompts per drift evaluation (OUT/heldout_prompts.jsonl: the packaged 12, then "
+                         "the embedded satisfaction prompts); 0 = the config's own held-out set")
     ap.add_argument("--analyse-only", action="store_true")
     args = ap.parse_args()
     hold_back_torch()
@@ -208,8 +236,9 @@ def main() -> int:
             t0 = time.time()
             rm = Path(args.reward_model) if args.reward_model else proxy_reward_model(
                 model, out / "proxy_rm", cfg.seed, cfg.reward_model.clip)
+            held = heldout_file(out, args.heldout) if args.heldout else None
             for arm, seed, kl in arms:
-                run_arm(cfg, model, rm, out / arm, seed, kl)
+                run_arm(cfg, model, rm, out / arm, seed, kl, held)
             print(f"training and drift logs: {(time.time() - t0) / 60:.1f} min", flush=True)
         result = analyse(out, [a for a, _, _ in arms if (out / a / "drift.jsonl").exists()])
     except UserError as e:
