@@ -94,18 +94,26 @@ def subject_dir(src: Path, subjects: list[str], dst: Path) -> Path:
     return dst
 
 
-def run_arm(cfg, model: str, rm: Path, out: Path, seed: int, kl_coef: float, heldout: Path | None) -> None:
-    """One PPO run with its drift log; skipped when OUT/final exists (delete OUT to redo it)."""
+def run_arm(cfg, model: str, rm: Path, out: Path, seed: int, kl_coef: float, heldout: Path | None,
+            steps: int | None = None) -> None:
+    """One PPO run with its drift log. Reused when it is on disk to the config's last step; continued from
+    its last checkpoint when it stopped earlier (killed, or the config now asks for more steps: `steps` does
+    not change the trajectory); delete OUT/<arm> to redo it."""
     from hrlaif.evalsets.runner import evaluate_in_process
     from hrlaif.harness.run_judges import gold_judge
     from hrlaif.trainers.ppo import train
 
-    if (out / "final").exists():
+    if steps:
+        cfg = replace(cfg, ppo=replace(cfg.ppo, steps=steps))
+    done = max((r["step"] for r in read_jsonl(out / "metrics.jsonl")), default=0) if (out / "metrics.jsonl").exists() \
+        else 0
+    if (out / "final").exists() and done >= cfg.ppo.steps:
         print(f"{out.name}: already on disk, reused", flush=True)
         return
     out.mkdir(parents=True, exist_ok=True)
+    resume = (out / "checkpoints" / "latest").exists()
     pcfg = replace(cfg.ppo, model=model, reward_model=str(rm), out=str(out), seed=seed, kl_coef=kl_coef,
-                   adaptive_kl=False, drift_data_dir=cfg.data_dir, report_to=[])
+                   adaptive_kl=False, drift_data_dir=cfg.data_dir, report_to=[], resume=resume)
     if heldout is not None:
         pcfg = replace(pcfg, heldout_prompts=str(heldout), heldout_limit=len(read_jsonl(heldout)))
     t = time.time()
@@ -205,6 +213,9 @@ def main() -> int:
     ap.add_argument("--control-kl-coef", type=float, default=0.3, help="the control's KL coefficient")
     ap.add_argument("--reward-model", default=None, help="the proxy (default: an untrained head on the backbone)")
     ap.add_argument("--null-seed", type=int, default=None, help="also run the control at this seed")
+    ap.add_argument("--null-steps", type=int, default=None,
+                    help="stop the --null-seed arm after this many steps (a multiple of drift_every): its drift "
+                         "items at that step and the control's at the same step are the real two-seed null")
     ap.add_argument("--data-dir", default=None, help="benchmark data in the official layouts (over the config's "
                                                      "data_dir; the embedded MMLU slice has only 30 items)")
     ap.add_argument("--subjects", default=None,
@@ -232,13 +243,14 @@ def main() -> int:
         arms = [("overoptimised", cfg.seed, cfg.ppo.kl_coef), ("control", cfg.seed, args.control_kl_coef)]
         if args.null_seed is not None:
             arms.append((f"control_s{args.null_seed}", args.null_seed, args.control_kl_coef))
+        steps = {f"control_s{args.null_seed}": args.null_steps}
         if not args.analyse_only:
             t0 = time.time()
             rm = Path(args.reward_model) if args.reward_model else proxy_reward_model(
                 model, out / "proxy_rm", cfg.seed, cfg.reward_model.clip)
             held = heldout_file(out, args.heldout) if args.heldout else None
             for arm, seed, kl in arms:
-                run_arm(cfg, model, rm, out / arm, seed, kl, held)
+                run_arm(cfg, model, rm, out / arm, seed, kl, held, steps.get(arm))
             print(f"training and drift logs: {(time.time() - t0) / 60:.1f} min", flush=True)
         result = analyse(out, [a for a, _, _ in arms if (out / a / "drift.jsonl").exists()])
     except UserError as e:
