@@ -5,7 +5,8 @@ advantages) depart from the control before the benchmark falls?
 Two PPO runs of the same model against the same exploitable proxy reward, with the settings of a run
 config (`overoptimise`, hrlaif/harness/configs/overoptimise.yaml):
   overoptimised  the config's PPO: no KL penalty, a large learning rate;
-  control        the same with a sound KL coefficient (--control-kl-coef).
+  control        the same proxy with a sound KL coefficient and learning rate (--control-kl-coef,
+                 --control-lr; the quickstart's lr), optionally fewer steps (--control-steps).
 Both log drift every `drift_every` steps: the proxy reward on held-out prompts, a benchmark with headroom
 (MMLU cloze) item by item, and the evaluation judge's gold verdicts. The alarm is the report's own code
 (hrlaif.reports.drift.overoptimisation_alarms); the plots are the report's drift plots.
@@ -95,7 +96,7 @@ def subject_dir(src: Path, subjects: list[str], dst: Path) -> Path:
 
 
 def run_arm(cfg, model: str, rm: Path, out: Path, seed: int, kl_coef: float, heldout: Path | None,
-            steps: int | None = None) -> None:
+            steps: int | None = None, lr: float | None = None) -> None:
     """One PPO run with its drift log. Reused when it is on disk to the config's last step; continued from
     its last checkpoint when it stopped earlier (killed, or the config now asks for more steps: `steps` does
     not change the trajectory); delete OUT/<arm> to redo it."""
@@ -103,8 +104,8 @@ def run_arm(cfg, model: str, rm: Path, out: Path, seed: int, kl_coef: float, hel
     from hrlaif.harness.run_judges import gold_judge
     from hrlaif.trainers.ppo import train
 
-    if steps:
-        cfg = replace(cfg, ppo=replace(cfg.ppo, steps=steps))
+    if steps or lr:
+        cfg = replace(cfg, ppo=replace(cfg.ppo, steps=steps or cfg.ppo.steps, lr=lr or cfg.ppo.lr))
     done = max((r["step"] for r in read_jsonl(out / "metrics.jsonl")), default=0) if (out / "metrics.jsonl").exists() \
         else 0
     if (out / "final").exists() and done >= cfg.ppo.steps:
@@ -210,7 +211,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="overoptimise", help="run config (file or shipped name)")
     ap.add_argument("--out", default="runs/overoptimise")
-    ap.add_argument("--control-kl-coef", type=float, default=0.3, help="the control's KL coefficient")
+    ap.add_argument("--control-kl-coef", type=float, default=0.1, help="the control's KL coefficient")
+    ap.add_argument("--control-lr", type=float, default=1e-5,
+                    help="the control's learning rate (the quickstart's): at the over-optimised run's lr PPO on every "
+                         "block damages the model whatever the KL coefficient (README), so a sound control needs both")
+    ap.add_argument("--control-steps", type=int, default=None, help="the control's steps (default: the config's)")
     ap.add_argument("--reward-model", default=None, help="the proxy (default: an untrained head on the backbone)")
     ap.add_argument("--null-seed", type=int, default=None, help="also run the control at this seed")
     ap.add_argument("--null-steps", type=int, default=None,
@@ -224,6 +229,8 @@ def main() -> int:
     ap.add_argument("--heldout", type=int, default=48,
                     help="held-out prompts per drift evaluation (OUT/heldout_prompts.jsonl: the packaged 12, then "
                          "the embedded satisfaction prompts); 0 = the config's own held-out set")
+    ap.add_argument("--also", default="", help="comma list: more arm dirs under OUT to analyse (e.g. an earlier "
+                                                "control kept under another name)")
     ap.add_argument("--analyse-only", action="store_true")
     args = ap.parse_args()
     hold_back_torch()
@@ -243,16 +250,18 @@ def main() -> int:
         arms = [("overoptimised", cfg.seed, cfg.ppo.kl_coef), ("control", cfg.seed, args.control_kl_coef)]
         if args.null_seed is not None:
             arms.append((f"control_s{args.null_seed}", args.null_seed, args.control_kl_coef))
-        steps = {f"control_s{args.null_seed}": args.null_steps}
+        steps = {"control": args.control_steps, f"control_s{args.null_seed}": args.null_steps or args.control_steps}
+        lrs = {"control": args.control_lr, f"control_s{args.null_seed}": args.control_lr}
         if not args.analyse_only:
             t0 = time.time()
             rm = Path(args.reward_model) if args.reward_model else proxy_reward_model(
                 model, out / "proxy_rm", cfg.seed, cfg.reward_model.clip)
             held = heldout_file(out, args.heldout) if args.heldout else None
             for arm, seed, kl in arms:
-                run_arm(cfg, model, rm, out / arm, seed, kl, held, steps.get(arm))
+                run_arm(cfg, model, rm, out / arm, seed, kl, held, steps.get(arm), lrs.get(arm))
             print(f"training and drift logs: {(time.time() - t0) / 60:.1f} min", flush=True)
-        result = analyse(out, [a for a, _, _ in arms if (out / a / "drift.jsonl").exists()])
+        names = [a for a, _, _ in arms] + [a for a in args.also.split(",") if a]
+        result = analyse(out, [a for a in names if (out / a / "drift.jsonl").exists()])
     except UserError as e:
         print(f"overoptimise: error: {e}", file=sys.stderr)
         return 2
