@@ -15,8 +15,9 @@ The proxy (unless --reward-model names one) is the weakest reward model there is
 backbone with a seeded, untrained scalar head. It scores something about every response, so PPO can
 push it up without limit, and nothing about it is quality: everything PPO gains on it is exploitation.
 
-    python bench/overoptimise.py --data-dir ../shared/data   # both runs (about 30 min on 2 cores), then the verdicts
-    python bench/overoptimise.py --null-seed 2         # also the control at a second seed (the detector
+    python bench/overoptimise.py --data-dir D --subjects astronomy,marketing,high_school_geography,us_foreign_policy \
+        --control-steps 32     # both runs, then the verdicts (63 min on 2 AMX cores: the README's figures)
+    python bench/overoptimise.py ... --null-seed 2 --null-steps 16   # also the control at a second seed (the detector
                                                        # power bench's real two-seed null)
     python bench/overoptimise.py --analyse-only        # the verdicts from runs already on disk
 
