@@ -64,10 +64,10 @@ def heldout_file(out: Path, n: int) -> Path:
     (96, 12 categories x 2 languages, with standard answers for the gold verdicts) taken round-robin over
     categories. Neither is ever a training prompt. Twelve prompts are too few for the paired test of the
     held-out reward to see a rise of the size PPO makes (p 0.12 on a +0.8 rise in our first run)."""
+    from hrlaif.evalsets.benchdata import DATA_DIR
     from hrlaif.trainers.drift import HELDOUT_PROMPTS
     rows = read_jsonl(HELDOUT_PROMPTS)
-    sat = read_jsonl(Path(__file__).resolve().parents[1] / "hrlaif" / "evalsets" / "data" / "satisfaction"
-                     / "eval_set.jsonl")
+    sat = read_jsonl(DATA_DIR / "satisfaction" / "eval_set.jsonl")  # the package's embedded copy
     by_cat: dict[str, list] = {}
     for i, r in enumerate(sat):
         by_cat.setdefault(r["class"], []).append({"id": f"sat-{i:03d}", "prompt": r["question"], "category": r["class"],
