@@ -130,10 +130,33 @@ def test_drift_evaluation_in_bf16_leaves_the_actor_alone(tiny_model_dir):
     model, tok, _ = load_causal_lm(str(tiny_model_dir))
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = dict(model.named_parameters())
     res = evaluate_in_process(model, tok, ["mmlu"], limit=2, precision="bf16")
     assert res["mmlu"]["n"] == 2 and model.training
     after = model.state_dict()
     assert all(after[k].dtype == torch.float32 and torch.equal(after[k], v) for k, v in before.items())
+    # The optimiser's Parameter objects themselves are back, not copies of them.
+    assert all(p is params[k] for k, p in model.named_parameters())
+
+
+def test_lent_bf16_weights_compute_what_autocast_computes(tiny_model_dir):
+    """The drift evaluation lends the actor's decoder bf16 copies of its Linear weights (autocast
+    would round them on every call): the logits are the same, bit for bit, and fp32 lends nothing."""
+    from hrlaif.core.models import load_causal_lm
+
+    model, _, _ = load_causal_lm(str(tiny_model_dir))
+    model.eval()
+    ids = torch.randint(0, model.config.vocab_size, (3, 17), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = model(input_ids=ids).logits
+        with engine.lent_bf16_matmul_weights(model, engine.Engine("cpu", "bf16")):
+            lent = model(input_ids=ids).logits
+            lent_dtypes = {m.weight.dtype for m in model.get_decoder().modules() if isinstance(m, torch.nn.Linear)}
+    assert lent_dtypes == {torch.bfloat16}
+    assert torch.equal(plain, lent)
+    with engine.lent_bf16_matmul_weights(model, engine.Engine("cpu", "fp32")):
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 # How far bf16 (matmuls under autocast) may move an answer's log-likelihood from fp32: four times the

@@ -13,6 +13,7 @@ once per evaluation (hrlaif.core.hardware does the per-host choice) and recorded
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -97,6 +98,34 @@ def bf16_matmul_weights(model) -> None:
     for mod in decoder.modules():
         if isinstance(mod, torch.nn.Linear):
             mod.to(torch.bfloat16)
+
+
+@contextlib.contextmanager
+def lent_bf16_matmul_weights(model, engine: Engine):
+    """For a model handed in (PPO's actor, fp32 master weights): its decoder's Linear weights lent
+    as bf16 copies for the duration of a `with` block, the originals put back after.
+
+    Under bf16 autocast torch rounds an fp32 weight to bf16 on every call (it caches casts only
+    while autograd records), which made PPO's drift evaluation of MMLU cloze 2x slower than
+    `hrlaif eval` on the same items; the copies are those same rounded values, so scores are
+    unchanged. Nothing is lent in fp32, on CUDA (weights there follow the trainer's precision), or
+    for parameters DeepSpeed ZeRO-3 partitions (`ds_id`)."""
+    import torch
+
+    lent = []
+    if weights_layout(engine) == "fp32, decoder matmul weights bf16":
+        decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+        for mod in decoder.modules():
+            w = getattr(mod, "weight", None)
+            if isinstance(mod, torch.nn.Linear) and w is not None and w.dtype == torch.float32 \
+                    and not hasattr(w, "ds_id"):
+                lent.append((mod, w))
+                mod._parameters["weight"] = torch.nn.Parameter(w.detach().to(torch.bfloat16), requires_grad=False)
+    try:
+        yield
+    finally:
+        for mod, w in lent:  # the very Parameter objects the optimiser holds
+            mod._parameters["weight"] = w
 
 
 def place(model, engine: Engine):

@@ -229,8 +229,9 @@ def evaluate_in_process(model, tokenizer, benchmarks: list[str], limit: int | No
 
     try:
         lm = LazyModel(model=model, tokenizer=tokenizer, identity=model_identity(model, tokenizer))
-        res = evaluate(lm, EvalConfig(benchmarks=list(benchmarks), limit=limit, data_dir=data_dir, **kw),
-                       out_dir=None, progress=False, judge=judge, on_samples=keep)
+        cfg = EvalConfig(benchmarks=list(benchmarks), limit=limit, data_dir=data_dir, **kw)
+        with engine.lent_bf16_matmul_weights(model, engine_for(lm, cfg)):
+            res = evaluate(lm, cfg, out_dir=None, progress=False, judge=judge, on_samples=keep)
     finally:
         model.train(was_training)
     return {b: {"score": r["score"], "ci95": r["ci95"], "n": r["n"], "items": items.get(b, [])}
