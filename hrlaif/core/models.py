@@ -71,14 +71,21 @@ def convert_gguf(gguf: Path) -> Path:
         delattr(config, "quantization_config")
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
-    tmp = out.with_name(out.name + ".partial")
+    import shutil
+
+    # Per process: two runs (or test workers) converting at once must not write into one directory.
+    tmp = out.with_name(f"{out.name}.partial{os.getpid()}")
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     write_json(tmp / "hrlaif_source.json", {"gguf": str(gguf), "gguf_sha256_12": file_hash(gguf, 12)})
-    if out.exists():
-        import shutil
-        shutil.rmtree(out)
-    os.replace(tmp, out)  # atomic: a crash mid-conversion leaves only the .partial dir
+    if out.exists() and not (out / "hrlaif_source.json").exists():
+        shutil.rmtree(out, ignore_errors=True)  # a conversion that died half-way (older versions wrote in place)
+    try:
+        os.replace(tmp, out)  # atomic: a crash mid-conversion leaves only the .partial dir
+    except OSError:
+        if not (out / "hrlaif_source.json").exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: its copy is the same
     return out
 
 
