@@ -16,9 +16,10 @@ backbone with a seeded, untrained scalar head. It scores something about every r
 push it up without limit, and nothing about it is quality: everything PPO gains on it is exploitation.
 
     python bench/overoptimise.py --data-dir D --subjects astronomy,marketing,high_school_geography,us_foreign_policy \
-        --control-steps 32     # both runs, then the verdicts (63 min on 2 AMX cores: the README's figures)
-    python bench/overoptimise.py ... --null-seed 2 --null-steps 16   # also the control at a second seed (the detector
-                                                       # power bench's real two-seed null)
+        --control-steps 32     # both runs, then the verdicts (drift at steps 0, 32, 64; within 45 min on 2 cores)
+    python bench/overoptimise.py ... --drift-every 16  # the fall step by step (51 min cold on 2 AMX cores)
+    python bench/overoptimise.py ... --drift-every 16 --null-seed 2 --null-steps 16   # also the control at a second
+                                                       # seed (the detector power bench's real two-seed null)
     python bench/overoptimise.py --analyse-only        # the verdicts from runs already on disk
 
 Writes OUT/<arm>/ (a PPO stage dir: metrics.jsonl, drift.jsonl, drift/step_N/), OUT/drift_<arm>.png and
@@ -227,6 +228,9 @@ def main() -> int:
     ap.add_argument("--subjects", default=None,
                     help="comma list: evaluate the MMLU-layout drift benchmark on these subjects only (OUT/data "
                          "links their files), e.g. those where the model starts above chance")
+    ap.add_argument("--drift-every", type=int, default=None,
+                    help="drift every N steps (default: the config's 32, which keeps the bench within 45 min on 2 "
+                         "cores; 16 shows the fall step by step in about 51 min)")
     ap.add_argument("--heldout", type=int, default=48,
                     help="held-out prompts per drift evaluation (OUT/heldout_prompts.jsonl: the packaged 12, then "
                          "the embedded satisfaction prompts); 0 = the config's own held-out set")
@@ -241,6 +245,8 @@ def main() -> int:
 
     try:
         cfg = load_config(args.config)
+        if args.drift_every:
+            cfg = replace(cfg, ppo=replace(cfg.ppo, drift_every=args.drift_every, save_every=args.drift_every))
         if args.data_dir:
             cfg = replace(cfg, data_dir=str(Path(args.data_dir).resolve()))
         if args.subjects:
