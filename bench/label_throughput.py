@@ -1,6 +1,11 @@
 """Judge throughput against the embedded llama.cpp server: judgements/s, cold vs warm cache.
 
-    .venv/bin/python bench/label_throughput.py [--pairs 12] [--concurrency 1 2] [--out FILE]
+    .venv/bin/python bench/label_throughput.py [--pairs 12] [--concurrency 1 2] [--weights q4_1 f16 bf16] [--out FILE]
+
+`--weights` serves each weight format of the embedded judge in turn (the shipped Q4_1 file, or a float
+copy of it), to find the fastest on this host; the figures name the host's CPU flags and the ISA
+llama.cpp was compiled for. `PYTHONPATH=DIR` with DIR from `bench/avx2_llama.sh` measures an
+AVX2-only host's llama.cpp from any x86 host.
 
 Each pair is judged in both slot orders (2 judgements), as basic labelling does. The cold
 pass uses an empty request cache; the warm pass repeats the same requests, which the
@@ -52,24 +57,34 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pairs", type=int, default=12, help="pairs per pass (x2 judgements)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--weights", nargs="+", default=["auto"], help="embedded judge weight formats to serve in turn")
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args()
-    results = {"pairs": args.pairs, "runs": []}
-    with tempfile.TemporaryDirectory() as tmp, embedded_judge(ServerConfig(cache_dir=str(Path(tmp) / "c0"))) as cfg:
-        from hrlaif.judges import server as judge_server
-        results["server_startup_s"] = round(judge_server.last_startup_s, 2)
-        # Warm the server once (first request allocates buffers) outside the timings.
-        Judge(cfg).chat(P.pairwise_messages("warm-up", "a", "b"), max_tokens=1)
-        for c in args.concurrency:
-            cfg.workers = c
-            cfg.cache_dir = str(Path(tmp) / f"cache-c{c}")  # a fresh, empty cache per setting
-            batch = make_batch(args.pairs)
-            cold = timed(Judge(cfg), batch)
-            warm = timed(Judge(cfg), batch)  # new Judge, same disk cache
-            results["runs"].append({"concurrency": c, "cold": cold, "warm": warm})
-            print(f"concurrency {c}: cold {cold['judgements_per_s']:.2f} judgements/s "
-                  f"({cold['judgements']} in {cold['seconds']:.1f}s), warm {warm['judgements_per_s']:.0f}/s "
-                  f"({warm['http_calls']} HTTP calls)", flush=True)
+    import llama_cpp
+
+    from hrlaif.core.hardware import cpu_flags
+    from hrlaif.judges import server as judge_server
+
+    llama_isa = llama_cpp.llama_print_system_info().decode().strip()
+    results = {"pairs": args.pairs, "host_flags": sorted(cpu_flags()), "llama_cpp": llama_isa, "runs": []}
+    print(f"host flags: {' '.join(f for f in sorted(cpu_flags()) if f.startswith(('avx', 'amx', 'fma', 'f16c')))}\n"
+          f"llama.cpp ({llama_cpp.__file__}): {llama_isa}", flush=True)
+    for weights in args.weights:
+        with tempfile.TemporaryDirectory() as tmp, \
+                embedded_judge(ServerConfig(cache_dir=str(Path(tmp) / "c0"), weights=weights)) as cfg:
+            # Warm the server once (first request allocates buffers) outside the timings.
+            Judge(cfg).chat(P.pairwise_messages("warm-up", "a", "b"), max_tokens=1)
+            for c in args.concurrency:
+                cfg.workers = c
+                cfg.cache_dir = str(Path(tmp) / f"cache-c{c}")  # a fresh, empty cache per setting
+                batch = make_batch(args.pairs)
+                cold = timed(Judge(cfg), batch)
+                warm = timed(Judge(cfg), batch)  # new Judge, same disk cache
+                results["runs"].append({"weights": weights, "server_startup_s": round(judge_server.last_startup_s, 2),
+                                        "concurrency": c, "cold": cold, "warm": warm})
+                print(f"weights {weights}, concurrency {c}: cold {cold['judgements_per_s']:.2f} judgements/s "
+                      f"({cold['judgements']} in {cold['seconds']:.1f}s), warm {warm['judgements_per_s']:.0f}/s "
+                      f"({warm['http_calls']} HTTP calls)", flush=True)
     print(json.dumps(results, indent=2))
     if args.out:
         write_json(args.out, results)

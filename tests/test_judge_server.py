@@ -165,6 +165,19 @@ CLEAR_CHOICES = ["Which is a fruit? Reply with one letter.\nA. apple\nB. rock",
 FLOAT_BITS = {"bf16": (8, 0.0), "f16": (11, 2.0 ** -25)}
 
 
+def _rounding_bound(fmt: str, ref):
+    """Per weight, how far `fmt`'s copy of the Q4_1 values `ref` may be, from the format alone. Q8_0 (a
+    requantisation, not a float copy) stores each block of 32 as round(x / d) * d16, d = the block's
+    largest |x| / 127 and d16 its f16 rounding: within d / 2 + 127 d 2^-11."""
+    import numpy as np
+
+    if fmt == "q8_0":
+        amax = np.abs(ref).reshape(-1, 32).max(axis=1, keepdims=True)
+        return np.broadcast_to(amax / 127 * (0.5 + 127 * 2.0 ** -11), (amax.shape[0], 32)).reshape(ref.shape)
+    bits, tiny = FLOAT_BITS[fmt]
+    return 2.0 ** -bits * np.abs(ref) + tiny
+
+
 def _choices(weights: str, log: Path) -> list[tuple[str, float]]:
     from hrlaif.judges.config import JudgeConfig
     from hrlaif.judges.server import session_for
@@ -181,11 +194,11 @@ def q4_1_choices(tmp_path_factory):
 
 
 @pytest.mark.host
-@pytest.mark.parametrize("fmt,ggml_type", [("bf16", 30), ("f16", 1)])
+@pytest.mark.parametrize("fmt,ggml_type", [("bf16", 30), ("f16", 1), ("q8_0", 8)])
 def test_a_float_copy_of_the_embedded_judge_serves_the_same_choice(tmp_path, monkeypatch, fmt, ggml_type,
                                                                     q4_1_choices, host_proof):
-    """The dequantised copy is written once into the cache and holds exactly the Q4_1 weights up to
-    the float format's rounding (checked tensor by tensor against gguf's own dequantiser); the real
+    """The dequantised (q8_0: requantised) copy is written once into the cache and holds exactly the Q4_1
+    weights up to the format's rounding (checked tensor by tensor against gguf's own dequantiser); the real
     server on it picks what the shipped file picks. Its probabilities are not compared with a fixed
     tolerance: llama.cpp is compiled for each host, and Q4_1 serving rounds the activations to 8 bits
     with host-specific kernels (P(A) moved by 0.045 here and 0.075 on an AVX2-only host)."""
@@ -201,15 +214,15 @@ def test_a_float_copy_of_the_embedded_judge_serves_the_same_choice(tmp_path, mon
     shipped = {t.name: t for t in gguf_reader.GGUFReader(str(judge_server.embedded_weights("q4_1"))).tensors}
     types = {int(t.tensor_type) for t in copy}
     assert ggml_type in types and 3 not in types  # float matrices, no Q4_1 left
-    bits, tiny = FLOAT_BITS[fmt]
     assert {t.name for t in copy} == set(shipped)
     for t in copy:
         ref = dequantize(shipped[t.name].data, shipped[t.name].tensor_type).astype(np.float64)
         got = dequantize(t.data, t.tensor_type).astype(np.float64)
-        excess = np.abs(got - ref) - (2.0 ** -bits * np.abs(ref) + tiny)
+        excess = np.abs(got - ref) - _rounding_bound(fmt, ref)
         assert excess.max() <= 1e-12, (t.name, float(excess.max()))
     got = _choices(fmt, tmp_path / f"{fmt}.log")
     assert [c for c, _ in got] == [c for c, _ in q4_1_choices]
     assert str(path) in (tmp_path / f"{fmt}.log").read_text()
-    host_proof(f"{fmt} copy: every weight within 2^-{bits} of Q4_1's; same choices; P(A) "
+    bound = "d/2 + 127 d 2^-11 (d: its block's largest weight / 127)" if fmt == "q8_0" else f"2^-{FLOAT_BITS[fmt][0]}"
+    host_proof(f"{fmt} copy: every weight within {bound} of Q4_1's; same choices; P(A) "
                + ", ".join(f"{a:.3f} vs Q4_1 {b:.3f}" for (_, a), (_, b) in zip(got, q4_1_choices)))

@@ -22,7 +22,8 @@ def safe_url(url: str | None) -> str:
     return urlunsplit((p.scheme, host, p.path, "", ""))
 
 
-EMBEDDED_WEIGHTS = ("auto", "q4_1", "f16", "bf16")  # formats the embedded judge can serve (hrlaif/judges/server.py)
+# Formats the embedded judge can serve (hrlaif/judges/server.py).
+EMBEDDED_WEIGHTS = ("auto", "q4_1", "q8_0", "f16", "bf16")
 
 
 @dataclass
@@ -71,7 +72,7 @@ class JudgeConfig(Settings):
     embedded_weights: str = setting(
         "auto", "weights of the embedded judge (url none): auto = a bf16 copy of the shipped Q4_1 GGUF on CPUs "
                 "with AVX512-BF16 (about 2.5x its prompt speed there, same verdicts), the Q4_1 file elsewhere; "
-                "or q4_1, f16, bf16", choices=EMBEDDED_WEIGHTS)
+                "or q4_1, q8_0, f16, bf16", choices=EMBEDDED_WEIGHTS)
 
     def identity(self) -> dict:
         """Which grader this is, for records and comparisons: endpoint (no credentials) and model; for

@@ -33,12 +33,14 @@ def disable_extra_buffer_types() -> None:
 
 
 def dequantize(src: str, dst: str, fmt: str) -> None:
-    """Write `src` with its weights in `fmt` (f16 | bf16): llama.cpp's own quantize tool, which
-    dequantises a quantised model when asked for a float type."""
+    """Write `src` with its weights in `fmt` (f16 | bf16 | q8_0): llama.cpp's own quantize tool, which
+    dequantises a quantised model when asked for a float type, and requantises it for q8_0 (8 bits per
+    weight and a scale per block of 32: within 1/254 of each block's largest weight of the Q4_1 values)."""
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = {"f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "bf16": llama_cpp.LLAMA_FTYPE_MOSTLY_BF16}[fmt]
+    params.ftype = {"f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "bf16": llama_cpp.LLAMA_FTYPE_MOSTLY_BF16,
+                    "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}[fmt]
     params.allow_requantize = True
     rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), params)
     if rc != 0:
