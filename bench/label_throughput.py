@@ -50,7 +50,8 @@ def timed(judge: Judge, batch) -> dict:
     return {"judgements": len(batch), "seconds": round(dt, 3), "judgements_per_s": round(len(batch) / dt, 3),
             "http_calls": judge.stats.http_calls - before,
             "invalid": sum(1 for lab, _ in labels if lab == "invalid"),
-            "first_slot_share": round(sum(1 for lab, _ in labels if lab == "A") / len(labels), 3)}
+            "first_slot_share": round(sum(1 for lab, _ in labels if lab == "A") / len(labels), 3),
+            "choices": [lab for lab, _ in labels]}  # formats compared choice by choice (agreement below)
 
 
 def main() -> int:
@@ -85,6 +86,12 @@ def main() -> int:
                 print(f"weights {weights}, concurrency {c}: cold {cold['judgements_per_s']:.2f} judgements/s "
                       f"({cold['judgements']} in {cold['seconds']:.1f}s), warm {warm['judgements_per_s']:.0f}/s "
                       f"({warm['http_calls']} HTTP calls)", flush=True)
+    runs = [r for r in results["runs"] if r["concurrency"] == args.concurrency[0]]
+    for r in runs[1:]:  # the same requests served by each format: how often the choice is the first format's
+        a, b = runs[0]["cold"]["choices"], r["cold"]["choices"]
+        r["agreement_with_" + runs[0]["weights"]] = round(sum(x == y for x, y in zip(a, b)) / len(a), 3)
+        print(f"{r['weights']} picks what {runs[0]['weights']} picks on {sum(x == y for x, y in zip(a, b))}/{len(a)} "
+              "judgements", flush=True)
     print(json.dumps(results, indent=2))
     if args.out:
         write_json(args.out, results)
