@@ -20,12 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
-def pytest_xdist_auto_num_workers(config) -> int:
-    """`-n auto` (pyproject's addopts): a worker per core, at most 4. Each worker imports torch and builds
-    its own session fixtures, and most tests use one core, so on 2 cores two workers halve the wall time."""
-    return max(1, min(len(os.sched_getaffinity(0)), 4))
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():
