@@ -94,10 +94,16 @@ def bf16_matmul_weights(model) -> None:
     which would round them to exactly these values on every call)."""
     import torch
 
+    for mod in decoder_linears(model):
+        mod.to(torch.bfloat16)
+
+
+def decoder_linears(model):
+    """The Linear layers of the model's decoder blocks (not the LM head)."""
+    import torch
+
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
-    for mod in decoder.modules():
-        if isinstance(mod, torch.nn.Linear):
-            mod.to(torch.bfloat16)
+    return [mod for mod in decoder.modules() if isinstance(mod, torch.nn.Linear)]
 
 
 @contextlib.contextmanager
@@ -114,11 +120,9 @@ def lent_bf16_matmul_weights(model, engine: Engine):
 
     lent = []
     if weights_layout(engine) == "fp32, decoder matmul weights bf16":
-        decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
-        for mod in decoder.modules():
-            w = getattr(mod, "weight", None)
-            if isinstance(mod, torch.nn.Linear) and w is not None and w.dtype == torch.float32 \
-                    and not hasattr(w, "ds_id"):
+        for mod in decoder_linears(model):
+            w = mod.weight
+            if w is not None and w.dtype == torch.float32 and not hasattr(w, "ds_id"):
                 lent.append((mod, w))
                 mod._parameters["weight"] = torch.nn.Parameter(w.detach().to(torch.bfloat16), requires_grad=False)
     try:
