@@ -66,7 +66,7 @@ def test_acting_as_an_avx2_only_host(monkeypatch):
     dispatch caps; a value it does not know is a one-line error."""
     real = frozenset({"avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16"})
     monkeypatch.setattr(hardware, "_proc_flags", lambda: real)
-    for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):
+    for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv(hardware.ISA_ENV, "avx2")
     hardware.cpu_flags.cache_clear()
@@ -77,9 +77,11 @@ def test_acting_as_an_avx2_only_host(monkeypatch):
         d = hardware.describe()
         assert d["cpu_isa_override"] == "avx2" and "amx_bf16" in d["real_cpu_flags"]
         assert "amx_bf16" not in d["cpu_flags"]
-        assert hardware.hold_back_torch() == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+        assert hardware.hold_back_torch() == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                              "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
         import os
         assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2" and os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+        assert os.environ["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
         monkeypatch.setenv(hardware.ISA_ENV, "native")
         hardware.cpu_flags.cache_clear()
         assert hardware.cpu_flags() == real and hardware.hold_back_torch() == {}

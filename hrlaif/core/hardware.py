@@ -23,13 +23,15 @@ REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "
 
 # Acting as another host type. Hosts of one machine kind differ and nobody chooses theirs, so a fast
 # host must be able to run what an AVX2-only one runs: HRLAIF_CPU_ISA=avx2 hides every flag above
-# AVX2 from the harness's own detection and caps torch's and oneDNN's kernel dispatch the same way
+# AVX2 from the harness's own detection and caps torch's, oneDNN's and MKL's kernel dispatch the same way
 # (`hold_back_torch`, called before torch is imported). llama.cpp is compiled for the real host and
 # cannot be held back.
 ISA_ENV = "HRLAIF_CPU_ISA"
 ISAS = ("native", "avx2")
 _ABOVE_AVX2 = ("avx512", "amx", "avx_vnni", "avx_ne_convert", "avx_ifma")
-TORCH_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+# MKL (torch's fp32 BLAS) dispatches on its own: without its cap, a held-back fp32 matmul still ran
+# AVX-512 kernels (M=8 decode matmuls differed by up to 1.9x between the two).
+TORCH_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
 
 
 def host_isa() -> str:

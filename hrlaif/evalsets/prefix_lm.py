@@ -113,10 +113,12 @@ class PrefixCachingHFLM(HFLM):
 
     def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
         """lm-eval's generation (HF `generate`, its stop sequences and settings), with the decoder's
-        linear layers on PPO's decoding path for the batch's few rows (hrlaif.core.decoding): weights
-        packed once per call instead of re-read per step (bench/decode_speed.py measures it)."""
-        from hrlaif.core.decoding import decoding_linears
+        linear layers on PPO's decoding path for the batch's few rows and a KV cache that grows in place
+        (hrlaif.core.decoding): weights packed once per call instead of re-read per step, and no copy of
+        the whole cache per token (bench/decode_speed.py measures it)."""
+        from hrlaif.core.decoding import decoding_linears, growing_cache
 
+        generation_kwargs.update(growing_cache(self.model, max(max_length - context.shape[1], 1)))
         with self._autocast(), decoding_linears(self.model, context.shape[0]):  # packs for autocast's dtype
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hrlaif.core.decoding import decoding_linears
+from hrlaif.core.decoding import decoding_linears, growing_cache
 from hrlaif.core.tensors import left_pad, position_ids
 from hrlaif.trainers.trunk import decoder_of, only_blocks
 
@@ -78,7 +78,7 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_ids: l
     try:
         with decoding_linears(model, B):
             out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
-                        use_cache=True, logits_to_keep=1)
+                        use_cache=True, logits_to_keep=1, **growing_cache(model, max_new_tokens + 1))
             tokens, logps, resp_mask, alive, past = _decode(model, out, mask, B, max_new_tokens, eos, pad_id,
                                                             temperature, top_k, greedy, gens)
         if trunk_depth:

@@ -38,6 +38,7 @@ def generate_k(model, tok, prompts: list[str], cfg: SampleConfig) -> list[tuple[
     import torch
     from tqdm.auto import tqdm
 
+    from hrlaif.core.decoding import decoding_linears, growing_cache
     from hrlaif.core.models import eos_ids
     from hrlaif.trainers.data_formats import render_prompt
 
@@ -47,10 +48,12 @@ def generate_k(model, tok, prompts: list[str], cfg: SampleConfig) -> list[tuple[
     for b in tqdm(range(0, len(prompts), cfg.batch_size), desc="sample", unit="batch", dynamic_ncols=True):
         texts = [render_prompt(tok, p) for p in prompts[b:b + cfg.batch_size]]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.no_grad():
+        # Decoding-friendly linears for the batch's rows and an in-place KV cache (hrlaif.core.decoding).
+        with torch.no_grad(), decoding_linears(model, len(texts) * cfg.k):
             gen = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
                                  top_k=0, max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.k,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=sorted(stop))
+                                 pad_token_id=tok.pad_token_id, eos_token_id=sorted(stop),
+                                 **growing_cache(model, cfg.max_new_tokens))
         new = gen[:, enc["input_ids"].shape[1]:].tolist()
         for p in range(len(texts)):  # generate() orders outputs prompt-major
             responses, finished = [], []

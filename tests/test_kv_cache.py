@@ -1,0 +1,84 @@
+"""The in-place KV cache (hrlaif.core.decoding.GrowingKVCache) computes what DynamicCache computes."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, DynamicCache
+
+from hrlaif.core.decoding import GrowingKVCache, GrowingLayer, growing_cache
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+
+
+def _greedy(model, cache, ids, mask, steps: int):
+    """Prompt pass then `steps` greedy decode steps; returns every step's logits and the cache."""
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, use_cache=True, cache=cache)
+        logits = [out.logits[:, -1]]
+        for _ in range(steps):
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            out = model(input_ids=logits[-1].argmax(-1, keepdim=True), attention_mask=mask, cache=out["cache"],
+                        use_cache=True)
+            logits.append(out.logits[:, -1])
+    return torch.stack(logits), out["cache"]
+
+
+def test_growing_cache_gives_dynamic_cache_logits_bit_for_bit_across_regrowth(model):
+    ids = torch.randint(5, 60, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # left padding, as batched generation has
+    want, _ = _greedy(model, DynamicCache(config=model.config), ids, mask, 20)
+    got, cache = _greedy(model, GrowingKVCache(config=model.config, reserve=3), ids, mask, 20)  # regrows 3 times
+    assert torch.equal(want, got)
+    layer = cache.layers[0]
+    assert isinstance(layer, GrowingLayer) and layer.get_seq_length() == 11 + 20
+    assert layer.keys.data_ptr() == layer._kbuf.data_ptr() and layer._kbuf.shape[-2] >= 31  # views, not copies
+
+
+def test_a_step_writes_in_place_instead_of_copying_the_cache(model):
+    ids = torch.randint(5, 60, (2, 9))
+    _, cache = _greedy(model, GrowingKVCache(config=model.config, reserve=16), ids, torch.ones_like(ids), 1)
+    buf, before = cache.layers[0]._kbuf, cache.layers[0].keys.clone()
+    with torch.inference_mode():
+        model(input_ids=ids[:, :1], attention_mask=torch.ones(2, 11, dtype=torch.long), cache=cache, use_cache=True)
+    layer = cache.layers[0]
+    assert layer._kbuf is buf and layer.get_seq_length() == 11
+    assert torch.equal(layer.keys[..., :10, :], before)  # earlier positions untouched
+
+
+def test_crop_and_batch_selection_keep_values_exact(model):
+    ids = torch.randint(5, 60, (3, 8))
+    mask = torch.ones_like(ids)
+    ref, grow = DynamicCache(config=model.config), GrowingKVCache(config=model.config, reserve=4)
+    for cache in (ref, grow):
+        _greedy(model, cache, ids, mask, 5)
+        cache.crop(-2)  # keeps a prefix view of the buffer
+        cache.batch_select_indices(torch.tensor([2, 0]))  # new tensors: the next update re-adopts them
+    want, _ = _greedy(model, ref, ids[[2, 0], :1], torch.ones(2, 12, dtype=torch.long), 6)
+    got, _ = _greedy(model, grow, ids[[2, 0], :1], torch.ones(2, 12, dtype=torch.long), 6)
+    assert torch.equal(want, got)
+
+
+def test_with_autograd_it_concatenates_like_dynamic_cache(model):
+    """In-place writes into a buffer autograd saved would break backward, so training passes fall back."""
+    ids = torch.randint(5, 60, (2, 6))
+    cache = GrowingKVCache(config=model.config)
+    out = model(input_ids=ids, use_cache=True, cache=cache)
+    out2 = model(input_ids=ids[:, :2], use_cache=True, cache=out["cache"])
+    (out.logits.sum() + out2.logits.sum()).backward()
+    assert cache.layers[0]._kbuf is None and cache.layers[0].get_seq_length() == 8
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.zero_grad(set_to_none=True)
+
+
+def test_generate_takes_the_growing_cache_and_keeps_greedy_text(model):
+    ids = torch.randint(5, 60, (2, 7))
+    with torch.inference_mode():
+        plain = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                               do_sample=False, pad_token_id=0)
+        grown = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                               do_sample=False, pad_token_id=0, **growing_cache(model, 4))
+    assert torch.equal(plain, grown)
