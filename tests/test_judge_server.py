@@ -162,6 +162,47 @@ CLEAR_CHOICES = ["Which is a fruit? Reply with one letter.\nA. apple\nB. rock",
 # Significant bits of each float format: round-to-nearest puts every weight within 2**-p of its
 # value (relative), plus half the smallest subnormal step for f16's small values. This bound follows
 # from the formats alone, so it holds on every CPU.
+def _served_logprobs(patched: bool) -> list[tuple[str, list]]:
+    """Three judge-like chat completions with top logprobs (the second shares the first's prefix, the
+    third repeats the first) on one in-process Llama, as the launcher's server would answer them."""
+    import llama_cpp.llama_cpp as lib
+    from llama_cpp import llama as L
+
+    from hrlaif.core.models import embedded_gguf_path
+    from hrlaif.judges import llama_launcher
+
+    saved = lib.llama_model_default_params, L.Llama.eval, L.Llama.__dict__["logits_to_logprobs"]
+    try:
+        llama_launcher.disable_extra_buffer_types()
+        if patched:
+            llama_launcher.keep_only_needed_logits()
+        llm = L.Llama(model_path=str(embedded_gguf_path()), logits_all=True, n_ctx=1024, n_threads=2, verbose=False)
+        asks = [CLEAR_CHOICES[0], CLEAR_CHOICES[0] + " Think about it.", CLEAR_CHOICES[0]]
+        out = []
+        for q in asks:
+            r = llm.create_chat_completion([{"role": "user", "content": q}], max_tokens=4, temperature=0.0,
+                                           logprobs=True, top_logprobs=5)
+            ch = r["choices"][0]
+            out.append((ch["message"]["content"], [[(t["token"], t["logprob"]) for t in tok["top_logprobs"]]
+                                                   for tok in ch["logprobs"]["content"]]))
+        return out
+    finally:
+        lib.llama_model_default_params, L.Llama.eval = saved[:2]
+        L.Llama.logits_to_logprobs = saved[2]
+
+
+def test_skipping_prompt_logits_serves_the_same_logprobs():
+    """The launcher asks llama.cpp for the logits a completion reads (after the last prompt token and each
+    generated one), not every prompt token's: the served text, top tokens and their logprobs are the same,
+    with a shared prefix reused from the KV cache and with the whole prompt cached."""
+    plain, lean = _served_logprobs(False), _served_logprobs(True)
+    for (text_a, tops_a), (text_b, tops_b) in zip(plain, lean):
+        assert text_a == text_b
+        for top_a, top_b in zip(tops_a, tops_b, strict=True):
+            assert [t for t, _ in top_a] == [t for t, _ in top_b]
+            assert max(abs(a - b) for (_, a), (_, b) in zip(top_a, top_b)) < 1e-3
+
+
 FLOAT_BITS = {"bf16": (8, 0.0), "f16": (11, 2.0 ** -25)}
 
 

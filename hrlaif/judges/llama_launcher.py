@@ -9,7 +9,12 @@ taken; for a 135M judge the speed difference is within noise.
 
 `llama_cpp.server` exposes no flag for it, and `Llama()` builds its model params from
 `llama_model_default_params()` at load time, so we wrap that function before the server
-loads the model. Usage (what `hrlaif.judges.server.embedded_judge` runs):
+loads the model.
+
+The judge reads log-probabilities of the answer's first token, and llama-cpp-python serves
+logprobs only with `logits_all`, which makes every prompt token pay for the LM head, a copy of
+its 49k logits and a log-softmax over all of them (`keep_only_needed_logits` drops that work).
+Usage (what `hrlaif.judges.server.embedded_judge` runs):
 
     python -m hrlaif.judges.llama_launcher --model X.gguf --port N ...   # llama_cpp.server's flags
     python -m hrlaif.judges.llama_launcher --dequantize SRC.gguf DST.gguf bf16   # a float copy
@@ -32,6 +37,65 @@ def disable_extra_buffer_types() -> None:
     lib.llama_model_default_params = params
 
 
+def keep_only_needed_logits() -> None:
+    """With `logits_all`, compute logits only where a completion can read them.
+
+    A completion's logprobs come from the logits after the last prompt token and after each
+    generated token; llama-cpp-python computes them for every prompt token too (the LM head is
+    ~21% of SmolLM2-135M's weights), copies each row out, and log-softmaxes the whole table.
+    Here each evaluated chunk asks llama.cpp for its last token's logits only, and the
+    log-softmax runs row by row over the rows a caller indexes. The rows a completion reads are
+    the same numbers (tests/test_judge_server.py compares the served logprobs with and without).
+    Only applied to the llama-cpp-python versions whose `eval` this was written against.
+    """
+    import inspect
+
+    import numpy as np
+    from llama_cpp import llama as L
+
+    if "logits_all=self._logits_all" not in inspect.getsource(L.Llama.eval):
+        print("hrlaif: unknown llama-cpp-python Llama.eval; prompt logits left as they are", file=sys.stderr)
+        return
+    plain_eval, plain_logprobs = L.Llama.eval, L.Llama.logits_to_logprobs
+
+    def eval(self, tokens):
+        if not self._logits_all:
+            return plain_eval(self, tokens)
+        self._ctx.kv_cache_seq_rm(-1, self.n_tokens, -1)
+        for i in range(0, len(tokens), self.n_batch):
+            batch = tokens[i:i + self.n_batch]
+            n_past, n = self.n_tokens, len(batch)
+            self._batch.set_batch(batch=batch, n_past=n_past, logits_all=False)  # the last token's only
+            self._ctx.decode(self._batch)
+            self.input_ids[n_past:n_past + n] = batch
+            self.scores[n_past + n - 1, :] = np.ctypeslib.as_array(self._ctx.get_logits(), shape=(self._n_vocab,))
+            self.n_tokens += n
+            self._requires_eval = False
+
+    class RowLogprobs:
+        """`logits_to_logprobs` of a table, computed for the rows read (a completion's, not the prompt's)."""
+
+        def __init__(self, table):
+            self.table = table
+
+        def __getitem__(self, idx):
+            return RowLogprobs(self.table[idx]) if isinstance(idx, slice) else plain_logprobs(self.table[idx])
+
+        def __iter__(self):
+            return (plain_logprobs(row) for row in self.table)
+
+        def __len__(self):
+            return len(self.table)
+
+    def logits_to_logprobs(logits, axis: int = -1):
+        if isinstance(logits, np.ndarray) and logits.ndim == 2 and axis in (-1, 1):
+            return RowLogprobs(logits)
+        return plain_logprobs(logits, axis)
+
+    L.Llama.eval = eval
+    L.Llama.logits_to_logprobs = staticmethod(logits_to_logprobs)
+
+
 def dequantize(src: str, dst: str, fmt: str) -> None:
     """Write `src` with its weights in `fmt` (f16 | bf16 | q8_0): llama.cpp's own quantize tool, which
     dequantises a quantised model when asked for a float type, and requantises it for q8_0 (8 bits per
@@ -52,7 +116,9 @@ def main() -> None:
         dequantize(*sys.argv[2:5])
         return
     disable_extra_buffer_types()
-    print("hrlaif: llama.cpp extra buffer types disabled (use_extra_bufts=False)", file=sys.stderr, flush=True)
+    keep_only_needed_logits()
+    print("hrlaif: llama.cpp extra buffer types disabled (use_extra_bufts=False); prompt logits skipped",
+          file=sys.stderr, flush=True)
     from llama_cpp.server.__main__ import main as serve
 
     serve()
