@@ -62,7 +62,7 @@ def test_describe_reports_this_hosts_flags():
 
 def test_acting_as_an_avx2_only_host(monkeypatch):
     """HRLAIF_CPU_ISA=avx2 hides every flag above AVX2 from the harness's detection (so auto means fp32
-    and the Q4_1 judge), records the real flags beside the override, and names torch's and oneDNN's
+    and the Q8_0 judge), records the real flags beside the override, and names torch's and oneDNN's
     dispatch caps; a value it does not know is a one-line error."""
     real = frozenset({"avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16"})
     monkeypatch.setattr(hardware, "_proc_flags", lambda: real)

@@ -149,7 +149,8 @@ def test_embedded_weights_are_chosen_from_the_cpu_flags(monkeypatch):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "amx_tile", "amx_bf16", "avx512_bf16"}))
     assert judge_server.resolve_weights("auto") == "bf16"  # AMX hosts too: no repacking, plain avx512-bf16 dots
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    assert judge_server.resolve_weights("auto") == "q4_1"
+    assert judge_server.resolve_weights("auto") == "q8_0"  # AVX2-only: int8 dots, faster than Q4_1's
+    assert judge_server.resolve_weights("q4_1") == "q4_1"
     assert judge_server.resolve_weights("f16") == "f16"
     with pytest.raises(UserError, match="embedded judge weights"):
         judge_server.resolve_weights("int3")

@@ -71,8 +71,8 @@ class JudgeConfig(Settings):
 
     embedded_weights: str = setting(
         "auto", "weights of the embedded judge (url none): auto = a bf16 copy of the shipped Q4_1 GGUF on CPUs "
-                "with AVX512-BF16 (about 2.5x its prompt speed there, same verdicts), the Q4_1 file elsewhere; "
-                "or q4_1, q8_0, f16, bf16", choices=EMBEDDED_WEIGHTS)
+                "with AVX512-BF16 (about 2.5x its prompt speed there, same verdicts), a Q8_0 requantisation elsewhere "
+                "(1.28x on AVX2, same verdicts); or q4_1 (the shipped file), q8_0, f16, bf16", choices=EMBEDDED_WEIGHTS)
 
     def identity(self) -> dict:
         """Which grader this is, for records and comparisons: endpoint (no credentials) and model; for
