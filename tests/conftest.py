@@ -12,6 +12,25 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
+
+
+def _pin_xdist_worker() -> None:
+    """Under pytest-xdist, worker i of n keeps every n-th CPU of this process's set, before torch loads.
+
+    torch's OpenMP pool, the embedded judge (its threads follow the affinity) and every subprocess a
+    test starts inherit the set, so n workers never ask for more cores than there are: unpinned, two
+    workers' thread pools fought over 2 cores and the suite got slower than one process."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    mine = cpus[int(worker.removeprefix("gw")) % int(count)::int(count)] or cpus
+    os.sched_setaffinity(0, mine)
+    os.environ["OMP_NUM_THREADS"] = str(len(mine))
+
+
+_pin_xdist_worker()
+
 from hrlaif.core.hardware import hold_back_torch  # noqa: E402  (imports no torch)
 
 hold_back_torch()  # HRLAIF_CPU_ISA=avx2 (.ci/run's second pass): torch dispatches as on an AVX2-only host
