@@ -186,11 +186,21 @@ _HOST_PROOFS: list[tuple[str, str]] = []
 
 @pytest.fixture
 def host_proof(request):
-    """`host_proof(text)`: record what this test proved on this host type."""
+    """`host_proof(text)`: record what this test proved on this host type (in its report, which
+    pytest-xdist carries from the worker to the process that prints the summary)."""
     def say(text: str) -> None:
-        _HOST_PROOFS.append((request.node.nodeid, text))
         request.node.user_properties.append(("host_proof", text))
     return say
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        _HOST_PROOFS.extend((report.nodeid, text) for key, text in report.user_properties if key == "host_proof")
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per CPU this process may use, at most 4 (each loads torch and models)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 def pytest_terminal_summary(terminalreporter):
