@@ -40,7 +40,7 @@ def test_loglikelihoods_match_hflm(lms):
 
     plain, cached = lms
     rng = random.Random(0)
-    shots = "".join(f"Question {i}: what is {i} plus {i}?\nAnswer: {2 * i}\n\n" for i in range(12))
+    shots = "".join(f"Question {i}: what is {i} plus {i}?\nAnswer: {2 * i}\n\n" for i in range(8))
     reqs = []
     for q in range(7):
         ctx = shots + f"Question {q}: which option {'x' * rng.randint(1, 9)}?\nAnswer:"
@@ -74,3 +74,29 @@ def test_generation_on_the_decoding_path_matches_hflm(tiny_model_dir, amp):
     b = PrefixCachingHFLM(**kw).generate_until(reqs, disable_tqdm=True)
     assert a == b and any(a)
     assert all("forward" not in vars(m) for m in model.modules())  # the plain forwards are back
+
+
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+def test_few_shot_generation_runs_the_shared_block_once_and_keeps_the_text(tiny_model_dir, amp):
+    """Generation prompts that share a few-shot block, of different lengths (left padding): the block
+    runs once, every row's cache starts from it, and the greedy text is lm-eval's HFLM's."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    kw = {"pretrained": model, "tokenizer": tok, "batch_size": 4, "device": "cpu", "mixed_precision_dtype": amp}
+    gen = {"until": ["\n\n"], "do_sample": False, "max_gen_toks": 10}
+    shots = "".join(f"Question: what is {i} times {i + 3}?\nAnswer: {i * (i + 3)}\n\n" for i in range(8))
+    reqs = [Instance("generate_until", {}, (shots + f"Question: what is {q} plus {'one ' * q}?\nAnswer:", gen), q)
+            for q in range(1, 6)]
+    a = HFLM(**kw).generate_until(reqs, disable_tqdm=True)
+    lm = PrefixCachingHFLM(**kw)
+    b = lm.generate_until(reqs, disable_tqdm=True)
+    assert a == b and any(a)
+    block = len(tok(shots)["input_ids"])
+    # batches of 4 and 1 rows: the 4 share the block (and the next question's first words), run once,
+    # not once per row; a single row has nothing to share
+    assert block - 2 <= lm.token_counts["prefix"] < 2 * block
+    assert all("forward" not in vars(m) for m in model.modules())

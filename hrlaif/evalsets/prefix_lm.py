@@ -7,6 +7,10 @@ token ids share a long prefix are grouped; the prefix runs once, and its KV cach
 every item (and every answer choice) of the group, so each item costs only its own suffix.
 Only the positions that score continuation tokens go through the LM head.
 
+Generation does the same for a batch whose prompts share a few-shot block (GSM8K's 5 shots are
+~700 of each prompt's ~750 tokens): the block runs once, with batch 1, and every row's KV cache
+starts from it (`_shared_prefix_generation`).
+
 Everything else is lm-eval's: task configs, prompts, few-shot sampling, request building,
 metrics. The numbers are the same as `HFLM`'s up to float rounding (tests/test_prefix_lm.py).
 """
@@ -118,9 +122,51 @@ class PrefixCachingHFLM(HFLM):
         the whole cache per token (bench/decode_speed.py measures it)."""
         from hrlaif.core.decoding import decoding_linears, growing_cache
 
-        generation_kwargs.update(growing_cache(self.model, max(max_length - context.shape[1], 1)))
+        new_tokens = max(max_length - context.shape[1], 1)
         with self._autocast(), decoding_linears(self.model, context.shape[0]):  # packs for autocast's dtype
+            shared = self._shared_prefix_generation(context, generation_kwargs.get("attention_mask"), new_tokens)
+            if shared is None:
+                generation_kwargs.update(growing_cache(self.model, new_tokens))
+            else:
+                context, generation_kwargs["attention_mask"], cache = shared
+                generation_kwargs[_cache_kwarg(self.model)] = cache
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
+    @torch.no_grad()
+    def _shared_prefix_generation(self, context, mask, new_tokens: int):
+        """For left-padded prompts sharing >= MIN_SHARED leading tokens: (ids, mask, cache) with the
+        shared tokens moved to the front of every row, the padding between them and each row's own
+        suffix, and a KV cache already holding the shared tokens (computed once, batch 1). The width
+        is unchanged (the longest row still has no padding), so lm-eval's stop criteria and its
+        slicing of the output work as before; positions follow the mask, as for left padding.
+        None when there is nothing worth sharing."""
+        from hrlaif.core.decoding import GrowingKVCache
+
+        if mask is None or context.shape[0] < 2:
+            return None
+        rows = [tuple(r[m.bool()].tolist()) for r, m in zip(context, mask)]
+        shared = min(len(r) for r in rows) - 1  # every row keeps a token of its own: its logits start decoding
+        for r in rows[1:]:
+            shared = min(shared, common_prefix(rows[0], r))
+        if shared < MIN_SHARED:
+            return None
+        width = context.shape[1]
+        ids = torch.full_like(context, self.tokenizer.pad_token_id or 0)
+        new_mask = torch.zeros_like(mask)
+        ids[:, :shared] = context.new_tensor(rows[0][:shared])
+        new_mask[:, :shared] = 1
+        for i, r in enumerate(rows):
+            own = r[shared:]
+            ids[i, width - len(own):] = context.new_tensor(own)
+            new_mask[i, width - len(own):] = 1
+        self.token_counts["prefix"] += shared
+        prefix_cache = GrowingKVCache(config=self.model.config, reserve=0)
+        self._forward(self.model.get_decoder(), input_ids=ids[:1, :shared], use_cache=True, cache=prefix_cache)
+        cache = GrowingKVCache(config=self.model.config, reserve=width - shared + new_tokens)
+        for n, layer in enumerate(prefix_cache.layers):
+            B = context.shape[0]
+            cache.update(layer.keys.expand(B, -1, -1, -1), layer.values.expand(B, -1, -1, -1), n)
+        return ids, new_mask, cache
 
     # ------------------------------------------------------------------ model passes
     @staticmethod
@@ -175,6 +221,10 @@ class PrefixCachingHFLM(HFLM):
             logits = head(h.to(head.weight.dtype)).float()
             out[k] = F.log_softmax(logits, dim=-1)
         return out
+
+
+def _cache_kwarg(model) -> str:
+    return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
 def _forward_params(model) -> set[str]:
