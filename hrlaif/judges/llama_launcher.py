@@ -21,7 +21,10 @@ Usage (what `hrlaif.judges.server.embedded_judge` runs):
 """
 from __future__ import annotations
 
+import inspect
 import sys
+
+import numpy as np
 
 
 def disable_extra_buffer_types() -> None:
@@ -48,9 +51,6 @@ def keep_only_needed_logits() -> None:
     the same numbers (tests/test_judge_server.py compares the served logprobs with and without).
     Only applied to the llama-cpp-python versions whose `eval` this was written against.
     """
-    import inspect
-
-    import numpy as np
     from llama_cpp import llama as L
 
     if "logits_all=self._logits_all" not in inspect.getsource(L.Llama.eval):
