@@ -57,6 +57,16 @@ def response_texts(gen, tok, eos_ids: list[int]) -> list[str]:
     return out
 
 
+HELDOUT_BATCH = 16  # held-out prompts decoded together at a drift point (at least the rollout batch)
+
+
+def heldout_batch(rollout_batch: int, world: int) -> int:
+    """Rows per held-out generate call on each rank. Decoding streams every weight once per token, so
+    one wide batch costs about what a narrow one does: the quickstart's 8 held-out prompts decode in one
+    batch instead of two of its rollout's 4."""
+    return max(1, max(rollout_batch, HELDOUT_BATCH) // world)
+
+
 @torch.no_grad()
 def heldout_rows(model, reward_model, tok, prompts: list[dict], prompt_ids: list[list[int]], *, batch_size: int,
                  max_new_tokens: int, eos_ids: list[int], pad_id: int, bridge=None) -> list[dict]:

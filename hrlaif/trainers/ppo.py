@@ -74,7 +74,6 @@ from hrlaif.trainers.precision import cast_frozen, resolve
 from hrlaif.trainers.trunk import SharedTrunk, decoder_of
 
 log = logging.getLogger(__name__)
-HELDOUT_BATCH = 16  # held-out prompts decoded together at each drift point (at least the rollout batch)
 
 
 # ---------------------------------------------------------------------------- trainer
@@ -312,11 +311,8 @@ class PPOTrainer:
         with self.place.autocast(), torch.no_grad():
             mine = drift.heldout_rows(
                 model, self.reward_model, self.tok, self.heldout[self.rank::self.world],
-                self.heldout_ids[self.rank::self.world],
-                # decoding streams every weight once per token, so one wide batch costs about what a narrow one
-                # does: 8 held-out prompts in one batch instead of two of the rollout's 4 (quickstart: 10 -> 6 s)
-                batch_size=max(1, max(self.cfg.batch_size, HELDOUT_BATCH) // self.world),
-                max_new_tokens=self.cfg.max_new_tokens, eos_ids=self.eos_ids, pad_id=self.pad_id, bridge=self.bridge)
+                self.heldout_ids[self.rank::self.world], max_new_tokens=self.cfg.max_new_tokens, eos_ids=self.eos_ids,
+                pad_id=self.pad_id, bridge=self.bridge, batch_size=drift.heldout_batch(self.cfg.batch_size, self.world))
         with torch.no_grad():  # the evaluator runs at its own precision (the pipeline passes the eval stage's)
             t1 = time.perf_counter()
             benchmarks = drift.benchmark_scores(self.evaluate_fn, model, self.tok, self.cfg) if self.rank == 0 else {}
