@@ -172,7 +172,8 @@ def _served_logprobs(patched: bool) -> list[tuple[str, list]]:
     from hrlaif.core.models import embedded_gguf_path
     from hrlaif.judges import llama_launcher
 
-    saved = lib.llama_model_default_params, L.Llama.eval, L.Llama.__dict__["logits_to_logprobs"]
+    saved = (lib.llama_model_default_params, L.Llama.eval, L.Llama.__dict__["logits_to_logprobs"],
+             L.Llama._create_completion)
     try:
         llama_launcher.disable_extra_buffer_types()
         if patched:
@@ -186,10 +187,13 @@ def _served_logprobs(patched: bool) -> list[tuple[str, list]]:
             ch = r["choices"][0]
             out.append((ch["message"]["content"], [[(t["token"], t["logprob"]) for t in tok["top_logprobs"]]
                                                    for tok in ch["logprobs"]["content"]]))
+        if patched:  # an echoed prompt's logprobs would read rows never computed: refused, not made up
+            with pytest.raises(ValueError, match="echoed prompt"):
+                llm.create_completion(asks[0], max_tokens=1, echo=True, logprobs=2)
         return out
     finally:
         lib.llama_model_default_params, L.Llama.eval = saved[:2]
-        L.Llama.logits_to_logprobs = saved[2]
+        L.Llama.logits_to_logprobs, L.Llama._create_completion = saved[2:]
 
 
 def test_skipping_prompt_logits_serves_the_same_logprobs():

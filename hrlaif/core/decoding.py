@@ -72,7 +72,7 @@ def few_rows_pays(linears, rows: int) -> bool:
     import os
     import time
 
-    from hrlaif.core.hardware import cpu_flags
+    from hrlaif.core.hardware import TORCH_CAPS, cpu_flags
     from hrlaif.core.store import cache_dir, read_json, stable_hash, write_json
 
     by_shape, weights, total = {}, {}, 0
@@ -83,8 +83,7 @@ def few_rows_pays(linears, rows: int) -> bool:
             total += w.numel() * w.element_size()
         by_shape.setdefault(tuple(w.shape), w)
     key = stable_hash({"flags": sorted(cpu_flags()), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                       "caps": [os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
-                                                            "MKL_ENABLE_INSTRUCTIONS")],
+                       "caps": [os.environ.get(k) for k in sorted(TORCH_CAPS["avx2"])],
                        "rows": rows, "shapes": sorted(by_shape)})
     if key in _FEW_ROWS_PAYS:
         return _FEW_ROWS_PAYS[key]

@@ -128,19 +128,19 @@ class PrefixCachingHFLM(HFLM):
             if shared is None:
                 generation_kwargs.update(growing_cache(self.model, new_tokens))
             else:
-                context, generation_kwargs["attention_mask"], cache = shared
-                generation_kwargs[_cache_kwarg(self.model)] = cache
+                context, generation_kwargs["attention_mask"], cache_kwarg = shared
+                generation_kwargs.update(cache_kwarg)
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
     @torch.no_grad()
     def _shared_prefix_generation(self, context, mask, new_tokens: int):
-        """For left-padded prompts sharing >= MIN_SHARED leading tokens: (ids, mask, cache) with the
+        """For left-padded prompts sharing >= MIN_SHARED leading tokens: (ids, mask, cache kwarg) with the
         shared tokens moved to the front of every row, the padding between them and each row's own
         suffix, and a KV cache already holding the shared tokens (computed once, batch 1). The width
         is unchanged (the longest row still has no padding), so lm-eval's stop criteria and its
         slicing of the output work as before; positions follow the mask, as for left padding.
         None when there is nothing worth sharing."""
-        from hrlaif.core.decoding import GrowingKVCache
+        from hrlaif.core.decoding import growing_cache
 
         if mask is None or context.shape[0] < 2:
             return None
@@ -159,14 +159,11 @@ class PrefixCachingHFLM(HFLM):
             own = r[shared:]
             ids[i, width - len(own):] = context.new_tensor(own)
             new_mask[i, width - len(own):] = 1
-        self.token_counts["prefix"] += shared
-        prefix_cache = GrowingKVCache(config=self.model.config, reserve=0)
-        self._forward(self.model.get_decoder(), input_ids=ids[:1, :shared], use_cache=True, cache=prefix_cache)
-        cache = GrowingKVCache(config=self.model.config, reserve=width - shared + new_tokens)
-        for n, layer in enumerate(prefix_cache.layers):
-            B = context.shape[0]
-            cache.update(layer.keys.expand(B, -1, -1, -1), layer.values.expand(B, -1, -1, -1), n)
-        return ids, new_mask, cache
+        kwarg = growing_cache(self.model, width - shared + new_tokens)
+        cache, B = next(iter(kwarg.values())), context.shape[0]
+        for n, (k, v) in enumerate(self._prefix_cache(rows[0][:shared])):  # copied into B rows with room to grow
+            cache.update(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1), n)
+        return ids, new_mask, kwarg
 
     # ------------------------------------------------------------------ model passes
     @staticmethod
@@ -221,10 +218,6 @@ class PrefixCachingHFLM(HFLM):
             logits = head(h.to(head.weight.dtype)).float()
             out[k] = F.log_softmax(logits, dim=-1)
         return out
-
-
-def _cache_kwarg(model) -> str:
-    return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
 def _forward_params(model) -> set[str]:

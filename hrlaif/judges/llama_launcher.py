@@ -49,14 +49,16 @@ def keep_only_needed_logits() -> None:
     Here each evaluated chunk asks llama.cpp for its last token's logits only, and the
     log-softmax runs row by row over the rows a caller indexes. The rows a completion reads are
     the same numbers (tests/test_judge_server.py compares the served logprobs with and without).
-    Only applied to the llama-cpp-python versions whose `eval` this was written against.
+    A completion that echoes its prompt with logprobs would read the prompt's rows, so it is
+    refused (the harness never asks for one). Only applied to the llama-cpp-python versions whose
+    `eval` this was written against.
     """
     from llama_cpp import llama as L
 
     if "logits_all=self._logits_all" not in inspect.getsource(L.Llama.eval):
         print("hrlaif: unknown llama-cpp-python Llama.eval; prompt logits left as they are", file=sys.stderr)
         return
-    plain_eval, plain_logprobs = L.Llama.eval, L.Llama.logits_to_logprobs
+    plain_eval, plain_logprobs, plain_create = L.Llama.eval, L.Llama.logits_to_logprobs, L.Llama._create_completion
 
     def eval(self, tokens):
         if not self._logits_all:
@@ -92,7 +94,13 @@ def keep_only_needed_logits() -> None:
             return RowLogprobs(logits)
         return plain_logprobs(logits, axis)
 
+    def create_completion(self, *args, **kwargs):
+        if kwargs.get("echo") and kwargs.get("logprobs") is not None:
+            raise ValueError("the embedded judge does not serve logprobs of an echoed prompt")
+        return plain_create(self, *args, **kwargs)
+
     L.Llama.eval = eval
+    L.Llama._create_completion = create_completion
     L.Llama.logits_to_logprobs = staticmethod(logits_to_logprobs)
 
 
