@@ -13,7 +13,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
-
 def _pin_xdist_worker() -> None:
     """Under pytest-xdist, worker i of n keeps every n-th CPU of this process's set, before torch loads.
 
