@@ -5,6 +5,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from fake_judge import FakeJudge
@@ -65,6 +66,18 @@ def test_logprobs_without_options_fall_back_to_text(tmp_path):
         j = Judge(cfg(fj, tmp_path))
         assert j.choose(MSG)[0] == "A"  # no option among top tokens: the text "A" decides
         assert j.stats.by_text == 1
+
+
+def test_first_token_first_spends_the_reply_budget_only_when_logprobs_do_not_decide(tmp_path):
+    top = {"Well": 0.45, " B": 0.3, "(B": 0.05, "A": 0.2}
+    with FakeJudge(mode="garbage", logprobs=True, top=top) as fj:
+        j = Judge(replace(cfg(fj, tmp_path), first_token_first=True))
+        assert j.choose(MSG)[0] == "B"
+        assert [c[2]["max_tokens"] for c in fj.calls if c[1].endswith("/chat/completions")] == [1]  # decided by the first token
+    with FakeJudge(mode="always_a", logprobs=True, top={"Hmm": 0.9, "Well": 0.1}) as fj:
+        j = Judge(replace(cfg(fj, tmp_path / "2"), first_token_first=True))
+        assert j.choose(MSG)[0] == "A" and j.stats.by_text == 1
+        assert [c[2]["max_tokens"] for c in fj.calls if c[1].endswith("/chat/completions")] == [1, 4]  # then the text decides
 
 
 def test_retry_500_then_success(tmp_path):

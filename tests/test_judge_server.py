@@ -174,6 +174,7 @@ def _served_logprobs(patched: bool) -> list[tuple[str, list]]:
 
     saved = (lib.llama_model_default_params, L.Llama.eval, L.Llama.__dict__["logits_to_logprobs"],
              L.Llama._create_completion)
+    saved_sorted = L.__dict__.get("sorted")
     try:
         llama_launcher.disable_extra_buffer_types()
         if patched:
@@ -194,6 +195,10 @@ def _served_logprobs(patched: bool) -> list[tuple[str, list]]:
     finally:
         lib.llama_model_default_params, L.Llama.eval = saved[:2]
         L.Llama.logits_to_logprobs, L.Llama._create_completion = saved[2:]
+        if saved_sorted is None:
+            L.__dict__.pop("sorted", None)
+        else:
+            L.sorted = saved_sorted
 
 
 def test_skipping_prompt_logits_serves_the_same_logprobs():
@@ -206,6 +211,24 @@ def test_skipping_prompt_logits_serves_the_same_logprobs():
         for top_a, top_b in zip(tops_a, tops_b, strict=True):
             assert [t for t, _ in top_a] == [t for t, _ in top_b]
             assert max(abs(a - b) for (_, a), (_, b) in zip(top_a, top_b)) < 1e-3
+
+
+def test_numpy_sort_of_logprob_pairs_is_pythons_sort():
+    """The launcher's `sorted` for llama-cpp-python's top-logprob pick: the same list as Python's sorted,
+    ties (equal logprobs, ordered by token id), -inf and short or other inputs included."""
+    import numpy as np
+
+    from hrlaif.judges.llama_launcher import sorted_pairs
+
+    rng = np.random.default_rng(0)
+    row = np.round(rng.normal(size=49152), 2).astype(np.float32)  # rounding makes many ties
+    row[:7] = -np.inf
+    for reverse in (True, False):
+        pairs = list(zip(row, range(len(row))))
+        assert sorted_pairs(zip(row, range(len(row))), reverse=reverse) == sorted(pairs, reverse=reverse)
+    for other in ([3, 1, 2], [(1.0, 2), (1.0, 1)], ["b", "a"] * 600, [(0.5, "x")] * 2000):
+        assert sorted_pairs(iter(other), reverse=True) == sorted(other, reverse=True)
+    assert sorted_pairs([(2, 1), (1, 2)] * 600, key=lambda t: t[1]) == sorted([(2, 1), (1, 2)] * 600, key=lambda t: t[1])
 
 
 FLOAT_BITS = {"bf16": (8, 0.0), "f16": (11, 2.0 ** -25)}

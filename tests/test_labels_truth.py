@@ -99,3 +99,24 @@ def test_label_cli_scores_labels_against_a_human_sheet(tmp_path, run_cli, monkey
     code, _, err = run_cli("label", "--samples", samples, "--mode", "basic", "--out", tmp_path / "o2",
                            "--judge-url", "http://127.0.0.1:9/v1", "--human-pairs", human)
     assert code == 2 and "'nope' is not in the samples" in err
+
+
+def test_second_check_batches_the_flan_cot_fallback_and_matches_one_by_one(monkeypatch):
+    # lm-eval's multi_choice_regex filter costs ~0.5 s per apply (it rebuilds a Unicode table), so a
+    # batch must call it once, and give each response the verdict it gets alone.
+    prompt = "Which of these is a fruit?\nA. car\nB. apple\nC. dog\nD. stone"
+    texts = ["The answer is B", "the answer is (C).", "(B) apple", "I pick apple", "no idea", "I pick dog"]
+    alone = []
+    for t in texts:
+        second_check._VERDICTS.clear()
+        alone.append(second_check.check("multiple_choice", t, "B", prompt))
+    second_check._VERDICTS.clear()
+    flt = second_check._mc_filter()
+    calls = []
+    real = type(flt).apply
+    monkeypatch.setattr(type(flt), "apply", lambda self, r, d: calls.append(len(d)) or real(self, r, d))
+    items = [("multiple_choice", t, "B", prompt) for t in texts] + [("math", "so 7", "7", None)]
+    batch = second_check.check_many(items)
+    assert batch[:-1] == alone and batch[-1].correct is True
+    assert calls == [4]  # the four responses custom-extract could not read, in one call
+    assert second_check.check("multiple_choice", "I pick dog", "B", prompt) == alone[-1] and calls == [4]

@@ -39,7 +39,7 @@ PAREN_LETTER_RE = re.compile(r"[(（](" + _L + r")[)）]")
 OPTION_LINE_RE = re.compile(r"^\s*[(（]?(" + _L + r")[)）.．、:：]\s*(.+?)\s*$", re.MULTILINE)
 
 
-@dataclass
+@dataclass(frozen=True)  # shared: second_check keeps one per checked response
 class Verdict:
     correct: bool | None
     extracted: str | None   # the response's final answer as parsed, None if none found

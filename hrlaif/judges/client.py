@@ -246,9 +246,17 @@ class Judge:
     def choose(self, messages: list[dict], options: Sequence[str] = ("A", "B"),
                fresh: bool = False) -> tuple[str, dict]:
         sampling: dict = {"max_tokens": self.config.choice_max_tokens}
+        label = probs = None
         if self.config.logprobs:
             sampling |= {"logprobs": True, "top_logprobs": self.config.top_logprobs}
-        label, probs = decide(self.chat(messages, fresh=fresh, **sampling), options)
+            # The first token's log-probabilities decide whenever they name an option, so that token can
+            # be asked for alone; the reply budget is spent only when they don't (the text then decides).
+            if self.config.first_token_first and self.config.choice_max_tokens > 1:
+                label, probs = decide(self.chat(messages, fresh=fresh, **(sampling | {"max_tokens": 1})), options)
+                if probs["method"] != "logprobs":
+                    label = probs = None
+        if label is None:
+            label, probs = decide(self.chat(messages, fresh=fresh, **sampling), options)
         method = probs.pop("method")
         self._count(choices=1, invalid=int(label == INVALID), by_logprobs=int(method == "logprobs"),
                     by_text=int(method == "text" and label != INVALID))

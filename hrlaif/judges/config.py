@@ -53,6 +53,10 @@ class JudgeConfig(Settings):
     logprobs: bool = setting(True, "decide choices from first-token log-probabilities when the endpoint "
                                    "returns them")
     top_logprobs: int = setting(10, "alternatives read for P(option)", min=1, max=20)
+    first_token_first: bool = setting(
+        False, "choice calls ask for the first token alone and spend choice_max_tokens only when its "
+               "logprobs name no option (same verdicts, fewer tokens); for endpoints that return logprobs; "
+               "the embedded judge always does this")
     cache_dir: str | None = setting(None, "request cache directory (none = $HRLAIF_CACHE/judge; '' = off)",
                                     aliases=("--cache-dir",))
     cache_namespace: str | None = setting(

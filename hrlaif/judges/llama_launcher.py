@@ -102,6 +102,26 @@ def keep_only_needed_logits() -> None:
     L.Llama.eval = eval
     L.Llama._create_completion = create_completion
     L.Llama.logits_to_logprobs = staticmethod(logits_to_logprobs)
+    # Top logprobs are picked by sorting (logprob, token id) tuples of the whole vocabulary in
+    # Python, per generated token: ~40 ms of numpy scalars per token, a third of a judge request's
+    # time at 135M. The module's `sorted` becomes one with the same result, done by numpy.
+    L.sorted = sorted_pairs
+
+
+def sorted_pairs(iterable, *, key=None, reverse: bool = False) -> list:
+    """`sorted`, with the same result; a long list of (number, int) pairs is ordered by numpy."""
+    items = list(iterable)
+    if key is not None or len(items) < 1024 or not all(type(x) is tuple and len(x) == 2 for x in items[:2]):
+        return sorted(items, key=key, reverse=reverse)
+    try:
+        values = np.array([a for a, _ in items], dtype=np.float64)
+        ids = np.array([b for _, b in items], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return sorted(items, reverse=reverse)
+    if np.isnan(values).any():  # Python's order of NaNs is not numpy's
+        return sorted(items, reverse=reverse)
+    order = np.lexsort((ids, values))  # by value, then id: tuple order (the pairs are distinct by id)
+    return [items[i] for i in (order[::-1] if reverse else order)]
 
 
 def dequantize(src: str, dst: str, fmt: str) -> None:

@@ -92,7 +92,8 @@ def check_math(response: str, std_answer: str) -> Verdict:
     return Verdict(ok, got, std, ("match" if ok else "mismatch") + f"; strict-match {'yes' if strict_ok else 'no'}")
 
 
-def check_choice(response: str, std_answer: str, prompt: str | None) -> Verdict:
+def _choice_head(response: str, std_answer: str, prompt: str | None):
+    """The custom-extract step: a Verdict, or (std, letters, doc) when the flan-CoT filter must decide."""
     options = parse_options(prompt)
     std = standard_letter(str(std_answer), options)
     if std is None or not options:
@@ -102,10 +103,11 @@ def check_choice(response: str, std_answer: str, prompt: str | None) -> Verdict:
     if said != pro.fallback and said in options:
         return Verdict(said == std, said, std, ("match" if said == std else "mismatch") + " (custom-extract)")
     letters = sorted(options)
-    doc = {"choices": [options[k] for k in letters]}
-    flt = _mc_filter()
-    got = flt.apply([[response or ""]], [doc])[0][0]
-    m = re.fullmatch(r"\(?([A-Z])\)?", got.strip()) if got != flt.fallback else None
+    return std, letters, {"choices": [options[k] for k in letters]}
+
+
+def _choice_tail(got: str, fallback: str, std: str, letters: list[str]) -> Verdict:
+    m = re.fullmatch(r"\(?([A-Z])\)?", got.strip()) if got != fallback else None
     if m is None:
         return Verdict(False, None, std, "no option in response (multi_choice_regex)")
     # The filter letters the options A, B, ... in prompt order; map back to the prompt's letters.
@@ -114,12 +116,48 @@ def check_choice(response: str, std_answer: str, prompt: str | None) -> Verdict:
     return Verdict(letter == std, letter, std, "match" if letter == std else "mismatch")
 
 
+def check_choice(response: str, std_answer: str, prompt: str | None) -> Verdict:
+    return check_many([("multiple_choice", response, std_answer, prompt)])[0]
+
+
+# Verdicts by (category, response, standard answer, prompt). lm-eval's multi_choice_regex filter
+# rebuilds a table of every Unicode punctuation character on each `apply` call (0.5 s), so the
+# fallback runs once for a whole batch (`check_many`) and no response is checked twice.
+_VERDICTS: dict[tuple, Verdict] = {}
+
+
+def check_many(items: list[tuple[str, str, str | None, str | None]]) -> list[Verdict]:
+    """`check` of each (category, response, std_answer, prompt), the flan-CoT fallback in one call."""
+    keys = [(str(c), r or "", None if s is None else str(s), p) for c, r, s, p in items]
+    if len(_VERDICTS) > 100_000:  # a bound for long runs; batches are far smaller
+        _VERDICTS.clear()
+    tails: dict[tuple, tuple] = {}
+    for key in dict.fromkeys(k for k in keys if k not in _VERDICTS):
+        cat, response, std, prompt = key
+        if canonical_category(cat) == "multiple_choice" and std is not None and std.strip():
+            head = _choice_head(response, std, prompt)
+            if isinstance(head, Verdict):
+                _VERDICTS[key] = head
+            else:
+                tails[key] = head
+        else:
+            _VERDICTS[key] = _check_one(cat, response, std, prompt)
+    if tails:
+        flt = _mc_filter()
+        got = flt.apply([[k[1]] for k in tails], [t[2] for t in tails.values()])
+        for (key, (std, letters, _)), g in zip(tails.items(), got):
+            _VERDICTS[key] = _choice_tail(g[0], flt.fallback, std, letters)
+    return [_VERDICTS[k] for k in keys]
+
+
 def check(category: str, response: str, std_answer: str | None, prompt: str | None = None) -> Verdict:
+    return check_many([(category, response, std_answer, prompt)])[0]
+
+
+def _check_one(category: str, response: str, std_answer: str | None, prompt: str | None) -> Verdict:
     cat = canonical_category(category)
     if std_answer is None or not str(std_answer).strip():
         return Verdict(None, None, None, "no standard answer")
     if cat == "math":
         return check_math(response, str(std_answer))
-    if cat == "multiple_choice":
-        return check_choice(response, str(std_answer), prompt)
     return Verdict(None, None, None, "category not verifiable")

@@ -283,7 +283,7 @@ def embedded_server(config: ServerConfig | None = None) -> Iterator[EmbeddedServ
 
 def judge_config(srv: EmbeddedServer, cfg: ServerConfig) -> JudgeConfig:
     return JudgeConfig(url=srv.url, model=EMBEDDED_ALIAS, key_env=None, timeout=cfg.timeout_s,
-                       workers=cfg.concurrency, cache_dir=cfg.cache_dir,
+                       workers=cfg.concurrency, cache_dir=cfg.cache_dir, first_token_first=True,
                        cache_namespace=f"embedded-llama-cpp:{srv.gguf.name}:{file_hash(srv.gguf, 12)}")
 
 

@@ -54,6 +54,17 @@ def _finished(row: dict, i: int) -> bool:
     return not (isinstance(fin, list) and i < len(fin) and fin[i] is False)
 
 
+def check_all(rows: Sequence[dict]) -> None:
+    """Run the second answer check over every response of `rows` in one batch, so the per-row
+    calls below (ground_truth_pairs, both_correct, check_disagreements) read remembered verdicts."""
+    items = []
+    for r in rows:
+        cat = str(r.get("category", "")).removesuffix(HUMAN_SUFFIX)
+        if r.get("std_answer") and answers.is_verifiable(cat):
+            items += [(cat, resp, r["std_answer"], r.get("prompt")) for resp in r["responses"][:_policy(r)]]
+    second_check.check_many(items)
+
+
 def ground_truth_pairs(row: dict) -> list[tuple[int, int]] | None:
     """Pairs (better, worse) known to be right, or None when the row has no truth: explicit
     `gt_pairs` (human), else for verifiable categories the second answer check."""

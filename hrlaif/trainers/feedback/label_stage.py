@@ -64,7 +64,9 @@ def label_samples(cfg: LabelConfig, judge_cfg: JudgeConfig | None = None,
         if redteam and harm_judge_cfg is not None and not harm_judge_cfg.same_judge(judge_cfg):
             harm = stack.enter_context(session_for(harm_judge_cfg, str(out / ("harm-" + LOG_NAME))))
         t_ready = time.perf_counter()
-        _label_all(todo, (judge, harm), cfg, redteam, labels_path, judge_cfg.workers)
+        # The session's own concurrency: the embedded server takes one request at a time, and one
+        # prompt at a time keeps its pairs' shared prefix (request + first response) in its KV cache.
+        _label_all(todo, (judge, harm), cfg, redteam, labels_path, judge.config.workers)
         t_labelled = time.perf_counter()
         rows = {str(r["id"]): r for r in read_jsonl(labels_path)} if labels_path.exists() else {}
         labels = [rows[str(s["id"])] for s in samples if str(s["id"]) in rows]
@@ -163,11 +165,12 @@ def _label_all(todo: list[dict], judges: tuple, cfg: LabelConfig, redteam: bool,
 
 def _accuracy(samples: list[dict], labels: list[dict], judges: tuple, cfg: LabelConfig, human: dict):
     """Both modes' labels on every prompt with independent truth, then the table (accuracy.py)."""
-    from hrlaif.trainers.feedback.accuracy import check_disagreements, ground_truth_pairs, label_accuracy
+    from hrlaif.trainers.feedback.accuracy import check_all, check_disagreements, ground_truth_pairs, label_accuracy
     from hrlaif.trainers.feedback.labelling import label_one
     from hrlaif.trainers.feedback.redteam import load_hh_pairs
 
     judge, harm = judges
+    check_all(samples)
     verifiable = set(cfg.verifiable)
     other = "basic" if cfg.mode == "hybrid" else "hybrid"
     by_id = {str(s["id"]): s for s in samples}
