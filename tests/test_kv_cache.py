@@ -84,23 +84,29 @@ def test_generate_takes_the_growing_cache_and_keeps_greedy_text(model):
     assert torch.equal(plain, grown)
 
 
-def test_the_few_rows_product_is_chosen_by_timing_once_per_host_and_kept(model, tmp_path, monkeypatch):
-    """Which fp32 product decodes faster depends on the CPU and MKL, so it is timed on the host; the decision
-    is written to the cache and read back (not re-timed), so later runs decode the same way."""
+def test_the_fp32_decode_product_is_chosen_by_timing_once_per_host_and_kept(model, tmp_path, monkeypatch):
+    """Which fp32 product decodes faster depends on the CPU and the libraries' dispatch, so each candidate
+    is timed on the host; the decision is written to the cache and read back (not re-timed), so later runs
+    decode the same way, and decoding takes the recorded product."""
     import json
 
     from hrlaif.core import decoding
 
     monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path))
-    monkeypatch.setattr(decoding, "_FEW_ROWS_PAYS", {})
+    monkeypatch.setattr(decoding, "_FP32_PRODUCT", {})
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    first = decoding.few_rows_pays(linears, 4)
+    first = decoding.fp32_product(linears, 4)
     path = tmp_path / "host-calibration.json"
     (key, rec), = json.loads(path.read_text()).items()
-    assert rec["few_rows"] is first and rec["rows"] == 4 and set(rec["ms"]) == {"plain", "few"}
-    path.write_text(json.dumps({key: {**rec, "few_rows": not first}}))  # as if an earlier run had decided so
-    monkeypatch.setattr(decoding, "_FEW_ROWS_PAYS", {})
-    assert decoding.few_rows_pays(linears, 4) is (not first)
-    with decoding.decoding_linears(model, 4):  # the recorded decision is the one decoding takes
-        patched = [m for m in linears if "forward" in vars(m)]
-    assert bool(patched) is (not first) or decoding.packing_dtype() is not None
+    cands = decoding.fp32_candidates(4)
+    assert rec["product"] == first and rec["rows"] == 4 and list(rec["ms"]) == cands
+    assert first == "plain" or rec["ms"][first] < 0.9 * rec["ms"]["plain"]
+    for forced in cands:  # as if an earlier run had decided so
+        path.write_text(json.dumps({key: {**rec, "product": forced}}))
+        monkeypatch.setattr(decoding, "_FP32_PRODUCT", {})
+        assert decoding.fp32_product(linears, 4) == forced
+        with decoding.decoding_linears(model, 4):
+            patched = {m.forward.__func__ for m in linears if "forward" in vars(m)}
+        assert patched == (set() if forced == "plain" else {decoding.FORWARDS[forced]})
+        assert not any("forward" in vars(m) or "_mkl_weight" in vars(m) or "_packed_weight" in vars(m)
+                       for m in linears)  # restored on exit

@@ -120,33 +120,49 @@ def test_drift_heldout_file_carries_gold_verdicts(tiny_model_dir, tiny_rm_dir, t
 
 
 @pytest.mark.host
-@pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_decoding_on_packed_weights_matches_the_plain_forward(tiny_model_dir, precision):
+@pytest.mark.parametrize("precision,product", [("bf16", "onednn_packed"), ("fp32", "few_rows"),
+                                               ("fp32", "onednn_packed"), ("fp32", "mkl_packed")])
+def test_decoding_on_packed_weights_matches_the_plain_forward(tiny_model_dir, precision, product):
     """Decoding packs each Linear's weight once per generate call; in bf16 that is bit for bit
-    what autocast computes, in fp32 equal to the last bits."""
+    what autocast computes (on CPUs with native bf16), in fp32 each product equal to the last bits."""
     from transformers import AutoModelForCausalLM
 
     from hrlaif.core import decoding
     from hrlaif.trainers import generation
+    if product not in decoding.fp32_candidates(2):
+        pytest.skip(f"{product} is not offered by this torch build")
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13]]
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
-    runs = {}
-    for packed in (True, False):
-        original = decoding.packing_dtype
-        decoding.packing_dtype = original if packed else (lambda: None)
+    runs, used = {}, {}
+    for special in (True, False):
+        saved = decoding.packing_dtype, decoding.fp32_product
+        if not special:
+            decoding.packing_dtype, decoding.fp32_product = (lambda: None), (lambda *_: "plain")
+        elif precision == "fp32":
+            decoding.fp32_product = lambda *_: product
         try:
             with ctx():
-                runs[packed] = generation.generate(model, prompts, max_new_tokens=8, eos_ids=[0], pad_id=1,
-                                                   seeds=[3, 4])
+                with decoding.decoding_linears(model, 2):
+                    used[special] = {type(m).__name__ for m in model.modules() if "forward" in vars(m)}
+                runs[special] = generation.generate(model, prompts, max_new_tokens=8, eos_ids=[0], pad_id=1,
+                                                    seeds=[3, 4])
         finally:
-            decoding.packing_dtype = original
+            decoding.packing_dtype, decoding.fp32_product = saved
     a, b = runs[True], runs[False]
+    assert used[False] == set()
     assert torch.equal(a.sequences, b.sequences)
     if precision == "bf16":
+        assert used[True] == ({"Linear"} if _native_bf16() else set())
         assert torch.equal(a.logprobs, b.logprobs)
     else:
+        assert used[True] == {"Linear"}
         assert torch.allclose(a.logprobs, b.logprobs, atol=1e-5)
+
+
+def _native_bf16() -> bool:
+    from hrlaif.core.hardware import cpu_has_native_bf16
+    return cpu_has_native_bf16()
 
 
 def test_trainer_device_and_precision_selection(monkeypatch):

@@ -1,10 +1,12 @@
 """Decoding-friendly linear layers: a few rows per step through weights packed once.
 
 A decode step multiplies each weight matrix by a few rows (one per sequence). torch's `F.linear`
-re-reads (and, for oneDNN's bf16, reorders) the weight on every call; `decoding_linears(model, rows)`
-routes every plain CPU nn.Linear of a model through a forward that does better for a few rows, for
-the duration of a `with` block: PPO's rollouts (hrlaif/trainers/generation.py) and evaluation's
-generation (hrlaif/evalsets/prefix_lm.py) decode through it, with a `GrowingKVCache`.
+re-reads (and, for oneDNN's bf16, reorders) the weight on every call, and MKL's fp32 kernel for a
+few rows streams it at half the memory bandwidth or less; `decoding_linears(model, rows)` routes
+every plain CPU nn.Linear of a model through a forward that does better for a few rows, for the
+duration of a `with` block: PPO's rollouts (hrlaif/trainers/generation.py), evaluation's generation
+(hrlaif/evalsets/prefix_lm.py) and the sample stage decode through it, with a `GrowingKVCache`.
+Which fp32 product that is, is timed on the host (`fp32_product`).
 """
 from __future__ import annotations
 
@@ -16,23 +18,36 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 
-def few_rows_linear(self, x):
-    """nn.Linear forward for fp32 decoding: a few rows computed as (W x^T)^T.
+def _plain(self, x):
+    return F.linear(x, self.weight, self.bias)
 
-    Same product, but for M <= 8 rows MKL's kernel for a tall left operand can stream the
-    weight faster than the one for x W^T (decoding SmolLM2 with batch 4: 2.5 -> 1.9 s on
-    2 threads; the 49k x 576 LM head alone 23 -> 9.5 ms), and on other hosts slower (MKL
-    capped at AVX2 on an AMX Xeon: 20% slower per decode step at batch 4 and 8), so
-    `few_rows_pays` times both on the host. More rows take the usual path.
-    """
+
+def _no_special_path(self, x) -> bool:
+    """Autocast (bf16 matmuls: the plain x W^T is the faster one) or a backward through the layer."""
+    return torch.is_autocast_enabled("cpu") or (torch.is_grad_enabled() and self.weight.requires_grad)
+
+
+def few_rows_linear(self, x):
+    """nn.Linear forward for fp32 decoding: a few rows computed as (W x^T)^T, MKL's kernel for a tall
+    left operand (on some hosts it streams the weight faster than the one for x W^T)."""
     flat = x.reshape(-1, x.shape[-1])
     if flat.shape[0] > 8 or flat.dtype != torch.float32 or self.weight.dtype != torch.float32 \
-            or torch.is_autocast_enabled("cpu"):  # bf16 matmuls: the plain x W^T is the faster one
-        return F.linear(x, self.weight, self.bias)
+            or _no_special_path(self, x):
+        return _plain(self, x)
     y = torch.mm(self.weight, flat.T).T
     if self.bias is not None:
         y = y + self.bias
     return y.contiguous().reshape(*x.shape[:-1], -1)
+
+
+def mkl_packed_linear(self, x):
+    """nn.Linear forward for fp32 decoding on MKL's packed GEMM (`cblas_sgemm_pack`, through torch's
+    `mkl::_mkl_linear`): the weight is packed once per generate call for exactly `rows` rows; other
+    row counts (the prompt pass) take the plain product inside the op. Held to AVX2 on an AMX Xeon,
+    SmolLM2's weights at 8 rows: 52 -> 33 ms per decode step."""
+    if x.dtype != torch.float32 or _no_special_path(self, x):
+        return _plain(self, x)
+    return torch.ops.mkl._mkl_linear(x, self._mkl_weight, self.weight, self.bias, self._mkl_rows)
 
 
 def packed_linear(self, x):
@@ -46,31 +61,62 @@ def packed_linear(self, x):
                                               self._packed_bias, "none", [], "")
 
 
+def _onednn_packing() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+
+
+def _mkl_packing() -> bool:
+    return torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
+
+
 def packing_dtype():
-    """The dtype decoding packs weights in on this CPU, or None (the fp32 `few_rows_linear`):
-    bf16 under bf16 autocast on CPUs with native bf16, fp32 on AVX-512 CPUs (measured faster
-    there; AVX2-only hosts keep the MKL trick measured on them)."""
-    from hrlaif.core.hardware import cpu_flags, cpu_has_native_bf16
+    """bf16 when decoding runs under bf16 autocast on a CPU with native bf16 (oneDNN's packed bf16
+    weights compute what autocast computes), else None: fp32 decoding takes `fp32_product`'s choice."""
+    from hrlaif.core.hardware import cpu_has_native_bf16
 
-    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
-        return None
-    if torch.is_autocast_enabled("cpu"):
-        return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 and cpu_has_native_bf16() else None
-    return torch.float32 if "avx512f" in cpu_flags() else None
+    if _onednn_packing() and torch.is_autocast_enabled("cpu") and \
+            torch.get_autocast_dtype("cpu") == torch.bfloat16 and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
 
 
-def few_rows_pays(linears, rows: int) -> bool:
-    """Whether `few_rows_linear` beats `F.linear` for `rows` rows on this host.
+def fp32_candidates(rows: int) -> list[str]:
+    """The fp32 decode products this torch build offers for `rows` rows."""
+    return ["plain"] + (["few_rows"] if rows <= 8 else []) + (["onednn_packed"] if _onednn_packing() else []) \
+        + (["mkl_packed"] if _mkl_packing() else [])
 
-    Which is faster depends on the CPU and MKL's dispatch, so it is timed, not assumed: the model's
+
+def _pack(m, product: str, rows: int, dtype=torch.float32) -> None:
+    if product == "mkl_packed":
+        m._mkl_weight, m._mkl_rows = torch.ops.mkl._mkl_reorder_linear_weight(m.weight.detach(), rows), rows
+    elif product == "onednn_packed":
+        m._packed_weight = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach().to(dtype), rows)
+        m._packed_bias = None if m.bias is None else m.bias.detach().to(dtype)
+
+
+def _unpack(m) -> None:
+    for name in ("_mkl_weight", "_mkl_rows", "_packed_weight", "_packed_bias"):
+        m.__dict__.pop(name, None)
+
+
+FORWARDS = {"few_rows": few_rows_linear, "mkl_packed": mkl_packed_linear, "onednn_packed": packed_linear}
+
+
+def fp32_product(linears, rows: int) -> str:
+    """Which fp32 product decodes `rows` rows fastest on this host: "plain" (`F.linear`), "few_rows",
+    "onednn_packed" or "mkl_packed" (`fp32_candidates`).
+
+    It depends on the CPU and the libraries' dispatch, so it is timed, not assumed: the model's
     weights as a decode step streams them from memory (every one, up to CALIBRATION_BYTES, and at
-    least one of each shape), both ways, alternating, best of 3; few rows must win by 10%.
-    The decision is kept in $HRLAIF_CACHE/host-calibration.json per host (CPU flags, the ISA caps
-    in force, torch version, threads, rows, shapes), so later runs on the host decode the same
-    way: the two products differ in the last bits, and a choice that flipped with timing noise
-    would make greedy outputs irreproducible."""
+    least one of each shape), each product in turn, best of 3 (packing not counted: it is paid once
+    per generate call); another product must beat the plain one by 10%. The decision is kept in
+    $HRLAIF_CACHE/host-calibration.json per host (CPU flags, the ISA caps in force, torch version,
+    threads, rows, shapes), so later runs on the host decode the same way: the products differ in
+    the last bits, and a choice that flipped with timing noise would make greedy outputs
+    irreproducible."""
     import os
     import time
+    from types import SimpleNamespace
 
     from hrlaif.core.hardware import TORCH_CAPS, cpu_flags
     from hrlaif.core.store import cache_dir, read_json, stable_hash, write_json
@@ -82,79 +128,78 @@ def few_rows_pays(linears, rows: int) -> bool:
             weights.setdefault(id(w), w)  # a tied weight once
             total += w.numel() * w.element_size()
         by_shape.setdefault(tuple(w.shape), w)
-    key = stable_hash({"flags": sorted(cpu_flags()), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                       "caps": [os.environ.get(k) for k in sorted(TORCH_CAPS["avx2"])],
-                       "rows": rows, "shapes": sorted(by_shape)})
-    if key in _FEW_ROWS_PAYS:
-        return _FEW_ROWS_PAYS[key]
+    candidates = fp32_candidates(rows)
+    key = stable_hash({"v": 2, "flags": sorted(cpu_flags()), "torch": torch.__version__,
+                       "threads": torch.get_num_threads(), "caps": [os.environ.get(k) for k in sorted(TORCH_CAPS["avx2"])],
+                       "rows": rows, "shapes": sorted(by_shape), "candidates": candidates})
+    if key in _FP32_PRODUCT:
+        return _FP32_PRODUCT[key]
     path = cache_dir() / "host-calibration.json"
     try:
         known = read_json(path) if path.is_file() else {}
     except (OSError, ValueError):
         known = {}
-    if key not in known:
-        xs = {w.shape[1]: torch.randn(rows, w.shape[1], dtype=w.dtype) for w in weights.values()}
-
-        def seconds(product) -> float:
-            t = time.perf_counter()
-            for w in weights.values():
-                product(xs[w.shape[1]], w)
-            return time.perf_counter() - t
-
-        def plain(x, w):
-            return F.linear(x, w)
-
-        def few(x, w):
-            return torch.mm(w, x.T).T.contiguous()
-
+    if key not in known or known[key].get("product") not in candidates:
+        layers = [SimpleNamespace(weight=w.detach(), bias=None) for w in weights.values()]
+        xs = {w.shape[1]: torch.randn(rows, 1, w.shape[1], dtype=w.dtype) for w in weights.values()}
+        times: dict[str, list[float]] = {c: [] for c in candidates}
         with torch.no_grad():
-            seconds(plain), seconds(few)  # warm-up
-            times = {"plain": [], "few": []}
-            for _ in range(3):
-                times["plain"].append(seconds(plain))
-                times["few"].append(seconds(few))
-        known[key] = {"few_rows": min(times["few"]) < 0.9 * min(times["plain"]), "rows": rows,
-                      "ms": {k: round(1000 * min(v), 2) for k, v in times.items()}}
+            for c in candidates:
+                for m in layers:
+                    _pack(m, c, rows)
+                forward = FORWARDS.get(c, _plain)
+                for rep in range(4):  # the first is a warm-up
+                    t = time.perf_counter()
+                    for m in layers:
+                        forward(m, xs[m.weight.shape[1]])
+                    if rep:
+                        times[c].append(time.perf_counter() - t)
+                for m in layers:
+                    _unpack(m)
+        ms = {c: round(1000 * min(v), 2) for c, v in times.items()}
+        best = min(ms, key=ms.get)
+        known[key] = {"product": best if ms[best] < 0.9 * ms["plain"] else "plain", "rows": rows, "ms": ms}
         try:
             write_json(path, known)
         except OSError:
             pass  # a read-only cache: decide again next time
-    _FEW_ROWS_PAYS[key] = bool(known[key]["few_rows"])
-    return _FEW_ROWS_PAYS[key]
+    _FP32_PRODUCT[key] = known[key]["product"]
+    return _FP32_PRODUCT[key]
 
 
-_FEW_ROWS_PAYS: dict[str, bool] = {}
+_FP32_PRODUCT: dict[str, str] = {}
 CALIBRATION_BYTES = 300e6  # more than a server CPU's caches: the weights come from memory, as in decoding
 
 
 @contextlib.contextmanager
 def decoding_linears(model, rows: int):
-    """Route every plain CPU nn.Linear of `model` through a decoding-friendly forward: weights
-    packed for `rows` rows (`packed_linear`) where that is faster, else `few_rows_linear`.
+    """Route every plain CPU nn.Linear of `model` through a decoding-friendly forward for `rows` rows:
+    oneDNN's packed bf16 weights under bf16 autocast on CPUs with native bf16 (`packing_dtype`), else
+    for fp32 weights the product `fp32_product` timed fastest on this host (nothing, when that is
+    the plain one).
 
     Skipped for ZeRO-3 partitioned weights (`ds_id`), whose gather hooks own the forward.
     """
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and "forward" not in vars(m)
                and m.weight.device.type == "cpu" and not hasattr(m.weight, "ds_id")]
     dtype = packing_dtype() if linears else None
-    if dtype == torch.float32:  # fp32 packing replaces fp32 matmuls only; low-precision weights keep theirs
+    if dtype is not None:
+        product = "onednn_packed"
+    else:
         linears = [m for m in linears if m.weight.dtype == torch.float32]
-    if dtype is None:  # the few-rows product: only for fp32 weights, a few rows, and where it is faster
-        linears = [m for m in linears if m.weight.dtype == torch.float32]
-        if rows > 8 or torch.is_autocast_enabled("cpu") or not linears or not few_rows_pays(linears, rows):
-            linears = []
+        product = "plain" if torch.is_autocast_enabled("cpu") or not linears else fp32_product(linears, rows)
+        dtype = torch.float32
+    if product == "plain":
+        linears = []
     for m in linears:
-        if dtype is not None:
-            m._packed_weight = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach().to(dtype), rows)
-            m._packed_bias = None if m.bias is None else m.bias.detach().to(dtype)
-        m.forward = (few_rows_linear if dtype is None else packed_linear).__get__(m)
+        _pack(m, product, rows, dtype)
+        m.forward = FORWARDS[product].__get__(m)
     try:
         yield
     finally:
         for m in linears:
             del m.forward
-            if dtype is not None:
-                del m._packed_weight, m._packed_bias
+            _unpack(m)
 
 
 class GrowingLayer(DynamicLayer):
