@@ -110,3 +110,53 @@ def test_the_fp32_decode_product_is_chosen_by_timing_once_per_host_and_kept(mode
         assert patched == (set() if forced == "plain" else {decoding.FORWARDS[forced]})
         assert not any("forward" in vars(m) or "_mkl_weight" in vars(m) or "_packed_weight" in vars(m)
                        for m in linears)  # restored on exit
+
+
+@pytest.mark.parametrize("q,padded", [(1, True), (4, True), (1, False), (3, False)])
+def test_shared_prefix_attention_is_attention_over_the_whole_row(q, padded):
+    """The prefix's keys and values kept once for the batch, every row's own part beside them: the same
+    output as SDPA over each row's full keys and values (decode q=1 and a multi-token pass; a padding
+    mask, or none = causal), grouped-query heads included."""
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from hrlaif.core.prefix_attention import SharedPrefixLayer, shared_prefix_attention
+
+    torch.manual_seed(0)
+    B, H, kvh, d, P, S = 3, 6, 2, 8, 11, 7
+    query = torch.randn(B, H, q, d)
+    kp, vp = torch.randn(1, kvh, P, d), torch.randn(1, kvh, P, d)
+    key, value = torch.randn(B, kvh, S, d), torch.randn(B, kvh, S, d)
+    full_k, full_v = torch.cat([kp.expand(B, -1, -1, -1), key], 2), torch.cat([vp.expand(B, -1, -1, -1), value], 2)
+    pos = torch.arange(P + S)
+    mask = (pos[None, :] <= pos[P + S - q:, None])[None, None].expand(B, 1, q, P + S).clone()
+    if padded:  # row i has i padding positions right after the prefix
+        for i in range(B):
+            mask[i, :, :, P:P + i] = False
+    plain = SimpleNamespace(num_key_value_groups=H // kvh, training=False, is_causal=True)
+    shared = SimpleNamespace(**vars(plain), _shared_prefix_layer=SharedPrefixLayer(kp, vp))
+    want, _ = sdpa_attention_forward(plain, query, full_k, full_v, mask, scaling=0.3)
+    got, _ = shared_prefix_attention(shared, query, key, value, mask if padded else None, scaling=0.3)
+    assert got.shape == want.shape == (B, q, H, d)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_shared_prefix_cache_counts_the_prefix_and_restores_the_model(model):
+    from hrlaif.core.prefix_attention import ATTENTION_NAME, SharedPrefixLayer, shared_prefix_cache
+
+    n = model.config.num_hidden_layers
+    kvh = model.config.num_key_value_heads
+    d = getattr(model.config, "head_dim", None) or model.config.hidden_size // model.config.num_attention_heads
+    prefix = [(torch.randn(1, kvh, 5, d), torch.randn(1, kvh, 5, d)) for _ in range(n)]
+    before = model.config._attn_implementation
+    with shared_prefix_cache(model, prefix, reserve=4) as kwarg:
+        cache = next(iter(kwarg.values()))
+        assert model.config._attn_implementation == ATTENTION_NAME
+        assert all(isinstance(layer, SharedPrefixLayer) for layer in cache.layers)
+        assert cache.get_seq_length() == 5
+        cache.update(torch.randn(2, kvh, 3, d), torch.randn(2, kvh, 3, d), 0)
+        assert cache.layers[0].get_seq_length() == 8 and cache.layers[0].keys.shape[-2] == 3
+        assert cache.layers[0].get_mask_sizes(1) == (9, 0)
+    assert model.config._attn_implementation == before
+    assert not any("_shared_prefix_layer" in vars(m) for m in model.modules())

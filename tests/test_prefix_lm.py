@@ -77,9 +77,16 @@ def test_generation_on_the_decoding_path_matches_hflm(tiny_model_dir, amp):
 
 
 @pytest.mark.parametrize("amp", [None, torch.bfloat16])
-def test_few_shot_generation_runs_the_shared_block_once_and_keeps_the_text(tiny_model_dir, amp):
+def test_few_shot_generation_runs_the_shared_block_once_and_keeps_the_text(tiny_model_dir, amp, monkeypatch):
     """Generation prompts that share a few-shot block, of different lengths (left padding): the block
-    runs once, every row's cache starts from it, and the greedy text is lm-eval's HFLM's."""
+    runs once, is kept once for every row (hrlaif/core/prefix_attention.py), and the greedy text is
+    lm-eval's HFLM's."""
+    from hrlaif.core import prefix_attention
+
+    used = []
+    real = prefix_attention.shared_prefix_attention
+    monkeypatch.setattr(prefix_attention, "shared_prefix_attention",
+                        lambda m, *a, **k: used.append(getattr(m, "_shared_prefix_layer", None) is not None) or real(m, *a, **k))
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -100,3 +107,4 @@ def test_few_shot_generation_runs_the_shared_block_once_and_keeps_the_text(tiny_
     # not once per row; a single row has nothing to share
     assert block - 2 <= lm.token_counts["prefix"] < 2 * block
     assert all("forward" not in vars(m) for m in model.modules())
+    assert used and all(used) and model.config._attn_implementation == "sdpa"  # and back to SDPA

@@ -222,7 +222,7 @@ class GrowingLayer(DynamicLayer):
             return super().update(key_states, value_states, *args, **kwargs)  # autograd: no in-place writes
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        n = self.get_seq_length()
+        n = self.own_length()
         q = key_states.shape[-2]
         if not self._backed_by_buffer(key_states, n + q):
             cap = max(n + q + self.reserve, 2 * (n + q) if self._kbuf is not None else 0)
@@ -236,6 +236,10 @@ class GrowingLayer(DynamicLayer):
         self._vbuf[..., n:n + q, :].copy_(value_states)
         self.keys, self.values = self._kbuf[..., :n + q, :], self._vbuf[..., :n + q, :]
         return self.keys, self.values
+
+    def own_length(self) -> int:
+        """Positions held in this layer's tensors (a subclass may count positions kept elsewhere)."""
+        return DynamicLayer.get_seq_length(self)
 
     def _backed_by_buffer(self, new, length: int) -> bool:
         """Whether keys/values are still our buffer's prefix (crop keeps that; batch selection, beam

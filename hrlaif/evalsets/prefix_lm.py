@@ -16,6 +16,7 @@ metrics. The numbers are the same as `HFLM`'s up to float rounding (tests/test_p
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 
@@ -123,8 +124,10 @@ class PrefixCachingHFLM(HFLM):
         from hrlaif.core.decoding import decoding_linears, growing_cache
 
         new_tokens = max(max_length - context.shape[1], 1)
-        with self._autocast(), decoding_linears(self.model, context.shape[0]):  # packs for autocast's dtype
-            shared = self._shared_prefix_generation(context, generation_kwargs.get("attention_mask"), new_tokens)
+        with self._autocast(), decoding_linears(self.model, context.shape[0]), \
+                contextlib.ExitStack() as stack:  # packs for autocast's dtype
+            shared = self._shared_prefix_generation(context, generation_kwargs.get("attention_mask"), new_tokens,
+                                                    stack)
             if shared is None:
                 generation_kwargs.update(growing_cache(self.model, new_tokens))
             else:
@@ -133,14 +136,17 @@ class PrefixCachingHFLM(HFLM):
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
     @torch.no_grad()
-    def _shared_prefix_generation(self, context, mask, new_tokens: int):
+    def _shared_prefix_generation(self, context, mask, new_tokens: int, stack: contextlib.ExitStack):
         """For left-padded prompts sharing >= MIN_SHARED leading tokens: (ids, mask, cache kwarg) with the
         shared tokens moved to the front of every row, the padding between them and each row's own
         suffix, and a KV cache already holding the shared tokens (computed once, batch 1). The width
         is unchanged (the longest row still has no padding), so lm-eval's stop criteria and its
         slicing of the output work as before; positions follow the mask, as for left padding.
+        The cache keeps the shared tokens once for all rows (hrlaif/core/prefix_attention.py), opened
+        on `stack` for the generate call, or where that does not apply, a copy in every row.
         None when there is nothing worth sharing."""
         from hrlaif.core.decoding import growing_cache
+        from hrlaif.core.prefix_attention import shared_prefix_cache
 
         if mask is None or context.shape[0] < 2:
             return None
@@ -159,10 +165,13 @@ class PrefixCachingHFLM(HFLM):
             own = r[shared:]
             ids[i, width - len(own):] = context.new_tensor(own)
             new_mask[i, width - len(own):] = 1
-        kwarg = growing_cache(self.model, width - shared + new_tokens)
-        cache, B = next(iter(kwarg.values())), context.shape[0]
-        for n, (k, v) in enumerate(self._prefix_cache(rows[0][:shared])):  # copied into B rows with room to grow
-            cache.update(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1), n)
+        prefix_kv = self._prefix_cache(rows[0][:shared])
+        kwarg = stack.enter_context(shared_prefix_cache(self.model, prefix_kv, width - shared + new_tokens))
+        if kwarg is None:
+            kwarg = growing_cache(self.model, width - shared + new_tokens)
+            cache, B = next(iter(kwarg.values())), context.shape[0]
+            for n, (k, v) in enumerate(prefix_kv):  # copied into B rows with room to grow
+                cache.update(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1), n)
         return ids, new_mask, kwarg
 
     # ------------------------------------------------------------------ model passes

@@ -1,0 +1,131 @@
+"""Attention over a prompt prefix that every row of a batch shares, read once per step for all rows.
+
+Few-shot generation (GSM8K: 5 shots, ~700 of each prompt's ~750 tokens) decodes a batch whose rows
+start with the same tokens. With one KV cache row per sequence, every decode step streams that
+prefix's keys and values once per row: at batch 8 after a 900-token prompt, SDPA was ~30% of a
+SmolLM2 decode step (AMX host held to AVX2), all of it memory traffic. Here the prefix's keys and
+values are kept once (batch 1, `SharedPrefixLayer`) and every row's queries meet them in one product;
+each row's own tokens (its suffix, padding and generated tokens) stay in a per-row `GrowingLayer`.
+Both parts go through one softmax, so the result is attention over the whole row, in fp32.
+
+`shared_prefix_cache(model, prefix_kv, reserve)` sets it up for one `generate` call
+(hrlaif/evalsets/prefix_lm.py `_shared_prefix_generation`): attention modules read the prefix from
+their cache layer, and the model's attention implementation is switched to `ATTENTION_NAME` (SDPA
+for everything else: training, or a module without a shared prefix) and back on exit.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from hrlaif.core.decoding import GrowingKVCache, GrowingLayer
+
+ATTENTION_NAME = "hrlaif_shared_prefix"
+
+
+class SharedPrefixLayer(GrowingLayer):
+    """A GrowingLayer after `prefix_len` positions held once for the whole batch (`prefix_keys`,
+    `prefix_values`: [1, kv heads, prefix_len, head dim], fp32). Lengths and mask sizes count the
+    prefix, so positions and masks are those of the full rows; `update` returns the rows' own part."""
+
+    def __init__(self, prefix_keys: torch.Tensor, prefix_values: torch.Tensor, reserve: int = 256, **kwargs):
+        super().__init__(reserve=reserve, **kwargs)
+        self.prefix_keys, self.prefix_values = prefix_keys, prefix_values
+        self.prefix_len = prefix_keys.shape[-2]
+
+    def get_seq_length(self) -> int:
+        return self.prefix_len + super().get_seq_length()
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove < 0 and -tokens_to_remove > self.own_length():
+            raise ValueError("cannot crop into the shared prefix")
+        super().crop(tokens_to_remove)
+
+
+def shared_prefix_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                            **kwargs):
+    """Attention of `query` [B, H, q, d] over the module's shared prefix and the rows' own `key`/`value`
+    [B, kv heads, S, d], under `attention_mask` [B or 1, 1, q, prefix + S] (bool: True attends; or
+    additive; None: causal over the own part). SDPA when the module has no shared prefix."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    layer = getattr(module, "_shared_prefix_layer", None)
+    if layer is None or module.training:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    kp, vp = layer.prefix_keys, layer.prefix_values
+    B, H, q, d = query.shape
+    kvh, S, P = key.shape[1], key.shape[-2], kp.shape[-2]
+    g = H // kvh  # query heads per key/value head: head h reads kv head h // g (repeat_kv's order)
+    scale = d ** -0.5 if scaling is None else scaling
+    with torch.autocast(query.device.type, enabled=False):
+        qf = query.float().reshape(B, kvh, g * q, d)
+        # Every row's queries against the one prefix: [1, kvh, B*g*q, d] x [1, kvh, d, P].
+        sp = torch.matmul(qf.transpose(0, 1).reshape(1, kvh, B * g * q, d), kp.transpose(-1, -2))
+        sp = sp.reshape(kvh, B, g * q, P).transpose(0, 1)
+        ss = torch.matmul(qf, key.float().transpose(-1, -2))
+        scores = torch.cat([sp, ss], dim=-1).mul_(scale).view(B, kvh, g, q, P + S)
+        if attention_mask is None:  # no padding: causal over the own part (the prefix precedes every query)
+            own = torch.arange(S, device=query.device)
+            attention_mask = (own[None, :] <= own[S - q:, None] if q > 1 else own[None, :] >= 0)
+            attention_mask = torch.cat([attention_mask.new_ones(q, P), attention_mask], dim=-1)[None, None]
+        mask = attention_mask[:, :, None]  # [B or 1, 1, 1, q, P + S]: the same for every head
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask.float()
+        probs = torch.softmax(scores, dim=-1).view(B, kvh, g * q, P + S)
+        pp = probs[..., :P].transpose(0, 1).reshape(1, kvh, B * g * q, P)
+        out = torch.matmul(pp, vp).reshape(kvh, B, g * q, d).transpose(0, 1)
+        out = out + torch.matmul(probs[..., P:], value.float())
+    out = out.reshape(B, H, q, d).transpose(1, 2).to(query.dtype).contiguous()
+    return out, None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION_NAME, shared_prefix_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+
+
+def _attention_modules(model) -> list:
+    return [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "num_key_value_groups")]
+
+
+@contextlib.contextmanager
+def shared_prefix_cache(model, prefix_kv: list[tuple[torch.Tensor, torch.Tensor]], reserve: int):
+    """`generate` keyword for a cache whose layer i holds `prefix_kv[i]` ([1, kv heads, P, d]) once for
+    every row, with room for `reserve` more per-row positions; while open, the model's attention reads
+    it (`shared_prefix_attention`). Yields None where that cannot apply (an attention implementation
+    other than SDPA or eager, or layers that are not the plain full-attention kind): the caller then
+    copies the prefix into every row."""
+    from hrlaif.core.decoding import growing_cache
+
+    config = model.config
+    modules = _attention_modules(model)
+    kwarg = growing_cache(model, reserve)
+    cache: GrowingKVCache = next(iter(kwarg.values()))
+    by_idx = {m.layer_idx: m for m in modules}
+    if config._attn_implementation not in ("sdpa", "eager") or set(by_idx) != set(range(len(prefix_kv))) \
+            or len(cache.layers) != len(prefix_kv) or not all(type(layer) is GrowingLayer for layer in cache.layers):
+        yield None
+        return
+    _register()
+    cache.layers = [SharedPrefixLayer(k.float(), v.float(), reserve=layer.reserve)
+                    for (k, v), layer in zip(prefix_kv, cache.layers)]
+    before = config._attn_implementation
+    try:
+        for i, layer in enumerate(cache.layers):
+            by_idx[i]._shared_prefix_layer = layer
+        config._attn_implementation = ATTENTION_NAME
+        yield kwarg
+    finally:
+        config._attn_implementation = before
+        for m in modules:
+            m.__dict__.pop("_shared_prefix_layer", None)
