@@ -142,3 +142,17 @@ def test_verifiable_categories_have_one_definition():
         assert inspect.signature(fn).parameters["verifiable"].default is VERIFIABLE
     assert list(LabelConfig().verifiable) == list(VERIFIABLE)
     assert is_verifiable("MCQ") and is_verifiable(" Multiple-Choice ") and not is_verifiable("open_qa")
+
+
+def test_a_remembered_weights_hash_names_the_directory_until_its_files_change(tmp_path, monkeypatch):
+    from hrlaif.core.models import dir_weights_hash, remember_weights_hash
+
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "cache"))
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(b"x" * 10)
+    from_files = dir_weights_hash(d)
+    remember_weights_hash(d, "abc123")
+    assert dir_weights_hash(d) == "abc123" != from_files
+    (d / "model.safetensors").write_bytes(b"y" * 11)  # rewritten: the recorded hash no longer applies
+    assert dir_weights_hash(d) not in ("abc123", from_files)

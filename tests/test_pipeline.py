@@ -136,3 +136,18 @@ def test_rerun_skips_unchanged_stages_and_from_reruns(tiny_run, run_cli):
 def test_only_requires_finished_upstream(tmp_path, run_cli):
     code, _, err = run_cli("run", "--out", tmp_path / "empty", "--only", "rm_basic")
     assert code == 2 and "has not finished" in err
+
+
+def test_trained_models_are_known_by_the_hash_of_the_weights_they_load_as(tiny_run):
+    """SFT and PPO record their in-memory weights hash as their output directory's identity, so PPO's
+    drift points and the evaluations share cached outputs of the same weights; the recorded hash must be
+    the hash of the model loaded from those files (else a cache hit would serve another model's outputs)."""
+    from transformers import AutoModelForCausalLM
+
+    from hrlaif.core.models import dir_weights_hash, weights_hash
+    _, out, _, _ = tiny_run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HRLAIF_CACHE", str(out.parent / "cache"))
+        for d in (out / "sft" / "model", out / "ppo_rlaif" / "final", out / "ppo_hrlaif" / "final"):
+            memo = dir_weights_hash(d)
+            assert memo == weights_hash(AutoModelForCausalLM.from_pretrained(d)), d

@@ -137,16 +137,34 @@ def _u8():
     return torch.uint8
 
 
-def dir_weights_hash(d: Path) -> str | None:
-    """Cheap hash from the weight files on disk (cached next to them by mtime+size)."""
+def _weight_files(d: Path) -> tuple[list[Path], list[list]]:
     files = sorted([*d.glob("*.safetensors"), *d.glob("*.bin")])
+    return files, [[f.name, f.stat().st_size, int(f.stat().st_mtime)] for f in files]
+
+
+def _hash_memo(d: Path) -> Path:
+    return cache_dir() / "weights_hash" / (hashlib.sha1(str(Path(d).resolve()).encode()).hexdigest() + ".json")
+
+
+def remember_weights_hash(d: Path, digest: str) -> None:
+    """After a trainer saved a model to `d`: make `digest` (its `weights_hash` in memory) d's identity
+    while d's files stay as written. The trainer's last in-memory evaluation (PPO's final drift point,
+    keyed by that hash) and `hrlaif eval` of d then share cached outputs: the same weights, scored once."""
+    files, stamp = _weight_files(Path(d))
+    if files:
+        write_json(_hash_memo(d), {"stamp": stamp, "hash": digest, "of": "tensors in memory"})
+
+
+def dir_weights_hash(d: Path) -> str | None:
+    """Cheap hash from the weight files on disk (cached next to them by mtime+size), or the hash the
+    trainer that wrote them recorded (`remember_weights_hash`)."""
+    files, stamp = _weight_files(d)
     if not files:
         return None
-    stamp = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]
-    memo = cache_dir() / "weights_hash" / (hashlib.sha1(str(d.resolve()).encode()).hexdigest() + ".json")
+    memo = _hash_memo(d)
     if memo.exists():
         m = read_json(memo)
-        if m.get("stamp") == [list(s) for s in stamp]:
+        if m.get("stamp") == stamp:
             return m["hash"]
     h = hashlib.blake2b(digest_size=8)
     for f in files:

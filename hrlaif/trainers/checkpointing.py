@@ -49,8 +49,9 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_hf(engine, tokenizer, out_dir: Path, zero_stage: int) -> None:
-    """Save the engine's module as an HF checkpoint on rank 0 (collective under ZeRO-3)."""
+def save_hf(engine, tokenizer, out_dir: Path, zero_stage: int, remember: bool = False) -> None:
+    """Save the engine's module as an HF checkpoint on rank 0 (collective under ZeRO-3); `remember`:
+    its in-memory weights hash becomes the directory's identity (hrlaif.core.models.remember_weights_hash)."""
     rank, _ = rank_world()
     model = engine.module
     if zero_stage == 3:
@@ -61,6 +62,9 @@ def save_hf(engine, tokenizer, out_dir: Path, zero_stage: int) -> None:
                 model.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
     elif rank == 0:
         model.save_pretrained(out_dir, safe_serialization=True)
+        if remember:
+            from hrlaif.core.models import remember_weights_hash, weights_hash
+            remember_weights_hash(out_dir, weights_hash(model))
     if rank == 0 and tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
 
@@ -77,13 +81,16 @@ def full_params(module):
         yield
 
 
-def save_hf_checkpoint(module, tok, out_dir: Path, save_fn=None) -> None:
+def save_hf_checkpoint(module, tok, out_dir: Path, save_fn=None, remember: bool = False) -> None:
     """Write an HF checkpoint into out_dir file by file via os.replace (SFT, reward model).
 
     We save into a hidden sibling dir first, so a crash mid-save never leaves a torn
     weights file next to the previous good one. `save_fn(module, dir)` defaults to
-    `module.save_pretrained`.
+    `module.save_pretrained`. `remember`: the module's in-memory weights hash becomes the
+    directory's identity (hrlaif.core.models.remember_weights_hash).
     """
+    from hrlaif.core.models import remember_weights_hash, weights_hash
+
     out_dir = Path(out_dir)
     tmp = out_dir / ".checkpoint.partial"
     with full_params(module):
@@ -91,9 +98,12 @@ def save_hf_checkpoint(module, tok, out_dir: Path, save_fn=None) -> None:
             return
         shutil.rmtree(tmp, ignore_errors=True)
         (save_fn or (lambda m, d: m.save_pretrained(d, safe_serialization=True)))(module, tmp)
+        digest = weights_hash(module) if remember else None
     tok.save_pretrained(tmp)
     for f in sorted(tmp.iterdir()):
         os.replace(f, out_dir / f.name)
+    if digest is not None:
+        remember_weights_hash(out_dir, digest)
     tmp.rmdir()
 
 

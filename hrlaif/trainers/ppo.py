@@ -376,7 +376,7 @@ class PPOTrainer:
                     else f"reward set to {cfg.missing_eos_reward}")
             log.warning("%d responses hit max_new_tokens=%d without EOS (truncated; %s)",
                         self.truncated_total, cfg.max_new_tokens, fate)
-        ckpt.save_hf(self.actor, self.tok, self.out / "final", cfg.zero_stage)
+        ckpt.save_hf(self.actor, self.tok, self.out / "final", cfg.zero_stage, remember=True)
         barrier()
         if writer is not None:
             writer.close()

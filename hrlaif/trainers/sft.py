@@ -169,7 +169,7 @@ def train_sft(cfg: SFTConfig) -> Path:
             summary["last_saved_step"] = step + 1
     bar.close()
 
-    save_hf_checkpoint(engine.module, tok, out)
+    save_hf_checkpoint(engine.module, tok, out, remember=True)  # PPO's step-0 drift evaluates these weights
     summary["last_saved_step"] = summary["steps"]
     summary["wall_time_s"] = round(time.time() - t0, 2)
     write_json(out / "sft_config.json", {"config": asdict(cfg), "base_model": identity, "data": stats,
