@@ -47,6 +47,7 @@ def _cmd(model, rm, prompts, out, *extra):
             "--mini-batch-size", "2", "--ppo-epochs", "2", "--max-new-tokens", "6", "--lr", "1e-3",
             "--critic-lr", "1e-3", "--adaptive-kl", "--target-kl", "0.01", "--save-every", "2", "--seed", "7",
             "--precision", "fp32",  # identical numbers after a resume: fp32 on CPU
+            "--train-layers", "1",  # a frozen block: checkpoints leave it out, the resume takes it from the base
             *extra]
 
 
@@ -91,6 +92,8 @@ def _resume_and_check(model, rm, prompts, out: Path, full: Path, resumed_at: int
     wb = AutoModelForCausalLM.from_pretrained(out / "final").state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert (out / "checkpoints" / "latest").read_text().strip() == "step_6"
+    state = json.loads((out / "checkpoints" / "step_6" / "state.json").read_text())
+    assert set(state["trained_params"]) == {"actor", "critic"}  # saved without the frozen parameters
     assert not list((out / "checkpoints").glob(".tmp_*"))
 
 

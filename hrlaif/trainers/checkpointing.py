@@ -119,14 +119,19 @@ def save_checkpoint(root: Path | str, step: int, *, actor, critic, tokenizer, st
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     barrier()
-    actor.save_checkpoint(str(tmp / "ds_actor"), tag=DS_TAG)
+    # Frozen blocks never change: they come back from the base model at load (`load_checkpoint`), so
+    # the module states hold only what trains (SmolLM2, top 8 of 30 blocks: 1.1 GB less per checkpoint).
+    lean = zero_stage < 3
+    actor.save_checkpoint(str(tmp / "ds_actor"), tag=DS_TAG, exclude_frozen_parameters=lean)
     _fault("kill_in_checkpoint_write", step)
-    critic.save_checkpoint(str(tmp / "ds_critic"), tag=DS_TAG)
+    critic.save_checkpoint(str(tmp / "ds_critic"), tag=DS_TAG, exclude_frozen_parameters=lean)
     save_hf(actor, tokenizer, tmp / "actor_hf", zero_stage)
     torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
     barrier()
     if rank == 0:
-        write_json(tmp / "state.json", {**state, "step": step})
+        write_json(tmp / "state.json", {**state, "step": step,
+                                        "trained_params": {"actor": _trained(actor), "critic": _trained(critic)}
+                                        if lean else None})
         _fsync_tree(tmp)
         if final.exists():  # left by a run killed before it switched `latest`, which names an older step
             shutil.rmtree(final)
@@ -197,18 +202,30 @@ def clean_partial(root: Path | str, latest_step: int | None = None) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
+def _trained(engine) -> str:
+    """Names of the parameters that train, hashed: a checkpoint without its frozen ones restores only
+    into engines that train exactly these (the rest is the base model's, unchanged)."""
+    from hrlaif.core.store import stable_hash
+    return stable_hash(sorted(n for n, p in engine.module.named_parameters() if p.requires_grad))
+
+
 def load_checkpoint(path: Path, *, actor, critic) -> dict:
     """Restore engines and this rank's RNG; returns state.json."""
     rank, _ = rank_world()
+    state = read_json(path / "state.json")
+    trained = state.get("trained_params")
     for engine, sub in ((actor, "ds_actor"), (critic, "ds_critic")):
+        if trained is not None and trained[sub[3:]] != _trained(engine):
+            raise UserError(f"cannot resume from {path}: it trained other parameters of the {sub[3:]} than this run "
+                            f"(the frozen ones were left out of it)")
         load_path, _ = engine.load_checkpoint(str(path / sub), tag=DS_TAG, load_optimizer_states=True,
-                                              load_lr_scheduler_states=True)
+                                              load_lr_scheduler_states=True, load_module_strict=trained is None)
         if load_path is None:
             raise UserError(f"cannot load DeepSpeed state from {path / sub}")
     rng_file = path / f"rng_rank{rank}.pt"
     if rng_file.exists():
         set_rng_state(torch.load(rng_file, weights_only=False))
-    return read_json(path / "state.json")
+    return state
 
 
 def _steps(root: Path) -> list[tuple[int, Path]]:
