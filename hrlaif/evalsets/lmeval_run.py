@@ -2,6 +2,7 @@
 `lm_eval.simple_evaluate` with our fixed choices. Every kind that prompts a model goes through here."""
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from hrlaif.evalsets.lmeval_tasks import spec_dirs, task_index
@@ -30,15 +31,32 @@ def simple_evaluate(configs: list[dict], lm, cfg, sp, chat: bool, predict_only: 
     model = lm.lm_eval_model(cfg.batch_size, generation=generation, seed=cfg.seed)
     # lm-eval logs a lot at INFO; our own progress lines are enough.
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    out = lm_eval.simple_evaluate(
-        model=model, tasks=configs, num_fewshot=sp.num_fewshot or None,
-        batch_size=cfg.batch_size, use_cache=None, limit=None,
-        log_samples=True, apply_chat_template=chat, fewshot_as_multiturn=chat,
-        predict_only=predict_only, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
-        torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed, bootstrap_iters=0,
-        task_manager=task_index(spec_dirs(sp)),
-    )
+    with _without_env_report():
+        out = lm_eval.simple_evaluate(
+            model=model, tasks=configs, num_fewshot=sp.num_fewshot or None,
+            batch_size=cfg.batch_size, use_cache=None, limit=None,
+            log_samples=True, apply_chat_template=chat, fewshot_as_multiturn=chat,
+            predict_only=predict_only, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
+            torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed, bootstrap_iters=0,
+            task_manager=task_index(spec_dirs(sp)),
+        )
     return out["samples"] if out is not None else {}
+
+
+@contextlib.contextmanager
+def _without_env_report():
+    """lm-eval adds torch's environment report to every result it returns, which runs `pip list` and
+    other probes in subprocesses: 0.7 s per call, one call per benchmark and per drift benchmark (over
+    20 s of the quickstart). Only the samples are kept here (results.json records versions and host
+    itself), so the report is skipped for the call."""
+    from lm_eval import evaluator
+
+    real = evaluator.add_env_info
+    evaluator.add_env_info = lambda storage: None
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = real
 
 
 def generate(configs: list[dict], lm, cfg, sp, chat: bool) -> dict[str, str]:
