@@ -8,7 +8,9 @@ length is unknown before the models run); every verifiable response is assumed c
 then judges all of their reasoning) and every red-team response harmful (each then costs a
 rewrite and a second check). Requests that repeat an earlier stage's exactly (hybrid's pairwise
 calls on non-verifiable prompts repeat basic's; later evaluations repeat the classifier audit)
-are counted as cache hits, which cost nothing. Tokens: the judge's own tokenizer when it is
+are counted as cache hits, which cost nothing. A choice is one request; with `first_token_first` (the
+embedded judge always) a choice whose first-token logprobs name no option is asked again with the full
+reply budget, one request more (judge_usage.json counts them; `by_text` choices). Tokens: the judge's own tokenizer when it is
 local (`tokenizer` in its section, else the embedded judge's), else an estimate of 4 characters
 per token. After a run, RUN/judge_usage.json holds the real counts.
 """
@@ -296,7 +298,8 @@ def dry_run(cfg: RunConfig, source: str) -> dict:
     for r in rows:
         if r["role"] not in hows.setdefault(r["tokens_by"], []):
             hows[r["tokens_by"]].append(r["role"])
-    print("judge requests (upper bounds: responses counted at their length limit; tokens by "
+    print("judge requests (upper bounds: responses counted at their length limit; a choice that its first token's "
+          "logprobs do not decide costs one more request where first_token_first is on; tokens by "
           + "; ".join(f"{how} ({', '.join(roles)})" for how, roles in hows.items()) + "):")
     head = (f"  {'stage':<15} {'judge':<13} {'requests':>9} {'cached':>7} {'prompt tok':>12} {'compl. tok':>11} "
             f"{'cost':>11}  what")
