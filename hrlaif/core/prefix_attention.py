@@ -6,7 +6,9 @@ prefix's keys and values once per row: at batch 8 after a 900-token prompt, SDPA
 SmolLM2 decode step (AMX host held to AVX2), all of it memory traffic. Here the prefix's keys and
 values are kept once (batch 1, `SharedPrefixLayer`) and every row's queries meet them in one product;
 each row's own tokens (its suffix, padding and generated tokens) stay in a per-row `GrowingLayer`.
-Both parts go through one softmax, so the result is attention over the whole row, in fp32.
+Both parts go through one softmax, so the result is attention over the whole row, in fp32. A pass of
+several tokens per row (the rows' own prompt tokens) runs SDPA over the full rows instead: its scores
+for every query at once would be large, and it happens once per generate call.
 
 `shared_prefix_cache(model, prefix_kv, reserve)` sets it up for one `generate` call
 (hrlaif/evalsets/prefix_lm.py `_shared_prefix_generation`): attention modules read the prefix from
@@ -59,6 +61,14 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
                                       **kwargs)
     kp, vp = layer.prefix_keys, layer.prefix_values
     B, H, q, d = query.shape
+    if q > 1:  # the rows' own prompt pass: SDPA over full rows, whose kernels never hold every score at once
+        full = [torch.cat([p.to(x.dtype).expand(B, -1, -1, -1), x], dim=-2) for p, x in ((kp, key), (vp, value))]
+        if attention_mask is None:  # no padding: causal over the own part, the prefix visible to every query
+            own = torch.arange(key.shape[-2], device=query.device)
+            attention_mask = torch.cat([torch.ones(q, kp.shape[-2], dtype=torch.bool, device=query.device),
+                                        own[None, :] <= own[key.shape[-2] - q:, None]], dim=-1)[None, None]
+        return sdpa_attention_forward(module, query, *full, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
     kvh, S, P = key.shape[1], key.shape[-2], kp.shape[-2]
     g = H // kvh  # query heads per key/value head: head h reads kv head h // g (repeat_kv's order)
     scale = d ** -0.5 if scaling is None else scaling
@@ -69,15 +79,12 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
         sp = sp.reshape(kvh, B, g * q, P).transpose(0, 1)
         ss = torch.matmul(qf, key.float().transpose(-1, -2))
         scores = torch.cat([sp, ss], dim=-1).mul_(scale).view(B, kvh, g, q, P + S)
-        if attention_mask is None:  # no padding: causal over the own part (the prefix precedes every query)
-            own = torch.arange(S, device=query.device)
-            attention_mask = (own[None, :] <= own[S - q:, None] if q > 1 else own[None, :] >= 0)
-            attention_mask = torch.cat([attention_mask.new_ones(q, P), attention_mask], dim=-1)[None, None]
-        mask = attention_mask[:, :, None]  # [B or 1, 1, 1, q, P + S]: the same for every head
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        else:
-            scores = scores + mask.float()
+        if attention_mask is not None:  # None: one query with nothing to hide from it
+            mask = attention_mask[:, :, None]  # [B or 1, 1, 1, q, P + S]: the same for every head
+            if mask.dtype == torch.bool:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            else:
+                scores = scores + mask.float()
         probs = torch.softmax(scores, dim=-1).view(B, kvh, g * q, P + S)
         pp = probs[..., :P].transpose(0, 1).reshape(1, kvh, B * g * q, P)
         out = torch.matmul(pp, vp).reshape(kvh, B, g * q, d).transpose(0, 1)

@@ -3,10 +3,11 @@
 Layout under `OUT/checkpoints/`:
 
     step_<N>/actor_hf/        actor as a Hugging Face checkpoint (+ tokenizer)
-    step_<N>/ds_actor/        DeepSpeed engine state (weights + optimizer) of the actor
+    step_<N>/ds_actor/        DeepSpeed engine state (trained weights + optimizer) of the actor; frozen
+                              blocks are left out (ZeRO 0-2) and come back from the base model
     step_<N>/ds_critic/       same for the critic
     step_<N>/rng_rank<r>.pt   python / numpy / torch RNG states of rank r
-    step_<N>/state.json       step, data position, adaptive-KL coefficient, config hash
+    step_<N>/state.json       step, data position, adaptive-KL coefficient, config hash, trained set
     latest                    text file "step_<N>", replaced atomically
 
 A checkpoint is first written to `.tmp_step_<N>/` and fsynced (files, then directories),
