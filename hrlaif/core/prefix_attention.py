@@ -21,7 +21,7 @@ import contextlib
 
 import torch
 
-from hrlaif.core.decoding import GrowingKVCache, GrowingLayer
+from hrlaif.core.decoding import GrowingKVCache, GrowingLayer, growing_cache
 
 ATTENTION_NAME = "hrlaif_shared_prefix"
 
@@ -112,7 +112,6 @@ def shared_prefix_cache(model, prefix_kv: list[tuple[torch.Tensor, torch.Tensor]
     it (`shared_prefix_attention`). Yields None where that cannot apply (an attention implementation
     other than SDPA or eager, or layers that are not the plain full-attention kind): the caller then
     copies the prefix into every row."""
-    from hrlaif.core.decoding import growing_cache
 
     config = model.config
     modules = _attention_modules(model)
