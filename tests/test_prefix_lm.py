@@ -85,8 +85,11 @@ def test_few_shot_generation_runs_the_shared_block_once_and_keeps_the_text(tiny_
 
     used = []
     real = prefix_attention.shared_prefix_attention
-    monkeypatch.setattr(prefix_attention, "shared_prefix_attention",
-                        lambda m, *a, **k: used.append(getattr(m, "_shared_prefix_layer", None) is not None) or real(m, *a, **k))
+
+    def spy(m, *a, **k):
+        used.append(getattr(m, "_shared_prefix_layer", None) is not None)
+        return real(m, *a, **k)
+    monkeypatch.setattr(prefix_attention, "shared_prefix_attention", spy)
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer

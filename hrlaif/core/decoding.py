@@ -129,8 +129,9 @@ def fp32_product(linears, rows: int) -> str:
             total += w.numel() * w.element_size()
         by_shape.setdefault(tuple(w.shape), w)
     candidates = fp32_candidates(rows)
+    caps = [os.environ.get(k) for k in sorted(TORCH_CAPS["avx2"])]
     key = stable_hash({"v": 2, "flags": sorted(cpu_flags()), "torch": torch.__version__,
-                       "threads": torch.get_num_threads(), "caps": [os.environ.get(k) for k in sorted(TORCH_CAPS["avx2"])],
+                       "threads": torch.get_num_threads(), "caps": caps,
                        "rows": rows, "shapes": sorted(by_shape), "candidates": candidates})
     if key in _FP32_PRODUCT:
         return _FP32_PRODUCT[key]

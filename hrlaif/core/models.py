@@ -61,7 +61,8 @@ def _gguf_read_once():
     import gguf as G
 
     real = G.GGUFReader, G.get_tensor_name_map
-    G.GGUFReader, G.get_tensor_name_map = functools.lru_cache(maxsize=4)(real[0]), functools.lru_cache(maxsize=16)(real[1])
+    G.GGUFReader = functools.lru_cache(maxsize=4)(real[0])
+    G.get_tensor_name_map = functools.lru_cache(maxsize=16)(real[1])
     try:
         yield
     finally:

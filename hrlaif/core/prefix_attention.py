@@ -20,6 +20,9 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from hrlaif.core.decoding import GrowingKVCache, GrowingLayer, growing_cache
 
@@ -53,8 +56,6 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
     """Attention of `query` [B, H, q, d] over the module's shared prefix and the rows' own `key`/`value`
     [B, kv heads, S, d], under `attention_mask` [B or 1, 1, q, prefix + S] (bool: True attends; or
     additive; None: causal over the own part). SDPA when the module has no shared prefix."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     layer = getattr(module, "_shared_prefix_layer", None)
     if layer is None or module.training:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -94,9 +95,6 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
 
 
 def _register() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
     AttentionInterface.register(ATTENTION_NAME, shared_prefix_attention)
     AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
 

@@ -10,8 +10,8 @@ rewrite and a second check). Requests that repeat an earlier stage's exactly (hy
 calls on non-verifiable prompts repeat basic's; later evaluations repeat the classifier audit)
 are counted as cache hits, which cost nothing. A choice is one request; with `first_token_first` (the
 embedded judge always) a choice whose first-token logprobs name no option is asked again with the full
-reply budget, one request more (judge_usage.json counts them; `by_text` choices). Tokens: the judge's own tokenizer when it is
-local (`tokenizer` in its section, else the embedded judge's), else an estimate of 4 characters
+reply budget, one request more (judge_usage.json counts them; `by_text` choices). Tokens: the judge's own
+tokenizer when it is local (`tokenizer` in its section, else the embedded judge's), else an estimate of 4 characters
 per token. After a run, RUN/judge_usage.json holds the real counts.
 """
 from __future__ import annotations
