@@ -152,7 +152,7 @@ def test_shared_prefix_cache_counts_the_prefix_and_restores_the_model(model):
     before = model.config._attn_implementation
     with shared_prefix_cache(model, prefix, reserve=4) as kwarg:
         cache = next(iter(kwarg.values()))
-        assert model.config._attn_implementation == ATTENTION_NAME
+        assert model.config._attn_implementation.startswith(ATTENTION_NAME)
         assert all(isinstance(layer, SharedPrefixLayer) for layer in cache.layers)
         assert cache.get_seq_length() == 5
         cache.update(torch.randn(2, kvh, 3, d), torch.randn(2, kvh, 3, d), 0)
@@ -160,3 +160,61 @@ def test_shared_prefix_cache_counts_the_prefix_and_restores_the_model(model):
         assert cache.layers[0].get_mask_sizes(1) == (9, 0)
     assert model.config._attn_implementation == before
     assert not any("_shared_prefix_layer" in vars(m) for m in model.modules())
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "additive", None])
+def test_a_decode_step_reads_the_kv_cache_per_kv_head_as_attention_over_repeated_heads(mask_kind):
+    """Without a shared prefix, one query per row: the keys and values as the cache holds them (no
+    copy per query head) give what SDPA gives over repeat_kv's copies, under either mask form."""
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from hrlaif.core.prefix_attention import shared_prefix_attention
+
+    torch.manual_seed(1)
+    B, H, kvh, d, S = 3, 6, 2, 8, 9
+    query, key, value = torch.randn(B, H, 1, d), torch.randn(B, kvh, S, d), torch.randn(B, kvh, S, d)
+    keep = torch.ones(B, 1, 1, S, dtype=torch.bool)
+    for i in range(B):
+        keep[i, ..., :i] = False  # left padding
+    mask = {"bool": keep, "additive": torch.where(keep, 0.0, torch.finfo(torch.float32).min), None: None}[mask_kind]
+    module = SimpleNamespace(num_key_value_groups=H // kvh, training=False, is_causal=True)
+    want, _ = sdpa_attention_forward(module, query, key, value, keep if mask_kind else None, scaling=0.4)  # repeat_kv
+    with torch.no_grad():
+        got, _ = shared_prefix_attention(module, query, key, value, mask, scaling=0.4)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_generation_under_decoding_attention_is_generation_under_the_models_own(tiny_model_dir, implementation,
+                                                                                  monkeypatch):
+    """PPO's sampler with left-padded prompts: decode steps on the per-kv-head path (counted), the prompt
+    pass on the model's own implementation with its own mask (eager's additive causal mask), the same
+    tokens and log-probs as without the switch; the model is restored afterwards."""
+    import contextlib
+
+    from hrlaif.core import prefix_attention
+    from hrlaif.trainers import generation
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=implementation).eval()
+    prompts = [[5, 9, 14, 3, 22, 7], [11, 4], [8, 8, 30, 2]]
+    kw = dict(max_new_tokens=6, eos_ids=[-1], pad_id=0, greedy=True)
+    monkeypatch.setattr(generation, "decoding_attention", lambda m: contextlib.nullcontext())
+    want = generation.generate(model, prompts, **kw)
+    monkeypatch.undo()
+    calls = []
+    real = prefix_attention.shared_prefix_attention
+
+    def spy(m, query, *a, **k):
+        calls.append((query.shape[2], getattr(m, "_attention_before", None)))
+        return real(m, query, *a, **k)
+    monkeypatch.setattr(prefix_attention, "shared_prefix_attention", spy)
+    got = generation.generate(model, prompts, **kw)
+    n_layers = model.config.num_hidden_layers
+    assert calls.count((1, implementation)) == 5 * n_layers  # every decode step, every layer
+    assert calls.count((6, implementation)) == n_layers  # the prompt pass, handed back
+    assert torch.equal(got.sequences, want.sequences)
+    assert torch.allclose(got.logprobs, want.logprobs, atol=1e-5)
+    assert model.config._attn_implementation == implementation
+    assert not any("_attention_before" in vars(m) for m in model.modules())

@@ -18,11 +18,13 @@ for everything else: training, or a module without a shared prefix) and back on 
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from hrlaif.core.decoding import GrowingKVCache, GrowingLayer, growing_cache
 
@@ -53,16 +55,21 @@ class SharedPrefixLayer(GrowingLayer):
 
 def shared_prefix_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                             **kwargs):
-    """Attention of `query` [B, H, q, d] over the module's shared prefix and the rows' own `key`/`value`
-    [B, kv heads, S, d], under `attention_mask` [B or 1, 1, q, prefix + S] (bool: True attends; or
-    additive; None: causal over the own part). SDPA when the module has no shared prefix."""
+    """Attention of `query` [B, H, q, d] over the module's shared prefix (if it has one) and the rows'
+    own `key`/`value` [B, kv heads, S, d], under `attention_mask` [B or 1, 1, q, prefix + S] (bool: True
+    attends; or additive; None: causal over the own part).
+
+    A decode step (one query per row, no grad) reads the keys and values as the cache holds them, kv
+    head by kv head: eager attention and SDPA under a padding mask would first copy them once per query
+    head (`repeat_kv`: 3x SmolLM2's KV cache, every layer, every step). Anything else (training, a
+    multi-token pass without a shared prefix) runs the implementation the model had before."""
     layer = getattr(module, "_shared_prefix_layer", None)
-    if layer is None or module.training:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
-    kp, vp = layer.prefix_keys, layer.prefix_values
     B, H, q, d = query.shape
+    if module.training or (layer is None and (q > 1 or torch.is_grad_enabled())):
+        return _before(module)(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                               **kwargs)
     if q > 1:  # the rows' own prompt pass: SDPA over full rows, whose kernels never hold every score at once
+        kp, vp = layer.prefix_keys, layer.prefix_values
         full = [torch.cat([p.to(x.dtype).expand(B, -1, -1, -1), x], dim=-2) for p, x in ((kp, key), (vp, value))]
         if attention_mask is None:  # no padding: causal over the own part, the prefix visible to every query
             own = torch.arange(key.shape[-2], device=query.device)
@@ -70,16 +77,17 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
                                         own[None, :] <= own[key.shape[-2] - q:, None]], dim=-1)[None, None]
         return sdpa_attention_forward(module, query, *full, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    kvh, S, P = key.shape[1], key.shape[-2], kp.shape[-2]
+    kvh, S = key.shape[1], key.shape[-2]
+    P = layer.prefix_len if layer is not None else 0
     g = H // kvh  # query heads per key/value head: head h reads kv head h // g (repeat_kv's order)
     scale = d ** -0.5 if scaling is None else scaling
     with torch.autocast(query.device.type, enabled=False):
         qf = query.float().reshape(B, kvh, g * q, d)
-        # Every row's queries against the one prefix: [1, kvh, B*g*q, d] x [1, kvh, d, P].
-        sp = torch.matmul(qf.transpose(0, 1).reshape(1, kvh, B * g * q, d), kp.transpose(-1, -2))
-        sp = sp.reshape(kvh, B, g * q, P).transpose(0, 1)
         ss = torch.matmul(qf, key.float().transpose(-1, -2))
-        scores = torch.cat([sp, ss], dim=-1).mul_(scale).view(B, kvh, g, q, P + S)
+        if P:  # every row's queries against the one prefix: [1, kvh, B*g*q, d] x [1, kvh, d, P]
+            sp = torch.matmul(qf.transpose(0, 1).reshape(1, kvh, B * g * q, d), layer.prefix_keys.transpose(-1, -2))
+            ss = torch.cat([sp.reshape(kvh, B, g * q, P).transpose(0, 1), ss], dim=-1)
+        scores = ss.mul_(scale).view(B, kvh, g, q, P + S)
         if attention_mask is not None:  # None: one query with nothing to hide from it
             mask = attention_mask[:, :, None]  # [B or 1, 1, 1, q, P + S]: the same for every head
             if mask.dtype == torch.bool:
@@ -87,20 +95,64 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
             else:
                 scores = scores + mask.float()
         probs = torch.softmax(scores, dim=-1).view(B, kvh, g * q, P + S)
-        pp = probs[..., :P].transpose(0, 1).reshape(1, kvh, B * g * q, P)
-        out = torch.matmul(pp, vp).reshape(kvh, B, g * q, d).transpose(0, 1)
-        out = out + torch.matmul(probs[..., P:], value.float())
+        out = torch.matmul(probs[..., P:], value.float())
+        if P:
+            pp = probs[..., :P].transpose(0, 1).reshape(1, kvh, B * g * q, P)
+            out = out + torch.matmul(pp, layer.prefix_values).reshape(kvh, B, g * q, d).transpose(0, 1)
     out = out.reshape(B, H, q, d).transpose(1, 2).to(query.dtype).contiguous()
     return out, None
 
 
+def _before(module):
+    """The attention function the module ran before `decoding_attention` switched it (a model's eager
+    attention is a function of its own modeling file, as its forward looks it up)."""
+    before = getattr(module, "_attention_before", "sdpa")
+    if before == "eager":
+        return sys.modules[type(module).__module__].eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS[before]
+
+
 def _register() -> None:
-    AttentionInterface.register(ATTENTION_NAME, shared_prefix_attention)
-    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+    # One name per implementation it stands in for: the multi-token passes it hands back get that
+    # implementation's mask (eager's is additive and never skipped; SDPA's may be None when causal).
+    for name, mask in ((ATTENTION_NAME, sdpa_mask), (ATTENTION_NAME + "_eager", eager_mask)):
+        AttentionInterface.register(name, shared_prefix_attention)
+        AttentionMaskInterface.register(name, mask)
 
 
 def _attention_modules(model) -> list:
     return [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "num_key_value_groups")]
+
+
+@contextlib.contextmanager
+def decoding_attention(model):
+    """While open, the model's attention is `shared_prefix_attention`: decode steps read the KV cache
+    kv head by kv head (no copy per query head), with the shared prefix when a `shared_prefix_cache`
+    put one in; everything else runs the implementation the model had (eager or SDPA). Other
+    implementations, and models whose attention modules are not the plain kind, are left alone."""
+    config = model.config
+    before = config._attn_implementation
+    modules = _attention_modules(model)
+    if before not in ("sdpa", "eager") or not modules or not all(_plain_attention(m) for m in modules):
+        yield  # already switched (nested), or nothing this knows how to read
+        return
+    _register()
+    for m in modules:
+        m._attention_before = before
+    config._attn_implementation = ATTENTION_NAME + ("_eager" if before == "eager" else "")
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+        for m in modules:
+            m.__dict__.pop("_attention_before", None)
+
+
+def _plain_attention(module) -> bool:
+    """Softmax(q k^T * scaling + mask) v and nothing else: no logit soft-capping, attention sinks or
+    attention dropout in training-free passes (the Llama family: Llama, Mistral, Qwen2/3, SmolLM)."""
+    config = getattr(module, "config", None)
+    return not (getattr(config, "attn_logit_softcapping", None) or hasattr(module, "sinks"))
 
 
 @contextlib.contextmanager
@@ -111,25 +163,23 @@ def shared_prefix_cache(model, prefix_kv: list[tuple[torch.Tensor, torch.Tensor]
     other than SDPA or eager, or layers that are not the plain full-attention kind): the caller then
     copies the prefix into every row."""
 
-    config = model.config
     modules = _attention_modules(model)
     kwarg = growing_cache(model, reserve)
     cache: GrowingKVCache = next(iter(kwarg.values()))
     by_idx = {m.layer_idx: m for m in modules}
-    if config._attn_implementation not in ("sdpa", "eager") or set(by_idx) != set(range(len(prefix_kv))) \
-            or len(cache.layers) != len(prefix_kv) or not all(type(layer) is GrowingLayer for layer in cache.layers):
+    if model.config._attn_implementation not in ("sdpa", "eager", ATTENTION_NAME, ATTENTION_NAME + "_eager") \
+            or set(by_idx) != set(range(len(prefix_kv))) \
+            or len(cache.layers) != len(prefix_kv) or not all(type(layer) is GrowingLayer for layer in cache.layers) \
+            or not all(_plain_attention(m) for m in modules):
         yield None
         return
-    _register()
     cache.layers = [SharedPrefixLayer(k.float(), v.float(), reserve=layer.reserve)
                     for (k, v), layer in zip(prefix_kv, cache.layers)]
-    before = config._attn_implementation
     try:
         for i, layer in enumerate(cache.layers):
             by_idx[i]._shared_prefix_layer = layer
-        config._attn_implementation = ATTENTION_NAME
-        yield kwarg
+        with decoding_attention(model):
+            yield kwarg
     finally:
-        config._attn_implementation = before
         for m in modules:
             m.__dict__.pop("_shared_prefix_layer", None)

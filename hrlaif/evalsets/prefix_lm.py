@@ -122,9 +122,10 @@ class PrefixCachingHFLM(HFLM):
         (hrlaif.core.decoding): weights packed once per call instead of re-read per step, and no copy of
         the whole cache per token (bench/decode_speed.py measures it)."""
         from hrlaif.core.decoding import decoding_linears, growing_cache
+        from hrlaif.core.prefix_attention import decoding_attention
 
         new_tokens = max(max_length - context.shape[1], 1)
-        with self._autocast(), decoding_linears(self.model, context.shape[0]), \
+        with self._autocast(), decoding_linears(self.model, context.shape[0]), decoding_attention(self.model), \
                 contextlib.ExitStack() as stack:  # packs for autocast's dtype
             shared = self._shared_prefix_generation(context, generation_kwargs.get("attention_mask"), new_tokens,
                                                     stack)
