@@ -218,3 +218,23 @@ def test_generation_under_decoding_attention_is_generation_under_the_models_own(
     assert torch.allclose(got.logprobs, want.logprobs, atol=1e-5)
     assert model.config._attn_implementation == implementation
     assert not any("_attention_before" in vars(m) for m in model.modules())
+
+
+def test_under_autocast_a_decode_step_keeps_the_models_own_attention():
+    """bf16 autocast: the sampler must attend as the update's forward does (bf16 products), or PPO samples
+    off-policy; so the per-kv-head fp32 path is not taken and the model's implementation runs."""
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from hrlaif.core.prefix_attention import shared_prefix_attention
+
+    torch.manual_seed(2)
+    query, key, value = torch.randn(2, 4, 1, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    mask[0, ..., 0] = False
+    module = SimpleNamespace(num_key_value_groups=2, training=False, is_causal=True, _attention_before="sdpa")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = shared_prefix_attention(module, query, key, value, mask, scaling=0.4)
+        want, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.4)
+    assert torch.equal(got, want)

@@ -61,11 +61,15 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
 
     A decode step (one query per row, no grad) reads the keys and values as the cache holds them, kv
     head by kv head: eager attention and SDPA under a padding mask would first copy them once per query
-    head (`repeat_kv`: 3x SmolLM2's KV cache, every layer, every step). Anything else (training, a
-    multi-token pass without a shared prefix) runs the implementation the model had before."""
+    head (`repeat_kv`: 3x SmolLM2's KV cache, every layer, every step). Anything else without a shared
+    prefix (training, a multi-token pass, autocast or bf16 queries) runs the implementation the model had:
+    in bf16 that one multiplies in bf16, and a sampler whose attention were more exact than the update's
+    forward would sample off-policy (PPO's bf16 vowel test learned systematically slower: 2.6-3.0
+    against 4.2-5.7 over seeds 1-3, while fp32 trajectories were identical)."""
     layer = getattr(module, "_shared_prefix_layer", None)
     B, H, q, d = query.shape
-    if module.training or (layer is None and (q > 1 or torch.is_grad_enabled())):
+    if module.training or (layer is None and (q > 1 or torch.is_grad_enabled() or query.dtype != torch.float32
+                                              or torch.is_autocast_enabled(query.device.type))):
         return _before(module)(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                **kwargs)
     if q > 1:  # the rows' own prompt pass: SDPA over full rows, whose kernels never hold every score at once
