@@ -163,12 +163,12 @@ def test_shared_prefix_cache_counts_the_prefix_and_restores_the_model(model):
 
 
 @pytest.mark.parametrize("mask_kind", ["bool", "additive", None])
-def test_a_decode_step_reads_the_kv_cache_per_kv_head_as_attention_over_repeated_heads(mask_kind):
-    """Without a shared prefix, one query per row: the keys and values as the cache holds them (no
-    copy per query head) give what SDPA gives over repeat_kv's copies, under either mask form."""
+def test_a_decode_step_of_an_eager_model_runs_sdpa_as_eager_attention_would(mask_kind):
+    """Without a shared prefix, one query per row, no grad, fp32: SDPA's fused kernel gives what the
+    model's eager attention gives, under eager's additive mask, a bool mask or none."""
     from types import SimpleNamespace
 
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.models.llama.modeling_llama import eager_attention_forward
 
     from hrlaif.core.prefix_attention import shared_prefix_attention
 
@@ -178,9 +178,11 @@ def test_a_decode_step_reads_the_kv_cache_per_kv_head_as_attention_over_repeated
     keep = torch.ones(B, 1, 1, S, dtype=torch.bool)
     for i in range(B):
         keep[i, ..., :i] = False  # left padding
-    mask = {"bool": keep, "additive": torch.where(keep, 0.0, torch.finfo(torch.float32).min), None: None}[mask_kind]
-    module = SimpleNamespace(num_key_value_groups=H // kvh, training=False, is_causal=True)
-    want, _ = sdpa_attention_forward(module, query, key, value, keep if mask_kind else None, scaling=0.4)  # repeat_kv
+    additive = torch.where(keep, 0.0, torch.finfo(torch.float32).min)
+    mask = {"bool": keep, "additive": additive, None: None}[mask_kind]
+    module = SimpleNamespace(num_key_value_groups=H // kvh, training=False, is_causal=True,
+                             _attention_before="eager")
+    want, _ = eager_attention_forward(module, query, key, value, additive if mask_kind else None, scaling=0.4)
     with torch.no_grad():
         got, _ = shared_prefix_attention(module, query, key, value, mask, scaling=0.4)
     assert torch.allclose(got, want, atol=1e-5)
@@ -189,9 +191,9 @@ def test_a_decode_step_reads_the_kv_cache_per_kv_head_as_attention_over_repeated
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
 def test_generation_under_decoding_attention_is_generation_under_the_models_own(tiny_model_dir, implementation,
                                                                                   monkeypatch):
-    """PPO's sampler with left-padded prompts: decode steps on the per-kv-head path (counted), the prompt
-    pass on the model's own implementation with its own mask (eager's additive causal mask), the same
-    tokens and log-probs as without the switch; the model is restored afterwards."""
+    """PPO's sampler with left-padded prompts: an eager model's decode steps go through the switch (counted),
+    its prompt pass back to eager with eager's own additive causal mask; an SDPA model is not switched.
+    The same tokens and log-probs as without the switch; the model is restored afterwards."""
     import contextlib
 
     from hrlaif.core import prefix_attention
@@ -212,8 +214,11 @@ def test_generation_under_decoding_attention_is_generation_under_the_models_own(
     monkeypatch.setattr(prefix_attention, "shared_prefix_attention", spy)
     got = generation.generate(model, prompts, **kw)
     n_layers = model.config.num_hidden_layers
-    assert calls.count((1, implementation)) == 5 * n_layers  # every decode step, every layer
-    assert calls.count((6, implementation)) == n_layers  # the prompt pass, handed back
+    if implementation == "eager":
+        assert calls.count((1, "eager")) == 5 * n_layers  # every decode step, every layer
+        assert calls.count((6, "eager")) == n_layers and len(calls) == 6 * n_layers  # the prompt pass, handed back
+    else:
+        assert calls == []
     assert torch.equal(got.sequences, want.sequences)
     assert torch.allclose(got.logprobs, want.logprobs, atol=1e-5)
     assert model.config._attn_implementation == implementation
