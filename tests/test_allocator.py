@@ -1,4 +1,4 @@
-"""hrlaif/harness/allocator.py: glibc reuses big freed blocks instead of faulting in fresh pages."""
+"""hrlaif/core/allocator.py: glibc reuses big freed blocks instead of faulting in fresh pages."""
 from __future__ import annotations
 
 import os
