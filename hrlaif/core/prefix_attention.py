@@ -72,7 +72,7 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
     B, H, q, d = query.shape
     if layer is None or module.training:
         if q > 1 or module.training or torch.is_grad_enabled() or query.dtype != torch.float32 \
-                or torch.is_autocast_enabled(query.device.type):
+                or torch.is_autocast_enabled(query.device.type):  # not a plain fp32 decode step
             return _before(module)(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                    **kwargs)
         if attention_mask is not None and attention_mask.dtype != torch.bool:
@@ -165,8 +165,8 @@ def _switched(model, modules):
 
 
 def _plain_attention(module) -> bool:
-    """Softmax(q k^T * scaling + mask) v and nothing else: no logit soft-capping, attention sinks or
-    attention dropout in training-free passes (the Llama family: Llama, Mistral, Qwen2/3, SmolLM)."""
+    """Softmax(q k^T * scaling + mask) v and nothing else: no logit soft-capping (Gemma 2) and no
+    attention sinks (gpt-oss), which eager and SDPA would apply and this module's paths would not."""
     config = getattr(module, "config", None)
     return not (getattr(config, "attn_logit_softcapping", None) or hasattr(module, "sinks"))
 
