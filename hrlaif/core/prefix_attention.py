@@ -121,12 +121,13 @@ def _before(module):
     return ALL_ATTENTION_FUNCTIONS[before]
 
 
-def _register() -> None:
+def _register() -> str:
     # One name per implementation it stands in for: the multi-token passes it hands back get that
     # implementation's mask (eager's is additive and never skipped; SDPA's may be None when causal).
     for name, mask in ((ATTENTION_NAME, sdpa_mask), (ATTENTION_NAME + "_eager", eager_mask)):
         AttentionInterface.register(name, shared_prefix_attention)
         AttentionMaskInterface.register(name, mask)
+    return ATTENTION_NAME
 
 
 def _attention_modules(model) -> list:
@@ -144,18 +145,19 @@ def decoding_attention(model):
 
 
 @contextlib.contextmanager
-def _switched(model, modules):
-    """The model's attention implementation set to `shared_prefix_attention` (under the name whose mask
-    is the one its own implementation takes) and back on exit; a no-op when already switched."""
-    config = model.config
+def _switched(model, modules, register=_register):
+    """The model's attention implementation set to the function `register()` registers (under the name
+    it returns: `shared_prefix_attention` by default; with "_eager" appended when the model's own
+    implementation is eager) and back on exit; a no-op when already switched."""
+    config = getattr(model, "config", None) or modules[0].config  # a critic wrapper may have none
     before = config._attn_implementation
     if before not in ("sdpa", "eager"):
         yield
         return
-    _register()
+    name = register()
     for m in modules:
         m._attention_before = before
-    config._attn_implementation = ATTENTION_NAME + ("_eager" if before == "eager" else "")
+    config._attn_implementation = name + ("_eager" if before == "eager" else "")
     try:
         yield
     finally:

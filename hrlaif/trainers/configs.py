@@ -211,6 +211,9 @@ class PPOConfig(EngineSettings):
     recompute_old_logprobs: bool = setting(False, "re-run the actor for the old log-probs instead of keeping the "
                                                   "sampler's (they agree to ~1e-6 in fp32; bf16 always re-runs, "
                                                   "and one minibatch per step takes them from the update's forward)")
+    padding_free: bool = setting(True, "run the actor, critic and reference forwards (and the update's backwards) "
+                                       "on each batch's real tokens only, rows end to end, each attending to "
+                                       "itself (hrlaif/core/packed_attention.py; models on eager or SDPA)")
     train_layers: int = setting(0, "train only the top N blocks of actor and critic (0 = all)", min=0)
     share_trunk: bool = setting(True, "with train_layers, run the frozen bottom blocks the four models share once "
                                       "per rollout (hrlaif/trainers/trunk.py; not under ZeRO-3)")

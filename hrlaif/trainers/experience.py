@@ -30,7 +30,7 @@ import torch
 
 from hrlaif.core.tensors import last_token_index, right_pad
 from hrlaif.trainers.generation import Generation, generate
-from hrlaif.trainers.models import logprobs_from_logits, policy_logits, rm_inputs, run_model
+from hrlaif.trainers.models import RewardModel, logprobs_from_logits, policy_logits, rm_inputs, run_model
 
 # ----------------------------------------------------------------------- batch order
 
@@ -95,35 +95,40 @@ def without_final_eos(gen: Generation, eos_ids: list[int]) -> torch.Tensor:
 
 @torch.no_grad()
 def score(reward_model, gen: Generation, eos_ids: list[int], pad_id: int, trunk=None, hidden=None,
-          bridge: TextBridge | None = None, prompts: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+          bridge: TextBridge | None = None, prompts: list[str] | None = None,
+          packed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(reward, raw): the RM's clipped reward and its unclipped score, shape (B,) each.
-    `bridge` (with the prompts' texts): the reward model reads re-tokenised texts."""
+    `bridge` (with the prompts' texts): the reward model reads re-tokenised texts. `packed`: the
+    harness's RewardModel runs padding-free (`RewardModel.forward`)."""
+    kw = {"packed": True} if packed and isinstance(reward_model, RewardModel) else {}
     if bridge is None and hidden is not None and trunk is not None and trunk.shares(reward_model):
         # Same tokens as reward_inputs, left-padded: the RM reads its last unmasked token, and a
         # dropped trailing EOS cannot change what causal attention gave the tokens before it.
-        reward, raw = run_model(reward_model, None, without_final_eos(gen, eos_ids), trunk, hidden,
-                                return_raw=True)
+        with trunk.top(reward_model):  # (not run_model's packing: the RM packs itself and reads one token a row)
+            reward, raw = reward_model(inputs_embeds=hidden, attention_mask=without_final_eos(gen, eos_ids),
+                                       return_raw=True, **kw)
         return reward.float().reshape(-1), raw.float().reshape(-1)
     device = next(reward_model.parameters()).device
     ids, mask = bridge(prompts, gen) if bridge is not None else reward_inputs(gen, eos_ids, pad_id)
     ids, mask = ids.to(device), mask.to(device)
     try:
-        reward, raw = reward_model(ids, mask, return_raw=True)
+        reward, raw = reward_model(ids, mask, return_raw=True, **kw)
     except TypeError:  # a reward model without `return_raw` reports only its (clipped) reward
         reward = raw = reward_model(ids, mask)
     return reward.float().reshape(-1), raw.float().reshape(-1)
 
 
 @torch.no_grad()
-def ref_logprobs(ref_model, gen: Generation, temperature: float, trunk=None, hidden=None) -> torch.Tensor:
+def ref_logprobs(ref_model, gen: Generation, temperature: float, trunk=None, hidden=None,
+                 packed: bool = False) -> torch.Tensor:
     logits = policy_logits(ref_model, gen.sequences, gen.attention_mask, gen.prompt_width, temperature,
-                           trunk, hidden)
+                           trunk, hidden, packed=packed)
     return logprobs_from_logits(logits.float(), gen.responses) * gen.response_mask
 
 
 @torch.no_grad()
-def critic_values(critic, gen: Generation, trunk=None, hidden=None) -> torch.Tensor:
-    v = run_model(critic, gen.sequences, gen.attention_mask, trunk, hidden)
+def critic_values(critic, gen: Generation, trunk=None, hidden=None, packed: bool = False) -> torch.Tensor:
+    v = run_model(critic, gen.sequences, gen.attention_mask, trunk, hidden, packed=packed)
     # The value of the state before each response token = output at the previous position.
     return v[:, gen.prompt_width - 1:-1].float() * gen.response_mask
 
@@ -277,21 +282,22 @@ def make_rollout(*, actor, ref, critic, reward_model, prompts: list[list[int]], 
             with torch.no_grad():
                 actor.eval()
                 logits = policy_logits(actor, gen.sequences, gen.attention_mask, gen.prompt_width,
-                                       cfg.temperature, trunk, hidden)
+                                       cfg.temperature, trunk, hidden, packed=cfg.padding_free)
                 gen.logprobs = logprobs_from_logits(logits.float(), gen.responses) * gen.response_mask
                 actor.train(was_training)
-        reward, raw = score(reward_model, gen, eos_ids, pad_id, trunk, hidden, bridge, prompt_texts)
+        reward, raw = score(reward_model, gen, eos_ids, pad_id, trunk, hidden, bridge, prompt_texts,
+                            packed=cfg.padding_free)
         if cfg.missing_eos_reward is not None:
             reward = torch.where(gen.finished, reward, torch.full_like(reward, cfg.missing_eos_reward))
         if cfg.reward_clip:
             reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
-        ref_lp = ref_logprobs(ref, gen, cfg.temperature, trunk, hidden)
+        ref_lp = ref_logprobs(ref, gen, cfg.temperature, trunk, hidden, packed=cfg.padding_free)
         ro = Rollout(gen.sequences, gen.attention_mask, gen.response_mask, None, ref_lp, None, None, None, None,
                      raw, reward, gen.finished, gen.prompt_width, hidden)
         if defer:
             return ro
         critic_was_training = critic.training
         critic.eval()
-        values = critic_values(critic, gen, trunk, hidden)
+        values = critic_values(critic, gen, trunk, hidden, packed=cfg.padding_free)
         critic.train(critic_was_training)
         return finish_rollout(ro, gen.logprobs, values, kl_coef, cfg, all_reduce)

@@ -31,8 +31,10 @@ import torch.nn.functional as F
 
 from hrlaif.core.errors import UserError
 from hrlaif.core.models import cannot_load, load_model, load_tokenizer, load_weights
+from hrlaif.core.packed_attention import Packing, packable, packed_rows
 from hrlaif.core.store import read_json, write_json
 from hrlaif.core.tensors import last_token_index, position_ids
+from hrlaif.core.tensors import position_ids as _positions
 
 HEAD_FILE = "reward_head.safetensors"
 RM_CONFIG_FILE = "reward_config.json"
@@ -60,14 +62,24 @@ class RewardModel(nn.Module):
     def config(self):  # DeepSpeed and HF utilities look for module.config
         return self.backbone.config
 
-    def forward(self, input_ids=None, attention_mask=None, return_raw: bool = False, inputs_embeds=None):
-        """`inputs_embeds`: hidden states to start from instead of `input_ids` (hrlaif/trainers/trunk.py)."""
+    def forward(self, input_ids=None, attention_mask=None, return_raw: bool = False, inputs_embeds=None,
+                packed: bool = False):
+        """`inputs_embeds`: hidden states to start from instead of `input_ids` (hrlaif/trainers/trunk.py).
+        `packed`: the rows run end to end without their padding when the backbone allows it (`run_model`)."""
         self.forward_calls += 1
         self.sequences_forwarded += int(attention_mask.size(0))
-        # Position ids from the mask so a left-padded row scores like its unpadded self.
-        hidden = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                               position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
-        last = hidden[torch.arange(hidden.size(0), device=hidden.device), last_token_index(attention_mask)]
+        pk = packing_for(self.backbone, attention_mask) if packed else None
+        if pk is not None:
+            with packed_rows(self.backbone, pk):
+                hidden = self.backbone(input_ids=None if input_ids is None else pk.pack(input_ids),
+                                       inputs_embeds=None if inputs_embeds is None else pk.pack(inputs_embeds),
+                                       position_ids=pk.position_ids, use_cache=False).last_hidden_state[0]
+            last = hidden[torch.tensor(pk.lengths, device=hidden.device).cumsum(0) - 1]
+        else:
+            # Position ids from the mask so a left-padded row scores like its unpadded self.
+            hidden = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                   position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
+            last = hidden[torch.arange(hidden.size(0), device=hidden.device), last_token_index(attention_mask)]
         raw = fp32_linear(self.head, last).squeeze(-1)
         reward = raw.clamp(-self.clip, self.clip)  # d reward / d raw = 0 outside: train on `raw`
         return (reward, raw) if return_raw else reward
@@ -222,9 +234,11 @@ class ValueModel(nn.Module):
             nn.init.zeros_(self.v_head.weight)  # start at V=0: no random bias in the first advantages
             nn.init.zeros_(self.v_head.bias)
 
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, position_ids=None):
+        """`position_ids`: given with a packed row (no mask); else counted from the mask."""
+        pos = position_ids if position_ids is not None else _positions(attention_mask)
         h = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                          position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
+                          position_ids=pos, use_cache=False).last_hidden_state
         return fp32_linear(self.v_head, h).squeeze(-1)
 
     @classmethod
@@ -263,26 +277,61 @@ def prefer_eager_attention(model: nn.Module, max_tokens: int, device: str) -> No
         if getattr(config, "_attn_implementation", None) == "sdpa" and hasattr(m, "set_attn_implementation"):
             m.set_attn_implementation("eager")
 
-def run_model(model, input_ids, attention_mask, trunk=None, hidden=None, **kw):
-    """`model(input_ids, attention_mask, **kw)`, or only its top blocks on the shared trunk's
-    hidden states when it shares the trunk (hrlaif/trainers/trunk.py; same result, fewer FLOPs)."""
+def _forward(model, input_ids, attention_mask, trunk=None, hidden=None, **kw):
     if hidden is not None and trunk is not None and trunk.shares(model):
         with trunk.top(model):
             return model(inputs_embeds=hidden, attention_mask=attention_mask, **kw)
     return model(input_ids=input_ids, attention_mask=attention_mask, **kw)
 
 
+def packing_for(model, attention_mask: torch.Tensor) -> Packing | None:
+    """A `Packing` of the batch when it has padding and the model (or a DeepSpeed engine's model) can run
+    padding-free (hrlaif/core/packed_attention.py); None otherwise."""
+    if bool(attention_mask.bool().all()) or not packable(getattr(model, "module", model)):
+        return None
+    return Packing(attention_mask)
+
+
+def run_model(model, input_ids, attention_mask, trunk=None, hidden=None, packed: bool = False, **kw):
+    """`model(input_ids, attention_mask, **kw)`, or only its top blocks on the shared trunk's
+    hidden states when it shares the trunk (hrlaif/trainers/trunk.py; same result, fewer FLOPs).
+    `packed`: the rows run end to end without their padding (`packing_for`) when the model allows it;
+    the output (a per-token tensor: the critic's values) comes back in the padded layout, 0 at padding."""
+    pk = packing_for(model, attention_mask) if packed else None
+    if pk is None:
+        return _forward(model, input_ids, attention_mask, trunk, hidden, **kw)
+    with packed_rows(getattr(model, "module", model), pk):
+        out = _forward(model, None if input_ids is None else pk.pack(input_ids), None, trunk,
+                       None if hidden is None else pk.pack(hidden), position_ids=pk.position_ids, **kw)
+    return pk.unpack(out)
+
+
 def policy_logits(model, sequences, attention_mask, prompt_width: int, temperature: float,
-                  trunk=None, hidden=None):
+                  trunk=None, hidden=None, packed: bool = False):
     """Logits that predict each response token, shape (B, R, V), temperature applied.
 
     Only the last R+1 positions go through the LM head: on a 49k vocabulary the head is a
-    fifth of a small model's FLOPs, and prompt positions never need it.
+    fifth of a small model's FLOPs, and prompt positions never need it. `packed`: padding-free
+    (`run_model`); the head then sees only real positions and padding positions get logits 0.
     """
-    resp_len = sequences.shape[1] - prompt_width
-    out = run_model(model, sequences, attention_mask, trunk, hidden,
-                    position_ids=position_ids(attention_mask), use_cache=False, logits_to_keep=resp_len + 1)
-    logits = out.logits[:, :-1]
+    B, W = sequences.shape
+    resp_len = W - prompt_width
+    pk = packing_for(model, attention_mask) if packed else None
+    if pk is None:
+        out = _forward(model, sequences, attention_mask, trunk, hidden,
+                       position_ids=position_ids(attention_mask), use_cache=False, logits_to_keep=resp_len + 1)
+        logits = out.logits[:, :-1]
+    else:
+        # positions P-1 .. W-2 of every row (each predicts the next token), flat in [B*W]
+        cols = torch.arange(prompt_width - 1, W - 1, device=sequences.device)
+        flat = (torch.arange(B, device=sequences.device)[:, None] * W + cols[None]).flatten()
+        real, slots = pk.slots(flat)
+        with packed_rows(getattr(model, "module", model), pk):
+            out = _forward(model, pk.pack(sequences), None, trunk, None if hidden is None else pk.pack(hidden),
+                           position_ids=pk.position_ids, use_cache=False, logits_to_keep=slots)
+        kept = out.logits[0]
+        logits = kept.new_zeros(B * resp_len, kept.shape[-1]).index_copy(0, real.nonzero().squeeze(1), kept)
+        logits = logits.view(B, resp_len, -1)
     return logits / temperature if temperature != 1.0 else logits
 
 

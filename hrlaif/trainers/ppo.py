@@ -252,8 +252,9 @@ class PPOTrainer:
                 P = b.prompt_width
                 with self.place.autocast():  # forwards only: backward and step run outside
                     logits = policy_logits(self.actor, b.sequences, b.attention_mask, P, cfg.temperature,
-                                           self.trunk, b.hidden).float()
-                    v = run_model(self.critic, b.sequences, b.attention_mask, self.trunk, b.hidden)[:, P - 1:-1]
+                                           self.trunk, b.hidden, packed=cfg.padding_free).float()
+                    v = run_model(self.critic, b.sequences, b.attention_mask, self.trunk, b.hidden,
+                                  packed=cfg.padding_free)[:, P - 1:-1]
                 # the entropy of the rollout policy (epoch 0), not of the updated one
                 logp, ent = logprobs_and_entropy(logits, b.sequences[:, P:], entropy=epoch == 0)
                 if ro.deferred:  # the first forward covers the batch: finish its experience
