@@ -225,3 +225,33 @@ def test_scalar_heads_stay_fp32_under_bf16_autocast(tiny_model_dir):
     assert raw.dtype == values.dtype == torch.float32
     assert raw.item() == pytest.approx(expect.item(), rel=1e-6)
     assert raw.item() != torch.tensor(raw.item()).to(torch.bfloat16).float().item()  # not a bf16 value
+
+
+def test_step0_heldout_responses_are_decoded_once_per_starting_weights(tiny_model_dir, tiny_rm_dir, tmp_path,
+                                                                         monkeypatch, random_rm):
+    """Two PPO runs from the same checkpoint with different reward models (the quickstart's two stages):
+    the second reads step 0's greedy held-out responses from the cache and scores them with its own RM;
+    later drift points and other starting weights decode."""
+    from hrlaif.trainers import drift
+    from hrlaif.trainers.ppo import train
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = drift.generate
+    monkeypatch.setattr(drift, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    held = _prompts(tmp_path / "held.jsonl", 3)
+    other_rm = random_rm(tiny_model_dir, tmp_path / "rm2", seed=11)
+    out = {}
+    for name, rm in (("a", tiny_rm_dir), ("b", other_rm)):
+        n0 = len(calls)
+        train(PPOConfig(model=str(tiny_model_dir), reward_model=str(rm), out=str(tmp_path / name),
+                        prompts=str(_prompts(tmp_path / "p.jsonl", 20)), heldout_prompts=str(held), steps=1,
+                        batch_size=2, mini_batch_size=2, max_new_tokens=4, drift_every=1, drift_benchmarks=[],
+                        save_every=0))
+        out[name] = [[json.loads(x) for x in (tmp_path / name / "drift" / f"step_{s}" / "heldout.jsonl")
+                      .read_text().splitlines()] for s in (0, 1)]
+        calls_made = len(calls) - n0
+        assert calls_made == (2 if name == "a" else 1)  # b decodes only after its update
+    a0, b0 = out["a"][0], out["b"][0]
+    assert [r["response"] for r in a0] == [r["response"] for r in b0]
+    assert [r["reward"] for r in a0] != [r["reward"] for r in b0]  # each stage's own reward model scored them
+    assert len(list((tmp_path / "cache" / "drift_generations").glob("*.pt"))) == 1

@@ -28,7 +28,7 @@ from hrlaif.core.layout import PPODir
 from hrlaif.core.store import append_jsonl, write_jsonl
 from hrlaif.trainers.data_formats import DATA_DIR, load_prompts
 from hrlaif.trainers.experience import score
-from hrlaif.trainers.generation import generate
+from hrlaif.trainers.generation import Generation, generate
 
 HELDOUT_PROMPTS = DATA_DIR / "heldout_prompts.jsonl"
 
@@ -69,17 +69,88 @@ def heldout_batch(rollout_batch: int, world: int) -> int:
 
 @torch.no_grad()
 def heldout_rows(model, reward_model, tok, prompts: list[dict], prompt_ids: list[list[int]], *, batch_size: int,
-                 max_new_tokens: int, eos_ids: list[int], pad_id: int, bridge=None) -> list[dict]:
-    """[{id, reward, response}] for greedy responses to `prompts` (this rank's share, in order)."""
+                 max_new_tokens: int, eos_ids: list[int], pad_id: int, bridge=None,
+                 weights_id: str | None = None) -> list[dict]:
+    """[{id, reward, response}] for greedy responses to `prompts` (this rank's share, in order).
+
+    `weights_id`: the hash of the model's weights when known without hashing them (PPO's step 0: the
+    checkpoint it loaded). The greedy responses are then kept in the cache under that hash and the
+    decoding settings, and the next run from the same weights reads them instead of decoding again:
+    the quickstart's two PPO stages start from the same SFT model, and only their reward models differ,
+    so each scores the responses itself."""
     rows = []
-    for k in range(0, len(prompt_ids), batch_size):
+    device = str(next(model.parameters()).device)
+    gens = _cached_generations(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id)
+    fresh = gens is None
+    gens = gens or []
+    for j, k in enumerate(range(0, len(prompt_ids), batch_size)):
         batch = prompts[k:k + batch_size]
-        gen = generate(model, prompt_ids[k:k + batch_size], max_new_tokens=max_new_tokens, eos_ids=eos_ids,
-                       pad_id=pad_id, greedy=True)
+        if fresh:
+            gens.append(generate(model, prompt_ids[k:k + batch_size], max_new_tokens=max_new_tokens,
+                                 eos_ids=eos_ids, pad_id=pad_id, greedy=True))
+        gen = gens[j]
         r, _ = score(reward_model, gen, eos_ids, pad_id, bridge=bridge, prompts=[p["prompt"] for p in batch])
         rows += [{"id": p["id"], "prompt": p["prompt"], "reward": float(x), "response": text}
                  for p, x, text in zip(batch, r.tolist(), response_texts(gen, tok, eos_ids))]
+    if fresh and weights_id:
+        _keep_generations(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id, gens)
     return rows
+
+
+_GEN_FIELDS = ("sequences", "attention_mask", "prompt_width", "response_mask", "logprobs", "finished")
+
+
+def _generations_file(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id) -> Path | None:
+    if not weights_id:
+        return None
+    from hrlaif.core import hardware
+    from hrlaif.core.store import cache_dir, stable_hash
+
+    # Everything greedy decoding's tokens depend on: weights, prompts, settings, the kernels' precision
+    # (autocast, the host's ISA as the harness sees it), the code.
+    key = stable_hash({"weights": weights_id, "prompts": prompt_ids, "batch": batch_size, "new": max_new_tokens,
+                       "eos": list(eos_ids), "pad": pad_id, "autocast_cpu": torch.is_autocast_enabled("cpu"),
+                       "autocast_dtype": str(torch.get_autocast_dtype("cpu")), "device": device,
+                       "cuda_autocast": torch.is_autocast_enabled("cuda"), "host": hardware.describe(),
+                       "torch": torch.__version__, "hrlaif": _code_version()})
+    return cache_dir() / "drift_generations" / f"{key}.pt"
+
+
+def _code_version() -> str:
+    """The decoding code's own hash: an edit to the sampler invalidates what it decoded before."""
+    import hashlib
+
+    from hrlaif.core import decoding, prefix_attention
+    from hrlaif.trainers import generation
+    h = hashlib.blake2b(digest_size=8)
+    for mod in (generation, decoding, prefix_attention):
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()
+
+
+def _cached_generations(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id):
+    path = _generations_file(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id)
+    if path is None or not path.exists():
+        return None
+    try:
+        saved = torch.load(path, weights_only=True)
+        return [Generation(**{k: g[k] for k in _GEN_FIELDS}) for g in saved]
+    except Exception:  # a torn or foreign file: decode again (and overwrite it)
+        return None
+
+
+def _keep_generations(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id, gens) -> None:
+    import io
+
+    from hrlaif.core.store import atomic_write_bytes
+
+    path = _generations_file(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id)
+    if path is None:
+        return
+    buf = io.BytesIO()
+    torch.save([{k: getattr(g, k) for k in _GEN_FIELDS} for g in gens], buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def benchmark_scores(evaluate_fn, model, tok, cfg) -> dict:

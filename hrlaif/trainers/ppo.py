@@ -109,6 +109,7 @@ class PPOTrainer:
         seed_everything(cfg.seed)
 
         actor, self.tok, actor_id = load_model(cfg.model or None, "causal_lm")
+        self.start_weights = actor_id.get("weights_sha")  # what step 0's drift point runs on
         ensure_chat_template(self.tok)
         self.pad_id = self.tok.pad_token_id
         self.eos_ids = eos_ids(actor, self.tok)
@@ -313,7 +314,8 @@ class PPOTrainer:
             mine = drift.heldout_rows(
                 model, self.reward_model, self.tok, self.heldout[self.rank::self.world],
                 self.heldout_ids[self.rank::self.world], max_new_tokens=self.cfg.max_new_tokens, eos_ids=self.eos_ids,
-                pad_id=self.pad_id, bridge=self.bridge, batch_size=drift.heldout_batch(self.cfg.batch_size, self.world))
+                pad_id=self.pad_id, bridge=self.bridge, batch_size=drift.heldout_batch(self.cfg.batch_size, self.world),
+                weights_id=self.start_weights if step < 0 else None)  # step 0: the loaded checkpoint's weights
         with torch.no_grad():  # the evaluator runs at its own precision (the pipeline passes the eval stage's)
             t1 = time.perf_counter()
             benchmarks = drift.benchmark_scores(self.evaluate_fn, model, self.tok, self.cfg) if self.rank == 0 else {}
