@@ -19,13 +19,17 @@ and per-item files so that a checkpoint is compared with step 0 item by item:
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import time
 from pathlib import Path
 
 import torch
 
+from hrlaif.core import decoding, hardware, prefix_attention
 from hrlaif.core.layout import PPODir
-from hrlaif.core.store import append_jsonl, write_jsonl
+from hrlaif.core.store import append_jsonl, atomic_write_bytes, cache_dir, stable_hash, write_jsonl
+from hrlaif.trainers import generation
 from hrlaif.trainers.data_formats import DATA_DIR, load_prompts
 from hrlaif.trainers.experience import score
 from hrlaif.trainers.generation import Generation, generate
@@ -103,9 +107,6 @@ _GEN_FIELDS = ("sequences", "attention_mask", "prompt_width", "response_mask", "
 def _generations_file(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id) -> Path | None:
     if not weights_id:
         return None
-    from hrlaif.core import hardware
-    from hrlaif.core.store import cache_dir, stable_hash
-
     # Everything greedy decoding's tokens depend on: weights, prompts, settings, the kernels' precision
     # (autocast, the host's ISA as the harness sees it), the code.
     key = stable_hash({"weights": weights_id, "prompts": prompt_ids, "batch": batch_size, "new": max_new_tokens,
@@ -118,10 +119,6 @@ def _generations_file(weights_id, device, prompt_ids, batch_size, max_new_tokens
 
 def _code_version() -> str:
     """The decoding code's own hash: an edit to the sampler invalidates what it decoded before."""
-    import hashlib
-
-    from hrlaif.core import decoding, prefix_attention
-    from hrlaif.trainers import generation
     h = hashlib.blake2b(digest_size=8)
     for mod in (generation, decoding, prefix_attention):
         h.update(Path(mod.__file__).read_bytes())
@@ -140,10 +137,6 @@ def _cached_generations(weights_id, device, prompt_ids, batch_size, max_new_toke
 
 
 def _keep_generations(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id, gens) -> None:
-    import io
-
-    from hrlaif.core.store import atomic_write_bytes
-
     path = _generations_file(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id)
     if path is None:
         return
