@@ -9,7 +9,9 @@ alternated per repetition so background load hits them alike:
   trl:fp32   TRL PPOTrainer, fp32          trl:bf16   TRL PPOTrainer, bf16=True (accelerate autocast)
   ours:auto  hrlaif ppo, precision auto    ours:fp32  hrlaif ppo, precision fp32
 
-Printed side by side: s/step (median), ours' split generate / score / train, the speed-up of
+Printed side by side: s/step (median), ours' split generate / score / train, each phase's floor
+(`phase_floors`: its linear layers timed at the model's shapes on the real tokens, decoding's weights
+streamed once a token at the measured bandwidth), the speed-up of
 ours:auto over TRL's faster arm and of ours:fp32 over trl:fp32 (equal precision), and for each of
 our phases the share of the measured matmul peak at the precision in use (a timed 1024^2 matmul
 at that dtype and thread count, measured after the arms; FLOPs counted from the model's shapes
@@ -168,6 +170,60 @@ def phase_flops(actor: str, args, prompt_len: float, resp_len: float, precision:
     return {"gen": gen, "score": score, "train": train}
 
 
+def phase_floors(actor: str, args, prompt_len: float, resp_len: float, precision: str) -> dict:
+    """Seconds each phase needs at least on this host, now: its linear layers at the model's own shapes
+    and the tokens it runs (real tokens only), timed with random weights, plus for decoding the weights
+    streamed once per new token at the measured memory bandwidth. Attention, norms, activations, the
+    optimizer and Python are what a phase spends above its floor."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoConfig
+    c = AutoConfig.from_pretrained(actor)
+    h, i, L, V = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
+    kv = h // c.num_attention_heads * c.num_key_value_heads
+    dt = torch.bfloat16 if precision == "bf16" else torch.float32
+    shapes = [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)]  # q k v o gate up down
+    ws = [torch.randn(o, k, dtype=dt, requires_grad=True) for o, k in shapes]
+    head = torch.randn(V, h, dtype=dt, requires_grad=True)
+
+    def timed(fn, reps=3):
+        fn()
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - t) / reps
+
+    def block(n: int, backward: bool) -> float:
+        x, x2 = torch.randn(n, h, dtype=dt, requires_grad=True), torch.randn(n, i, dtype=dt, requires_grad=True)
+
+        def run():
+            ys = [F.linear(x2 if w.shape[1] == i else x, w) for w in ws]
+            if backward:
+                torch.autograd.backward(ys, [torch.ones_like(y) for y in ys])
+        with torch.enable_grad() if backward else torch.no_grad():
+            return timed(run)
+
+    def lm_head(n: int, backward: bool) -> float:
+        x = torch.randn(max(n, 1), h, dtype=dt, requires_grad=True)
+
+        def run():
+            y = F.linear(x, head)
+            if backward:
+                y.backward(torch.ones_like(y))
+        with torch.enable_grad() if backward else torch.no_grad():
+            return timed(run, 2)
+
+    B, P, R = args.batch_size, round(prompt_len), round(resp_len)
+    big = torch.ones(2 ** 28)  # 1 GiB: memory bandwidth as a sum streams it
+    bw = 4 * big.numel() / timed(big.sum, 5)
+    del big
+    weight_bytes = (L * sum(o * k for o, k in shapes) + V * h) * (2 if dt == torch.bfloat16 else 4)
+    gen = L * block(B * P, False) + lm_head(B, False) + R * weight_bytes / bw
+    score = 2 * L * block(B * (P + R), False) + lm_head(B * R, False)            # reward model, reference
+    train = args.ppo_epochs * (2 * L * block(B * (P + R), True) + lm_head(B * R, True))  # actor, critic
+    return {"gen": gen, "score": score, "train": train, "bandwidth_Bps": bw}
+
+
 # ---------------------------------------------------------------------------- driver
 
 def _med(xs):
@@ -243,6 +299,7 @@ def main() -> None:
             fl = phase_flops(actor, args, prompt_len, s["response_len"], s["precision"])
             s["share_of_peak"] = {k: fl[k] / s[f"{k}_s"] / peaks[s["precision"]] for k in fl}
             s["share_of_peak"]["step"] = sum(fl.values()) / s["step_s"] / peaks[s["precision"]]
+            s["floor_s"] = phase_floors(actor, args, prompt_len, s["response_len"], s["precision"])
     trl = [summary[a]["step_s"] for a in ("trl:fp32", "trl:bf16") if a in summary]
     speedups = {}
     if trl and "ours:auto" in summary:
@@ -260,6 +317,13 @@ def main() -> None:
         split = " ".join(f"{s[k]:6.2f}" if k in s else f"{'-':>6}" for k in ("gen_s", "score_s", "train_s"))
         share = " / ".join(f"{v:.0%}" for v in s["share_of_peak"].values()) if "share_of_peak" in s else ""
         print(f"{a:<10} {s['precision']:<5} {s['step_s']:7.2f} {split}   {share}")
+    for a, s in summary.items():
+        if "floor_s" in s:
+            f = s["floor_s"]
+            print(f"{a} floor (linear layers at the model's shapes on real tokens; decoding: weights streamed once a "
+                  f"token at {f['bandwidth_Bps'] / 1e9:.1f} GB/s): gen {f['gen']:.2f} / score {f['score']:.2f} / "
+                  f"train {f['train']:.2f} = {f['gen'] + f['score'] + f['train']:.2f} s; measured at "
+                  + " / ".join(f"{f[k] / s[f'{k}_s']:.0%}" for k in ("gen", "score", "train")) + " of it")
     for k, v in speedups.items():
         print(f"{k}: {v:.2f}x")
     out = {"config": {k: v for k, v in vars(args).items() if k not in ("worker", "work")}, "host": describe(),
