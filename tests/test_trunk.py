@@ -46,11 +46,14 @@ def test_split_forward_equals_full_forward(deep_tiny_dir):
     assert torch.allclose(full[mask.bool()], split[mask.bool()], atol=1e-5)
 
 
-def test_ppo_with_shared_trunk_matches_full_forwards(deep_tiny_dir, tmp_path, random_rm):
+def test_ppo_with_shared_trunk_matches_full_forwards(deep_tiny_dir, tmp_path, random_rm, monkeypatch):
     """train_layers=1 on a 4-block model: the 3 frozen blocks run once per rollout for all four
     models, and the run logs the same metrics as one that recomputes them everywhere."""
+    from hrlaif.trainers import drift
     from hrlaif.trainers.configs import PPOConfig
     from hrlaif.trainers.ppo import PPOTrainer
+    # both runs decode step 0's held-out prompts (not the second from the first's cache): blocks are counted
+    monkeypatch.setattr(drift, "_generations_file", lambda *a: None)
     rm_dir = random_rm(deep_tiny_dir, tmp_path / "rm", seed=3)
     prompts = write_prompts(tmp_path / "p.jsonl", 8)
     rows, calls = {}, {}

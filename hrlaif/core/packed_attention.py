@@ -21,7 +21,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
-from hrlaif.core.prefix_attention import _attention_modules, _before, _plain_attention, _switched
+from hrlaif.core.prefix_attention import attention_modules, own_attention, plain_attention, switched_attention
 from hrlaif.core.tensors import position_ids
 
 PACKED_NAME = "hrlaif_packed_rows"
@@ -64,7 +64,7 @@ class Packing:
 def packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     """Attention of a packed row ([1, H, T, d]; keys [1, kv heads, T, d]): each span of
     `module._packed_lengths` attends causally to itself through the module's own implementation."""
-    own = _before(module)
+    own = own_attention(module)
     eager = getattr(module, "_attention_before", "sdpa") == "eager"
     outs, start = [], 0
     for n in module._packed_lengths:
@@ -99,7 +99,7 @@ def _register() -> str:
 
 def packable(model) -> bool:
     """Whether `packed_rows` can switch this model: plain full attention under eager or SDPA."""
-    modules = _attention_modules(model)
+    modules = attention_modules(model)
     if not modules:
         return False
     config = getattr(model, "config", None) or modules[0].config  # a critic wrapper may have none
@@ -110,17 +110,17 @@ def packable(model) -> bool:
         return False
     if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
         return False
-    return all(_plain_attention(m) for m in modules)
+    return all(plain_attention(m) for m in modules)
 
 
 @contextlib.contextmanager
 def packed_rows(model, packing: Packing):
     """While open, `model`'s forward over a row packed by `packing` attends span by span."""
-    modules = _attention_modules(model)
+    modules = attention_modules(model)
     for m in modules:
         m._packed_lengths = packing.lengths
     try:
-        with _switched(model, modules, register=_register):
+        with switched_attention(model, modules, register=_register):
             yield
     finally:
         for m in modules:

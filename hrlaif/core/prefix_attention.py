@@ -73,7 +73,7 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
     if layer is None or module.training:
         if q > 1 or module.training or torch.is_grad_enabled() or query.dtype != torch.float32 \
                 or torch.is_autocast_enabled(query.device.type):  # not a plain fp32 decode step
-            return _before(module)(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+            return own_attention(module)(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                    **kwargs)
         if attention_mask is not None and attention_mask.dtype != torch.bool:
             attention_mask = attention_mask == 0  # eager's additive mask: 0 where a position is attended
@@ -112,7 +112,7 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
     return out, None
 
 
-def _before(module):
+def own_attention(module):
     """The attention function the module ran before `decoding_attention` switched it (a model's eager
     attention is a function of its own modeling file, as its forward looks it up)."""
     before = getattr(module, "_attention_before", "sdpa")
@@ -130,7 +130,7 @@ def _register() -> str:
     return ATTENTION_NAME
 
 
-def _attention_modules(model) -> list:
+def attention_modules(model) -> list:
     return [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "num_key_value_groups")]
 
 
@@ -138,14 +138,14 @@ def decoding_attention(model):
     """While open, an eager model's decode steps run SDPA (`shared_prefix_attention`; everything else
     keeps eager, with eager's own mask). Models on SDPA or another implementation, models whose attention
     modules are not the plain kind, and a model already switched (nested) are left alone."""
-    modules = _attention_modules(model)
-    if model.config._attn_implementation != "eager" or not modules or not all(_plain_attention(m) for m in modules):
+    modules = attention_modules(model)
+    if model.config._attn_implementation != "eager" or not modules or not all(plain_attention(m) for m in modules):
         return contextlib.nullcontext()
-    return _switched(model, modules)
+    return switched_attention(model, modules)
 
 
 @contextlib.contextmanager
-def _switched(model, modules, register=_register):
+def switched_attention(model, modules, register=_register):
     """The model's attention implementation set to the function `register()` registers (under the name
     it returns: `shared_prefix_attention` by default; with "_eager" appended when the model's own
     implementation is eager) and back on exit; a no-op when already switched."""
@@ -166,7 +166,7 @@ def _switched(model, modules, register=_register):
             m.__dict__.pop("_attention_before", None)
 
 
-def _plain_attention(module) -> bool:
+def plain_attention(module) -> bool:
     """Softmax(q k^T * scaling + mask) v and nothing else: no logit soft-capping (Gemma 2) and no
     attention sinks (gpt-oss), which eager and SDPA would apply and this module's paths would not."""
     config = getattr(module, "config", None)
@@ -181,14 +181,14 @@ def shared_prefix_cache(model, prefix_kv: list[tuple[torch.Tensor, torch.Tensor]
     other than SDPA or eager, or layers that are not the plain full-attention kind): the caller then
     copies the prefix into every row."""
 
-    modules = _attention_modules(model)
+    modules = attention_modules(model)
     kwarg = growing_cache(model, reserve)
     cache: GrowingKVCache = next(iter(kwarg.values()))
     by_idx = {m.layer_idx: m for m in modules}
     if model.config._attn_implementation not in ("sdpa", "eager", ATTENTION_NAME, ATTENTION_NAME + "_eager") \
             or set(by_idx) != set(range(len(prefix_kv))) \
             or len(cache.layers) != len(prefix_kv) or not all(type(layer) is GrowingLayer for layer in cache.layers) \
-            or not all(_plain_attention(m) for m in modules):
+            or not all(plain_attention(m) for m in modules):
         yield None
         return
     cache.layers = [SharedPrefixLayer(k.float(), v.float(), reserve=layer.reserve)
@@ -196,7 +196,7 @@ def shared_prefix_cache(model, prefix_kv: list[tuple[torch.Tensor, torch.Tensor]
     try:
         for i, layer in enumerate(cache.layers):
             by_idx[i]._shared_prefix_layer = layer
-        with _switched(model, modules):
+        with switched_attention(model, modules):
             yield kwarg
     finally:
         for m in modules:

@@ -335,6 +335,12 @@ def policy_logits(model, sequences, attention_mask, prompt_width: int, temperatu
     return logits / temperature if temperature != 1.0 else logits
 
 
+def contiguous_args(_module, args):
+    """Forward pre-hook: tensor arguments made contiguous (`logits_to_keep` hands the LM head a strided
+    slice, which its matmul reads 1.4x slower)."""
+    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+
+
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Log-probabilities of `tokens` (B, R) under `logits` (B, R, V), in the logits' dtype."""
     return logprobs_and_entropy(logits, tokens, entropy=False)[0]

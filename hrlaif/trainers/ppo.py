@@ -63,6 +63,7 @@ from hrlaif.trainers.loss import policy_loss, value_loss
 from hrlaif.trainers.models import (
     RewardModel,
     ValueModel,
+    contiguous_args,
     load_reward_model,
     logprobs_and_entropy,
     policy_logits,
@@ -146,7 +147,7 @@ class PPOTrainer:
         for m in (actor, self.ref):  # logits_to_keep hands the LM head a strided slice: 1.4x slower
             head = m.get_output_embeddings()
             if head is not None:
-                head.register_forward_pre_hook(_contiguous_args)
+                head.register_forward_pre_hook(contiguous_args)
         mb = cfg.mini_batch_size // self.world
         ec = EngineConfig(cfg, micro_batch_size=mb, grad_accum=1, device=self.place.device)
         self.actor = make_engine(actor, ec)
@@ -384,10 +385,6 @@ class PPOTrainer:
         if writer is not None:
             writer.close()
         return rows
-
-
-def _contiguous_args(_module, args):
-    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
 
 
 _UPD_KEYS = ["policy_loss", "value_loss", "policy_clipfrac", "value_clipfrac", "approx_kl", "entropy"]
