@@ -83,8 +83,10 @@ def heldout_rows(model, reward_model, tok, prompts: list[dict], prompt_ids: list
     the quickstart's two PPO stages start from the same SFT model, and only their reward models differ,
     so each scores the responses itself."""
     rows = []
-    device = str(next(model.parameters()).device)
-    gens = _cached_generations(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id)
+    param = next(model.parameters())
+    path = _generations_file(weights_id, f"{param.device} {param.dtype}", prompt_ids, batch_size, max_new_tokens,
+                             eos_ids, pad_id)
+    gens = _cached_generations(path)
     fresh = gens is None
     gens = gens or []
     for j, k in enumerate(range(0, len(prompt_ids), batch_size)):
@@ -96,8 +98,8 @@ def heldout_rows(model, reward_model, tok, prompts: list[dict], prompt_ids: list
         r, _ = score(reward_model, gen, eos_ids, pad_id, bridge=bridge, prompts=[p["prompt"] for p in batch])
         rows += [{"id": p["id"], "prompt": p["prompt"], "reward": float(x), "response": text}
                  for p, x, text in zip(batch, r.tolist(), response_texts(gen, tok, eos_ids))]
-    if fresh and weights_id:
-        _keep_generations(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id, gens)
+    if fresh and path is not None:
+        _keep_generations(path, gens)
     return rows
 
 
@@ -107,8 +109,8 @@ _GEN_FIELDS = ("sequences", "attention_mask", "prompt_width", "response_mask", "
 def _generations_file(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id) -> Path | None:
     if not weights_id:
         return None
-    # Everything greedy decoding's tokens depend on: weights, prompts, settings, the kernels' precision
-    # (autocast, the host's ISA as the harness sees it), the code.
+    # Everything greedy decoding's tokens depend on: weights, prompts, settings, the device and the weights'
+    # dtype, the kernels' precision (autocast, the host's ISA as the harness sees it), the code.
     key = stable_hash({"weights": weights_id, "prompts": prompt_ids, "batch": batch_size, "new": max_new_tokens,
                        "eos": list(eos_ids), "pad": pad_id, "autocast_cpu": torch.is_autocast_enabled("cpu"),
                        "autocast_dtype": str(torch.get_autocast_dtype("cpu")), "device": device,
@@ -125,21 +127,16 @@ def _code_version() -> str:
     return h.hexdigest()
 
 
-def _cached_generations(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id):
-    path = _generations_file(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id)
+def _cached_generations(path: Path | None) -> list[Generation] | None:
     if path is None or not path.exists():
         return None
     try:
-        saved = torch.load(path, weights_only=True)
-        return [Generation(**{k: g[k] for k in _GEN_FIELDS}) for g in saved]
+        return [Generation(**{k: g[k] for k in _GEN_FIELDS}) for g in torch.load(path, weights_only=True)]
     except Exception:  # a torn or foreign file: decode again (and overwrite it)
         return None
 
 
-def _keep_generations(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id, gens) -> None:
-    path = _generations_file(weights_id, device, prompt_ids, batch_size, max_new_tokens, eos_ids, pad_id)
-    if path is None:
-        return
+def _keep_generations(path: Path, gens: list[Generation]) -> None:
     buf = io.BytesIO()
     torch.save([{k: getattr(g, k) for k in _GEN_FIELDS} for g in gens], buf)
     path.parent.mkdir(parents=True, exist_ok=True)
