@@ -117,16 +117,16 @@ class PrefixCachingHFLM(HFLM):
         return results
 
     def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
-        """lm-eval's generation (HF `generate`, its stop sequences and settings), with the decoder's
-        linear layers on PPO's decoding path for the batch's few rows and a KV cache that grows in place
-        (hrlaif.core.decoding): weights packed once per call instead of re-read per step, and no copy of
-        the whole cache per token (bench/decode_speed.py measures it)."""
-        from hrlaif.core.decoding import decoding_linears, growing_cache
-        from hrlaif.core.prefix_attention import decoding_attention
+        """lm-eval's generation (HF `generate`, its stop sequences and settings), decoding as PPO does
+        (hrlaif.core.decode_step.decoding: linears packed once per call for the batch's few rows, decode
+        steps without transformers' per-call machinery) into a KV cache that grows in place, with no copy
+        of the whole cache per token (bench/decode_speed.py measures it)."""
+        from hrlaif.core.decode_step import decoding
+        from hrlaif.core.decoding import growing_cache
 
         new_tokens = max(max_length - context.shape[1], 1)
-        with self._autocast(), decoding_linears(self.model, context.shape[0]), decoding_attention(self.model), \
-                contextlib.ExitStack() as stack:  # packs for autocast's dtype
+        # decoding() packs for autocast's dtype, so it opens inside it.
+        with self._autocast(), decoding(self.model, context.shape[0]), contextlib.ExitStack() as stack:
             shared = self._shared_prefix_generation(context, generation_kwargs.get("attention_mask"), new_tokens,
                                                     stack)
             if shared is None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from hrlaif.core.decoding import decoding_linears, growing_cache
-from hrlaif.core.prefix_attention import decoding_attention
+from hrlaif.core.decode_step import decoding
+from hrlaif.core.decoding import growing_cache
 from hrlaif.core.tensors import left_pad, position_ids
 from hrlaif.trainers.trunk import decoder_of, only_blocks
 
@@ -77,7 +77,7 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_ids: l
         hook = decoder.layers[trunk_depth - 1].register_forward_hook(
             lambda _m, _i, o: states.append(o[0] if isinstance(o, tuple) else o))
     try:
-        with decoding_linears(model, B), decoding_attention(model):
+        with decoding(model, B):
             out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
                         use_cache=True, logits_to_keep=1, **growing_cache(model, max_new_tokens + 1))
             tokens, logps, resp_mask, alive, past = _decode(model, out, mask, B, max_new_tokens, eos, pad_id,

@@ -1,0 +1,144 @@
+"""A Llama decode step without transformers' per-call machinery, computing exactly what it computes.
+
+A decode step of a small model is many small ops, and on a CPU the Python around them counts: for
+SmolLM2-135M at batch 8, transformers' forward spends ~6 of a ~73 ms step (AMX host held to AVX2) in
+its decorators, keyword plumbing and ~400 module calls. `direct_decode_steps(model)` routes the
+one-token-per-row calls of a `generate` through `decode_step`, which runs the same ops in the same
+order on the same modules (their `forward`s, so packed linears from hrlaif.core.decoding and the
+attention implementation the config names still apply): logits, cache contents and therefore greedy
+tokens are bit for bit those of `model.forward` (tests/test_decode_step.py checks it with padding,
+eager / SDPA / the shared-prefix attention and hooks).
+
+It applies only where that equality is known to hold: transformers' own Llama classes (SmolLM2 is
+one), eval mode, no autograd, no module hooks other than plain forward hooks on decoder layers (which
+it calls, as PPO's shared trunk needs), no hub kernels, and a call that asks for nothing else (no
+embeddings input, no attentions or hidden states out). Every other call goes to `model.forward`.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+from torch.nn.modules import module as M
+from transformers.models.llama import modeling_llama as llama
+
+from hrlaif.core.decoding import decoding_linears
+from hrlaif.core.prefix_attention import decoding_attention
+
+_CLASSES = {"self_attn": llama.LlamaAttention, "mlp": llama.LlamaMLP, "input_layernorm": llama.LlamaRMSNorm,
+            "post_attention_layernorm": llama.LlamaRMSNorm}
+# Keywords a decode step may carry and that decode_step handles as model.forward would.
+_HANDLED = {"input_ids", "attention_mask", "position_ids", "cache", "past_key_values", "use_cache",
+            "logits_to_keep", "return_dict", "output_attentions", "output_hidden_states"}
+
+
+def _hooks(module) -> bool:
+    return bool(module._forward_pre_hooks or module._forward_hooks or module._backward_hooks
+                or module._backward_pre_hooks or getattr(module, "_forward_hooks_with_kwargs", None))
+
+
+def eligible(model) -> bool:
+    """Whether `model` is transformers' Llama, built of its own classes, with nothing hooked into it
+    but plain forward hooks on decoder layers, and no global module hooks."""
+    inner = getattr(model, "model", None)
+    if type(model) is not llama.LlamaForCausalLM or type(inner) is not llama.LlamaModel \
+            or type(inner.rotary_emb) is not llama.LlamaRotaryEmbedding or type(inner.norm) is not llama.LlamaRMSNorm \
+            or getattr(model, "use_kernels", False) or type(model.lm_head) is not torch.nn.Linear:
+        return False
+    if M._global_forward_pre_hooks or M._global_forward_hooks or M._global_backward_hooks \
+            or getattr(M, "_global_backward_pre_hooks", None):
+        return False
+    layers = list(inner.layers)
+    if len(layers) != inner.config.num_hidden_layers:
+        return False
+    for layer in layers:
+        if type(layer) is not llama.LlamaDecoderLayer or layer._forward_pre_hooks or layer._backward_hooks \
+                or getattr(layer, "_forward_hooks_with_kwargs", None) \
+                or any(layer._forward_hooks_always_called.get(k) for k in layer._forward_hooks):
+            return False
+        if any(type(getattr(layer, name)) is not cls for name, cls in _CLASSES.items()):
+            return False
+    return not any(_hooks(m) for m in model.modules() if type(m) is not llama.LlamaDecoderLayer)
+
+
+def _fits(model, kw: dict) -> bool:
+    ids = kw.get("input_ids")
+    cache = kw.get("cache", kw.get("past_key_values"))
+    return (ids is not None and ids.dim() == 2 and ids.shape[1] == 1 and cache is not None
+            and set(kw) <= _HANDLED and kw.get("use_cache", True) is not False
+            and kw.get("return_dict", True) is not False and not kw.get("output_attentions")
+            and not kw.get("output_hidden_states") and isinstance(kw.get("logits_to_keep", 0), int)
+            and not model.training and not torch.is_grad_enabled()
+            and not getattr(model.config, "output_attentions", False)
+            and not getattr(model.config, "output_hidden_states", False))
+
+
+def decode_step(model, input_ids, cache, attention_mask=None, position_ids=None, logits_to_keep: int = 0):
+    """LlamaForCausalLM.forward for one new token per row with a KV cache, op for op (transformers 5.x's
+    modeling_llama), without module calls or decorators. Returns the same output type."""
+    inner = model.model
+    h = inner.embed_tokens.forward(input_ids)
+    if position_ids is None:
+        position_ids = (torch.arange(h.shape[1], device=h.device) + cache.get_seq_length()).unsqueeze(0)
+    mask = llama.create_causal_mask(config=inner.config, inputs_embeds=h, attention_mask=attention_mask,
+                                    cache=cache, position_ids=position_ids)
+    cos, sin = inner.rotary_emb(h, position_ids=position_ids)
+    attend = llama.ALL_ATTENTION_FUNCTIONS.get_interface(inner.config._attn_implementation,
+                                                         llama.eager_attention_forward)
+    kwargs = {"position_ids": position_ids, "use_cache": True}
+    shape = (*h.shape[:-1], -1)
+    for layer in inner.layers[: inner.config.num_hidden_layers]:
+        residual = layer_input = h
+        attn = layer.self_attn
+        x = layer.input_layernorm.forward(h)
+        heads = (*h.shape[:-1], -1, attn.head_dim)
+        q = attn.q_proj.forward(x).view(heads).transpose(1, 2)
+        k = attn.k_proj.forward(x).view(heads).transpose(1, 2)
+        v = attn.v_proj.forward(x).view(heads).transpose(1, 2)
+        q, k = llama.apply_rotary_pos_emb(q, k, cos, sin)
+        k, v = cache.update(k, v, attn.layer_idx, kwargs=kwargs)
+        o, _ = attend(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling, **kwargs)
+        h = residual + attn.o_proj.forward(o.reshape(shape).contiguous())
+        residual, mlp = h, layer.mlp
+        x = layer.post_attention_layernorm.forward(h)
+        h = residual + mlp.down_proj.forward(mlp.act_fn(mlp.gate_proj.forward(x)) * mlp.up_proj.forward(x))
+        for hook in layer._forward_hooks.values():  # plain forward hooks (eligible): PPO's trunk collector
+            out = hook(layer, (layer_input,), h)
+            h = h if out is None else out
+    h = inner.norm.forward(h)
+    logits = model.lm_head.forward(llama.slice_logits_to_keep(h, logits_to_keep))
+    return llama.CausalLMOutputWithPast(logits=logits, cache=cache)
+
+
+@contextlib.contextmanager
+def direct_decode_steps(model):
+    """While open, `model(...)` calls that are one-token decode steps with a cache run `decode_step`
+    (when `eligible(model)` at entry); everything else runs `model.forward` unchanged."""
+    if not eligible(model) or "forward" in vars(model):
+        yield
+        return
+    original = model.forward
+
+    @functools.wraps(original)  # its signature too: callers look for the cache's keyword name in it
+    def forward(*args, **kw):
+        if args or not _fits(model, kw):
+            return original(*args, **kw)
+        return decode_step(model, kw["input_ids"], kw.get("cache", kw.get("past_key_values")),
+                           kw.get("attention_mask"), kw.get("position_ids"), kw.get("logits_to_keep", 0))
+
+    model.forward = forward
+    try:
+        yield
+    finally:
+        del model.forward
+
+
+@contextlib.contextmanager
+def decoding(model, rows: int):
+    """Everything that makes a `generate` call of `model` on `rows` rows decode faster, for its duration:
+    packed linears (hrlaif.core.decoding), SDPA for an eager model's decode steps
+    (hrlaif.core.prefix_attention) and `direct_decode_steps`. PPO's rollouts, the sample stage and
+    evaluation's generation all decode through it; the cache (`growing_cache`) is the caller's."""
+    with decoding_linears(model, rows), decoding_attention(model), direct_decode_steps(model):
+        yield
