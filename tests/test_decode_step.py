@@ -17,12 +17,18 @@ from hrlaif.core.tensors import left_pad, position_ids
 from hrlaif.trainers.generation import generate
 
 
-def tiny(attn: str = "sdpa", seed: int = 0) -> LlamaForCausalLM:
+def tiny(attn: str = "sdpa", seed: int = 0, saved=None) -> LlamaForCausalLM:
+    """A random Llama; loaded back with from_pretrained when `saved` is a directory, as the harness loads
+    models (transformers 5 kernelizes those when `kernels` is installed: `use_kernels`)."""
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                       num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
                       eos_token_id=2, attn_implementation=attn)
-    return LlamaForCausalLM(cfg).eval()
+    model = LlamaForCausalLM(cfg)
+    if saved is not None:
+        model.save_pretrained(saved)
+        model = LlamaForCausalLM.from_pretrained(saved, attn_implementation=attn)
+    return model.eval()
 
 
 PROMPTS = [[5, 9, 14, 3], [7, 8, 30, 31, 32, 33, 40], [11, 12]]  # left padding of 3, 0 and 5
@@ -41,10 +47,12 @@ def _cache_tensors(cache):
     return [t for layer in cache.layers for t in (layer.keys, layer.values)]
 
 
-@pytest.mark.parametrize("attn,autocast,positions", [
-    ("sdpa", False, True), ("eager", False, True), ("sdpa", False, False), ("sdpa", True, True)])
-def test_each_step_gives_transformers_logits_and_cache_bit_for_bit(attn, autocast, positions):
-    model = tiny(attn)
+@pytest.mark.parametrize("attn,autocast,positions,loaded", [
+    ("sdpa", False, True, False), ("eager", False, True, False), ("sdpa", False, False, False),
+    ("sdpa", True, True, False), ("sdpa", False, True, True)])
+def test_each_step_gives_transformers_logits_and_cache_bit_for_bit(attn, autocast, positions, loaded, tmp_path):
+    model = tiny(attn, saved=tmp_path if loaded else None)
+    assert D.eligible(model)
     ids, mask = left_pad(PROMPTS, 0)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     with torch.no_grad(), ctx, decoding_attention(model):
@@ -66,8 +74,8 @@ def test_each_step_gives_transformers_logits_and_cache_bit_for_bit(attn, autocas
 
 
 @pytest.mark.parametrize("greedy", [True, False])
-def test_ppo_generation_with_a_trunk_hook_is_unchanged(greedy, counted, monkeypatch):
-    model = tiny()
+def test_ppo_generation_with_a_trunk_hook_is_unchanged(greedy, counted, monkeypatch, tmp_path):
+    model = tiny(saved=tmp_path)
     args = dict(max_new_tokens=6, eos_ids=[2], pad_id=0, greedy=greedy, seeds=[3, 4, 5], trunk_depth=2)
     direct = generate(model, PROMPTS, **args)
     assert len(counted) == 5  # every step after the first token (the last token is never fed back)

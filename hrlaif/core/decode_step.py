@@ -11,8 +11,9 @@ eager / SDPA / the shared-prefix attention and hooks).
 
 It applies only where that equality is known to hold: transformers' own Llama classes (SmolLM2 is
 one), eval mode, no autograd, no module hooks other than plain forward hooks on decoder layers (which
-it calls, as PPO's shared trunk needs), no hub kernels, and a call that asks for nothing else (no
-embeddings input, no attentions or hidden states out). Every other call goes to `model.forward`.
+it calls, as PPO's shared trunk needs), and a call that asks for nothing else (no embeddings input, no
+attentions or hidden states out). Every other call goes to `model.forward`. Hub kernels (transformers'
+`use_kernels`) replace modules' `forward`s and `apply_rotary_pos_emb`, which both paths call alike.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def eligible(model) -> bool:
     inner = getattr(model, "model", None)
     if type(model) is not llama.LlamaForCausalLM or type(inner) is not llama.LlamaModel \
             or type(inner.rotary_emb) is not llama.LlamaRotaryEmbedding or type(inner.norm) is not llama.LlamaRMSNorm \
-            or getattr(model, "use_kernels", False) or type(model.lm_head) is not torch.nn.Linear:
+            or type(model.lm_head) is not torch.nn.Linear:
         return False
     if M._global_forward_pre_hooks or M._global_forward_hooks or M._global_backward_hooks \
             or getattr(M, "_global_backward_pre_hooks", None):
