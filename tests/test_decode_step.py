@@ -74,8 +74,13 @@ def test_each_step_gives_transformers_logits_and_cache_bit_for_bit(attn, autocas
 
 
 @pytest.mark.parametrize("greedy", [True, False])
-def test_ppo_generation_with_a_trunk_hook_is_unchanged(greedy, counted, monkeypatch, tmp_path):
+def test_ppo_generation_with_its_hooks_is_unchanged(greedy, counted, monkeypatch, tmp_path):
+    """PPO's actor: the LM head's contiguous-input pre-hook, and the shared trunk's collector on a layer."""
+    from hrlaif.trainers.models import contiguous_args
+
     model = tiny(saved=tmp_path)
+    model.lm_head.register_forward_pre_hook(contiguous_args)
+    assert D.eligible(model)
     args = dict(max_new_tokens=6, eos_ids=[2], pad_id=0, greedy=greedy, seeds=[3, 4, 5], trunk_depth=2)
     direct = generate(model, PROMPTS, **args)
     assert len(counted) == 5  # every step after the first token (the last token is never fed back)
@@ -111,6 +116,23 @@ def test_transformers_generate_with_a_shared_prefix_is_unchanged(counted, monkey
     assert torch.equal(direct, run()) and len(counted) == 6
 
 
+def test_hooks_on_the_modules_it_calls_run_as_under_transformers(counted, monkeypatch):
+    """A forward hook that changes a projection's output and a pre-hook that changes the norm's input:
+    both paths run them, once per call, with the same results."""
+    model = tiny()
+    seen = []
+    model.model.layers[1].self_attn.v_proj.register_forward_hook(lambda m, i, o: seen.append(1) or o * 1.5)
+    model.model.norm.register_forward_pre_hook(lambda m, args: (args[0] + 0.25,))
+    assert D.eligible(model)
+    args = dict(max_new_tokens=5, eos_ids=[2], pad_id=0, greedy=True)
+    direct = generate(model, PROMPTS, **args)
+    calls = len(seen)
+    monkeypatch.setattr(D, "eligible", lambda m: False)
+    plain = generate(model, PROMPTS, **args)
+    assert len(counted) == 4 and calls == len(seen) - calls == 5  # the prompt pass and 4 steps, each way
+    assert torch.equal(direct.sequences, plain.sequences) and torch.equal(direct.logprobs, plain.logprobs)
+
+
 def test_calls_it_does_not_cover_run_transformers_forward(counted):
     model = tiny()
     ids, mask = left_pad(PROMPTS, 0)
@@ -134,7 +156,13 @@ def test_models_it_was_not_checked_on_are_left_alone():
     model = tiny()
     assert D.eligible(model)
     handle = model.model.layers[0].mlp.register_forward_hook(lambda *a: None)
-    assert not D.eligible(model)  # a hook it would not call
+    assert not D.eligible(model)  # a hook on a module whose call it inlines
+    handle.remove()
+    handle = model.model.layers[0].self_attn.register_forward_pre_hook(lambda *a: None)
+    assert not D.eligible(model)
+    handle.remove()
+    handle = model.lm_head.register_full_backward_hook(lambda *a: None)
+    assert not D.eligible(model)
     handle.remove()
     handle = model.model.layers[0].register_forward_pre_hook(lambda *a: None)
     assert not D.eligible(model)

@@ -196,13 +196,13 @@ def test_generation_under_decoding_attention_is_generation_under_the_models_own(
     The same tokens and log-probs as without the switch; the model is restored afterwards."""
     import contextlib
 
-    from hrlaif.core import prefix_attention
+    from hrlaif.core import decode_step, prefix_attention
     from hrlaif.trainers import generation
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=implementation).eval()
     prompts = [[5, 9, 14, 3, 22, 7], [11, 4], [8, 8, 30, 2]]
     kw = dict(max_new_tokens=6, eos_ids=[-1], pad_id=0, greedy=True)
-    monkeypatch.setattr(generation, "decoding_attention", lambda m: contextlib.nullcontext())
+    monkeypatch.setattr(decode_step, "decoding_attention", lambda m: contextlib.nullcontext())
     want = generation.generate(model, prompts, **kw)
     monkeypatch.undo()
     calls = []

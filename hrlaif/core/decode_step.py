@@ -10,9 +10,10 @@ tokens are bit for bit those of `model.forward` (tests/test_decode_step.py check
 eager / SDPA / the shared-prefix attention and hooks).
 
 It applies only where that equality is known to hold: transformers' own Llama classes (SmolLM2 is
-one), eval mode, no autograd, no module hooks other than plain forward hooks on decoder layers (which
-it calls, as PPO's shared trunk needs), and a call that asks for nothing else (no embeddings input, no
-attentions or hidden states out). Every other call goes to `model.forward`. Hub kernels (transformers'
+one), eval mode, no autograd, hooks only where it calls them as transformers would (forward hooks on
+the modules it calls, such as the pre-hook PPO puts on the LM head; plain forward hooks on decoder
+layers, such as PPO's shared-trunk collector), and a call that asks for nothing else (no embeddings
+input, no attentions or hidden states out). Every other call goes to `model.forward`. Hub kernels (transformers'
 `use_kernels`) replace modules' `forward`s and `apply_rotary_pos_emb`, which both paths call alike.
 """
 from __future__ import annotations
@@ -36,12 +37,28 @@ _HANDLED = {"input_ids", "attention_mask", "position_ids", "cache", "past_key_va
 
 def _hooks(module) -> bool:
     return bool(module._forward_pre_hooks or module._forward_hooks or module._backward_hooks
-                or module._backward_pre_hooks or getattr(module, "_forward_hooks_with_kwargs", None))
+                or module._backward_pre_hooks)
+
+
+def _leaves(model) -> list:
+    """The modules decode_step calls itself: each through `__call__` when hooked (PPO's LM head has a
+    pre-hook), else straight to `forward`."""
+    inner = model.model
+    out = [inner.embed_tokens, inner.rotary_emb, inner.norm, model.lm_head]
+    for layer in inner.layers:
+        a, m = layer.self_attn, layer.mlp
+        out += [layer.input_layernorm, layer.post_attention_layernorm, a.q_proj, a.k_proj, a.v_proj, a.o_proj,
+                m.gate_proj, m.up_proj, m.down_proj]
+        if isinstance(m.act_fn, torch.nn.Module):
+            out.append(m.act_fn)
+    return out
 
 
 def eligible(model) -> bool:
-    """Whether `model` is transformers' Llama, built of its own classes, with nothing hooked into it
-    but plain forward hooks on decoder layers, and no global module hooks."""
+    """Whether `model` is transformers' Llama, built of its own classes, with no global module hooks and
+    no hooks on the modules whose calls decode_step inlines (the model, its decoder, each attention and
+    MLP), except plain forward hooks on decoder layers (it calls those). The modules it calls (`_leaves`)
+    may carry forward hooks: it calls those modules through `__call__`."""
     inner = getattr(model, "model", None)
     if type(model) is not llama.LlamaForCausalLM or type(inner) is not llama.LlamaModel \
             or type(inner.rotary_emb) is not llama.LlamaRotaryEmbedding or type(inner.norm) is not llama.LlamaRMSNorm \
@@ -55,12 +72,26 @@ def eligible(model) -> bool:
         return False
     for layer in layers:
         if type(layer) is not llama.LlamaDecoderLayer or layer._forward_pre_hooks or layer._backward_hooks \
-                or getattr(layer, "_forward_hooks_with_kwargs", None) \
+                or layer._backward_pre_hooks or getattr(layer, "_forward_hooks_with_kwargs", None) \
                 or any(layer._forward_hooks_always_called.get(k) for k in layer._forward_hooks):
             return False
         if any(type(getattr(layer, name)) is not cls for name, cls in _CLASSES.items()):
             return False
-    return not any(_hooks(m) for m in model.modules() if type(m) is not llama.LlamaDecoderLayer)
+    leaves = {id(m) for m in _leaves(model)}
+    for m in model.modules():
+        if type(m) is llama.LlamaDecoderLayer:
+            continue
+        if id(m) in leaves:
+            if m._backward_hooks or m._backward_pre_hooks:
+                return False
+        elif _hooks(m):
+            return False
+    return True
+
+
+def _call(module):
+    """What calling `module` runs: its hooks and forward when hooked, else its forward alone."""
+    return module if module._forward_pre_hooks or module._forward_hooks else module.forward
 
 
 def _fits(model, kw: dict) -> bool:
@@ -79,7 +110,7 @@ def decode_step(model, input_ids, cache, attention_mask=None, position_ids=None,
     """LlamaForCausalLM.forward for one new token per row with a KV cache, op for op (transformers 5.x's
     modeling_llama), without module calls or decorators. Returns the same output type."""
     inner = model.model
-    h = inner.embed_tokens.forward(input_ids)
+    h = _call(inner.embed_tokens)(input_ids)
     if position_ids is None:
         position_ids = (torch.arange(h.shape[1], device=h.device) + cache.get_seq_length()).unsqueeze(0)
     mask = llama.create_causal_mask(config=inner.config, inputs_embeds=h, attention_mask=attention_mask,
@@ -91,24 +122,24 @@ def decode_step(model, input_ids, cache, attention_mask=None, position_ids=None,
     shape = (*h.shape[:-1], -1)
     for layer in inner.layers[: inner.config.num_hidden_layers]:
         residual = layer_input = h
-        attn = layer.self_attn
-        x = layer.input_layernorm.forward(h)
+        attn, mlp = layer.self_attn, layer.mlp
+        x = _call(layer.input_layernorm)(h)
         heads = (*h.shape[:-1], -1, attn.head_dim)
-        q = attn.q_proj.forward(x).view(heads).transpose(1, 2)
-        k = attn.k_proj.forward(x).view(heads).transpose(1, 2)
-        v = attn.v_proj.forward(x).view(heads).transpose(1, 2)
+        q = _call(attn.q_proj)(x).view(heads).transpose(1, 2)
+        k = _call(attn.k_proj)(x).view(heads).transpose(1, 2)
+        v = _call(attn.v_proj)(x).view(heads).transpose(1, 2)
         q, k = llama.apply_rotary_pos_emb(q, k, cos, sin)
         k, v = cache.update(k, v, attn.layer_idx, kwargs=kwargs)
         o, _ = attend(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling, **kwargs)
-        h = residual + attn.o_proj.forward(o.reshape(shape).contiguous())
-        residual, mlp = h, layer.mlp
-        x = layer.post_attention_layernorm.forward(h)
-        h = residual + mlp.down_proj.forward(mlp.act_fn(mlp.gate_proj.forward(x)) * mlp.up_proj.forward(x))
+        h = residual + _call(attn.o_proj)(o.reshape(shape).contiguous())
+        residual = h
+        x = _call(layer.post_attention_layernorm)(h)
+        h = residual + _call(mlp.down_proj)(mlp.act_fn(_call(mlp.gate_proj)(x)) * _call(mlp.up_proj)(x))
         for hook in layer._forward_hooks.values():  # plain forward hooks (eligible): PPO's trunk collector
             out = hook(layer, (layer_input,), h)
             h = h if out is None else out
-    h = inner.norm.forward(h)
-    logits = model.lm_head.forward(llama.slice_logits_to_keep(h, logits_to_keep))
+    h = _call(inner.norm)(h)
+    logits = _call(model.lm_head)(llama.slice_logits_to_keep(h, logits_to_keep))
     return llama.CausalLMOutputWithPast(logits=logits, cache=cache)
 
 
