@@ -123,6 +123,8 @@ def test_hooks_on_the_modules_it_calls_run_as_under_transformers(counted, monkey
     seen = []
     model.model.layers[1].self_attn.v_proj.register_forward_hook(lambda m, i, o: seen.append(1) or o * 1.5)
     model.model.norm.register_forward_pre_hook(lambda m, args: (args[0] + 0.25,))
+    top = []  # the model's own hooks (a DeepSpeed engine puts some there) run around any forward
+    model.register_forward_pre_hook(lambda m, args, kwargs: top.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
     assert D.eligible(model)
     args = dict(max_new_tokens=5, eos_ids=[2], pad_id=0, greedy=True)
     direct = generate(model, PROMPTS, **args)
@@ -130,6 +132,7 @@ def test_hooks_on_the_modules_it_calls_run_as_under_transformers(counted, monkey
     monkeypatch.setattr(D, "eligible", lambda m: False)
     plain = generate(model, PROMPTS, **args)
     assert len(counted) == 4 and calls == len(seen) - calls == 5  # the prompt pass and 4 steps, each way
+    assert top == [7, 1, 1, 1, 1] * 2
     assert torch.equal(direct.sequences, plain.sequences) and torch.equal(direct.logprobs, plain.logprobs)
 
 
@@ -181,3 +184,20 @@ def test_models_it_was_not_checked_on_are_left_alone():
     with D.direct_decode_steps(sub):
         assert "forward" not in vars(sub)
     assert D.eligible(model)
+
+
+def test_ppo_rollouts_and_drift_points_take_the_direct_step(tiny_model_dir, tmp_path, random_rm, counted):
+    """The real trainer (DeepSpeed engine, the LM head's pre-hook, the shared trunk's collector): its
+    rollouts and its held-out generation decode through the direct step."""
+    from hrlaif.trainers.configs import PPOConfig
+    from hrlaif.trainers.ppo import PPOTrainer
+    from tests.test_ppo import write_prompts
+
+    rm_dir = random_rm(tiny_model_dir, tmp_path / "rm", seed=3)
+    cfg = PPOConfig(model=str(tiny_model_dir), reward_model=str(rm_dir), out=str(tmp_path / "ppo"),
+                    prompts=str(write_prompts(tmp_path / "p.jsonl", 4)), steps=1, batch_size=4, mini_batch_size=4,
+                    max_new_tokens=5, seed=2, train_layers=1, share_trunk=True, precision="fp32")
+    trainer = PPOTrainer(cfg)
+    assert D.eligible(trainer.actor.module)
+    trainer.run()
+    assert len(counted) >= 4  # one rollout's 4 decode steps at least (drift points add theirs)

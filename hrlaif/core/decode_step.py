@@ -56,9 +56,10 @@ def _leaves(model) -> list:
 
 def eligible(model) -> bool:
     """Whether `model` is transformers' Llama, built of its own classes, with no global module hooks and
-    no hooks on the modules whose calls decode_step inlines (the model, its decoder, each attention and
-    MLP), except plain forward hooks on decoder layers (it calls those). The modules it calls (`_leaves`)
-    may carry forward hooks: it calls those modules through `__call__`."""
+    no hooks on the modules whose calls decode_step inlines (its decoder, each attention and MLP), except
+    plain forward hooks on decoder layers (it calls those). The modules it calls (`_leaves`) may carry
+    forward hooks: it calls those through `__call__`. The model's own hooks (a DeepSpeed engine's) run
+    as ever: `model(...)` calls them around whatever `forward` is."""
     inner = getattr(model, "model", None)
     if type(model) is not llama.LlamaForCausalLM or type(inner) is not llama.LlamaModel \
             or type(inner.rotary_emb) is not llama.LlamaRotaryEmbedding or type(inner.norm) is not llama.LlamaRMSNorm \
@@ -79,7 +80,7 @@ def eligible(model) -> bool:
             return False
     leaves = {id(m) for m in _leaves(model)}
     for m in model.modules():
-        if type(m) is llama.LlamaDecoderLayer:
+        if m is model or type(m) is llama.LlamaDecoderLayer:  # the model's own hooks: `model(...)` runs them
             continue
         if id(m) in leaves:
             if m._backward_hooks or m._backward_pre_hooks:
