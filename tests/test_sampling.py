@@ -87,3 +87,54 @@ def test_cli_sample(tiny_model_dir, prompts_file, tmp_path, run_cli):
     assert code == 0, err
     rows = read_jsonl(tmp_path / "s.jsonl")
     assert len(rows) == 2 and all(len(r["responses"]) == 2 for r in rows)
+
+
+def test_each_prompt_is_computed_once_for_its_k_samples(tiny_model_dir):
+    """`prefill_once`: the decoder runs each left-padded prompt once (n rows, not n*K), and the K rows' first
+    decode step then sees what a prompt pass over the K copies gives: the same logits and the same cached
+    keys and values, up to fp32 rounding (a prompt pass and a decode step are different kernels). Then
+    generate continuing that cache picks the greedy tokens of a generate call over the K copies."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hrlaif.core.decoding import growing_cache
+    from hrlaif.core.tensors import position_ids
+    from hrlaif.trainers.sampling import prefill_once
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.padding_side = "left"
+    enc = tok(["a much longer prompt than the others", "short", "middling prompt"], return_tensors="pt",
+              padding=True)
+    ids, mask, k = enc["input_ids"], enc["attention_mask"], 3
+    rows = []
+    hook = model.get_decoder().embed_tokens.register_forward_hook(lambda m, i, o: rows.append(tuple(i[0].shape)))
+    eps = torch.finfo(torch.float32).eps
+    with torch.no_grad():
+        want_kw = growing_cache(model, 4)
+        kmask = mask.repeat_interleave(k, 0)
+        want = model(input_ids=ids.repeat_interleave(k, 0), attention_mask=kmask, position_ids=position_ids(kmask),
+                     use_cache=True, **want_kw).logits[:, -1]
+        got_kw = growing_cache(model, 4)
+        cache = next(iter(got_kw.values()))
+        prefill_once(model, ids, mask, k, cache)
+        got = model(input_ids=ids[:, -1:].repeat_interleave(k, 0), attention_mask=kmask,
+                    position_ids=position_ids(kmask)[:, -1:], use_cache=True, **got_kw).logits[:, -1]
+    hook.remove()
+    n, width = ids.shape
+    assert rows == [(n * k, width), (n, width - 1), (n * k, 1)]  # K copies in full; each prompt once, then a row
+    assert torch.allclose(got, want, rtol=0, atol=float(64 * eps * want.abs().max()))
+    real = kmask.bool()  # padding positions hold whatever: nothing reads them
+    for a, b in zip(next(iter(want_kw.values())).layers, cache.layers):
+        for x, y in ((a.keys, b.keys), (a.values, b.values)):
+            x, y = x.transpose(1, 2)[:, :width][real], y.transpose(1, 2)[:, :width][real]
+            assert torch.allclose(x, y, rtol=0, atol=float(64 * eps * x.abs().max()))
+    with torch.no_grad():  # the sample stage's call, greedy: the tokens of a call over the K copies
+        plain = model.generate(input_ids=ids.repeat_interleave(k, 0), attention_mask=kmask, do_sample=False,
+                               max_new_tokens=6, pad_token_id=tok.pad_token_id, eos_token_id=None,
+                               **growing_cache(model, 6))
+        cache_kw = growing_cache(model, 7)
+        prefill_once(model, ids, mask, k, next(iter(cache_kw.values())))
+        once = model.generate(input_ids=ids.repeat_interleave(k, 0), attention_mask=kmask, do_sample=False,
+                              max_new_tokens=6, pad_token_id=tok.pad_token_id, eos_token_id=None, **cache_kw)
+    assert torch.equal(once, plain)

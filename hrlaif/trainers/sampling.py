@@ -4,7 +4,8 @@
 
 Prompts are rendered with the tokenizer's chat template (user turn + generation prompt),
 left-padded into batches of `batch_size` prompts, and each prompt gets K continuations
-from one `generate(..., num_return_sequences=K, do_sample=True)` call. The global RNGs
+from one `generate(..., do_sample=True)` call over its K copies, whose prompt was computed
+once and its cache repeated K times (`prefill_once`). The global RNGs
 are seeded once (hrlaif.core.seeding), so a fixed (seed, batch_size, prompts, model) gives identical output.
 `finished[i]` says whether response i reached an end-of-sequence token before
 `max_new_tokens` ran out. The model runs on the resolved `device` with bf16 weights when
@@ -33,6 +34,24 @@ def stratified(prompts: list[dict], limit: int) -> list[dict]:
     return out
 
 
+def prefill_once(model, ids, mask, k: int, cache) -> None:
+    """Fill `cache` with every prompt but its last token, computed once per prompt (the decoder alone: no
+    logits) and repeated for its `k` rows, in `generate`'s prompt-major order. `generate` then runs only
+    the last token of each row. `generate(num_return_sequences=k)` would repeat the prompts first and
+    compute each prefill k times: at the quickstart's K=4 most of the sample stage's arithmetic."""
+    import inspect
+
+    from hrlaif.core.tensors import position_ids
+
+    decoder = model.get_decoder()
+    name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    # Each row's own positions (left padding skipped), as generate gives the last token its position from
+    # the mask when it continues a cache.
+    decoder(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids(mask[:, :-1]),
+            use_cache=True, **{name: cache})
+    cache.batch_repeat_interleave(k)
+
+
 def generate_k(model, tok, prompts: list[str], cfg: SampleConfig) -> list[tuple[list[str], list[bool]]]:
     """Sample cfg.k responses for each prompt text (already-loaded model). -> [(responses, finished)]."""
     import torch
@@ -49,13 +68,18 @@ def generate_k(model, tok, prompts: list[str], cfg: SampleConfig) -> list[tuple[
     for b in tqdm(range(0, len(prompts), cfg.batch_size), desc="sample", unit="batch", dynamic_ncols=True):
         texts = [render_prompt(tok, p) for p in prompts[b:b + cfg.batch_size]]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        ids, mask = enc["input_ids"], enc["attention_mask"]
         # Decoding-friendly linears and steps for the batch's rows, an in-place KV cache (hrlaif.core.decode_step).
         with torch.no_grad(), decoding(model, len(texts) * cfg.k):
-            gen = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
-                                 top_k=0, max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.k,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=sorted(stop),
-                                 **growing_cache(model, cfg.max_new_tokens))
-        new = gen[:, enc["input_ids"].shape[1]:].tolist()
+            cache = growing_cache(model, cfg.max_new_tokens + 1)
+            if ids.shape[1] > 1:
+                prefill_once(model, ids, mask, cfg.k, next(iter(cache.values())))
+            gen = model.generate(input_ids=ids.repeat_interleave(cfg.k, 0),
+                                 attention_mask=mask.repeat_interleave(cfg.k, 0), do_sample=True,
+                                 temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
+                                 max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=sorted(stop), **cache)
+        new = gen[:, ids.shape[1]:].tolist()
         for p in range(len(texts)):  # generate() orders outputs prompt-major
             responses, finished = [], []
             for seq in new[p * cfg.k:(p + 1) * cfg.k]:
