@@ -19,6 +19,7 @@ input, no attentions or hidden states out). Every other call goes to `model.forw
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 
 import torch
@@ -33,6 +34,15 @@ _CLASSES = {"self_attn": llama.LlamaAttention, "mlp": llama.LlamaMLP, "input_lay
 # Keywords a decode step may carry and that decode_step handles as model.forward would.
 _HANDLED = {"input_ids", "attention_mask", "position_ids", "cache", "past_key_values", "use_cache",
             "logits_to_keep", "return_dict", "output_attentions", "output_hidden_states"}
+
+
+def _written_for_this_transformers() -> bool:
+    """The names and the output field decode_step uses: transformers >= 5.20's Llama (older ones name the
+    cache `past_key_values` and build masks elsewhere); any other version keeps `model.forward`."""
+    fields = {f.name for f in dataclasses.fields(llama.CausalLMOutputWithPast)}
+    return "cache" in fields and all(hasattr(llama, n) for n in (
+        "create_causal_mask", "slice_logits_to_keep", "apply_rotary_pos_emb", "eager_attention_forward",
+        "ALL_ATTENTION_FUNCTIONS"))
 
 
 def _hooks(module) -> bool:
@@ -61,6 +71,8 @@ def eligible(model) -> bool:
     forward hooks: it calls those through `__call__`. The model's own hooks (a DeepSpeed engine's) run
     as ever: `model(...)` calls them around whatever `forward` is."""
     inner = getattr(model, "model", None)
+    if not _written_for_this_transformers():
+        return False
     if type(model) is not llama.LlamaForCausalLM or type(inner) is not llama.LlamaModel \
             or type(inner.rotary_emb) is not llama.LlamaRotaryEmbedding or type(inner.norm) is not llama.LlamaRMSNorm \
             or type(model.lm_head) is not torch.nn.Linear:
