@@ -121,7 +121,8 @@ def _fits(model, kw: dict) -> bool:
 
 def decode_step(model, input_ids, cache, attention_mask=None, position_ids=None, logits_to_keep: int = 0):
     """LlamaForCausalLM.forward for one new token per row with a KV cache, op for op (transformers 5.x's
-    modeling_llama), without module calls or decorators. Returns the same output type."""
+    modeling_llama), without its decorators, and without module calls except where a module is hooked
+    (`_call`). Returns the same output type."""
     inner = model.model
     h = _call(inner.embed_tokens)(input_ids)
     if position_ids is None:

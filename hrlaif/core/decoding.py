@@ -267,10 +267,15 @@ class GrowingKVCache(DynamicCache):
                        for layer in self.layers]
 
 
-def growing_cache(model, reserve: int) -> dict:
-    """`model(...)` / `model.generate(...)` keyword for a fresh `GrowingKVCache` with room for `reserve`
-    new tokens after the prompt: `cache` (transformers >= 5.20) or `past_key_values` (older)."""
+def cache_kwarg(model, cache) -> dict:
+    """`cache` as the keyword `model(...)` / `model.generate(...)` takes it: `cache` (transformers >= 5.20)
+    or `past_key_values` (older, and deprecated since)."""
     import inspect
 
-    cache = GrowingKVCache(config=getattr(model, "config", None), reserve=reserve)
     return {"cache": cache} if "cache" in inspect.signature(model.forward).parameters else {"past_key_values": cache}
+
+
+def growing_cache(model, reserve: int) -> dict:
+    """`model(...)` / `model.generate(...)` keyword for a fresh `GrowingKVCache` with room for `reserve`
+    new tokens after the prompt (`cache_kwarg`)."""
+    return cache_kwarg(model, GrowingKVCache(config=getattr(model, "config", None), reserve=reserve))

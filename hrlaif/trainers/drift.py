@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from hrlaif.core import decoding, hardware, prefix_attention
+from hrlaif.core import decode_step, decoding, hardware, prefix_attention
 from hrlaif.core.layout import PPODir
 from hrlaif.core.store import append_jsonl, atomic_write_bytes, cache_dir, stable_hash, write_jsonl
 from hrlaif.trainers import generation
@@ -122,7 +122,7 @@ def _generations_file(weights_id, device, prompt_ids, batch_size, max_new_tokens
 def _code_version() -> str:
     """The decoding code's own hash: an edit to the sampler invalidates what it decoded before."""
     h = hashlib.blake2b(digest_size=8)
-    for mod in (generation, decoding, prefix_attention):
+    for mod in (generation, decode_step, decoding, prefix_attention):
         h.update(Path(mod.__file__).read_bytes())
     return h.hexdigest()
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from hrlaif.core.decode_step import decoding
-from hrlaif.core.decoding import growing_cache
+from hrlaif.core.decoding import cache_kwarg, growing_cache
 from hrlaif.core.tensors import left_pad, position_ids
 from hrlaif.trainers.trunk import decoder_of, only_blocks
 
@@ -87,7 +87,7 @@ def generate(model, prompts: list[list[int]], *, max_new_tokens: int, eos_ids: l
             mask = torch.cat([mask, torch.stack(resp_mask, 1).long()], 1)
             with only_blocks(decoder, decoder.layers[:trunk_depth], final_norm=False):
                 decoder(input_ids=tokens[-1][:, None], attention_mask=mask,
-                        position_ids=position_ids(mask)[:, -1:], use_cache=True, **_with_cache(decoder, past))
+                        position_ids=position_ids(mask)[:, -1:], use_cache=True, **cache_kwarg(decoder, past))
     finally:
         if hook is not None:
             hook.remove()
@@ -129,18 +129,10 @@ def _decode(model, out, mask, B, max_new_tokens, eos, pad_id, temperature, top_k
             break  # no logits needed after the last token
         mask = torch.cat([mask, resp_mask[-1].long()[:, None]], dim=1)
         out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
-                    **_with_cache(model, past))
+                    **cache_kwarg(model, past))
         past = _cache_of(out)
         next_pos = next_pos + 1
     return tokens, logps, resp_mask, alive, past
-
-
-def _with_cache(model, past) -> dict:
-    """The KV-cache argument under the name this transformers takes: `cache` (>= 5.20) or
-    `past_key_values` (older, and deprecated since)."""
-    import inspect
-    params = inspect.signature(model.forward).parameters
-    return {"cache": past} if "cache" in params else {"past_key_values": past}
 
 
 def _cache_of(out):

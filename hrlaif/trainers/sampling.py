@@ -39,16 +39,14 @@ def prefill_once(model, ids, mask, k: int, cache) -> None:
     logits) and repeated for its `k` rows, in `generate`'s prompt-major order. `generate` then runs only
     the last token of each row. `generate(num_return_sequences=k)` would repeat the prompts first and
     compute each prefill k times: at the quickstart's K=4 most of the sample stage's arithmetic."""
-    import inspect
-
+    from hrlaif.core.decoding import cache_kwarg
     from hrlaif.core.tensors import position_ids
 
     decoder = model.get_decoder()
-    name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
     # Each row's own positions (left padding skipped), as generate gives the last token its position from
     # the mask when it continues a cache.
     decoder(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids(mask[:, :-1]),
-            use_cache=True, **{name: cache})
+            use_cache=True, **cache_kwarg(decoder, cache))
     cache.batch_repeat_interleave(k)
 
 
