@@ -121,7 +121,8 @@ def test_drift_heldout_file_carries_gold_verdicts(tiny_model_dir, tiny_rm_dir, t
 
 @pytest.mark.host
 @pytest.mark.parametrize("precision,product", [("bf16", "onednn_packed"), ("fp32", "few_rows"),
-                                               ("fp32", "onednn_packed"), ("fp32", "mkl_packed")])
+                                               ("fp32", "onednn_packed"), ("fp32", "mkl_packed"),
+                                               ("fp32", "fewrows")])
 def test_decoding_on_packed_weights_matches_the_plain_forward(tiny_model_dir, precision, product):
     """Decoding packs each Linear's weight once per generate call; in bf16 that is bit for bit
     what autocast computes (on CPUs with native bf16), in fp32 each product equal to the last bits."""

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from hrlaif.core import fewrows
+
 
 def _plain(self, x):
     return F.linear(x, self.weight, self.bias)
@@ -48,6 +50,19 @@ def mkl_packed_linear(self, x):
     if x.dtype != torch.float32 or _no_special_path(self, x):
         return _plain(self, x)
     return torch.ops.mkl._mkl_linear(x, self._mkl_weight, self.weight, self.bias, self._mkl_rows)
+
+
+def fewrows_linear(self, x):
+    """nn.Linear forward for fp32 decoding on `hrlaif/core/fewrows.py`'s kernel (weights packed once
+    per generate call, streamed at memory speed); more rows than the call decodes (the prompt pass)
+    take the plain product."""
+    flat = x.reshape(-1, x.shape[-1])
+    if flat.shape[0] > self._fewrows_rows or x.dtype != torch.float32 or _no_special_path(self, x):
+        return _plain(self, x)
+    y = fewrows.mm(flat, self._fewrows_weight, self.weight.shape[0])
+    if self.bias is not None:
+        y = y + self.bias
+    return y.reshape(*x.shape[:-1], -1)
 
 
 def packed_linear(self, x):
@@ -83,23 +98,26 @@ def packing_dtype():
 def fp32_candidates(rows: int) -> list[str]:
     """The fp32 decode products this torch build offers for `rows` rows."""
     return ["plain"] + (["few_rows"] if rows <= 8 else []) + (["onednn_packed"] if _onednn_packing() else []) \
-        + (["mkl_packed"] if _mkl_packing() else [])
+        + (["mkl_packed"] if _mkl_packing() else []) + (["fewrows"] if rows <= 16 and fewrows.available() else [])
 
 
 def _pack(m, product: str, rows: int, dtype=torch.float32) -> None:
     if product == "mkl_packed":
         m._mkl_weight, m._mkl_rows = torch.ops.mkl._mkl_reorder_linear_weight(m.weight.detach(), rows), rows
+    elif product == "fewrows":
+        m._fewrows_weight, m._fewrows_rows = fewrows.pack(m.weight), rows
     elif product == "onednn_packed":
         m._packed_weight = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach().to(dtype), rows)
         m._packed_bias = None if m.bias is None else m.bias.detach().to(dtype)
 
 
 def _unpack(m) -> None:
-    for name in ("_mkl_weight", "_mkl_rows", "_packed_weight", "_packed_bias"):
+    for name in ("_mkl_weight", "_mkl_rows", "_packed_weight", "_packed_bias", "_fewrows_weight", "_fewrows_rows"):
         m.__dict__.pop(name, None)
 
 
-FORWARDS = {"few_rows": few_rows_linear, "mkl_packed": mkl_packed_linear, "onednn_packed": packed_linear}
+FORWARDS = {"few_rows": few_rows_linear, "mkl_packed": mkl_packed_linear, "onednn_packed": packed_linear,
+            "fewrows": fewrows_linear}
 
 
 def fp32_product(linears, rows: int) -> str:

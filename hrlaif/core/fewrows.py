@@ -1,0 +1,106 @@
+"""An fp32 product for decoding's few rows that streams the weights at memory speed (x86 AVX2 + FMA).
+
+A decode step's time is the time to read every weight matrix once. torch's fastest fp32 product
+for 8 rows on these hosts (MKL's packed GEMM) streams SmolLM2's 538 MB at 12 GB/s where a plain sum
+reads 16-20; `fewrows_kernel.c` packs each weight once per generate call and reads it front to back
+with a software prefetch (AMX Xeon held to AVX2: 19 GB/s on one large matrix against MKL's 16).
+
+The kernel is compiled on first use with the host's C compiler (the one pip needs for
+llama-cpp-python), into $HRLAIF_CACHE/kernels under a hash of its source and flags, and loaded with
+ctypes. It links the OpenMP runtime torch has already loaded (the same `libgomp.so.1`), so its
+threads are torch's threads, not a second pool competing for the cores. Without x86 AVX2 + FMA, a
+compiler or OpenMP, `available()` is False and decoding keeps torch's products
+(`hrlaif/core/decoding.py` times this one against them on each host before using it).
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import torch
+
+from hrlaif.core.hardware import cpu_flags
+from hrlaif.core.store import cache_dir, stable_hash
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("fewrows_kernel.c")
+FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
+BLOCK = 8  # rows of x per kernel pass and outputs per packed block
+
+
+def compiler() -> list[str]:
+    """$CC, else the compiler Python was built with, else `cc`."""
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    return shlex.split(cc)[:1]
+
+
+def _build() -> ctypes.CDLL | None:
+    source = SOURCE.read_bytes()
+    cc = compiler()
+    out = cache_dir() / "kernels" / f"fewrows-{stable_hash([source.hex(), cc, FLAGS, platform.machine()])}.so"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.so")
+        try:
+            done = subprocess.run([*cc, *FLAGS, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True,
+                                  timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log.info("few-rows kernel not built (%s): decoding keeps torch's products", e)
+            return None
+        if done.returncode:
+            log.info("few-rows kernel not built (%s): decoding keeps torch's products",
+                     (done.stderr.strip().splitlines() or ["compiler failed"])[-1])
+            tmp.unlink(missing_ok=True)
+            return None
+        os.replace(tmp, out)  # atomic: a concurrent process sees the whole library or none
+    lib = ctypes.CDLL(str(out))
+    lib.fewrows_mm.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                               ctypes.c_void_p, ctypes.c_int]
+    lib.fewrows_mm.restype = ctypes.c_int
+    return lib
+
+
+_LIB: dict[str, ctypes.CDLL | None] = {}
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, built once per process (None where it cannot be)."""
+    if "lib" not in _LIB:
+        ok = platform.machine().lower() in ("x86_64", "amd64") and {"avx2", "fma"} <= cpu_flags()
+        _LIB["lib"] = _build() if ok else None
+    return _LIB["lib"]
+
+
+def available() -> bool:
+    return library() is not None
+
+
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """[N, K] fp32 weight -> [ceil(N/8), K, 8]: block b holds outputs 8b..8b+7 interleaved (zeros pad N)."""
+    n, k = weight.shape
+    w = weight.detach().float()
+    if n % BLOCK:
+        w = torch.cat([w, w.new_zeros(BLOCK - n % BLOCK, k)])
+    return w.reshape(-1, BLOCK, k).transpose(1, 2).contiguous()
+
+
+def mm(x: torch.Tensor, packed: torch.Tensor, n: int) -> torch.Tensor:
+    """x [M, K] fp32 @ W^T for the W `pack` packed ([N, K]) -> [M, N]."""
+    m, k = x.shape
+    if packed.shape[1] != k or packed.dtype != torch.float32 or x.dtype != torch.float32 or x.device.type != "cpu":
+        raise ValueError(f"few-rows product: x {tuple(x.shape)} {x.dtype} against packed {tuple(packed.shape)}")
+    rows = -(-m // BLOCK) * BLOCK
+    if rows != m:
+        x = torch.cat([x, x.new_zeros(rows - m, k)])
+    x = x.contiguous()
+    y = torch.empty(rows, packed.shape[0] * BLOCK)
+    if library().fewrows_mm(x.data_ptr(), rows, k, packed.data_ptr(), y.shape[1], y.data_ptr(),
+                            torch.get_num_threads()):
+        raise ValueError("few-rows product: bad shapes")
+    return y if rows == m and y.shape[1] == n else y[:m, :n]
