@@ -93,7 +93,8 @@ def test_linears_decode_on_it_and_the_prompt_pass_keeps_the_plain_product():
 
 
 def test_fewrows_is_not_offered_where_it_cannot_be_built(tmp_path, monkeypatch):
-    """No compiler (CC fails), or a CPU without AVX2/FMA: not a candidate, no error, torch's products stay."""
+    """No compiler (CC fails), a cache it cannot write, or a CPU without AVX2/FMA: not a candidate, no
+    error, torch's products stay."""
     from hrlaif.core import decoding, fewrows
     monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path))
     monkeypatch.setattr(fewrows, "_LIB", {})
@@ -102,5 +103,17 @@ def test_fewrows_is_not_offered_where_it_cannot_be_built(tmp_path, monkeypatch):
     assert not list((tmp_path / "kernels").glob("*"))  # no half-written library left behind
     monkeypatch.setattr(fewrows, "_LIB", {})
     monkeypatch.delenv("CC")
+    (tmp_path / "kernels").rmdir()
+    (tmp_path / "kernels").write_text("")  # a cache it cannot write into
+    assert not fewrows.available()
+    monkeypatch.setattr(fewrows, "_LIB", {})
     monkeypatch.setattr(fewrows, "cpu_flags", lambda: frozenset({"sse4_2", "avx"}))
     assert not fewrows.available() and "fewrows" not in decoding.fp32_candidates(8)
+
+
+def test_the_packed_layout_is_eight_outputs_interleaved():
+    fewrows = _lib_or_skip()
+    w = torch.arange(13 * 5, dtype=torch.float32).reshape(13, 5)
+    p = fewrows.pack(w)
+    assert p.shape == (2, 5, 8)
+    assert torch.equal(p[0], w[:8].T) and torch.equal(p[1, :, :5], w[8:].T) and not p[1, :, 5:].any()

@@ -41,28 +41,29 @@ def compiler() -> list[str]:
 
 
 def _build() -> ctypes.CDLL | None:
+    """Compile (once per source, compiler and flags) and load the kernel; None, logged, where either fails."""
     source = SOURCE.read_bytes()
     cc = compiler()
-    out = cache_dir() / "kernels" / f"fewrows-{stable_hash([source.hex(), cc, FLAGS, platform.machine()])}.so"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.so")
-        try:
+    try:
+        out = cache_dir() / "kernels" / f"fewrows-{stable_hash([source.hex(), cc, FLAGS, platform.machine()])}.so"
+        if not out.is_file():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.so")
             done = subprocess.run([*cc, *FLAGS, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True,
                                   timeout=120)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            log.info("few-rows kernel not built (%s): decoding keeps torch's products", e)
-            return None
-        if done.returncode:
-            log.info("few-rows kernel not built (%s): decoding keeps torch's products",
-                     (done.stderr.strip().splitlines() or ["compiler failed"])[-1])
-            tmp.unlink(missing_ok=True)
-            return None
-        os.replace(tmp, out)  # atomic: a concurrent process sees the whole library or none
-    lib = ctypes.CDLL(str(out))
+            if done.returncode:
+                tmp.unlink(missing_ok=True)
+                raise OSError((done.stderr.strip().splitlines() or [f"{cc[0]} failed"])[-1])
+            os.replace(tmp, out)  # atomic: a concurrent process sees the whole library or none
+        lib = ctypes.CDLL(str(out))
+    except (OSError, subprocess.SubprocessError) as e:
+        log.info("few-rows kernel not built (%s): decoding keeps torch's products", e)
+        return None
     lib.fewrows_mm.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                ctypes.c_void_p, ctypes.c_int]
     lib.fewrows_mm.restype = ctypes.c_int
+    lib.fewrows_pack.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
+    lib.fewrows_pack.restype = ctypes.c_int
     return lib
 
 
@@ -87,7 +88,11 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
     w = weight.detach().float()
     if n % BLOCK:
         w = torch.cat([w, w.new_zeros(BLOCK - n % BLOCK, k)])
-    return w.reshape(-1, BLOCK, k).transpose(1, 2).contiguous()
+    w = w.contiguous()
+    out = w.new_empty(w.shape[0] // BLOCK, k, BLOCK)
+    if library().fewrows_pack(w.data_ptr(), w.shape[0], k, out.data_ptr(), torch.get_num_threads()):
+        raise ValueError(f"few-rows pack: weight {tuple(weight.shape)}")
+    return out
 
 
 def mm(x: torch.Tensor, packed: torch.Tensor, n: int) -> torch.Tensor:

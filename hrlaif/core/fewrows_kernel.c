@@ -35,6 +35,21 @@ static void block8(const float *x, int64_t k, const float *pw, float *y, int64_t
     _mm256_storeu_ps(y + 7 * ldy, a7);
 }
 
+/* packed[b][j][r] = w[8b + r][j] for w: [n, k] contiguous, n a multiple of 8 (the layout above). */
+int fewrows_pack(const float *w, int64_t n, int64_t k, float *packed, int threads) {
+    if (n % 8 || k <= 0)
+        return 1;
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t b = 0; b < n / 8; b++) {
+        const float *src = w + b * 8 * k;
+        float *dst = packed + b * 8 * k;
+        for (int64_t j = 0; j < k; j++)
+            for (int r = 0; r < 8; r++)
+                dst[j * 8 + r] = src[r * k + j];
+    }
+    return 0;
+}
+
 /* x: [m, k] contiguous with m a multiple of 8; packed: [n/8][k][8] with n a multiple of 8; y: [m, n]. */
 int fewrows_mm(const float *x, int64_t m, int64_t k, const float *packed, int64_t n, float *y, int threads) {
     if (m % 8 || n % 8 || k <= 0)
