@@ -117,3 +117,84 @@ def test_the_packed_layout_is_eight_outputs_interleaved():
     p = fewrows.pack(w)
     assert p.shape == (2, 5, 8)
     assert torch.equal(p[0], w[:8].T) and torch.equal(p[1, :, :5], w[8:].T) and not p[1, :, 5:].any()
+
+
+def _attention_case(B, H, kvh, d, P, S, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, 1, H, d, generator=g).transpose(1, 2)  # as a Llama attention passes it: strided
+    kp, vp = torch.randn(1, kvh, P, d, generator=g), torch.randn(1, kvh, P, d, generator=g)
+    # own keys/values as views of a GrowingLayer-style buffer with spare room
+    key = torch.randn(B, kvh, S + 5, d, generator=g)[:, :, :S]
+    value = torch.randn(B, kvh, S + 5, d, generator=g)[:, :, :S]
+    mask = torch.ones(B, 1, 1, P + S, dtype=torch.bool)
+    for i in range(B):  # row i: i padding positions right after the prefix
+        mask[i, ..., P:P + min(i, S - 1)] = False
+    return q, kp, vp, key, value, mask
+
+
+def _attention_bound(q, k_full, v_full, scale):
+    """|fp32 - exact| for softmax(scale q.k + mask) v: the scores' dot products within gamma_d of
+    sum|q k| (scaled), exp and the division a few ulp, the two sums over n keys gamma_n; each weight's
+    relative error is at most the scores' plus those, so the output's is at most twice that times max|v|."""
+    d, n = q.shape[-1], k_full.shape[-2]
+    gamma = lambda m: m * U / (1 - m * U)  # noqa: E731
+    g = q.shape[1] // k_full.shape[1]
+    kk = k_full.repeat_interleave(g, dim=1).double().abs()
+    dots = scale * (q.double().abs() @ kk.transpose(-1, -2)).amax(-1, keepdim=True)
+    return 2 * v_full.double().abs().amax() * (gamma(d) * dots + gamma(n + 4)) + 4 * U * v_full.abs().amax()
+
+
+@pytest.mark.parametrize("B,H,kvh,d,P,S", [(8, 9, 3, 64, 748, 40), (3, 6, 2, 8, 11, 7), (1, 4, 1, 16, 3, 5),
+                                           (5, 8, 2, 64, 1, 33), (2, 4, 2, 8, 0, 6)])
+def test_the_attention_kernel_is_attention_over_the_whole_row(B, H, kvh, d, P, S):
+    """The decode step's attention kernel (prefix shared, rows' own keys beside it, GQA, a padding mask
+    as bool or additive, or none) against float64 SDPA over each row's full keys: within the fp32
+    rounding bound of `_attention_bound` on every host; bool and additive masks give the same bits."""
+    fewrows = _lib_or_skip()
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from hrlaif.core.prefix_attention import SharedPrefixLayer, shared_prefix_attention
+    q, kp, vp, key, value, mask = _attention_case(B, H, kvh, d, P, S)
+    plain = SimpleNamespace(num_key_value_groups=H // kvh, training=False, is_causal=True)
+    layer = SharedPrefixLayer(kp, vp)
+    module = SimpleNamespace(**vars(plain), _shared_prefix_layer=layer if P else None)
+    full_k = torch.cat([kp.expand(B, -1, -1, -1), key], 2)
+    full_v = torch.cat([vp.expand(B, -1, -1, -1), value], 2)
+    calls = []
+    real = fewrows.prefix_attention_step
+    fewrows.prefix_attention_step = lambda *a: calls.append(1) or real(*a)
+    grad = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)  # a decode step: without a prefix the kernel only takes no-grad calls
+    try:
+        for m in (mask, None):
+            want, _ = sdpa_attention_forward(plain, q.double(), full_k.double(), full_v.double(), m, scaling=0.3,
+                                             is_causal=False)
+            got, _ = shared_prefix_attention(module, q, key, value, m, scaling=0.3)
+            assert got.shape == (B, 1, H, d) and got.dtype == torch.float32
+            bound = _attention_bound(q, full_k, full_v, 0.3).transpose(1, 2)
+            assert ((got.double() - want).abs() <= bound).all()
+        additive = torch.zeros(mask.shape).masked_fill_(~mask, float("-inf"))
+        assert torch.equal(shared_prefix_attention(module, q, key, value, additive, scaling=0.3)[0],
+                           shared_prefix_attention(module, q, key, value, mask, scaling=0.3)[0])
+    finally:
+        fewrows.prefix_attention_step = real
+        torch.set_grad_enabled(grad)
+    assert len(calls) == 4  # every call took the kernel
+
+
+def test_a_rows_attention_does_not_depend_on_the_other_rows():
+    """Each row's output is the same bits alone or in a batch (the prefix's products run 8 query rows
+    at a time, each output summed in the same order): a sequence decodes the same in any batch."""
+    _lib_or_skip()
+    from types import SimpleNamespace
+
+    from hrlaif.core.prefix_attention import SharedPrefixLayer, shared_prefix_attention
+    q, kp, vp, key, value, mask = _attention_case(5, 6, 2, 16, 21, 9, seed=3)
+    module = SimpleNamespace(num_key_value_groups=3, training=False, is_causal=True,
+                             _shared_prefix_layer=SharedPrefixLayer(kp, vp))
+    full, _ = shared_prefix_attention(module, q, key, value, mask)
+    for rows in (slice(0, 1), slice(1, 4), slice(4, 5)):
+        part, _ = shared_prefix_attention(module, q[rows], key[rows], value[rows], mask[rows])
+        assert torch.equal(part, full[rows])

@@ -64,6 +64,12 @@ def _build() -> ctypes.CDLL | None:
     lib.fewrows_mm.restype = ctypes.c_int
     lib.fewrows_pack.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
     lib.fewrows_pack.restype = ctypes.c_int
+    i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+    lib.attn_step.argtypes = [ptr, i64, i64, i64, i64, i64, i64, ptr, ptr, i64, ptr, ptr, i64, i64, i64, ptr, i64,
+                              f32, ptr, ptr, ctypes.c_int]
+    lib.attn_step.restype = ctypes.c_int
+    lib.attn_scratch_floats.argtypes = [i64] * 6
+    lib.attn_scratch_floats.restype = i64
     return lib
 
 
@@ -109,3 +115,74 @@ def mm(x: torch.Tensor, packed: torch.Tensor, n: int) -> torch.Tensor:
                             torch.get_num_threads()):
         raise ValueError("few-rows product: bad shapes")
     return y if rows == m and y.shape[1] == n else y[:m, :n]
+
+
+def pack_heads(keys: torch.Tensor) -> torch.Tensor:
+    """[kv heads, P, d] fp32 prefix keys -> each head's [P, d] packed like a weight (`pack`), stacked."""
+    if not keys.shape[1]:
+        return keys.new_zeros(keys.shape[0], 0, keys.shape[2], BLOCK)
+    return torch.stack([pack(k) for k in keys])
+
+
+def attention_ready(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> bool:
+    """Whether `prefix_attention_step` can run this step: fp32 CPU tensors, head dim a multiple of 8,
+    no autocast, the kernel built."""
+    return query.dtype == key.dtype == value.dtype == torch.float32 and query.device.type == "cpu" \
+        and query.shape[-1] % BLOCK == 0 and not torch.is_autocast_enabled("cpu") and available()
+
+
+def no_prefix(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`prefix_attention_step`'s prefix arguments for attention over the rows' own keys alone."""
+    kvh, d = key.shape[1], key.shape[-1]
+    return key.new_zeros(kvh, 0, d, BLOCK), key.new_zeros(kvh, 0, d)
+
+
+def _own_strides(t: torch.Tensor, d: int) -> torch.Tensor:
+    """`t` [B, kv heads, S, d] with each head's rows contiguous (a GrowingLayer buffer's view is)."""
+    return t if t.stride(-1) == 1 and (t.stride(-2) == d or t.shape[-2] <= 1) else t.contiguous()
+
+
+def prefix_attention_step(query: torch.Tensor, packed_keys: torch.Tensor, prefix_values: torch.Tensor,
+                          key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                          scale: float) -> torch.Tensor:
+    """One decode step's attention (one query per row) over a shared prefix and the rows' own keys, in
+    one kernel call (`attn_step` in fewrows_kernel.c: scores, an fp32 softmax, weighted values).
+
+    query [B, H, 1, d] (d contiguous); packed_keys: `pack_heads` of the prefix's keys [kvh, P, d];
+    prefix_values [kvh, P, d]; key/value [B, kvh, S, d]; mask [B or 1, 1, 1, P + S]: bool (True
+    attends) or additive, or None. Returns [B, 1, H, d]."""
+    B, H, _, d = query.shape
+    kvh, P, S = prefix_values.shape[0], prefix_values.shape[1], key.shape[-2]
+    if query.stride(-1) != 1:
+        query = query.contiguous()
+    key, value = _own_strides(key, d), _own_strides(value, d)
+    lib = library()
+    if mask is not None:
+        mask = _additive(mask, P + S)
+    need = lib.attn_scratch_floats(kvh, B, H // kvh, d, P, S)
+    scratch = _SCRATCH.get("t")
+    if scratch is None or scratch.numel() < need:
+        scratch = _SCRATCH["t"] = torch.empty(int(need * 1.5))  # room for the rows' next tokens
+    out = query.new_empty(B, 1, H, d)
+    if lib.attn_step(query.data_ptr(), query.stride(0), query.stride(1), kvh, B, H // kvh, d, packed_keys.data_ptr(),
+                     prefix_values.data_ptr(), P, key.data_ptr(), value.data_ptr(), S, key.stride(0), key.stride(1),
+                     0 if mask is None else mask.data_ptr(), 0 if mask is None or mask.shape[0] == 1 else P + S,
+                     scale, out.data_ptr(), scratch.data_ptr(), torch.get_num_threads()):
+        raise ValueError(f"prefix attention step: head dim {d} is not a multiple of {BLOCK}")
+    return out
+
+
+_SCRATCH: dict[str, torch.Tensor] = {}
+_MASK: list = [None, None]
+
+
+def _additive(mask: torch.Tensor, n: int) -> torch.Tensor:
+    """[rows, 1, 1, n] bool (True attends) or additive mask -> [rows, n] contiguous fp32 additive; the
+    last one is kept, since every layer of a decode step gets the same mask tensor."""
+    if _MASK[0] is mask and mask._version == _MASK[1][0]:
+        return _MASK[1][1]
+    flat = mask.reshape(mask.shape[0], n)
+    add = (torch.zeros(flat.shape).masked_fill_(~flat, float("-inf")) if flat.dtype == torch.bool
+           else flat.float().contiguous())
+    _MASK[0], _MASK[1] = mask, (mask._version, add)
+    return add

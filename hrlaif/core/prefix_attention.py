@@ -28,6 +28,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from hrlaif.core import fewrows
 from hrlaif.core.decoding import GrowingKVCache, GrowingLayer, growing_cache
 
 ATTENTION_NAME = "hrlaif_shared_prefix"
@@ -40,11 +41,20 @@ class SharedPrefixLayer(GrowingLayer):
 
     def __init__(self, prefix_keys: torch.Tensor, prefix_values: torch.Tensor, reserve: int = 256, **kwargs):
         super().__init__(reserve=reserve, **kwargs)
-        self.prefix_keys, self.prefix_values = prefix_keys, prefix_values
+        self.prefix_keys, self.prefix_values = prefix_keys.contiguous(), prefix_values.contiguous()
         self.prefix_len = prefix_keys.shape[-2]
+        self.packed_keys = None  # `kernel_ready` packs them on first use
 
     def get_seq_length(self) -> int:
         return self.prefix_len + super().get_seq_length()
+
+    def kernel_ready(self, query, key, value) -> bool:
+        """Whether this decode step runs `fewrows.prefix_attention_step`: fp32 on a CPU with the kernel,
+        head dim a multiple of 8. The prefix's keys are packed for it once, on the first such step."""
+        if self.packed_keys is None:
+            ok = self.prefix_keys.dtype == torch.float32 and fewrows.attention_ready(query, key, value)
+            self.packed_keys = fewrows.pack_heads(self.prefix_keys[0]) if ok else False
+        return self.packed_keys is not False and fewrows.attention_ready(query, key, value)
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.get_seq_length() + query_length, 0
@@ -75,6 +85,9 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
                 or torch.is_autocast_enabled(query.device.type):  # not a plain fp32 decode step
             return own_attention(module)(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                    **kwargs)
+        if fewrows.attention_ready(query, key, value):  # the C kernel, with no prefix
+            return fewrows.prefix_attention_step(query, *fewrows.no_prefix(key), key, value, attention_mask,
+                                                 query.shape[-1] ** -0.5 if scaling is None else scaling), None
         if attention_mask is not None and attention_mask.dtype != torch.bool:
             attention_mask = attention_mask == 0  # eager's additive mask: 0 where a position is attended
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -89,8 +102,11 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
         return sdpa_attention_forward(module, query, *full, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     kvh, S, P = key.shape[1], key.shape[-2], kp.shape[-2]
-    g = H // kvh  # query heads per key/value head: head h reads kv head h // g (repeat_kv's order)
     scale = d ** -0.5 if scaling is None else scaling
+    if layer.kernel_ready(query, key, value):  # the C kernel (hrlaif/core/fewrows.py): one pass over the prefix
+        return fewrows.prefix_attention_step(query, layer.packed_keys, layer.prefix_values[0], key, value,
+                                             attention_mask, scale), None
+    g = H // kvh  # query heads per key/value head: head h reads kv head h // g (repeat_kv's order)
     with torch.autocast(query.device.type, enabled=False):
         qf = query.float().reshape(B, kvh, g * q, d)
         # Every row's queries against the one prefix: [1, kvh, B*g*q, d] x [1, kvh, d, P].
