@@ -34,6 +34,13 @@ def tiny(attn: str = "sdpa", seed: int = 0, saved=None) -> LlamaForCausalLM:
 PROMPTS = [[5, 9, 14, 3], [7, 8, 30, 31, 32, 33, 40], [11, 12]]  # left padding of 3, 0 and 5
 
 
+@pytest.fixture(autouse=True)
+def op_for_op(monkeypatch):
+    """These tests are about the op-for-op step: the fused C layers (equal to the last bits, not bit for
+    bit; tests/test_fused_layers.py) stay off, whichever product the host's calibration picks."""
+    monkeypatch.setattr(D.FusedLayers, "build", classmethod(lambda cls, model: None))
+
+
 @pytest.fixture
 def counted(monkeypatch):
     """The number of calls that took the direct step."""

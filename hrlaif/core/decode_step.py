@@ -27,6 +27,7 @@ from torch.nn.modules import module as M
 from transformers.models.llama import modeling_llama as llama
 
 from hrlaif.core.decoding import decoding_linears
+from hrlaif.core.fused_layers import FusedLayers
 from hrlaif.core.prefix_attention import decoding_attention
 
 _CLASSES = {"self_attn": llama.LlamaAttention, "mlp": llama.LlamaMLP, "input_layernorm": llama.LlamaRMSNorm,
@@ -119,10 +120,12 @@ def _fits(model, kw: dict) -> bool:
             and not getattr(model.config, "output_hidden_states", False))
 
 
-def decode_step(model, input_ids, cache, attention_mask=None, position_ids=None, logits_to_keep: int = 0):
+def decode_step(model, input_ids, cache, attention_mask=None, position_ids=None, logits_to_keep: int = 0,
+                fused: FusedLayers | None = None):
     """LlamaForCausalLM.forward for one new token per row with a KV cache, op for op (transformers 5.x's
     modeling_llama), without its decorators, and without module calls except where a module is hooked
-    (`_call`). Returns the same output type."""
+    (`_call`). Returns the same output type. `fused`: the layers around attention run as two C calls
+    each (hrlaif/core/fused_layers.py; fp32, equal to the last bits, not bit for bit)."""
     inner = model.model
     h = _call(inner.embed_tokens)(input_ids)
     if position_ids is None:
@@ -134,6 +137,8 @@ def decode_step(model, input_ids, cache, attention_mask=None, position_ids=None,
                                                          llama.eager_attention_forward)
     kwargs = {"position_ids": position_ids, "use_cache": True}
     shape = (*h.shape[:-1], -1)
+    if fused is not None and fused.fits(h):
+        return _fused_layers(model, fused, h, cos, sin, cache, mask, attend, kwargs, logits_to_keep)
     for layer in inner.layers[: inner.config.num_hidden_layers]:
         residual = layer_input = h
         attn, mlp = layer.self_attn, layer.mlp
@@ -157,6 +162,26 @@ def decode_step(model, input_ids, cache, attention_mask=None, position_ids=None,
     return llama.CausalLMOutputWithPast(logits=logits, cache=cache)
 
 
+def _fused_layers(model, fused: FusedLayers, h, cos, sin, cache, mask, attend, kwargs, logits_to_keep):
+    """decode_step's layers as `FusedLayers` calls around the cache update and the attention function."""
+    inner = model.model
+    fused.start(h, cos, sin)
+    for i, layer in enumerate(inner.layers[: inner.config.num_hidden_layers]):
+        attn = layer.self_attn
+        layer_input = fused.hidden() if layer._forward_hooks else None
+        q, k, v = fused.qkv(i)
+        k, v = cache.update(k, v, attn.layer_idx, kwargs=kwargs)
+        o, _ = attend(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling, **kwargs)
+        fused.out(i, o)
+        for hook in layer._forward_hooks.values():  # plain forward hooks (eligible): PPO's trunk collector
+            out = hook(layer, (layer_input,), fused.hidden())
+            if out is not None:
+                fused.set_hidden(out)
+    h = _call(inner.norm)(fused.hidden())
+    logits = _call(model.lm_head)(llama.slice_logits_to_keep(h, logits_to_keep))
+    return llama.CausalLMOutputWithPast(logits=logits, cache=cache)
+
+
 @contextlib.contextmanager
 def direct_decode_steps(model):
     """While open, `model(...)` calls that are one-token decode steps with a cache run `decode_step`
@@ -165,13 +190,14 @@ def direct_decode_steps(model):
         yield
         return
     original = model.forward
+    fused = FusedLayers.build(model)
 
     @functools.wraps(original)  # its signature too: callers look for the cache's keyword name in it
     def forward(*args, **kw):
         if args or not _fits(model, kw):
             return original(*args, **kw)
         return decode_step(model, kw["input_ids"], kw.get("cache", kw.get("past_key_values")),
-                           kw.get("attention_mask"), kw.get("position_ids"), kw.get("logits_to_keep", 0))
+                           kw.get("attention_mask"), kw.get("position_ids"), kw.get("logits_to_keep", 0), fused)
 
     model.forward = forward
     try:

@@ -70,6 +70,10 @@ def _build() -> ctypes.CDLL | None:
     lib.attn_step.restype = ctypes.c_int
     lib.attn_scratch_floats.argtypes = [i64] * 6
     lib.attn_scratch_floats.restype = i64
+    lib.layer_qkv.argtypes = [ptr, i64, i64, ptr, f32, ptr, ptr, ptr, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr,
+                              ctypes.c_int]
+    lib.layer_out.argtypes = [ptr, ptr, i64, i64, i64, ptr, ptr, f32, ptr, ptr, ptr, ptr, ctypes.c_int]
+    lib.layer_qkv.restype = lib.layer_out.restype = ctypes.c_int
     return lib
 
 

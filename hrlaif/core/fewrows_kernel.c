@@ -11,6 +11,7 @@
  * core streamed 6.7 GB/s against 11 for a plain sum (AMX Xeon held to AVX2; with it 9-10).
  */
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 
 #define PREFETCH_FLOATS 2048 /* 8 KB ahead of the load */
@@ -198,6 +199,101 @@ int attn_step(const float *q, int64_t qsb, int64_t qsh, int64_t kvh, int64_t B, 
                     _mm256_storeu_ps(dst + t, acc);
                 }
             }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * A Llama decoder layer's decode step around its attention, in two calls (hrlaif/core/decode_step.py):
+ *
+ *   layer_qkv:  x = rmsnorm(h) * w1;  q, k, v = x Wq^T, x Wk^T, x Wv^T;  rotary on q and k
+ *   layer_out:  h += a Wo^T;  x = rmsnorm(h) * w2;  h += (silu(x Wg^T) * (x Wu^T)) Wd^T
+ *
+ * fp32 throughout, as transformers' LlamaRMSNorm / LlamaMLP / apply_rotary_pos_emb compute it (to
+ * the last bits: sums in another order, exp to 2 ulp). Weights packed by fewrows_pack; h: [rows][D]
+ * with rows a multiple of 8 (spare rows zero); cos/sin: [rows][d]; q: [rows][H][d], k/v: [rows][kvh][d];
+ * scratch: layer_scratch_floats() floats.
+ */
+static void rmsnorm_rows(const float *h, int64_t rows, int64_t D, const float *w, float eps, float *x) {
+    #pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *hr = h + r * D;
+        float ss = 0.0f;
+        for (int64_t c = 0; c < D; c++)
+            ss += hr[c] * hr[c];
+        float inv = 1.0f / sqrtf(ss / (float)D + eps);
+        for (int64_t c = 0; c < D; c++)
+            x[r * D + c] = w[c] * (hr[c] * inv);
+    }
+}
+
+/* y[rows][n] (row stride ldy) = x[rows][k] @ W^T for every 8-output block; omp-shared loop */
+static void products(const float *x, int64_t rows, int64_t k, const float *packed, int64_t n, float *y, int64_t ldy) {
+    #pragma omp for schedule(static) nowait
+    for (int64_t b = 0; b < n / 8; b++)
+        for (int64_t r = 0; r < rows; r += 8)
+            block8(x + r * k, k, k, packed + b * k * 8, 8, y + r * ldy + b * 8, ldy);
+}
+
+int64_t layer_scratch_floats(int64_t rows, int64_t D, int64_t I) { return rows * (D + 2 * I); }
+
+int layer_qkv(const float *h, int64_t rows, int64_t D, const float *w1, float eps, const float *wq, const float *wk,
+              const float *wv, int64_t H, int64_t kvh, int64_t d, const float *cos, const float *sin, float *q, float *k,
+              float *v, float *scratch, int threads) {
+    if (rows % 8 || d % 2 || (H * d) % 8 || (kvh * d) % 8)
+        return 1;
+    float *x = scratch;
+    int64_t half = d / 2;
+    #pragma omp parallel num_threads(threads)
+    {
+        rmsnorm_rows(h, rows, D, w1, eps, x);
+        products(x, rows, D, wq, H * d, q, H * d);
+        products(x, rows, D, wk, kvh * d, k, kvh * d);
+        products(x, rows, D, wv, kvh * d, v, kvh * d);
+        #pragma omp barrier
+        #pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            const float *c = cos + r * d, *s = sin + r * d;
+            for (int64_t hh = 0; hh < H + kvh; hh++) {
+                float *t = hh < H ? q + (r * H + hh) * d : k + (r * kvh + hh - H) * d;
+                for (int64_t i = 0; i < half; i++) {
+                    float a = t[i], b = t[i + half];
+                    t[i] = a * c[i] + (-b) * s[i];
+                    t[i + half] = b * c[i + half] + a * s[i + half];
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+int layer_out(const float *a, float *h, int64_t rows, int64_t D, int64_t I, const float *wo, const float *w2, float eps,
+              const float *wg, const float *wu, const float *wd, float *scratch, int threads) {
+    if (rows % 8 || D % 8 || I % 8)
+        return 1;
+    float *x = scratch, *g = scratch + rows * D, *u = g + rows * I;
+    #pragma omp parallel num_threads(threads)
+    {
+        products(a, rows, D, wo, D, x, D);
+        #pragma omp barrier
+        #pragma omp for schedule(static)
+        for (int64_t i = 0; i < rows * D; i++)
+            h[i] = h[i] + x[i];
+        rmsnorm_rows(h, rows, D, w2, eps, x);
+        products(x, rows, D, wg, I, g, I);
+        products(x, rows, D, wu, I, u, I);
+        #pragma omp barrier
+        #pragma omp for schedule(static)
+        for (int64_t i = 0; i < rows * I; i += 8) {
+            __m256 gv = _mm256_loadu_ps(g + i);
+            __m256 sg = _mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv))));
+            _mm256_storeu_ps(g + i, _mm256_mul_ps(sg, _mm256_loadu_ps(u + i)));
+        }
+        products(g, rows, I, wd, D, x, D);
+        #pragma omp barrier
+        #pragma omp for schedule(static)
+        for (int64_t i = 0; i < rows * D; i++)
+            h[i] = h[i] + x[i];
     }
     return 0;
 }
