@@ -21,6 +21,7 @@ import platform
 import shlex
 import subprocess
 import sysconfig
+import threading
 from pathlib import Path
 
 import torch
@@ -164,9 +165,9 @@ def prefix_attention_step(query: torch.Tensor, packed_keys: torch.Tensor, prefix
     if mask is not None:
         mask = _additive(mask, P + S)
     need = lib.attn_scratch_floats(kvh, B, H // kvh, d, P, S)
-    scratch = _SCRATCH.get("t")
+    scratch = getattr(_LOCAL, "scratch", None)
     if scratch is None or scratch.numel() < need:
-        scratch = _SCRATCH["t"] = torch.empty(int(need * 1.5))  # room for the rows' next tokens
+        scratch = _LOCAL.scratch = torch.empty(int(need * 1.5))  # room for the rows' next tokens
     out = query.new_empty(B, 1, H, d)
     if lib.attn_step(query.data_ptr(), query.stride(0), query.stride(1), kvh, B, H // kvh, d, packed_keys.data_ptr(),
                      prefix_values.data_ptr(), P, key.data_ptr(), value.data_ptr(), S, key.stride(0), key.stride(1),
@@ -176,17 +177,17 @@ def prefix_attention_step(query: torch.Tensor, packed_keys: torch.Tensor, prefix
     return out
 
 
-_SCRATCH: dict[str, torch.Tensor] = {}
-_MASK: list = [None, None]
+_LOCAL = threading.local()  # per thread: the kernel's scratch, the last mask and its additive form
 
 
 def _additive(mask: torch.Tensor, n: int) -> torch.Tensor:
     """[rows, 1, 1, n] bool (True attends) or additive mask -> [rows, n] contiguous fp32 additive; the
     last one is kept, since every layer of a decode step gets the same mask tensor."""
-    if _MASK[0] is mask and mask._version == _MASK[1][0]:
-        return _MASK[1][1]
+    last = getattr(_LOCAL, "mask", None)
+    if last is not None and last[0] is mask and last[1] == mask._version:
+        return last[2]
     flat = mask.reshape(mask.shape[0], n)
     add = (torch.zeros(flat.shape).masked_fill_(~flat, float("-inf")) if flat.dtype == torch.bool
            else flat.float().contiguous())
-    _MASK[0], _MASK[1] = mask, (mask._version, add)
+    _LOCAL.mask = (mask, mask._version, add)
     return add
