@@ -198,3 +198,15 @@ def test_a_rows_attention_does_not_depend_on_the_other_rows():
     for rows in (slice(0, 1), slice(1, 4), slice(4, 5)):
         part, _ = shared_prefix_attention(module, q[rows], key[rows], value[rows], mask[rows])
         assert torch.equal(part, full[rows])
+
+
+def test_ppos_cached_step0_responses_are_keyed_on_the_kernels_too(tmp_path, monkeypatch):
+    """Step 0's held-out responses are cached by the decoding code's hash (hrlaif/trainers/drift.py): the
+    kernels decode them now, so an edit to the C source must miss that cache."""
+    from hrlaif.core import fewrows
+    from hrlaif.trainers import drift
+    before = drift._code_version()
+    edited = tmp_path / "fewrows_kernel.c"
+    edited.write_bytes(fewrows.SOURCE.read_bytes() + b"\n/* edited */\n")
+    monkeypatch.setattr(fewrows, "SOURCE", edited)
+    assert drift._code_version() != before

@@ -10,6 +10,10 @@ Both parts go through one softmax, so the result is attention over the whole row
 several tokens per row (the rows' own prompt tokens) runs SDPA over the full rows instead: its scores
 for every query at once would be large, and it happens once per generate call.
 
+A decode step's attention (one query per row, fp32 on a CPU) runs in one C call
+(`hrlaif/core/fewrows.py: prefix_attention_step`: scores, softmax, weighted values) where the kernel is
+built, else as the torch ops below.
+
 `shared_prefix_cache(model, prefix_kv, reserve)` sets it up for one `generate` call
 (hrlaif/evalsets/prefix_lm.py `_shared_prefix_generation`): attention modules read the prefix from
 their cache layer, and the model's attention implementation is switched to `ATTENTION_NAME` (the
@@ -72,7 +76,8 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
     additive; None: causal over the own part).
 
     Without a shared prefix: a decode step of an eager model (one query per row, no grad, fp32, no
-    autocast) runs SDPA's fused kernel instead of eager's matmul, mask add, softmax and matmul over
+    autocast) runs the C kernel of hrlaif/core/fewrows.py where it is built (else SDPA's fused kernel)
+    instead of eager's matmul, mask add, softmax and matmul over
     per-query-head copies of the cache (SmolLM2's shapes at batch 8, held to AVX2: 59 against 370 us per
     layer after 100 tokens, 0.65 against 2.0 ms after 900). Everything else runs the model's own
     implementation. Under autocast that is deliberate: a sampler whose attention were more exact than

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from hrlaif.core import decode_step, decoding, hardware, prefix_attention
+from hrlaif.core import decode_step, decoding, fewrows, fused_layers, hardware, prefix_attention
 from hrlaif.core.layout import PPODir
 from hrlaif.core.store import append_jsonl, atomic_write_bytes, cache_dir, stable_hash, write_jsonl
 from hrlaif.trainers import generation
@@ -122,8 +122,9 @@ def _generations_file(weights_id, device, prompt_ids, batch_size, max_new_tokens
 def _code_version() -> str:
     """The decoding code's own hash: an edit to the sampler invalidates what it decoded before."""
     h = hashlib.blake2b(digest_size=8)
-    for mod in (generation, decode_step, decoding, prefix_attention):
+    for mod in (generation, decode_step, decoding, prefix_attention, fewrows, fused_layers):
         h.update(Path(mod.__file__).read_bytes())
+    h.update(fewrows.SOURCE.read_bytes())  # the C kernels those two run
     return h.hexdigest()
 
 
