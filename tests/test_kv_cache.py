@@ -112,6 +112,20 @@ def test_the_fp32_decode_product_is_chosen_by_timing_once_per_host_and_kept(mode
                        for m in linears)  # restored on exit
 
 
+def test_the_calibration_leaves_the_global_rng_alone(model, tmp_path, monkeypatch):
+    """A sampler seeds the global RNG and then opens `decoding()`: the first run on a host calibrates there,
+    and random inputs drawn from the global RNG made its samples differ from every later run's."""
+    from hrlaif.core import decoding
+
+    monkeypatch.setenv("HRLAIF_CACHE", str(tmp_path))
+    monkeypatch.setattr(decoding, "_FP32_PRODUCT", {})
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    decoding.fp32_product([m for m in model.modules() if isinstance(m, torch.nn.Linear)], 5)
+    assert (tmp_path / "host-calibration.json").exists()  # it did calibrate
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 @pytest.mark.parametrize("q,padded", [(1, True), (4, True), (1, False), (3, False)])
 def test_shared_prefix_attention_is_attention_over_the_whole_row(q, padded):
     """The prefix's keys and values kept once for the batch, every row's own part beside them: the same
