@@ -27,7 +27,7 @@ from torch.nn.modules import module as M
 from transformers.models.llama import modeling_llama as llama
 
 from hrlaif.core.decoding import decoding_linears
-from hrlaif.core.fused_layers import FusedLayers
+from hrlaif.core.fused_layers import FusedLayers, hooked
 from hrlaif.core.prefix_attention import decoding_attention
 
 _CLASSES = {"self_attn": llama.LlamaAttention, "mlp": llama.LlamaMLP, "input_layernorm": llama.LlamaRMSNorm,
@@ -44,11 +44,6 @@ def _written_for_this_transformers() -> bool:
     return "cache" in fields and all(hasattr(llama, n) for n in (
         "create_causal_mask", "slice_logits_to_keep", "apply_rotary_pos_emb", "eager_attention_forward",
         "ALL_ATTENTION_FUNCTIONS"))
-
-
-def _hooks(module) -> bool:
-    return bool(module._forward_pre_hooks or module._forward_hooks or module._backward_hooks
-                or module._backward_pre_hooks)
 
 
 def _leaves(model) -> list:
@@ -98,7 +93,7 @@ def eligible(model) -> bool:
         if id(m) in leaves:
             if m._backward_hooks or m._backward_pre_hooks:
                 return False
-        elif _hooks(m):
+        elif hooked(m):
             return False
     return True
 
@@ -138,32 +133,34 @@ def decode_step(model, input_ids, cache, attention_mask=None, position_ids=None,
     kwargs = {"position_ids": position_ids, "use_cache": True}
     shape = (*h.shape[:-1], -1)
     if fused is not None and fused.fits(h):
-        return _fused_layers(model, fused, h, cos, sin, cache, mask, attend, kwargs, logits_to_keep)
-    for layer in inner.layers[: inner.config.num_hidden_layers]:
-        residual = layer_input = h
-        attn, mlp = layer.self_attn, layer.mlp
-        x = _call(layer.input_layernorm)(h)
-        heads = (*h.shape[:-1], -1, attn.head_dim)
-        q = _call(attn.q_proj)(x).view(heads).transpose(1, 2)
-        k = _call(attn.k_proj)(x).view(heads).transpose(1, 2)
-        v = _call(attn.v_proj)(x).view(heads).transpose(1, 2)
-        q, k = llama.apply_rotary_pos_emb(q, k, cos, sin)
-        k, v = cache.update(k, v, attn.layer_idx, kwargs=kwargs)
-        o, _ = attend(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling, **kwargs)
-        h = residual + _call(attn.o_proj)(o.reshape(shape).contiguous())
-        residual = h
-        x = _call(layer.post_attention_layernorm)(h)
-        h = residual + _call(mlp.down_proj)(mlp.act_fn(_call(mlp.gate_proj)(x)) * _call(mlp.up_proj)(x))
-        for hook in layer._forward_hooks.values():  # plain forward hooks (eligible): PPO's trunk collector
-            out = hook(layer, (layer_input,), h)
-            h = h if out is None else out
+        h = _fused_layers(model, fused, h, cos, sin, cache, mask, attend, kwargs)
+    else:
+        for layer in inner.layers[: inner.config.num_hidden_layers]:
+            residual = layer_input = h
+            attn, mlp = layer.self_attn, layer.mlp
+            x = _call(layer.input_layernorm)(h)
+            heads = (*h.shape[:-1], -1, attn.head_dim)
+            q = _call(attn.q_proj)(x).view(heads).transpose(1, 2)
+            k = _call(attn.k_proj)(x).view(heads).transpose(1, 2)
+            v = _call(attn.v_proj)(x).view(heads).transpose(1, 2)
+            q, k = llama.apply_rotary_pos_emb(q, k, cos, sin)
+            k, v = cache.update(k, v, attn.layer_idx, kwargs=kwargs)
+            o, _ = attend(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling, **kwargs)
+            h = residual + _call(attn.o_proj)(o.reshape(shape).contiguous())
+            residual = h
+            x = _call(layer.post_attention_layernorm)(h)
+            h = residual + _call(mlp.down_proj)(mlp.act_fn(_call(mlp.gate_proj)(x)) * _call(mlp.up_proj)(x))
+            for hook in layer._forward_hooks.values():  # plain forward hooks (eligible): PPO's trunk collector
+                out = hook(layer, (layer_input,), h)
+                h = h if out is None else out
     h = _call(inner.norm)(h)
     logits = _call(model.lm_head)(llama.slice_logits_to_keep(h, logits_to_keep))
     return llama.CausalLMOutputWithPast(logits=logits, cache=cache)
 
 
-def _fused_layers(model, fused: FusedLayers, h, cos, sin, cache, mask, attend, kwargs, logits_to_keep):
-    """decode_step's layers as `FusedLayers` calls around the cache update and the attention function."""
+def _fused_layers(model, fused: FusedLayers, h, cos, sin, cache, mask, attend, kwargs) -> torch.Tensor:
+    """decode_step's layers as `FusedLayers` calls around the cache update and the attention function;
+    returns the last layer's hidden states."""
     inner = model.model
     fused.start(h, cos, sin)
     for i, layer in enumerate(inner.layers[: inner.config.num_hidden_layers]):
@@ -177,9 +174,7 @@ def _fused_layers(model, fused: FusedLayers, h, cos, sin, cache, mask, attend, k
             out = hook(layer, (layer_input,), fused.hidden())
             if out is not None:
                 fused.set_hidden(out)
-    h = _call(inner.norm)(fused.hidden())
-    logits = _call(model.lm_head)(llama.slice_logits_to_keep(h, logits_to_keep))
-    return llama.CausalLMOutputWithPast(logits=logits, cache=cache)
+    return fused.hidden()
 
 
 @contextlib.contextmanager

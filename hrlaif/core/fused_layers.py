@@ -7,7 +7,7 @@ AVX2). `FusedLayers` runs each layer as `layer_qkv` (RMSNorm, the q/k/v products
 cache's own `update` and the model's attention function as before, then `layer_out` (o product and
 residual, RMSNorm, gate/up products, SiLU x up, down product and residual), on the packed weights the
 linears already hold. fp32 only, and not bit for bit transformers' ops (sums in another order, exp
-within 2 ulp): tests/test_fewrows.py bounds the difference by fp32's own error against float64.
+within 2 ulp): tests/test_fused_layers.py bounds the difference by fp32's own error against float64.
 
 It applies only where every module it replaces is transformers' plain kind with no hooks of its own:
 `FusedLayers.build` returns None otherwise, and `decode_step` runs the modules as before.
@@ -23,8 +23,10 @@ _LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_at
             "mlp.up_proj", "mlp.down_proj")
 
 
-def _hooked(m) -> bool:
-    return bool(m._forward_pre_hooks or m._forward_hooks or m._backward_hooks or m._backward_pre_hooks)
+def hooked(module) -> bool:
+    """Whether any forward or backward hook sits on `module` itself."""
+    return bool(module._forward_pre_hooks or module._forward_hooks or module._backward_hooks
+                or module._backward_pre_hooks)
 
 
 class FusedLayers:
@@ -53,11 +55,11 @@ class FusedLayers:
         for layer in model.model.layers[: cfg.num_hidden_layers]:
             lins = [layer.get_submodule(n) for n in _LINEARS]
             norms = (layer.input_layernorm, layer.post_attention_layernorm)
-            if any(m.bias is not None or "_fewrows_weight" not in vars(m) or _hooked(m) for m in lins) \
-                    or any(type(n) is not llama.LlamaRMSNorm or _hooked(n) or n.weight.dtype != torch.float32
+            if any(m.bias is not None or "_fewrows_weight" not in vars(m) or hooked(m) for m in lins) \
+                    or any(type(n) is not llama.LlamaRMSNorm or hooked(n) or n.weight.dtype != torch.float32
                            or n.weight.device.type != "cpu" for n in norms) \
-                    or _hooked(layer.self_attn) or _hooked(layer.mlp) or isinstance(layer.mlp.act_fn, torch.nn.Module) \
-                    and _hooked(layer.mlp.act_fn):
+                    or hooked(layer.self_attn) or hooked(layer.mlp) \
+                    or (isinstance(layer.mlp.act_fn, torch.nn.Module) and hooked(layer.mlp.act_fn)):
                 return None
             layers.append((*(m._fewrows_weight for m in lins), norms[0].weight.detach(), norms[0].variance_epsilon,
                            norms[1].weight.detach(), norms[1].variance_epsilon))
